@@ -1,0 +1,1 @@
+//! Benchmarks (binaries under src/bin).

@@ -1,0 +1,14 @@
+//! Rhizome's engine: the pure core of the small peer.
+//!
+//! Everything here is deterministic code with no I/O, no clock and no
+//! randomness of its own: time and entropy come in as arguments, durable
+//! storage comes in through the [`kv`] traits. That is what lets the same code
+//! run in an app, under the deterministic simulator, and in property tests.
+
+pub mod kv;
+pub mod mem;
+pub mod testing;
+pub mod doc;
+pub mod hlc;
+pub mod value;
+pub mod vv;

@@ -1,0 +1,509 @@
+//! JSON values as the engine holds them.
+//!
+//! JSON numbers are split into exact 64-bit integers and finite floats, so an
+//! integer written on one peer reads back bit-identical everywhere (no silent
+//! trip through f64). Object keys are kept sorted (`BTreeMap`), which makes
+//! every rendering of a document byte-identical across replicas. Values that
+//! JSON cannot represent (NaN, infinities) are refused at construction.
+
+use serde::de::{self, DeserializeSeed, EnumAccess, SeqAccess, VariantAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, SerializeTupleVariant};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Deepest nesting of arrays and objects accepted anywhere (input, disk, wire).
+/// Bounds recursion so hostile bytes cannot overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// A JSON value.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Value {
+    /// `null`.
+    #[default]
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer, exact.
+    Int(i64),
+    /// A finite float (never NaN or infinite).
+    Float(f64),
+    /// A UTF-8 string.
+    String(String),
+    /// An array.
+    Array(Vec<Value>),
+    /// An object with sorted keys.
+    Object(BTreeMap<String, Value>),
+}
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// NaN or an infinity: JSON has no such number.
+    NotFinite {
+        /// Where in the value (a JSON path like `a.b[2]`).
+        path: String,
+    },
+    /// An integer outside the signed 64-bit range.
+    IntegerOutOfRange {
+        /// Where in the value.
+        path: String,
+    },
+    /// Arrays and objects nested deeper than [`MAX_DEPTH`].
+    TooDeep {
+        /// Where the limit was crossed.
+        path: String,
+    },
+    /// Text that is not JSON; `line` and `column` are 1-based.
+    Syntax {
+        /// Line of the error.
+        line: usize,
+        /// Column of the error.
+        column: usize,
+        /// What the parser expected.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueError::NotFinite { path } => write!(f, "{path}: NaN and infinities are not JSON numbers"),
+            ValueError::IntegerOutOfRange { path } => write!(f, "{path}: integer outside the 64-bit signed range"),
+            ValueError::TooDeep { path } => write!(f, "{path}: nested deeper than {MAX_DEPTH} levels"),
+            ValueError::Syntax { line, column, reason } => {
+                write!(f, "invalid JSON at line {line}, column {column}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+fn child_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Value {
+    /// A float, refusing NaN and infinities.
+    pub fn float(f: f64) -> Result<Value, ValueError> {
+        if f.is_finite() {
+            Ok(Value::Float(f))
+        } else {
+            Err(ValueError::NotFinite { path: String::new() })
+        }
+    }
+
+    /// Parses JSON text.
+    pub fn parse(text: &str) -> Result<Value, ValueError> {
+        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| ValueError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            reason: e.to_string(),
+        })?;
+        Value::from_json(&json)
+    }
+
+    /// Converts from `serde_json`, refusing what the engine cannot hold exactly.
+    pub fn from_json(json: &serde_json::Value) -> Result<Value, ValueError> {
+        from_json_at(json, "", 0)
+    }
+
+    /// Converts to `serde_json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
+            Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+        }
+    }
+
+    /// Checks the invariants a `Value` built by hand might break.
+    pub fn validate(&self) -> Result<(), ValueError> {
+        validate_at(self, "", 0)
+    }
+
+    /// The object's fields, if it is one.
+    pub fn as_object(&self) -> Option<&BTreeMap<String, Value>> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Rank of the value's type in the engine's total order across types:
+    /// null < bool < number < string < array < object.
+    pub fn type_rank(&self) -> u8 {
+        match self {
+            Value::Null => 1,
+            Value::Bool(_) => 2,
+            Value::Int(_) | Value::Float(_) => 3,
+            Value::String(_) => 4,
+            Value::Array(_) => 5,
+            Value::Object(_) => 6,
+        }
+    }
+
+    /// The total order used wherever values must be ordered deterministically:
+    /// by type rank, then numbers numerically (integers and floats together),
+    /// strings bytewise, arrays and objects lexicographically.
+    pub fn total_cmp(&self, other: &Value) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Int(a), Value::Float(b)) => cmp_int_float(*a, *b),
+            (Value::Float(a), Value::Int(b)) => cmp_int_float(*b, *a).reverse(),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::String(a), Value::String(b)) => a.cmp(b),
+            (Value::Array(a), Value::Array(b)) => {
+                for (x, y) in a.iter().zip(b) {
+                    let o = x.total_cmp(y);
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                a.len().cmp(&b.len())
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                for ((ka, va), (kb, vb)) in a.iter().zip(b) {
+                    let o = ka.cmp(kb).then_with(|| va.total_cmp(vb));
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                a.len().cmp(&b.len())
+            }
+            _ => self.type_rank().cmp(&other.type_rank()),
+        }
+    }
+}
+
+fn cmp_int_float(i: i64, f: f64) -> std::cmp::Ordering {
+    // Compare exactly: i64 -> f64 can round, so split the float instead.
+    use std::cmp::Ordering;
+    if f >= 9.223_372_036_854_775_808e18 {
+        return Ordering::Less;
+    }
+    if f < -9.223_372_036_854_775_808e18 {
+        return Ordering::Greater;
+    }
+    let t = f.trunc();
+    match i.cmp(&(t as i64)) {
+        Ordering::Equal => 0.0f64.partial_cmp(&(f - t)).unwrap_or(Ordering::Equal),
+        o => o,
+    }
+}
+
+fn from_json_at(json: &serde_json::Value, path: &str, depth: usize) -> Result<Value, ValueError> {
+    Ok(match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if n.is_u64() {
+                return Err(ValueError::IntegerOutOfRange { path: path.to_string() });
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                Value::float(f).map_err(|_| ValueError::NotFinite { path: path.to_string() })?
+            }
+        }
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(a) => {
+            check_depth(path, depth)?;
+            let mut out = Vec::with_capacity(a.len());
+            for (i, v) in a.iter().enumerate() {
+                out.push(from_json_at(v, &format!("{path}[{i}]"), depth + 1)?);
+            }
+            Value::Array(out)
+        }
+        serde_json::Value::Object(o) => {
+            check_depth(path, depth)?;
+            let mut out = BTreeMap::new();
+            for (k, v) in o {
+                out.insert(k.clone(), from_json_at(v, &child_path(path, k), depth + 1)?);
+            }
+            Value::Object(out)
+        }
+    })
+}
+
+fn check_depth(path: &str, depth: usize) -> Result<(), ValueError> {
+    if depth >= MAX_DEPTH {
+        return Err(ValueError::TooDeep { path: path.to_string() });
+    }
+    Ok(())
+}
+
+fn validate_at(v: &Value, path: &str, depth: usize) -> Result<(), ValueError> {
+    match v {
+        Value::Float(f) if !f.is_finite() => Err(ValueError::NotFinite { path: path.to_string() }),
+        Value::Array(a) => {
+            check_depth(path, depth)?;
+            a.iter().enumerate().try_for_each(|(i, x)| validate_at(x, &format!("{path}[{i}]"), depth + 1))
+        }
+        Value::Object(o) => {
+            check_depth(path, depth)?;
+            o.iter().try_for_each(|(k, x)| validate_at(x, &child_path(path, k), depth + 1))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_json())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::String(s.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::String(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Value {
+        Value::Int(i)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+
+// Serde: natural JSON for human-readable formats (serde_json), a tagged
+// variant form for binary formats (postcard), which cannot deserialize
+// "any" and must know each value's type from a tag.
+
+const VARIANTS: &[&str] = &["Null", "Bool", "Int", "Float", "String", "Array", "Object"];
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return self.to_json().serialize(s);
+        }
+        match self {
+            Value::Null => s.serialize_unit_variant("Value", 0, "Null"),
+            Value::Bool(b) => s.serialize_newtype_variant("Value", 1, "Bool", b),
+            Value::Int(i) => s.serialize_newtype_variant("Value", 2, "Int", i),
+            Value::Float(f) => s.serialize_newtype_variant("Value", 3, "Float", f),
+            Value::String(x) => s.serialize_newtype_variant("Value", 4, "String", x),
+            Value::Array(a) => {
+                let mut t = s.serialize_tuple_variant("Value", 5, "Array", 1)?;
+                t.serialize_field(&SeqOf(a))?;
+                t.end()
+            }
+            Value::Object(o) => {
+                let mut t = s.serialize_tuple_variant("Value", 6, "Object", 1)?;
+                t.serialize_field(&MapOf(o))?;
+                t.end()
+            }
+        }
+    }
+}
+
+struct SeqOf<'a>(&'a [Value]);
+impl Serialize for SeqOf<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for v in self.0 {
+            seq.serialize_element(v)?;
+        }
+        seq.end()
+    }
+}
+struct MapOf<'a>(&'a BTreeMap<String, Value>);
+impl Serialize for MapOf<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        if d.is_human_readable() {
+            let json = serde_json::Value::deserialize(d)?;
+            return Value::from_json(&json).map_err(de::Error::custom);
+        }
+        Depth(0).deserialize(d)
+    }
+}
+
+/// Binary deserialization with the nesting depth carried along.
+#[derive(Clone, Copy)]
+struct Depth(usize);
+
+impl<'de> DeserializeSeed<'de> for Depth {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0 > MAX_DEPTH {
+            return Err(de::Error::custom(format!("value nested deeper than {MAX_DEPTH} levels")));
+        }
+        d.deserialize_enum("Value", VARIANTS, self)
+    }
+}
+
+impl<'de> Visitor<'de> for Depth {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tagged JSON value")
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let (tag, variant): (u32, _) = data.variant()?;
+        Ok(match tag {
+            0 => {
+                variant.unit_variant()?;
+                Value::Null
+            }
+            1 => Value::Bool(variant.newtype_variant()?),
+            2 => Value::Int(variant.newtype_variant()?),
+            3 => {
+                let f: f64 = variant.newtype_variant()?;
+                Value::float(f).map_err(de::Error::custom)?
+            }
+            4 => Value::String(variant.newtype_variant()?),
+            5 => variant.tuple_variant(1, Inner { depth: self.0 + 1, object: false })?,
+            6 => variant.tuple_variant(1, Inner { depth: self.0 + 1, object: true })?,
+            _ => return Err(de::Error::custom(format!("unknown value tag {tag}"))),
+        })
+    }
+}
+
+/// Reads the single field of the Array/Object variants.
+struct Inner {
+    depth: usize,
+    object: bool,
+}
+
+impl<'de> Visitor<'de> for Inner {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("array or object body")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let missing = || de::Error::custom("missing array/object body");
+        if self.object {
+            seq.next_element_seed(ObjectBody(self.depth))?.ok_or_else(missing)
+        } else {
+            seq.next_element_seed(ArrayBody(self.depth))?.ok_or_else(missing)
+        }
+    }
+}
+
+struct ArrayBody(usize);
+impl<'de> DeserializeSeed<'de> for ArrayBody {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+impl<'de> Visitor<'de> for ArrayBody {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("array elements")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // Never trust a length prefix from hostile bytes with an allocation.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element_seed(Depth(self.0))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+struct ObjectBody(usize);
+impl<'de> DeserializeSeed<'de> for ObjectBody {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+impl<'de> Visitor<'de> for ObjectBody {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("object entries")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(Depth(self.0))?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_roundtrip() {
+        let v = Value::parse(r#"{"a":[1,2.5,"x",null,true,{"b":[]}],"c":-9223372036854775808}"#).unwrap();
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(v, back);
+        assert_eq!(serde_json::to_string(&v).unwrap(), v.to_string());
+    }
+
+    #[test]
+    fn refuses_what_json_cannot_hold() {
+        assert!(matches!(Value::float(f64::NAN), Err(ValueError::NotFinite { .. })));
+        assert!(matches!(Value::parse("18446744073709551615"), Err(ValueError::IntegerOutOfRange { .. })));
+        let e = Value::parse("{\"a\":\n  [1,}").unwrap_err();
+        assert!(matches!(e, ValueError::Syntax { line: 2, .. }), "{e}");
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        assert!(matches!(Value::parse(&deep), Err(ValueError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn hostile_binary_depth_is_bounded() {
+        // Tag 5 (array) of length 1, repeated: a deep nest in very few bytes.
+        let mut bytes = Vec::new();
+        for _ in 0..100_000 {
+            bytes.extend_from_slice(&[5, 1]);
+        }
+        bytes.push(0);
+        assert!(postcard::from_bytes::<Value>(&bytes).is_err());
+    }
+
+    #[test]
+    fn numbers_compare_across_int_and_float() {
+        use std::cmp::Ordering::*;
+        assert_eq!(Value::Int(3).total_cmp(&Value::Float(3.0)), Equal);
+        assert_eq!(Value::Int(3).total_cmp(&Value::Float(3.5)), Less);
+        assert_eq!(Value::Int(i64::MAX).total_cmp(&Value::Float(9.3e18)), Less);
+        assert_eq!(Value::Int(-4).total_cmp(&Value::Float(-3.5)), Less);
+        assert_eq!(Value::Null.total_cmp(&Value::Bool(false)), Less);
+        assert_eq!(Value::String("a".into()).total_cmp(&Value::Array(vec![])), Less);
+    }
+}

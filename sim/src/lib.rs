@@ -1,0 +1,3 @@
+//! Deterministic simulator of Rhizome meshes under madsim.
+//!
+//! Not built yet: issue 5 fills it.
