@@ -12,3 +12,5 @@ pub mod doc;
 pub mod hlc;
 pub mod value;
 pub mod vv;
+pub mod codec;
+pub mod store;

@@ -28,7 +28,7 @@ const TABLES: usize = Table::ALL.len();
 const MAX_KEY_BYTES: usize = 511;
 
 /// Map sizes are rounded up to this, a multiple of every common OS page size
-/// (4, 16 and 64 KiB), because LMDB rejects a map that is not page-aligned.
+/// (4, 16 and 64 KiB), because heed refuses a map size that is not page-aligned.
 const MAP_ALIGN_BYTES: usize = 64 << 10;
 
 /// Whether LMDB can store `key` at all. It rejects empty keys (even as a seek

@@ -1,0 +1,329 @@
+//! Byte formats: stored documents and changes on the wire.
+//!
+//! Both are postcard (serde, varint integers, no field names) inside a small
+//! envelope we own, so the layout is documented (`docs/format.md`) and
+//! versioned independently of any library:
+//!
+//! * a stored document: `[format: u8][CRC-32 (IEEE) of the rest: u32 LE][id length:
+//!   varint][id][body]`. The id sits outside the body so a damaged body can
+//!   still be named in an error. The body interns peers and stamps (a freshly
+//!   inserted document has one stamp for all its fields), and shares path
+//!   prefixes with the previous slot.
+//! * a change: `[format: u8][postcard Change]`.
+//!
+//! Decoding treats bytes as hostile: every index is checked, paths must be
+//! strictly ordered, nesting is bounded, and no length prefix is trusted with
+//! an allocation.
+
+use crate::doc::{Counter, Deletion, Doc, Floor, Num, Op, Path, Reg, RegVal, Slot};
+use crate::hlc::{Hlc, PeerId, Stamp};
+use crate::value::{Value, MAX_DEPTH};
+use crate::vv::VersionVector;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Version of the stored-document format written by this build.
+pub const DOC_FORMAT: u8 = 1;
+/// Version of the change wire format written by this build.
+pub const CHANGE_FORMAT: u8 = 1;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// Fewer bytes than the envelope needs.
+    Truncated,
+    /// A format version this build does not know.
+    UnknownFormat {
+        /// The version found.
+        found: u8,
+    },
+    /// The checksum does not match: the bytes were damaged.
+    Checksum,
+    /// The bytes do not follow the format; `reason` says where.
+    Malformed {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::Truncated => write!(f, "record is truncated"),
+            CodecError::UnknownFormat { found } => write!(f, "unknown format version {found}"),
+            CodecError::Checksum => write!(f, "checksum mismatch (damaged bytes)"),
+            CodecError::Malformed { reason } => write!(f, "malformed record: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+fn malformed(reason: impl Into<String>) -> CodecError {
+    CodecError::Malformed { reason: reason.into() }
+}
+
+impl From<postcard::Error> for CodecError {
+    fn from(e: postcard::Error) -> Self {
+        match e {
+            postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
+            e => malformed(e.to_string()),
+        }
+    }
+}
+
+// ---- document ids ----
+
+/// Encodes a canonical document id (see `crate::store::canonical_id`).
+pub fn encode_id(id: &Value) -> Vec<u8> {
+    postcard::to_allocvec(id).unwrap_or_default()
+}
+
+/// Decodes a document id.
+pub fn decode_id(bytes: &[u8]) -> Result<Value, CodecError> {
+    let (v, rest) = postcard::take_from_bytes::<Value>(bytes)?;
+    if !rest.is_empty() {
+        return Err(malformed("trailing bytes after id"));
+    }
+    Ok(v)
+}
+
+// ---- stored documents ----
+
+#[derive(Serialize)]
+struct DocOut<'a> {
+    peers: Vec<u64>,
+    stamps: Vec<(u64, u32)>,
+    vv: Vec<(u32, u64)>,
+    deleted: Option<(u32, Vec<(u32, u64)>)>,
+    slots: Vec<SlotOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct SlotOut<'a> {
+    shared: u32,
+    rest: &'a [String],
+    reg: Option<(u32, &'a RegVal)>,
+    counter: Option<CounterRepr>,
+}
+
+#[derive(Deserialize)]
+struct DocIn {
+    peers: Vec<u64>,
+    stamps: Vec<(u64, u32)>,
+    vv: Vec<(u32, u64)>,
+    deleted: Option<(u32, Vec<(u32, u64)>)>,
+    slots: Vec<SlotIn>,
+}
+
+#[derive(Deserialize)]
+struct SlotIn {
+    shared: u32,
+    rest: Vec<String>,
+    reg: Option<(u32, RegVal)>,
+    counter: Option<CounterRepr>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CounterRepr {
+    /// (peer index, hlc, total)
+    parts: Vec<(u32, u64, Num)>,
+    /// (peer index, hlc, total, stamp index of the reset)
+    floors: Vec<(u32, u64, Num, u32)>,
+    base: Option<(u32, Num)>,
+}
+
+/// Interning tables built while encoding.
+#[derive(Default)]
+struct Interner {
+    peers: Vec<u64>,
+    peer_idx: BTreeMap<PeerId, u32>,
+    stamps: Vec<(u64, u32)>,
+    stamp_idx: BTreeMap<Stamp, u32>,
+}
+
+impl Interner {
+    fn peer(&mut self, p: PeerId) -> u32 {
+        *self.peer_idx.entry(p).or_insert_with(|| {
+            self.peers.push(p.0);
+            (self.peers.len() - 1) as u32
+        })
+    }
+    fn stamp(&mut self, s: Stamp) -> u32 {
+        if let Some(&i) = self.stamp_idx.get(&s) {
+            return i;
+        }
+        let p = self.peer(s.peer);
+        self.stamps.push((s.hlc.0, p));
+        let i = (self.stamps.len() - 1) as u32;
+        self.stamp_idx.insert(s, i);
+        i
+    }
+    fn vv(&mut self, vv: &VersionVector) -> Vec<(u32, u64)> {
+        vv.iter().map(|(p, h)| (self.peer(p), h.0)).collect()
+    }
+}
+
+/// Encodes a stored document record into `out` (cleared first).
+pub fn encode_doc(id_bytes: &[u8], doc: &Doc, out: &mut Vec<u8>) {
+    let mut t = Interner::default();
+    let mut slots = Vec::with_capacity(doc.slots.len());
+    let mut prev: &[String] = &[];
+    for (path, slot) in &doc.slots {
+        let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
+        let reg = slot.reg.as_ref().map(|r| (t.stamp(r.stamp), &r.val));
+        let counter = slot.counter.as_ref().map(|c| CounterRepr {
+            parts: c.parts.iter().map(|(&p, &(h, n))| (t.peer(p), h.0, n)).collect(),
+            floors: c.floors.iter().map(|(&p, f)| (t.peer(p), f.hlc.0, f.total, t.stamp(f.by))).collect(),
+            base: c.base.map(|(s, n)| (t.stamp(s), n)),
+        });
+        slots.push(SlotOut { shared: shared as u32, rest: &path[shared..], reg, counter });
+        prev = path;
+    }
+    let deleted = doc.deleted.as_ref().map(|d| (t.stamp(d.stamp), t.vv(&d.seen)));
+    let vv = t.vv(&doc.vv);
+    let body = DocOut { peers: t.peers, stamps: t.stamps, vv, deleted, slots };
+
+    out.clear();
+    out.push(DOC_FORMAT);
+    out.extend_from_slice(&[0; 4]);
+    push_varint(out, id_bytes.len() as u64);
+    out.extend_from_slice(id_bytes);
+    // Serializing plain data into a Vec cannot fail.
+    let encoded = postcard::to_extend(&body, std::mem::take(out)).unwrap_or_default();
+    *out = encoded;
+    let crc = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), CodecError> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((v, &bytes[i + 1..]));
+        }
+    }
+    Err(if bytes.len() < 10 { CodecError::Truncated } else { malformed("varint too long") })
+}
+
+/// Splits a stored record into its id bytes and body, checking the envelope.
+/// The id is returned even when the body is damaged, so errors can name it.
+pub fn split_record(bytes: &[u8]) -> (Result<&[u8], CodecError>, Result<&[u8], CodecError>) {
+    if bytes.len() < 6 {
+        return (Err(CodecError::Truncated), Err(CodecError::Truncated));
+    }
+    let id_and_body = take_varint(&bytes[5..]).and_then(|(len, rest)| {
+        let len = usize::try_from(len).map_err(|_| malformed("id length"))?;
+        if len > rest.len() {
+            return Err(CodecError::Truncated);
+        }
+        Ok(rest.split_at(len))
+    });
+    let id = id_and_body.as_ref().map(|(id, _)| *id).map_err(Clone::clone);
+    let body = if bytes[0] != DOC_FORMAT {
+        Err(CodecError::UnknownFormat { found: bytes[0] })
+    } else if crc32fast::hash(&bytes[5..]).to_le_bytes() != bytes[1..5] {
+        Err(CodecError::Checksum)
+    } else {
+        id_and_body.map(|(_, body)| body)
+    };
+    (id, body)
+}
+
+/// Decodes a stored document body (see [`split_record`]).
+pub fn decode_doc(body: &[u8]) -> Result<Doc, CodecError> {
+    let (d, rest) = postcard::take_from_bytes::<DocIn>(body)?;
+    if !rest.is_empty() {
+        return Err(malformed("trailing bytes after document"));
+    }
+    let peer = |i: u32| d.peers.get(i as usize).map(|&p| PeerId(p)).ok_or_else(|| malformed("peer index"));
+    let stamp = |i: u32| {
+        let &(h, p) = d.stamps.get(i as usize).ok_or_else(|| malformed("stamp index"))?;
+        Ok::<_, CodecError>(Stamp { hlc: Hlc(h), peer: peer(p)? })
+    };
+    let vv = |entries: &[(u32, u64)]| {
+        entries.iter().map(|&(p, h)| Ok((peer(p)?, Hlc(h)))).collect::<Result<VersionVector, CodecError>>()
+    };
+    let mut doc = Doc { vv: vv(&d.vv)?, ..Doc::default() };
+    if let Some((s, seen)) = &d.deleted {
+        doc.deleted = Some(Deletion { stamp: stamp(*s)?, seen: vv(seen)? });
+    }
+    let mut prev: Path = Vec::new();
+    for (i, s) in d.slots.into_iter().enumerate() {
+        let shared = s.shared as usize;
+        if shared > prev.len() || (i > 0 && shared == prev.len() && s.rest.is_empty()) {
+            return Err(malformed(format!("slot {i}: bad path prefix")));
+        }
+        let mut path = prev[..shared].to_vec();
+        path.extend(s.rest);
+        if path.len() > MAX_DEPTH || (i > 0 && path <= prev) {
+            return Err(malformed(format!("slot {i}: path out of order or too deep")));
+        }
+        let reg = s.reg.map(|(st, val)| Ok::<_, CodecError>(Reg { stamp: stamp(st)?, val })).transpose()?;
+        let counter = s.counter.map(|c| decode_counter(c, &peer, &stamp)).transpose()?;
+        doc.slots.insert(path.clone(), Slot { reg, counter });
+        prev = path;
+    }
+    Ok(doc)
+}
+
+fn decode_counter(
+    c: CounterRepr,
+    peer: &impl Fn(u32) -> Result<PeerId, CodecError>,
+    stamp: &impl Fn(u32) -> Result<Stamp, CodecError>,
+) -> Result<Counter, CodecError> {
+    let mut out = Counter::default();
+    for (p, h, n) in c.parts {
+        out.parts.insert(peer(p)?, (Hlc(h), n));
+    }
+    for (p, h, n, by) in c.floors {
+        out.floors.insert(peer(p)?, Floor { hlc: Hlc(h), total: n, by: stamp(by)? });
+    }
+    out.base = c.base.map(|(s, n)| Ok::<_, CodecError>((stamp(s)?, n))).transpose()?;
+    Ok(out)
+}
+
+// ---- changes ----
+
+/// The field-level changes of one document: what sync ships.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Collection name.
+    pub collection: String,
+    /// Canonical document id.
+    pub id: Value,
+    /// The ops, each a join into the document's state.
+    pub ops: Vec<Op>,
+}
+
+/// Encodes a change for the wire.
+pub fn encode_change(change: &Change) -> Vec<u8> {
+    let mut out = vec![CHANGE_FORMAT];
+    out = postcard::to_extend(change, out).unwrap_or_default();
+    out
+}
+
+/// Decodes a change from (untrusted) wire bytes. Ops are not validated here;
+/// the store validates them before applying.
+pub fn decode_change(bytes: &[u8]) -> Result<Change, CodecError> {
+    let (&format, body) = bytes.split_first().ok_or(CodecError::Truncated)?;
+    if format != CHANGE_FORMAT {
+        return Err(CodecError::UnknownFormat { found: format });
+    }
+    let (c, rest) = postcard::take_from_bytes::<Change>(body)?;
+    if !rest.is_empty() {
+        return Err(malformed("trailing bytes after change"));
+    }
+    Ok(c)
+}

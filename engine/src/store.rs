@@ -1,0 +1,961 @@
+//! The document store: collections of CRDT documents over a key-value backend.
+//!
+//! One write transaction covers any number of documents in any number of
+//! collections and commits atomically; the change log and the global version
+//! vector are updated in the same transaction, so sync never sees a document
+//! without its log entry or the other way round.
+//!
+//! Layout (all integers big-endian so keys sort numerically):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `format`, `peer`, `hlc`, `vv`, `next_doc`, `next_coll` | the record |
+//! | `meta` | `c/` + name / `n/` + collection id | collection id / name |
+//! | `docs` | collection id (4) + document number (8) | stored document (`codec`) |
+//! | `ids`  | collection id (4) + encoded `_id` | document number |
+//! | `log`  | origin peer (8) + HLC (8) + collection id (4) + document number (8) | empty |
+//!
+//! Documents are keyed by a sequential number rather than by `_id`: inserts
+//! append to the end of the `docs` B-tree instead of touching random pages,
+//! and only the small `ids` entries land at random places. The log keeps one
+//! entry per (document, origin peer): the newest, so it stays as large as
+//! the data, not as long as the history, and "what changed after version V"
+//! is a range scan per origin.
+
+use crate::codec::{self, Change, CodecError};
+use crate::doc::{Attachment, Doc, Num, Op, OpError, Path};
+use crate::hlc::{Clock, ClockError, Hlc, PeerId, Stamp, DEFAULT_MAX_DRIFT_MS};
+use crate::kv::{Kv, KvError, KvRead, KvWrite, Table};
+use crate::value::{Value, ValueError, MAX_DEPTH};
+use crate::vv::VersionVector;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+
+/// Store format written by this build; a store of another format is refused.
+pub const STORE_FORMAT: u32 = 1;
+/// Default limit on a stored document's size.
+pub const DEFAULT_MAX_DOC_BYTES: usize = 5 * 1024 * 1024;
+/// Longest encoded `_id` (LMDB keys are at most 511 bytes).
+pub const MAX_ID_BYTES: usize = 480;
+/// Longest collection name, in bytes.
+pub const MAX_COLLECTION_BYTES: usize = 128;
+
+/// Settings of a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Largest stored document (values and CRDT metadata), in bytes.
+    pub max_doc_bytes: usize,
+    /// How far ahead of local time a remote timestamp may be.
+    pub max_drift_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { max_doc_bytes: DEFAULT_MAX_DOC_BYTES, max_drift_ms: DEFAULT_MAX_DRIFT_MS }
+    }
+}
+
+/// Errors of the document store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed; the transaction did not commit.
+    Kv(KvError),
+    /// A timestamp was refused (too far in the future) or the clock ran out.
+    Clock(ClockError),
+    /// The store on disk has a format this build does not read.
+    UnsupportedFormat {
+        /// The format found.
+        found: u32,
+    },
+    /// A document is not a JSON object, or holds what JSON cannot.
+    InvalidDocument {
+        /// Collection.
+        collection: String,
+        /// Why.
+        reason: ValueError,
+    },
+    /// An `_id` of a type ids cannot have, or too long.
+    InvalidId {
+        /// Collection.
+        collection: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A collection name that is empty, too long or has control characters.
+    InvalidCollection {
+        /// The name.
+        name: String,
+    },
+    /// A field path that cannot be written (empty, `_id`, too deep).
+    InvalidPath {
+        /// The path, dotted.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An insert found a live document with the same `_id`.
+    AlreadyExists {
+        /// Collection.
+        collection: String,
+        /// The id, as JSON.
+        id: String,
+    },
+    /// The document would exceed the size limit; nothing was written.
+    DocumentTooLarge {
+        /// Collection.
+        collection: String,
+        /// The id, as JSON.
+        id: String,
+        /// Its stored size.
+        size_bytes: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// A stored record could not be read; the rest of the store is unaffected.
+    Corrupt {
+        /// Collection.
+        collection: String,
+        /// The id, as JSON, when it could still be read.
+        id: Option<String>,
+        /// What was wrong.
+        reason: CodecError,
+    },
+    /// A change from another peer carries an invalid op; nothing was applied.
+    InvalidChange {
+        /// Collection.
+        collection: String,
+        /// Why.
+        reason: OpError,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Kv(e) => write!(f, "{e}"),
+            StoreError::Clock(e) => write!(f, "{e}"),
+            StoreError::UnsupportedFormat { found } => {
+                write!(f, "store format {found} is not supported (this build reads {STORE_FORMAT})")
+            }
+            StoreError::InvalidDocument { collection, reason } => write!(f, "invalid document for {collection}: {reason}"),
+            StoreError::InvalidId { collection, reason } => write!(f, "invalid _id in {collection}: {reason}"),
+            StoreError::InvalidCollection { name } => write!(
+                f,
+                "invalid collection name {name:?}: 1 to {MAX_COLLECTION_BYTES} bytes without control characters"
+            ),
+            StoreError::InvalidPath { path, reason } => write!(f, "invalid field path {path:?}: {reason}"),
+            StoreError::AlreadyExists { collection, id } => {
+                write!(f, "a document with _id {id} already exists in {collection}")
+            }
+            StoreError::DocumentTooLarge { collection, id, size_bytes, limit_bytes } => write!(
+                f,
+                "document {id} in {collection} would take {size_bytes} bytes, over the {limit_bytes}-byte limit"
+            ),
+            StoreError::Corrupt { collection, id, reason } => match id {
+                Some(id) => write!(f, "document {id} in {collection} is unreadable: {reason}"),
+                None => write!(f, "a document in {collection} is unreadable: {reason}"),
+            },
+            StoreError::InvalidChange { collection, reason } => write!(f, "invalid change for {collection}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Kv(e) => Some(e),
+            StoreError::Clock(e) => Some(e),
+            StoreError::InvalidDocument { reason, .. } => Some(reason),
+            StoreError::Corrupt { reason, .. } => Some(reason),
+            StoreError::InvalidChange { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl From<KvError> for StoreError {
+    fn from(e: KvError) -> Self {
+        StoreError::Kv(e)
+    }
+}
+
+impl From<ClockError> for StoreError {
+    fn from(e: ClockError) -> Self {
+        StoreError::Clock(e)
+    }
+}
+
+/// One edit of an existing document.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Edit {
+    /// Sets a field; objects become maps whose keys merge independently.
+    Set {
+        /// Field.
+        path: Path,
+        /// New value.
+        value: Value,
+    },
+    /// Sets a field to a value held whole (an object is not split into keys).
+    SetRegister {
+        /// Field.
+        path: Path,
+        /// New value.
+        value: Value,
+    },
+    /// Removes a field.
+    Unset {
+        /// Field.
+        path: Path,
+    },
+    /// Adds to a counter (a number field becomes a counter starting at its value).
+    Increment {
+        /// Field.
+        path: Path,
+        /// Amount (negative to decrement).
+        by: Num,
+    },
+    /// Restarts a counter at a value.
+    Restart {
+        /// Field.
+        path: Path,
+        /// New value.
+        to: Num,
+    },
+    /// Sets an attachment token.
+    Attach {
+        /// Field.
+        path: Path,
+        /// The token.
+        token: Attachment,
+    },
+}
+
+/// What to do when an insert meets a live document with the same `_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Refuse with [`StoreError::AlreadyExists`].
+    Fail,
+    /// Leave the existing document alone.
+    Ignore,
+    /// Write every given field; fields not given stay.
+    Merge,
+    /// Replace the document: fields not given are removed.
+    Replace,
+}
+
+/// What an insert did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inserted {
+    /// The document's canonical `_id` (generated if the document had none).
+    pub id: Value,
+    /// Whether anything was written (false when ignored on conflict).
+    pub written: bool,
+}
+
+/// A bounded slice of the changes another replica is missing.
+///
+/// The receiver's version vector is a claim of *complete* knowledge, so it
+/// must not advance as changes trickle in (a document's delta carries writes
+/// of many origins, and a partial sync would then claim writes it never got).
+/// Instead, once the last batch of a sync (`resume == None`) is applied, the
+/// receiver joins the first batch's `upto` with [`WriteTx::mark_synced`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangeBatch {
+    /// The changes, one per document.
+    pub changes: Vec<Change>,
+    /// The sender's version vector when the batch was read.
+    pub upto: VersionVector,
+    /// Where the next batch starts; `None` when this batch completes the sync.
+    pub resume: Option<SyncCursor>,
+}
+
+/// Position in the sender's change log (its last log key sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncCursor(pub [u8; 28]);
+
+/// Canonical form of a document id: strings, integers, finite floats
+/// (integral ones become integers, so `3.0` and `3` are one id) and objects
+/// of such values.
+pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
+    let bad = |reason| StoreError::InvalidId { collection: collection.to_string(), reason };
+    let canon = match id {
+        Value::String(_) | Value::Int(_) => id.clone(),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Value::Int(*f as i64),
+        Value::Float(_) => id.clone(),
+        Value::Object(o) if o.is_empty() => return Err(bad("an object id needs at least one field")),
+        Value::Object(o) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in o {
+                let v = match v {
+                    Value::Object(_) | Value::Float(_) => canonical_id(collection, v)?,
+                    other => other.clone(),
+                };
+                out.insert(k.clone(), v);
+            }
+            Value::Object(out)
+        }
+        _ => return Err(bad("an _id must be a string, a number or an object")),
+    };
+    canon.validate().map_err(|_| bad("an _id must be valid JSON"))?;
+    Ok(canon)
+}
+
+fn check_collection(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > MAX_COLLECTION_BYTES || name.chars().any(char::is_control) {
+        return Err(StoreError::InvalidCollection { name: name.to_string() });
+    }
+    Ok(())
+}
+
+fn check_path(path: &[String]) -> Result<(), StoreError> {
+    let bad = |reason| StoreError::InvalidPath { path: path.join("."), reason };
+    if path.is_empty() {
+        return Err(bad("a field path needs at least one key"));
+    }
+    if path[0] == "_id" {
+        return Err(bad("_id cannot be changed"));
+    }
+    if path.len() > MAX_DEPTH / 2 {
+        return Err(bad("too deep"));
+    }
+    Ok(())
+}
+
+// ---- keys ----
+
+const META_FORMAT: &[u8] = b"format";
+const META_PEER: &[u8] = b"peer";
+const META_HLC: &[u8] = b"hlc";
+const META_VV: &[u8] = b"vv";
+const META_NEXT_DOC: &[u8] = b"next_doc";
+const META_NEXT_COLL: &[u8] = b"next_coll";
+
+fn coll_key(name: &str) -> Vec<u8> {
+    [b"c/".as_slice(), name.as_bytes()].concat()
+}
+fn coll_name_key(coll: u32) -> Vec<u8> {
+    [b"n/".as_slice(), &coll.to_be_bytes()].concat()
+}
+fn doc_key(coll: u32, num: u64) -> [u8; 12] {
+    let mut k = [0; 12];
+    k[..4].copy_from_slice(&coll.to_be_bytes());
+    k[4..].copy_from_slice(&num.to_be_bytes());
+    k
+}
+fn id_key(coll: u32, id_bytes: &[u8]) -> Vec<u8> {
+    [&coll.to_be_bytes(), id_bytes].concat()
+}
+fn log_key(peer: PeerId, hlc: Hlc, coll: u32, num: u64) -> [u8; 28] {
+    let mut k = [0; 28];
+    k[..8].copy_from_slice(&peer.0.to_be_bytes());
+    k[8..16].copy_from_slice(&hlc.0.to_be_bytes());
+    k[16..20].copy_from_slice(&coll.to_be_bytes());
+    k[20..].copy_from_slice(&num.to_be_bytes());
+    k
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    Ok(r.get(Table::Meta, key)?.and_then(be_u64))
+}
+
+/// A pseudo-random generator for document ids, seeded by the caller (the
+/// runtime's entropy), so generated ids are reproducible under simulation.
+struct IdGen(u64);
+
+impl IdGen {
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A UUID (version 4 layout) string.
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next_u64(), self.next_u64());
+        let a = (a & !0xF000) | 0x4000; // version 4
+        let b = (b & !(0xC << 60)) | (0x8 << 60); // RFC 4122 variant
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xFFFF,
+            a & 0xFFFF,
+            b >> 48,
+            b & 0xFFFF_FFFF_FFFF
+        )
+    }
+}
+
+/// A document store over backend `K`.
+pub struct Store<K: Kv> {
+    kv: K,
+    config: StoreConfig,
+    peer: PeerId,
+    clock: Mutex<Clock>,
+    ids: Mutex<IdGen>,
+}
+
+impl<K: Kv> Store<K> {
+    /// Opens (or initializes) a store. `fresh_peer` becomes the peer id of a
+    /// new store and is ignored for an existing one; `id_seed` seeds id
+    /// generation (pass runtime entropy).
+    pub fn open(kv: K, config: StoreConfig, fresh_peer: PeerId, id_seed: u64) -> Result<Store<K>, StoreError> {
+        let (peer, high_water) = {
+            let mut w = kv.write()?;
+            match meta_u64(&w, META_FORMAT)? {
+                Some(f) if f != STORE_FORMAT as u64 => return Err(StoreError::UnsupportedFormat { found: f as u32 }),
+                Some(_) => {}
+                None => {
+                    w.put(Table::Meta, META_FORMAT, &(STORE_FORMAT as u64).to_be_bytes())?;
+                    w.put(Table::Meta, META_PEER, &fresh_peer.0.to_be_bytes())?;
+                }
+            }
+            let peer = PeerId(meta_u64(&w, META_PEER)?.unwrap_or(fresh_peer.0));
+            let hlc = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
+            w.commit()?;
+            (peer, hlc)
+        };
+        let clock = Clock::new(high_water, config.max_drift_ms);
+        let ids = IdGen(id_seed ^ peer.0.rotate_left(17));
+        Ok(Store { kv, config, peer, clock: Mutex::new(clock), ids: Mutex::new(ids) })
+    }
+
+    /// This replica's peer id (persisted).
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// The greatest timestamp issued or observed.
+    pub fn clock_high_water(&self) -> Hlc {
+        self.clock.lock().unwrap_or_else(|e| e.into_inner()).last()
+    }
+
+    /// A consistent snapshot for reading.
+    pub fn read(&self) -> Result<ReadTx<'_, K>, StoreError> {
+        Ok(ReadTx { kv: self.kv.read()? })
+    }
+
+    /// The write transaction; `now_ms` is the wall clock for its timestamps.
+    pub fn write(&self, now_ms: u64) -> Result<WriteTx<'_, K>, StoreError> {
+        let kv = self.kv.write()?;
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let vv = match kv.get(Table::Meta, META_VV)? {
+            Some(b) => postcard::from_bytes(b).map_err(|e| StoreError::Corrupt {
+                collection: "(meta)".into(),
+                id: None,
+                reason: CodecError::from(e),
+            })?,
+            None => VersionVector::new(),
+        };
+        let next_doc = meta_u64(&kv, META_NEXT_DOC)?.unwrap_or(1);
+        let next_coll = meta_u64(&kv, META_NEXT_COLL)?.unwrap_or(1) as u32;
+        Ok(WriteTx {
+            store: self,
+            kv,
+            clock,
+            now_ms,
+            vv,
+            vv_dirty: false,
+            next_doc,
+            next_coll,
+            counters_dirty: false,
+            record: Vec::with_capacity(512),
+            ops: Vec::with_capacity(32),
+        })
+    }
+}
+
+// ---- reads shared by both transaction kinds ----
+
+fn coll_id<R: KvRead + ?Sized>(r: &R, name: &str) -> Result<Option<u32>, StoreError> {
+    Ok(r.get(Table::Meta, &coll_key(name))?.and_then(be_u32))
+}
+
+fn locate<R: KvRead + ?Sized>(r: &R, coll: u32, id_bytes: &[u8]) -> Result<Option<u64>, StoreError> {
+    Ok(r.get(Table::Ids, &id_key(coll, id_bytes))?.and_then(be_u64))
+}
+
+fn corrupt(collection: &str, id: Option<&[u8]>, reason: CodecError) -> StoreError {
+    let id = id.and_then(|b| codec::decode_id(b).ok()).map(|v| v.to_string());
+    StoreError::Corrupt { collection: collection.to_string(), id, reason }
+}
+
+/// Decodes a stored record into (id bytes, document).
+fn decode_record<'b>(collection: &str, bytes: &'b [u8]) -> Result<(&'b [u8], Doc), StoreError> {
+    let (id, body) = codec::split_record(bytes);
+    let body = body.map_err(|e| corrupt(collection, id.as_ref().ok().copied(), e))?;
+    let id = id.map_err(|e| corrupt(collection, None, e))?;
+    let doc = codec::decode_doc(body).map_err(|e| corrupt(collection, Some(id), e))?;
+    Ok((id, doc))
+}
+
+fn load<R: KvRead + ?Sized>(r: &R, collection: &str, coll: u32, num: u64) -> Result<Option<Doc>, StoreError> {
+    match r.get(Table::Docs, &doc_key(coll, num))? {
+        None => Ok(None),
+        Some(bytes) => decode_record(collection, bytes).map(|(_, d)| Some(d)),
+    }
+}
+
+fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
+    fields.insert("_id".to_string(), id.clone());
+    Value::Object(fields)
+}
+
+fn get_doc<R: KvRead + ?Sized>(r: &R, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
+    let id = canonical_id(collection, id)?;
+    let Some(coll) = coll_id(r, collection)? else { return Ok(None) };
+    let Some(num) = locate(r, coll, &codec::encode_id(&id))? else { return Ok(None) };
+    load(r, collection, coll, num)
+}
+
+fn get<R: KvRead + ?Sized>(r: &R, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
+    let canon = canonical_id(collection, id)?;
+    Ok(get_doc(r, collection, &canon)?.and_then(|d| d.render()).map(|f| with_id(&canon, f)))
+}
+
+fn scan<R: KvRead + ?Sized>(
+    r: &R,
+    collection: &str,
+    visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+) -> Result<(), StoreError> {
+    let Some(coll) = coll_id(r, collection)? else { return Ok(()) };
+    let from = coll.to_be_bytes();
+    let to = (coll + 1).to_be_bytes();
+    r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| {
+        let item = decode_record(collection, bytes).and_then(|(id, doc)| {
+            let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
+            Ok(doc.render().map(|f| with_id(&id, f)))
+        });
+        match item {
+            Ok(None) => true,
+            Ok(Some(v)) => visit(Ok(v)),
+            Err(e) => visit(Err(e)),
+        }
+    })?;
+    Ok(())
+}
+
+fn collections<R: KvRead + ?Sized>(r: &R) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    r.scan(Table::Meta, b"c/", Some(b"c0"), false, &mut |k, _| {
+        out.push(String::from_utf8_lossy(&k[2..]).into_owned());
+        true
+    })?;
+    Ok(out)
+}
+
+fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
+    match r.get(Table::Meta, META_VV)? {
+        None => Ok(VersionVector::new()),
+        Some(b) => postcard::from_bytes(b)
+            .map_err(|e| StoreError::Corrupt { collection: "(meta)".into(), id: None, reason: CodecError::from(e) }),
+    }
+}
+
+fn changes_since<R: KvRead + ?Sized>(
+    r: &R,
+    since: &VersionVector,
+    resume: Option<&SyncCursor>,
+    max_docs: usize,
+) -> Result<ChangeBatch, StoreError> {
+    assert!(max_docs > 0, "a batch must be allowed at least one document");
+    let upto = version_vector(r)?;
+    // Documents in log order (origins ascending, then oldest first), each once.
+    let mut docs: Vec<(u32, u64)> = Vec::new();
+    let mut seen: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let mut next: Option<SyncCursor> = None;
+    let mut last = [0u8; 28];
+    for (peer, hlc) in upto.iter() {
+        let after = since.get(peer);
+        if hlc <= after || resume.is_some_and(|c| peer.0 < be_u64(&c.0).unwrap_or(0)) {
+            continue;
+        }
+        let mut from = log_key(peer, Hlc(after.0 + 1), 0, 0).to_vec();
+        if let Some(c) = resume.filter(|c| c.0[..8] == peer.0.to_be_bytes()) {
+            let past_cursor = [&c.0[..], &[0]].concat();
+            from = from.max(past_cursor);
+        }
+        let to = peer.0.checked_add(1).map(|p| p.to_be_bytes());
+        r.scan(Table::Log, &from, to.as_ref().map(|t| &t[..]), false, &mut |k, _| {
+            let (Some(c), Some(n)) = (be_u32(&k[16..]), be_u64(&k[20..])) else { return true };
+            if seen.contains(&(c, n)) {
+                return true;
+            }
+            if docs.len() == max_docs {
+                next = Some(SyncCursor(last));
+                return false;
+            }
+            seen.insert((c, n));
+            docs.push((c, n));
+            last.copy_from_slice(k);
+            true
+        })?;
+        if next.is_some() {
+            break;
+        }
+    }
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    let mut changes = Vec::with_capacity(docs.len());
+    for (coll, num) in docs {
+        if let std::collections::btree_map::Entry::Vacant(e) = names.entry(coll) {
+            let name = r.get(Table::Meta, &coll_name_key(coll))?.map(|b| String::from_utf8_lossy(b).into_owned());
+            e.insert(name.unwrap_or_default());
+        }
+        let collection = &names[&coll];
+        // A log entry may outlive its document (eviction): skip it.
+        let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else { continue };
+        let (id, doc) = decode_record(collection, bytes)?;
+        let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
+        let ops = doc.delta_since(since);
+        if !ops.is_empty() {
+            changes.push(Change { collection: collection.clone(), id, ops });
+        }
+    }
+    Ok(ChangeBatch { changes, upto, resume: next })
+}
+
+/// A read-only snapshot.
+pub struct ReadTx<'s, K: Kv> {
+    kv: K::Read<'s>,
+}
+
+impl<K: Kv> ReadTx<'_, K> {
+    /// The document with this `_id`, as JSON (with `_id`), if it exists.
+    pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
+        get(&self.kv, collection, id)
+    }
+
+    /// The document's full CRDT state (also for deleted documents).
+    pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
+        get_doc(&self.kv, collection, id)
+    }
+
+    /// Visits every live document of a collection until `visit` returns
+    /// false. A damaged record is passed as an error, and the scan goes on.
+    pub fn scan(&self, collection: &str, visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> Result<(), StoreError> {
+        scan(&self.kv, collection, visit)
+    }
+
+    /// Every collection ever written.
+    pub fn collections(&self) -> Result<Vec<String>, StoreError> {
+        collections(&self.kv)
+    }
+
+    /// What this replica has seen, per origin peer.
+    pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
+        version_vector(&self.kv)
+    }
+
+    /// Field-level changes a replica that has seen `since` is missing, for
+    /// at most `max_docs` documents; pass the previous batch's `resume` to
+    /// continue. See [`ChangeBatch`] for what the receiver may then claim.
+    pub fn changes_since(
+        &self,
+        since: &VersionVector,
+        resume: Option<&SyncCursor>,
+        max_docs: usize,
+    ) -> Result<ChangeBatch, StoreError> {
+        changes_since(&self.kv, since, resume, max_docs)
+    }
+}
+
+/// The write transaction. Dropping it without [`WriteTx::commit`] discards it.
+pub struct WriteTx<'s, K: Kv> {
+    store: &'s Store<K>,
+    kv: K::Write<'s>,
+    clock: MutexGuard<'s, Clock>,
+    now_ms: u64,
+    vv: VersionVector,
+    vv_dirty: bool,
+    next_doc: u64,
+    next_coll: u32,
+    counters_dirty: bool,
+    record: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+impl<K: Kv> WriteTx<'_, K> {
+    /// See [`ReadTx::get`]; sees this transaction's writes.
+    pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
+        get(&self.kv, collection, id)
+    }
+
+    /// See [`ReadTx::get_doc`].
+    pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
+        get_doc(&self.kv, collection, id)
+    }
+
+    /// See [`ReadTx::scan`]; sees this transaction's writes.
+    pub fn scan(&self, collection: &str, visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> Result<(), StoreError> {
+        scan(&self.kv, collection, visit)
+    }
+
+    fn coll_id_or_create(&mut self, name: &str) -> Result<u32, StoreError> {
+        check_collection(name)?;
+        if let Some(id) = coll_id(&self.kv, name)? {
+            return Ok(id);
+        }
+        let id = self.next_coll;
+        self.next_coll += 1;
+        self.counters_dirty = true;
+        self.kv.put(Table::Meta, &coll_key(name), &id.to_be_bytes())?;
+        self.kv.put(Table::Meta, &coll_name_key(id), name.as_bytes())?;
+        Ok(id)
+    }
+
+    /// A stamp for a local write; our own writes are always completely known.
+    fn tick(&mut self) -> Result<Stamp, StoreError> {
+        let stamp = Stamp { hlc: self.clock.tick(self.now_ms)?, peer: self.store.peer };
+        self.vv_dirty |= self.vv.observe(stamp);
+        Ok(stamp)
+    }
+
+    /// Records that every change up to `upto` has been received (see [`ChangeBatch`]).
+    pub fn mark_synced(&mut self, upto: &VersionVector) {
+        let before = self.vv.clone();
+        self.vv.join(upto);
+        self.vv_dirty |= self.vv != before;
+    }
+
+    /// Encodes and writes a document, and moves its log entries forward.
+    fn save(&mut self, collection: &str, coll: u32, num: u64, id: &Value, id_bytes: &[u8], doc: &Doc, before: &VersionVector) -> Result<(), StoreError> {
+        codec::encode_doc(id_bytes, doc, &mut self.record);
+        let limit = self.store.config.max_doc_bytes;
+        if self.record.len() > limit {
+            return Err(StoreError::DocumentTooLarge {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                size_bytes: self.record.len(),
+                limit_bytes: limit,
+            });
+        }
+        self.kv.put(Table::Docs, &doc_key(coll, num), &self.record)?;
+        for (peer, hlc) in doc.vv.iter() {
+            let old = before.get(peer);
+            if old == hlc {
+                continue;
+            }
+            debug_assert!(old < hlc, "a document's version vector only grows");
+            if old != Hlc::ZERO {
+                self.kv.delete(Table::Log, &log_key(peer, old, coll, num))?;
+            }
+            self.kv.put(Table::Log, &log_key(peer, hlc, coll, num), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a document (a JSON object). Without `_id`, one is generated.
+    pub fn insert(&mut self, collection: &str, doc: &Value, on_conflict: OnConflict) -> Result<Inserted, StoreError> {
+        let invalid = |reason| StoreError::InvalidDocument { collection: collection.to_string(), reason };
+        let Value::Object(fields) = doc else {
+            return Err(invalid(ValueError::Syntax { line: 1, column: 1, reason: "a document must be an object".into() }));
+        };
+        doc.validate().map_err(invalid)?;
+        let id = match fields.get("_id") {
+            Some(id) => canonical_id(collection, id)?,
+            None => Value::String(self.store.ids.lock().unwrap_or_else(|e| e.into_inner()).uuid()),
+        };
+        let id_bytes = codec::encode_id(&id);
+        if id_bytes.len() > MAX_ID_BYTES {
+            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "longer than 480 bytes encoded" });
+        }
+        let coll = self.coll_id_or_create(collection)?;
+        let (num, mut doc, before) = match locate(&self.kv, coll, &id_bytes)? {
+            Some(num) => {
+                let doc = load(&self.kv, collection, coll, num)?.unwrap_or_default();
+                let before = doc.vv.clone();
+                (num, doc, before)
+            }
+            None => {
+                let num = self.next_doc;
+                self.next_doc += 1;
+                self.counters_dirty = true;
+                self.kv.put(Table::Ids, &id_key(coll, &id_bytes), &num.to_be_bytes())?;
+                (num, Doc::new(), VersionVector::new())
+            }
+        };
+        let mut body = fields.clone();
+        body.remove("_id");
+        let stamp = self.tick()?;
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.clear();
+        let live = doc.exists();
+        match (live, on_conflict) {
+            (true, OnConflict::Fail) => {
+                return Err(StoreError::AlreadyExists { collection: collection.to_string(), id: id.to_string() })
+            }
+            (true, OnConflict::Ignore) => return Ok(Inserted { id, written: false }),
+            (true, OnConflict::Merge) => {
+                for (k, v) in &body {
+                    doc.ops_set(&[k.clone()], v, stamp, false, &mut ops);
+                }
+            }
+            _ => doc.ops_replace(&body, stamp, &mut ops),
+        }
+        for op in &ops {
+            doc.apply(op);
+        }
+        self.ops = ops;
+        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        Ok(Inserted { id, written: true })
+    }
+
+    /// Applies edits to a live document; returns false if there is none.
+    pub fn update(&mut self, collection: &str, id: &Value, edits: &[Edit]) -> Result<bool, StoreError> {
+        for e in edits {
+            let (Edit::Set { path, .. }
+            | Edit::SetRegister { path, .. }
+            | Edit::Unset { path }
+            | Edit::Increment { path, .. }
+            | Edit::Restart { path, .. }
+            | Edit::Attach { path, .. }) = e;
+            check_path(path)?;
+            if let Edit::Set { value, .. } | Edit::SetRegister { value, .. } = e {
+                value.validate().map_err(|reason| StoreError::InvalidDocument { collection: collection.to_string(), reason })?;
+            }
+        }
+        let Some((coll, num, id, id_bytes, mut doc)) = self.find_live(collection, id)? else { return Ok(false) };
+        let before = doc.vv.clone();
+        let stamp = self.tick()?;
+        let mut ops = Vec::new();
+        for e in edits {
+            ops.clear();
+            match e {
+                Edit::Set { path, value } => doc.ops_set(path, value, stamp, false, &mut ops),
+                Edit::SetRegister { path, value } => doc.ops_set(path, value, stamp, true, &mut ops),
+                Edit::Unset { path } => doc.ops_unset(path, stamp, &mut ops),
+                Edit::Increment { path, by } => doc.ops_increment(path, *by, stamp, &mut ops),
+                Edit::Restart { path, to } => doc.ops_restart(path, *to, stamp, &mut ops),
+                Edit::Attach { path, token } => doc.ops_attach(path, token.clone(), stamp, &mut ops),
+            }
+            for op in &ops {
+                doc.apply(op);
+            }
+        }
+        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        Ok(true)
+    }
+
+    fn find_live(&self, collection: &str, id: &Value) -> Result<Option<(u32, u64, Value, Vec<u8>, Doc)>, StoreError> {
+        let id = canonical_id(collection, id)?;
+        let Some(coll) = coll_id(&self.kv, collection)? else { return Ok(None) };
+        let id_bytes = codec::encode_id(&id);
+        let Some(num) = locate(&self.kv, coll, &id_bytes)? else { return Ok(None) };
+        match load(&self.kv, collection, coll, num)? {
+            Some(doc) if doc.exists() => Ok(Some((coll, num, id, id_bytes, doc))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Deletes a live document, leaving a tombstone that syncs; returns false if there is none.
+    pub fn delete(&mut self, collection: &str, id: &Value) -> Result<bool, StoreError> {
+        let Some((coll, num, id, id_bytes, mut doc)) = self.find_live(collection, id)? else { return Ok(false) };
+        let before = doc.vv.clone();
+        let stamp = self.tick()?;
+        let mut ops = Vec::new();
+        doc.ops_delete(stamp, &mut ops);
+        for op in &ops {
+            doc.apply(op);
+        }
+        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        Ok(true)
+    }
+
+    /// Removes a document from this replica only: no tombstone, nothing
+    /// syncs. Works on damaged records too. Returns whether there was one.
+    pub fn evict(&mut self, collection: &str, id: &Value) -> Result<bool, StoreError> {
+        let id = canonical_id(collection, id)?;
+        let Some(coll) = coll_id(&self.kv, collection)? else { return Ok(false) };
+        let id_bytes = codec::encode_id(&id);
+        let Some(num) = locate(&self.kv, coll, &id_bytes)? else { return Ok(false) };
+        // Log entries of a damaged record cannot be found; readers skip dangling ones.
+        if let Ok(Some(doc)) = load(&self.kv, collection, coll, num) {
+            for (peer, hlc) in doc.vv.iter() {
+                self.kv.delete(Table::Log, &log_key(peer, hlc, coll, num))?;
+            }
+        }
+        self.kv.delete(Table::Docs, &doc_key(coll, num))?;
+        self.kv.delete(Table::Ids, &id_key(coll, &id_bytes))?;
+        Ok(true)
+    }
+
+    /// Merges a change from another replica. All or nothing: an invalid op or
+    /// a timestamp too far in the future refuses the whole change. Returns
+    /// whether anything was new.
+    pub fn apply(&mut self, change: &Change) -> Result<bool, StoreError> {
+        let collection = change.collection.as_str();
+        check_collection(collection)?;
+        let id = canonical_id(collection, &change.id)?;
+        if id != change.id {
+            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "id is not in canonical form" });
+        }
+        let mut newest = Hlc::ZERO;
+        for op in &change.ops {
+            op.validate().map_err(|reason| StoreError::InvalidChange { collection: collection.to_string(), reason })?;
+            self.clock.check(op.stamp().hlc, self.now_ms)?;
+            newest = newest.max(op.stamp().hlc);
+        }
+        let id_bytes = codec::encode_id(&id);
+        if id_bytes.len() > MAX_ID_BYTES {
+            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "longer than 480 bytes encoded" });
+        }
+        let coll = self.coll_id_or_create(collection)?;
+        let (num, mut doc) = match locate(&self.kv, coll, &id_bytes)? {
+            Some(num) => (num, load(&self.kv, collection, coll, num)?.unwrap_or_default()),
+            None => (self.next_doc, Doc::new()),
+        };
+        let before = doc.vv.clone();
+        let mut changed = false;
+        for op in &change.ops {
+            changed |= doc.apply(op);
+        }
+        if !changed {
+            return Ok(false);
+        }
+        if num == self.next_doc {
+            self.next_doc += 1;
+            self.counters_dirty = true;
+            self.kv.put(Table::Ids, &id_key(coll, &id_bytes), &num.to_be_bytes())?;
+        }
+        self.clock.observe(newest, self.now_ms)?;
+        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        Ok(true)
+    }
+
+    /// Makes every write of the transaction durable and visible, atomically.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        if self.vv_dirty {
+            let bytes = postcard::to_allocvec(&self.vv).unwrap_or_default();
+            self.kv.put(Table::Meta, META_VV, &bytes)?;
+        }
+        if self.counters_dirty {
+            self.kv.put(Table::Meta, META_NEXT_DOC, &self.next_doc.to_be_bytes())?;
+            self.kv.put(Table::Meta, META_NEXT_COLL, &(self.next_coll as u64).to_be_bytes())?;
+        }
+        self.kv.put(Table::Meta, META_HLC, &self.clock.last().0.to_be_bytes())?;
+        self.kv.commit()?;
+        Ok(())
+    }
+}
