@@ -135,31 +135,34 @@ struct CounterRepr {
     base: Option<(u32, Num)>,
 }
 
-/// Interning tables built while encoding.
+/// Interning tables built while encoding. A document has few peers and
+/// stamps, so a linear search beats a map and allocates nothing extra.
 #[derive(Default)]
 struct Interner {
     peers: Vec<u64>,
-    peer_idx: BTreeMap<PeerId, u32>,
     stamps: Vec<(u64, u32)>,
-    stamp_idx: BTreeMap<Stamp, u32>,
 }
 
 impl Interner {
     fn peer(&mut self, p: PeerId) -> u32 {
-        *self.peer_idx.entry(p).or_insert_with(|| {
-            self.peers.push(p.0);
-            (self.peers.len() - 1) as u32
-        })
+        match self.peers.iter().position(|&x| x == p.0) {
+            Some(i) => i as u32,
+            None => {
+                self.peers.push(p.0);
+                (self.peers.len() - 1) as u32
+            }
+        }
     }
     fn stamp(&mut self, s: Stamp) -> u32 {
-        if let Some(&i) = self.stamp_idx.get(&s) {
-            return i;
-        }
         let p = self.peer(s.peer);
-        self.stamps.push((s.hlc.0, p));
-        let i = (self.stamps.len() - 1) as u32;
-        self.stamp_idx.insert(s, i);
-        i
+        let key = (s.hlc.0, p);
+        match self.stamps.iter().position(|&x| x == key) {
+            Some(i) => i as u32,
+            None => {
+                self.stamps.push(key);
+                (self.stamps.len() - 1) as u32
+            }
+        }
     }
     fn vv(&mut self, vv: &VersionVector) -> Vec<(u32, u64)> {
         vv.iter().map(|(p, h)| (self.peer(p), h.0)).collect()
@@ -185,17 +188,81 @@ pub fn encode_doc(id_bytes: &[u8], doc: &Doc, out: &mut Vec<u8>) {
     let deleted = doc.deleted.as_ref().map(|d| (t.stamp(d.stamp), t.vv(&d.seen)));
     let vv = t.vv(&doc.vv);
     let body = DocOut { peers: t.peers, stamps: t.stamps, vv, deleted, slots };
+    seal(id_bytes, &body, out);
+}
 
+/// Writes the envelope around `body`: format, checksum, id.
+fn seal(id_bytes: &[u8], body: &impl Serialize, out: &mut Vec<u8>) {
     out.clear();
     out.push(DOC_FORMAT);
     out.extend_from_slice(&[0; 4]);
     push_varint(out, id_bytes.len() as u64);
     out.extend_from_slice(id_bytes);
     // Serializing plain data into a Vec cannot fail.
-    let encoded = postcard::to_extend(&body, std::mem::take(out)).unwrap_or_default();
+    let encoded = postcard::to_extend(body, std::mem::take(out)).unwrap_or_default();
     *out = encoded;
     let crc = crc32fast::hash(&out[5..]);
     out[1..5].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Same layout and variant numbers as [`RegVal`], borrowing the value.
+#[derive(Serialize)]
+enum RegValRef<'a> {
+    #[allow(dead_code)]
+    Absent,
+    Object,
+    Value(&'a Value),
+}
+
+#[derive(Serialize)]
+struct FreshSlot<'a> {
+    shared: u32,
+    rest: &'a [String],
+    reg: Option<(u32, RegValRef<'a>)>,
+    counter: Option<CounterRepr>,
+}
+
+#[derive(Serialize)]
+struct FreshDoc<'a> {
+    // Slices, not arrays: postcard writes arrays without a length prefix.
+    peers: &'a [u64],
+    stamps: &'a [(u64, u32)],
+    vv: &'a [(u32, u64)],
+    deleted: Option<(u32, Vec<(u32, u64)>)>,
+    slots: Vec<FreshSlot<'a>>,
+}
+
+/// Encodes a brand-new document straight from its JSON fields (`_id`
+/// skipped), byte-for-byte what [`encode_doc`] writes for the document that
+/// `Doc::ops_replace` builds at `stamp`, without building it: inserting is
+/// the hot path of bulk loads.
+pub fn encode_fresh(id_bytes: &[u8], fields: &BTreeMap<String, Value>, stamp: Stamp, out: &mut Vec<u8>) {
+    let mut slots = Vec::with_capacity(fields.len() + 1);
+    slots.push(FreshSlot { shared: 0, rest: &[], reg: Some((0, RegValRef::Object)), counter: None });
+    push_fresh(fields.iter().filter(|(k, _)| k.as_str() != "_id"), 0, &mut slots);
+    let body = FreshDoc {
+        peers: &[stamp.peer.0],
+        stamps: &[(stamp.hlc.0, 0)],
+        vv: &[(0, stamp.hlc.0)],
+        deleted: None,
+        slots,
+    };
+    seal(id_bytes, &body, out);
+}
+
+/// Slots in path order (pre-order, keys sorted): each path extends its
+/// parent's, so only the last key is written and the rest is shared.
+fn push_fresh<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>, depth: u32, out: &mut Vec<FreshSlot<'a>>) {
+    for (k, v) in fields {
+        let rest = std::slice::from_ref(k);
+        match v {
+            Value::Object(o) => {
+                out.push(FreshSlot { shared: depth, rest, reg: Some((0, RegValRef::Object)), counter: None });
+                push_fresh(o.iter(), depth + 1, out);
+            }
+            v => out.push(FreshSlot { shared: depth, rest, reg: Some((0, RegValRef::Value(v))), counter: None }),
+        }
+    }
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -129,6 +129,10 @@ impl Value {
 
     /// Checks the invariants a `Value` built by hand might break.
     pub fn validate(&self) -> Result<(), ValueError> {
+        // Fast check first: the path of an error is only built when there is one.
+        if is_valid(self, 0) {
+            return Ok(());
+        }
         validate_at(self, "", 0)
     }
 
@@ -251,6 +255,15 @@ fn check_depth(path: &str, depth: usize) -> Result<(), ValueError> {
         return Err(ValueError::TooDeep { path: path.to_string() });
     }
     Ok(())
+}
+
+fn is_valid(v: &Value, depth: usize) -> bool {
+    match v {
+        Value::Float(f) => f.is_finite(),
+        Value::Array(a) => depth < MAX_DEPTH && a.iter().all(|x| is_valid(x, depth + 1)),
+        Value::Object(o) => depth < MAX_DEPTH && o.values().all(|x| is_valid(x, depth + 1)),
+        _ => true,
+    }
 }
 
 fn validate_at(v: &Value, path: &str, depth: usize) -> Result<(), ValueError> {

@@ -5,22 +5,18 @@
 //! vector are updated in the same transaction, so sync never sees a document
 //! without its log entry or the other way round.
 //!
-//! Layout (all integers big-endian so keys sort numerically):
-//!
-//! | table | key | value |
-//! |---|---|---|
-//! | `meta` | `format`, `peer`, `hlc`, `vv`, `next_doc`, `next_coll` | the record |
-//! | `meta` | `c/` + name / `n/` + collection id | collection id / name |
-//! | `docs` | collection id (4) + document number (8) | stored document (`codec`) |
-//! | `ids`  | collection id (4) + encoded `_id` | document number |
-//! | `log`  | origin peer (8) + HLC (8) + collection id (4) + document number (8) | empty |
-//!
 //! Documents are keyed by a sequential number rather than by `_id`: inserts
 //! append to the end of the `docs` B-tree instead of touching random pages,
-//! and only the small `ids` entries land at random places. The log keeps one
-//! entry per (document, origin peer): the newest, so it stays as large as
-//! the data, not as long as the history, and "what changed after version V"
-//! is a range scan per origin.
+//! and only the small hashed entries of the id index land at random places
+//! (see [`layout`]). The log keeps one entry per (document, origin peer): the
+//! newest, so it stays as large as the data, not as long as the history, and
+//! "what changed after version V" is a range scan per origin.
+//!
+//! Within a write transaction, `docs` and `log` writes are buffered and
+//! written in key order at commit: interleaved with the id index's random
+//! inserts they would scatter LMDB's page allocation and cost a third more I/O.
+
+mod layout;
 
 use crate::codec::{self, Change, CodecError};
 use crate::doc::{Attachment, Doc, Num, Op, OpError, Path};
@@ -324,45 +320,10 @@ fn check_path(path: &[String]) -> Result<(), StoreError> {
     Ok(())
 }
 
-// ---- keys ----
-
-const META_FORMAT: &[u8] = b"format";
-const META_PEER: &[u8] = b"peer";
-const META_HLC: &[u8] = b"hlc";
-const META_VV: &[u8] = b"vv";
-const META_NEXT_DOC: &[u8] = b"next_doc";
-const META_NEXT_COLL: &[u8] = b"next_coll";
-
-fn coll_key(name: &str) -> Vec<u8> {
-    [b"c/".as_slice(), name.as_bytes()].concat()
-}
-fn coll_name_key(coll: u32) -> Vec<u8> {
-    [b"n/".as_slice(), &coll.to_be_bytes()].concat()
-}
-fn doc_key(coll: u32, num: u64) -> [u8; 12] {
-    let mut k = [0; 12];
-    k[..4].copy_from_slice(&coll.to_be_bytes());
-    k[4..].copy_from_slice(&num.to_be_bytes());
-    k
-}
-fn id_key(coll: u32, id_bytes: &[u8]) -> Vec<u8> {
-    [&coll.to_be_bytes(), id_bytes].concat()
-}
-fn log_key(peer: PeerId, hlc: Hlc, coll: u32, num: u64) -> [u8; 28] {
-    let mut k = [0; 28];
-    k[..8].copy_from_slice(&peer.0.to_be_bytes());
-    k[8..16].copy_from_slice(&hlc.0.to_be_bytes());
-    k[16..20].copy_from_slice(&coll.to_be_bytes());
-    k[20..].copy_from_slice(&num.to_be_bytes());
-    k
-}
-
-fn be_u64(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
-}
-fn be_u32(bytes: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
-}
+use layout::{
+    be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, META_FORMAT,
+    META_HLC, META_ID_KEY, META_NEXT_COLL, META_NEXT_DOC, META_PEER, META_VV,
+};
 
 fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
     Ok(r.get(Table::Meta, key)?.and_then(be_u64))
@@ -403,33 +364,35 @@ pub struct Store<K: Kv> {
     kv: K,
     config: StoreConfig,
     peer: PeerId,
+    hasher: IdHasher,
     clock: Mutex<Clock>,
     ids: Mutex<IdGen>,
 }
 
 impl<K: Kv> Store<K> {
     /// Opens (or initializes) a store. `fresh_peer` becomes the peer id of a
-    /// new store and is ignored for an existing one; `id_seed` seeds id
-    /// generation (pass runtime entropy).
-    pub fn open(kv: K, config: StoreConfig, fresh_peer: PeerId, id_seed: u64) -> Result<Store<K>, StoreError> {
-        let (peer, high_water) = {
-            let mut w = kv.write()?;
-            match meta_u64(&w, META_FORMAT)? {
-                Some(f) if f != STORE_FORMAT as u64 => return Err(StoreError::UnsupportedFormat { found: f as u32 }),
-                Some(_) => {}
-                None => {
-                    w.put(Table::Meta, META_FORMAT, &(STORE_FORMAT as u64).to_be_bytes())?;
-                    w.put(Table::Meta, META_PEER, &fresh_peer.0.to_be_bytes())?;
-                }
+    /// new store and is ignored for an existing one; `seed` (runtime entropy)
+    /// seeds id generation and, for a new store, its id-hashing key.
+    pub fn open(kv: K, config: StoreConfig, fresh_peer: PeerId, seed: u64) -> Result<Store<K>, StoreError> {
+        let mut entropy = IdGen(seed ^ fresh_peer.0.rotate_left(17));
+        let mut w = kv.write()?;
+        match meta_u64(&w, META_FORMAT)? {
+            Some(f) if f != STORE_FORMAT as u64 => return Err(StoreError::UnsupportedFormat { found: f as u32 }),
+            Some(_) => {}
+            None => {
+                w.put(Table::Meta, META_FORMAT, &(STORE_FORMAT as u64).to_be_bytes())?;
+                w.put(Table::Meta, META_PEER, &fresh_peer.0.to_be_bytes())?;
+                let key = IdHasher::new(entropy.next_u64(), entropy.next_u64());
+                w.put(Table::Meta, META_ID_KEY, &key.to_bytes())?;
             }
-            let peer = PeerId(meta_u64(&w, META_PEER)?.unwrap_or(fresh_peer.0));
-            let hlc = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
-            w.commit()?;
-            (peer, hlc)
-        };
+        }
+        let meta_corrupt = || corrupt("(meta)", None, CodecError::Malformed { reason: "store identity".into() });
+        let peer = PeerId(meta_u64(&w, META_PEER)?.ok_or_else(meta_corrupt)?);
+        let hasher = w.get(Table::Meta, META_ID_KEY)?.and_then(IdHasher::from_bytes).ok_or_else(meta_corrupt)?;
+        let high_water = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
+        w.commit()?;
         let clock = Clock::new(high_water, config.max_drift_ms);
-        let ids = IdGen(id_seed ^ peer.0.rotate_left(17));
-        Ok(Store { kv, config, peer, clock: Mutex::new(clock), ids: Mutex::new(ids) })
+        Ok(Store { kv, config, peer, hasher, clock: Mutex::new(clock), ids: Mutex::new(entropy) })
     }
 
     /// This replica's peer id (persisted).
@@ -454,26 +417,20 @@ impl<K: Kv> Store<K> {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadTx<'_, K>, StoreError> {
-        Ok(ReadTx { kv: self.kv.read()? })
+        Ok(ReadTx { kv: self.kv.read()?, hasher: self.hasher })
     }
 
     /// The write transaction; `now_ms` is the wall clock for its timestamps.
     pub fn write(&self, now_ms: u64) -> Result<WriteTx<'_, K>, StoreError> {
         let kv = self.kv.write()?;
         let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-        let vv = match kv.get(Table::Meta, META_VV)? {
-            Some(b) => postcard::from_bytes(b).map_err(|e| StoreError::Corrupt {
-                collection: "(meta)".into(),
-                id: None,
-                reason: CodecError::from(e),
-            })?,
-            None => VersionVector::new(),
-        };
+        let vv = version_vector(&kv)?;
         let next_doc = meta_u64(&kv, META_NEXT_DOC)?.unwrap_or(1);
         let next_coll = meta_u64(&kv, META_NEXT_COLL)?.unwrap_or(1) as u32;
         Ok(WriteTx {
             store: self,
             kv,
+            pending: Pending::default(),
             clock,
             now_ms,
             vv,
@@ -481,9 +438,56 @@ impl<K: Kv> Store<K> {
             next_doc,
             next_coll,
             counters_dirty: false,
+            colls: Vec::new(),
             record: Vec::with_capacity(512),
             ops: Vec::with_capacity(32),
         })
+    }
+}
+
+// ---- the write buffer of `docs` and `log` ----
+
+/// Largest write buffer before it is written through (bounds a transaction's memory).
+const PENDING_MAX_BYTES: usize = 8 << 20;
+
+/// Buffered writes of the `docs` and `log` tables (`None`: a delete).
+#[derive(Default)]
+struct Pending {
+    docs: BTreeMap<[u8; 12], Option<Vec<u8>>>,
+    log: BTreeMap<[u8; 28], bool>,
+    bytes: usize,
+}
+
+/// Reads through the write buffer: what the transaction's reads must see.
+struct View<'a, W> {
+    kv: &'a W,
+    pending: &'a Pending,
+}
+
+impl<W: KvRead> KvRead for View<'_, W> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<&[u8]>, KvError> {
+        if table == Table::Docs {
+            if let Some(v) = <[u8; 12]>::try_from(key).ok().and_then(|k| self.pending.docs.get(&k)) {
+                return Ok(v.as_deref());
+            }
+        }
+        debug_assert!(table != Table::Log || self.pending.log.is_empty(), "log reads need a flushed buffer");
+        self.kv.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), KvError> {
+        assert!(
+            self.pending.docs.is_empty() && self.pending.log.is_empty(),
+            "scans inside a write transaction flush its buffer first"
+        );
+        self.kv.scan(table, from, to, reverse, visit)
     }
 }
 
@@ -493,8 +497,21 @@ fn coll_id<R: KvRead + ?Sized>(r: &R, name: &str) -> Result<Option<u32>, StoreEr
     Ok(r.get(Table::Meta, &coll_key(name))?.and_then(be_u32))
 }
 
-fn locate<R: KvRead + ?Sized>(r: &R, coll: u32, id_bytes: &[u8]) -> Result<Option<u64>, StoreError> {
-    Ok(r.get(Table::Ids, &id_key(coll, id_bytes))?.and_then(be_u64))
+/// The document number of an encoded id: the bucket's candidate whose
+/// record carries exactly this id.
+fn locate<R: KvRead + ?Sized>(r: &R, h: &IdHasher, coll: u32, id_bytes: &[u8]) -> Result<Option<u64>, StoreError> {
+    let Some(bucket) = r.get(Table::Ids, &h.key(coll, id_bytes))? else { return Ok(None) };
+    for num in bucket_nums(bucket) {
+        let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else { continue };
+        // A record whose id cannot be read cannot be confirmed; if it is the
+        // bucket's only candidate it is taken, so that the damage is reported.
+        match codec::split_record(record).0 {
+            Ok(id) if id == id_bytes => return Ok(Some(num)),
+            Err(_) if bucket_nums(bucket).count() == 1 => return Ok(Some(num)),
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 fn corrupt(collection: &str, id: Option<&[u8]>, reason: CodecError) -> StoreError {
@@ -523,16 +540,16 @@ fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
     Value::Object(fields)
 }
 
-fn get_doc<R: KvRead + ?Sized>(r: &R, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
+fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
     let id = canonical_id(collection, id)?;
     let Some(coll) = coll_id(r, collection)? else { return Ok(None) };
-    let Some(num) = locate(r, coll, &codec::encode_id(&id))? else { return Ok(None) };
+    let Some(num) = locate(r, h, coll, &codec::encode_id(&id))? else { return Ok(None) };
     load(r, collection, coll, num)
 }
 
-fn get<R: KvRead + ?Sized>(r: &R, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
+fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
     let canon = canonical_id(collection, id)?;
-    Ok(get_doc(r, collection, &canon)?.and_then(|d| d.render()).map(|f| with_id(&canon, f)))
+    Ok(get_doc(r, h, collection, &canon)?.and_then(|d| d.render()).map(|f| with_id(&canon, f)))
 }
 
 fn scan<R: KvRead + ?Sized>(
@@ -569,33 +586,32 @@ fn collections<R: KvRead + ?Sized>(r: &R) -> Result<Vec<String>, StoreError> {
 fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
     match r.get(Table::Meta, META_VV)? {
         None => Ok(VersionVector::new()),
-        Some(b) => postcard::from_bytes(b)
-            .map_err(|e| StoreError::Corrupt { collection: "(meta)".into(), id: None, reason: CodecError::from(e) }),
+        Some(b) => postcard::from_bytes(b).map_err(|e| corrupt("(meta)", None, CodecError::from(e))),
     }
 }
 
-fn changes_since<R: KvRead + ?Sized>(
+/// Documents whose log entries are newer than `since`, in log order
+/// (origins ascending, then oldest first), each once, at most `max_docs`.
+fn log_docs<R: KvRead + ?Sized>(
     r: &R,
+    upto: &VersionVector,
     since: &VersionVector,
     resume: Option<&SyncCursor>,
     max_docs: usize,
-) -> Result<ChangeBatch, StoreError> {
-    assert!(max_docs > 0, "a batch must be allowed at least one document");
-    let upto = version_vector(r)?;
-    // Documents in log order (origins ascending, then oldest first), each once.
+) -> Result<(Vec<(u32, u64)>, Option<SyncCursor>), StoreError> {
     let mut docs: Vec<(u32, u64)> = Vec::new();
     let mut seen: BTreeSet<(u32, u64)> = BTreeSet::new();
     let mut next: Option<SyncCursor> = None;
     let mut last = [0u8; 28];
+    let resume_peer = resume.and_then(|c| be_u64(&c.0)).unwrap_or(0);
     for (peer, hlc) in upto.iter() {
         let after = since.get(peer);
-        if hlc <= after || resume.is_some_and(|c| peer.0 < be_u64(&c.0).unwrap_or(0)) {
+        if hlc <= after || peer.0 < resume_peer {
             continue;
         }
         let mut from = log_key(peer, Hlc(after.0 + 1), 0, 0).to_vec();
-        if let Some(c) = resume.filter(|c| c.0[..8] == peer.0.to_be_bytes()) {
-            let past_cursor = [&c.0[..], &[0]].concat();
-            from = from.max(past_cursor);
+        if let Some(c) = resume.filter(|_| peer.0 == resume_peer) {
+            from = from.max([&c.0[..], &[0]].concat());
         }
         let to = peer.0.checked_add(1).map(|p| p.to_be_bytes());
         r.scan(Table::Log, &from, to.as_ref().map(|t| &t[..]), false, &mut |k, _| {
@@ -616,6 +632,18 @@ fn changes_since<R: KvRead + ?Sized>(
             break;
         }
     }
+    Ok((docs, next))
+}
+
+fn changes_since<R: KvRead + ?Sized>(
+    r: &R,
+    since: &VersionVector,
+    resume: Option<&SyncCursor>,
+    max_docs: usize,
+) -> Result<ChangeBatch, StoreError> {
+    assert!(max_docs > 0, "a batch must be allowed at least one document");
+    let upto = version_vector(r)?;
+    let (docs, next) = log_docs(r, &upto, since, resume, max_docs)?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut changes = Vec::with_capacity(docs.len());
     for (coll, num) in docs {
@@ -639,17 +667,18 @@ fn changes_since<R: KvRead + ?Sized>(
 /// A read-only snapshot.
 pub struct ReadTx<'s, K: Kv> {
     kv: K::Read<'s>,
+    hasher: IdHasher,
 }
 
 impl<K: Kv> ReadTx<'_, K> {
     /// The document with this `_id`, as JSON (with `_id`), if it exists.
     pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-        get(&self.kv, collection, id)
+        get(&self.kv, &self.hasher, collection, id)
     }
 
     /// The document's full CRDT state (also for deleted documents).
     pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
-        get_doc(&self.kv, collection, id)
+        get_doc(&self.kv, &self.hasher, collection, id)
     }
 
     /// Visits every live document of a collection until `visit` returns
@@ -663,7 +692,7 @@ impl<K: Kv> ReadTx<'_, K> {
         collections(&self.kv)
     }
 
-    /// What this replica has seen, per origin peer.
+    /// What this replica has completely received, per origin peer.
     pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
         version_vector(&self.kv)
     }
@@ -681,10 +710,21 @@ impl<K: Kv> ReadTx<'_, K> {
     }
 }
 
+/// A located document, ready to be changed and saved.
+struct Located {
+    coll: u32,
+    num: u64,
+    id: Value,
+    id_bytes: Vec<u8>,
+    doc: Doc,
+    before: VersionVector,
+}
+
 /// The write transaction. Dropping it without [`WriteTx::commit`] discards it.
 pub struct WriteTx<'s, K: Kv> {
     store: &'s Store<K>,
     kv: K::Write<'s>,
+    pending: Pending,
     clock: MutexGuard<'s, Clock>,
     now_ms: u64,
     vv: VersionVector,
@@ -692,32 +732,85 @@ pub struct WriteTx<'s, K: Kv> {
     next_doc: u64,
     next_coll: u32,
     counters_dirty: bool,
+    /// Collections used by this transaction (a few; linear search is fastest).
+    colls: Vec<(String, u32)>,
     record: Vec<u8>,
     ops: Vec<Op>,
 }
 
-impl<K: Kv> WriteTx<'_, K> {
+impl<'s, K: Kv> WriteTx<'s, K> {
+    fn view(&self) -> View<'_, K::Write<'s>> {
+        View { kv: &self.kv, pending: &self.pending }
+    }
+
+    /// Writes the buffer through, in key order per table.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        for (k, v) in std::mem::take(&mut self.pending.docs) {
+            match v {
+                Some(v) => self.kv.put(Table::Docs, &k, &v)?,
+                None => self.kv.delete(Table::Docs, &k).map(drop)?,
+            }
+        }
+        for (k, put) in std::mem::take(&mut self.pending.log) {
+            match put {
+                true => self.kv.put(Table::Log, &k, &[])?,
+                false => self.kv.delete(Table::Log, &k).map(drop)?,
+            }
+        }
+        self.pending.bytes = 0;
+        Ok(())
+    }
+
+    fn put_doc(&mut self, coll: u32, num: u64) -> Result<(), StoreError> {
+        self.pending.bytes += self.record.len() + 12;
+        self.pending.docs.insert(doc_key(coll, num), Some(self.record.clone()));
+        self.put_log_bound()
+    }
+
+    fn put_log(&mut self, key: [u8; 28], put: bool) -> Result<(), StoreError> {
+        self.pending.bytes += 28;
+        self.pending.log.insert(key, put);
+        self.put_log_bound()
+    }
+
+    fn put_log_bound(&mut self) -> Result<(), StoreError> {
+        if self.pending.bytes > PENDING_MAX_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// See [`ReadTx::get`]; sees this transaction's writes.
     pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-        get(&self.kv, collection, id)
+        get(&self.view(), &self.store.hasher, collection, id)
     }
 
     /// See [`ReadTx::get_doc`].
     pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
-        get_doc(&self.kv, collection, id)
+        get_doc(&self.view(), &self.store.hasher, collection, id)
     }
 
     /// See [`ReadTx::scan`]; sees this transaction's writes.
-    pub fn scan(&self, collection: &str, visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> Result<(), StoreError> {
-        scan(&self.kv, collection, visit)
+    pub fn scan(
+        &mut self,
+        collection: &str,
+        visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        scan(&self.view(), collection, visit)
     }
 
     fn coll_id_or_create(&mut self, name: &str) -> Result<u32, StoreError> {
+        if let Some((_, id)) = self.colls.iter().find(|(n, _)| n == name) {
+            return Ok(*id);
+        }
         check_collection(name)?;
         if let Some(id) = coll_id(&self.kv, name)? {
+            self.colls.push((name.to_string(), id));
             return Ok(id);
         }
         let id = self.next_coll;
+        self.colls.push((name.to_string(), id));
         self.next_coll += 1;
         self.counters_dirty = true;
         self.kv.put(Table::Meta, &coll_key(name), &id.to_be_bytes())?;
@@ -739,9 +832,26 @@ impl<K: Kv> WriteTx<'_, K> {
         self.vv_dirty |= self.vv != before;
     }
 
-    /// Encodes and writes a document, and moves its log entries forward.
-    fn save(&mut self, collection: &str, coll: u32, num: u64, id: &Value, id_bytes: &[u8], doc: &Doc, before: &VersionVector) -> Result<(), StoreError> {
-        codec::encode_doc(id_bytes, doc, &mut self.record);
+    fn check_id_len(collection: &str, id_bytes: &[u8]) -> Result<(), StoreError> {
+        if id_bytes.len() > MAX_ID_BYTES {
+            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "longer than 480 bytes encoded" });
+        }
+        Ok(())
+    }
+
+    /// Allocates a document number and adds it to the id index.
+    fn allocate(&mut self, coll: u32, id_bytes: &[u8]) -> Result<u64, StoreError> {
+        let num = self.next_doc;
+        self.next_doc += 1;
+        self.counters_dirty = true;
+        let key = self.store.hasher.key(coll, id_bytes);
+        let mut bucket = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec).unwrap_or_default();
+        bucket_push(&mut bucket, num);
+        self.kv.put(Table::Ids, &key, &bucket)?;
+        Ok(num)
+    }
+
+    fn check_size(&self, collection: &str, id: &Value) -> Result<(), StoreError> {
         let limit = self.store.config.max_doc_bytes;
         if self.record.len() > limit {
             return Err(StoreError::DocumentTooLarge {
@@ -751,19 +861,48 @@ impl<K: Kv> WriteTx<'_, K> {
                 limit_bytes: limit,
             });
         }
-        self.kv.put(Table::Docs, &doc_key(coll, num), &self.record)?;
-        for (peer, hlc) in doc.vv.iter() {
-            let old = before.get(peer);
+        Ok(())
+    }
+
+    /// Encodes and writes a document, and moves its log entries forward.
+    fn save(&mut self, collection: &str, at: &Located) -> Result<(), StoreError> {
+        codec::encode_doc(&at.id_bytes, &at.doc, &mut self.record);
+        self.check_size(collection, &at.id)?;
+        self.put_doc(at.coll, at.num)?;
+        for (peer, hlc) in at.doc.vv.iter() {
+            let old = at.before.get(peer);
             if old == hlc {
                 continue;
             }
             debug_assert!(old < hlc, "a document's version vector only grows");
             if old != Hlc::ZERO {
-                self.kv.delete(Table::Log, &log_key(peer, old, coll, num))?;
+                self.put_log(log_key(peer, old, at.coll, at.num), false)?;
             }
-            self.kv.put(Table::Log, &log_key(peer, hlc, coll, num), &[])?;
+            self.put_log(log_key(peer, hlc, at.coll, at.num), true)?;
         }
         Ok(())
+    }
+
+    /// Finds a document (live or not) by id.
+    fn find(&self, collection: &str, id: &Value) -> Result<Option<Located>, StoreError> {
+        let id = canonical_id(collection, id)?;
+        let Some(coll) = self.colls.iter().find(|(n, _)| n == collection).map(|c| c.1).map_or_else(
+            || coll_id(&self.kv, collection),
+            |c| Ok(Some(c)),
+        )?
+        else {
+            return Ok(None);
+        };
+        let id_bytes = codec::encode_id(&id);
+        let view = self.view();
+        let Some(num) = locate(&view, &self.store.hasher, coll, &id_bytes)? else { return Ok(None) };
+        let doc = load(&view, collection, coll, num)?.unwrap_or_default();
+        let before = doc.vv.clone();
+        Ok(Some(Located { coll, num, id, id_bytes, doc, before }))
+    }
+
+    fn find_live(&self, collection: &str, id: &Value) -> Result<Option<Located>, StoreError> {
+        Ok(self.find(collection, id)?.filter(|at| at.doc.exists()))
     }
 
     /// Inserts a document (a JSON object). Without `_id`, one is generated.
@@ -778,47 +917,54 @@ impl<K: Kv> WriteTx<'_, K> {
             None => Value::String(self.store.ids.lock().unwrap_or_else(|e| e.into_inner()).uuid()),
         };
         let id_bytes = codec::encode_id(&id);
-        if id_bytes.len() > MAX_ID_BYTES {
-            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "longer than 480 bytes encoded" });
-        }
+        Self::check_id_len(collection, &id_bytes)?;
         let coll = self.coll_id_or_create(collection)?;
-        let (num, mut doc, before) = match locate(&self.kv, coll, &id_bytes)? {
-            Some(num) => {
-                let doc = load(&self.kv, collection, coll, num)?.unwrap_or_default();
-                let before = doc.vv.clone();
-                (num, doc, before)
-            }
-            None => {
-                let num = self.next_doc;
-                self.next_doc += 1;
-                self.counters_dirty = true;
-                self.kv.put(Table::Ids, &id_key(coll, &id_bytes), &num.to_be_bytes())?;
-                (num, Doc::new(), VersionVector::new())
-            }
+        let Some(mut at) = self.find(collection, &id)? else {
+            return self.insert_fresh(collection, coll, id, &id_bytes, fields);
         };
-        let mut body = fields.clone();
-        body.remove("_id");
-        let stamp = self.tick()?;
-        let mut ops = std::mem::take(&mut self.ops);
-        ops.clear();
-        let live = doc.exists();
+        let live = at.doc.exists();
         match (live, on_conflict) {
             (true, OnConflict::Fail) => {
                 return Err(StoreError::AlreadyExists { collection: collection.to_string(), id: id.to_string() })
             }
             (true, OnConflict::Ignore) => return Ok(Inserted { id, written: false }),
-            (true, OnConflict::Merge) => {
-                for (k, v) in &body {
-                    doc.ops_set(&[k.clone()], v, stamp, false, &mut ops);
-                }
+            _ => {}
+        }
+        let stamp = self.tick()?;
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.clear();
+        if live && on_conflict == OnConflict::Merge {
+            for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "_id") {
+                at.doc.ops_set(std::slice::from_ref(k), v, stamp, false, &mut ops);
             }
-            _ => doc.ops_replace(&body, stamp, &mut ops),
+        } else {
+            let mut body = fields.clone();
+            body.remove("_id");
+            at.doc.ops_replace(&body, stamp, &mut ops);
         }
         for op in &ops {
-            doc.apply(op);
+            at.doc.apply(op);
         }
         self.ops = ops;
-        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        self.save(collection, &at)?;
+        Ok(Inserted { id, written: true })
+    }
+
+    /// A document whose id was never seen: encoded straight from its JSON.
+    fn insert_fresh(
+        &mut self,
+        collection: &str,
+        coll: u32,
+        id: Value,
+        id_bytes: &[u8],
+        fields: &BTreeMap<String, Value>,
+    ) -> Result<Inserted, StoreError> {
+        let stamp = self.tick()?;
+        codec::encode_fresh(id_bytes, fields, stamp, &mut self.record);
+        self.check_size(collection, &id)?;
+        let num = self.allocate(coll, id_bytes)?;
+        self.put_doc(coll, num)?;
+        self.put_log(log_key(stamp.peer, stamp.hlc, coll, num), true)?;
         Ok(Inserted { id, written: true })
     }
 
@@ -836,12 +982,12 @@ impl<K: Kv> WriteTx<'_, K> {
                 value.validate().map_err(|reason| StoreError::InvalidDocument { collection: collection.to_string(), reason })?;
             }
         }
-        let Some((coll, num, id, id_bytes, mut doc)) = self.find_live(collection, id)? else { return Ok(false) };
-        let before = doc.vv.clone();
+        let Some(mut at) = self.find_live(collection, id)? else { return Ok(false) };
         let stamp = self.tick()?;
         let mut ops = Vec::new();
         for e in edits {
             ops.clear();
+            let doc = &at.doc;
             match e {
                 Edit::Set { path, value } => doc.ops_set(path, value, stamp, false, &mut ops),
                 Edit::SetRegister { path, value } => doc.ops_set(path, value, stamp, true, &mut ops),
@@ -851,35 +997,23 @@ impl<K: Kv> WriteTx<'_, K> {
                 Edit::Attach { path, token } => doc.ops_attach(path, token.clone(), stamp, &mut ops),
             }
             for op in &ops {
-                doc.apply(op);
+                at.doc.apply(op);
             }
         }
-        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        self.save(collection, &at)?;
         Ok(true)
-    }
-
-    fn find_live(&self, collection: &str, id: &Value) -> Result<Option<(u32, u64, Value, Vec<u8>, Doc)>, StoreError> {
-        let id = canonical_id(collection, id)?;
-        let Some(coll) = coll_id(&self.kv, collection)? else { return Ok(None) };
-        let id_bytes = codec::encode_id(&id);
-        let Some(num) = locate(&self.kv, coll, &id_bytes)? else { return Ok(None) };
-        match load(&self.kv, collection, coll, num)? {
-            Some(doc) if doc.exists() => Ok(Some((coll, num, id, id_bytes, doc))),
-            _ => Ok(None),
-        }
     }
 
     /// Deletes a live document, leaving a tombstone that syncs; returns false if there is none.
     pub fn delete(&mut self, collection: &str, id: &Value) -> Result<bool, StoreError> {
-        let Some((coll, num, id, id_bytes, mut doc)) = self.find_live(collection, id)? else { return Ok(false) };
-        let before = doc.vv.clone();
+        let Some(mut at) = self.find_live(collection, id)? else { return Ok(false) };
         let stamp = self.tick()?;
         let mut ops = Vec::new();
-        doc.ops_delete(stamp, &mut ops);
+        at.doc.ops_delete(stamp, &mut ops);
         for op in &ops {
-            doc.apply(op);
+            at.doc.apply(op);
         }
-        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        self.save(collection, &at)?;
         Ok(true)
     }
 
@@ -889,15 +1023,25 @@ impl<K: Kv> WriteTx<'_, K> {
         let id = canonical_id(collection, id)?;
         let Some(coll) = coll_id(&self.kv, collection)? else { return Ok(false) };
         let id_bytes = codec::encode_id(&id);
-        let Some(num) = locate(&self.kv, coll, &id_bytes)? else { return Ok(false) };
+        let Some(num) = locate(&self.view(), &self.store.hasher, coll, &id_bytes)? else { return Ok(false) };
         // Log entries of a damaged record cannot be found; readers skip dangling ones.
-        if let Ok(Some(doc)) = load(&self.kv, collection, coll, num) {
+        if let Ok(Some(doc)) = load(&self.view(), collection, coll, num) {
             for (peer, hlc) in doc.vv.iter() {
-                self.kv.delete(Table::Log, &log_key(peer, hlc, coll, num))?;
+                self.put_log(log_key(peer, hlc, coll, num), false)?;
             }
         }
-        self.kv.delete(Table::Docs, &doc_key(coll, num))?;
-        self.kv.delete(Table::Ids, &id_key(coll, &id_bytes))?;
+        self.pending.docs.insert(doc_key(coll, num), None);
+        let key = self.store.hasher.key(coll, &id_bytes);
+        let bucket = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec).unwrap_or_default();
+        let mut rest = Vec::new();
+        for n in bucket_nums(&bucket).filter(|&n| n != num) {
+            bucket_push(&mut rest, n);
+        }
+        if rest.is_empty() {
+            self.kv.delete(Table::Ids, &key)?;
+        } else {
+            self.kv.put(Table::Ids, &key, &rest)?;
+        }
         Ok(true)
     }
 
@@ -918,34 +1062,30 @@ impl<K: Kv> WriteTx<'_, K> {
             newest = newest.max(op.stamp().hlc);
         }
         let id_bytes = codec::encode_id(&id);
-        if id_bytes.len() > MAX_ID_BYTES {
-            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "longer than 480 bytes encoded" });
-        }
+        Self::check_id_len(collection, &id_bytes)?;
         let coll = self.coll_id_or_create(collection)?;
-        let (num, mut doc) = match locate(&self.kv, coll, &id_bytes)? {
-            Some(num) => (num, load(&self.kv, collection, coll, num)?.unwrap_or_default()),
-            None => (self.next_doc, Doc::new()),
+        let mut at = match self.find(collection, &id)? {
+            Some(at) => at,
+            None => Located { coll, num: 0, id, id_bytes, doc: Doc::new(), before: VersionVector::new() },
         };
-        let before = doc.vv.clone();
         let mut changed = false;
         for op in &change.ops {
-            changed |= doc.apply(op);
+            changed |= at.doc.apply(op);
         }
         if !changed {
             return Ok(false);
         }
-        if num == self.next_doc {
-            self.next_doc += 1;
-            self.counters_dirty = true;
-            self.kv.put(Table::Ids, &id_key(coll, &id_bytes), &num.to_be_bytes())?;
-        }
         self.clock.observe(newest, self.now_ms)?;
-        self.save(collection, coll, num, &id, &id_bytes, &doc, &before)?;
+        if at.num == 0 {
+            at.num = self.allocate(coll, &at.id_bytes)?;
+        }
+        self.save(collection, &at)?;
         Ok(true)
     }
 
     /// Makes every write of the transaction durable and visible, atomically.
     pub fn commit(mut self) -> Result<(), StoreError> {
+        self.flush()?;
         if self.vv_dirty {
             let bytes = postcard::to_allocvec(&self.vv).unwrap_or_default();
             self.kv.put(Table::Meta, META_VV, &bytes)?;

@@ -1,0 +1,121 @@
+//! Byte formats: round trips, the fresh-insert fast path's equivalence with
+//! the general encoder, and hostile bytes (never a panic, always an error).
+
+use proptest::prelude::*;
+use rhizome_engine::codec::{self, Change};
+use rhizome_engine::doc::{Doc, Num, Op};
+use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
+use rhizome_engine::value::Value;
+use std::collections::BTreeMap;
+
+fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        (-1e9f64..1e9).prop_map(Value::Float),
+        ".{0,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-c_]{0,3}", inner, 0..4).prop_map(Value::Object),
+        ]
+    })
+}
+
+fn fields() -> impl Strategy<Value = BTreeMap<String, Value>> {
+    prop::collection::btree_map("(_id|[a-d]{1,2})", value(), 0..6)
+}
+
+fn stamp(h: u64, p: u64) -> Stamp {
+    Stamp { hlc: Hlc(h), peer: PeerId(p) }
+}
+
+proptest! {
+    #[test]
+    fn fresh_encoding_equals_general_encoding(fields in fields(), h in 1u64..u64::MAX / 2, p in any::<u64>()) {
+        let s = stamp(h, p);
+        let mut body = fields.clone();
+        body.remove("_id");
+        let mut doc = Doc::new();
+        let mut ops = Vec::new();
+        doc.ops_replace(&body, s, &mut ops);
+        for op in &ops {
+            doc.apply(op);
+        }
+        let (mut general, mut fresh) = (Vec::new(), Vec::new());
+        codec::encode_doc(b"id", &doc, &mut general);
+        codec::encode_fresh(b"id", &fields, s, &mut fresh);
+        prop_assert_eq!(&general, &fresh);
+        let (id, body) = codec::split_record(&fresh);
+        prop_assert_eq!(id.unwrap(), b"id");
+        prop_assert_eq!(codec::decode_doc(body.unwrap()).unwrap(), doc);
+    }
+
+    #[test]
+    fn edited_documents_round_trip(fields in fields(), edits in prop::collection::vec((0u8..5, "[a-d]{1,2}", value()), 0..8)) {
+        let mut doc = Doc::new();
+        let mut ops = Vec::new();
+        let mut body = fields;
+        body.remove("_id");
+        doc.ops_replace(&body, stamp(10, 1), &mut ops);
+        for (i, (kind, key, v)) in edits.iter().enumerate() {
+            let s = stamp(20 + i as u64, 1 + (i as u64 % 3));
+            let path = vec![key.clone()];
+            match kind {
+                0 => doc.ops_set(&path, v, s, false, &mut ops),
+                1 => doc.ops_unset(&path, s, &mut ops),
+                2 => doc.ops_increment(&path, Num::Int(3), s, &mut ops),
+                3 => doc.ops_restart(&path, Num::Float(1.5), s, &mut ops),
+                _ => doc.ops_delete(s, &mut ops),
+            }
+            for op in &ops {
+                doc.apply(op);
+            }
+            ops.clear();
+        }
+        let mut bytes = Vec::new();
+        codec::encode_doc(b"x", &doc, &mut bytes);
+        let (_, body) = codec::split_record(&bytes);
+        prop_assert_eq!(codec::decode_doc(body.unwrap()).unwrap(), doc);
+    }
+
+    #[test]
+    fn hostile_record_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let (_, body) = codec::split_record(&bytes);
+        if let Ok(body) = body {
+            let _ = codec::decode_doc(body);
+        }
+        let _ = codec::decode_doc(&bytes);
+        let _ = codec::decode_change(&bytes);
+        let _ = codec::decode_id(&bytes);
+    }
+
+    #[test]
+    fn damaged_records_are_detected(fields in fields(), flip in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = Vec::new();
+        codec::encode_fresh(b"id", &fields, stamp(5, 1), &mut bytes);
+        let i = flip.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let (_, body) = codec::split_record(&bytes);
+        // Any single flipped bit is caught by the format byte or the checksum.
+        prop_assert!(body.is_err());
+    }
+}
+
+#[test]
+fn changes_round_trip_and_refuse_unknown_versions() {
+    let c = Change {
+        collection: "tasks".into(),
+        id: Value::String("a".into()),
+        ops: vec![Op::Count { path: vec!["n".into()], stamp: stamp(9, 2), total: Num::Int(4) }],
+    };
+    let bytes = codec::encode_change(&c);
+    assert_eq!(codec::decode_change(&bytes).unwrap(), c);
+    let mut v2 = bytes.clone();
+    v2[0] = 2;
+    assert!(matches!(codec::decode_change(&v2), Err(codec::CodecError::UnknownFormat { found: 2 })));
+    assert!(matches!(codec::decode_change(&bytes[..bytes.len() - 1]), Err(codec::CodecError::Truncated)));
+    assert!(codec::decode_change(&[]).is_err());
+}
