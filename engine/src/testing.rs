@@ -111,11 +111,12 @@ pub fn sync_into<A: Kv, B: Kv>(from: &Store<A>, to: &Store<B>, now_ms: u64, batc
         let got = from.read().unwrap().changes_since(&since, resume.as_ref(), batch).unwrap();
         let upto = upto.get_or_insert(got.upto);
         let mut w = to.write(now_ms).unwrap();
-        for c in &got.changes {
-            // Through the wire format, as a peer would receive it.
-            let c = crate::codec::decode_change(&crate::codec::encode_change(c)).unwrap();
-            applied += w.apply(&c).unwrap() as usize;
-        }
+        // Through the wire format, as a peer would receive it.
+        let wire: Vec<Change> =
+            got.changes.iter().map(|c| crate::codec::decode_change(&crate::codec::encode_change(c)).unwrap()).collect();
+        let outcome = w.apply_batch(&wire).unwrap();
+        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        applied += outcome.applied;
         if got.resume.is_none() {
             w.mark_synced(upto);
         }
@@ -138,6 +139,7 @@ pub fn store_suite<K: Kv>(fresh: &mut dyn FnMut() -> K) {
     size_limit(fresh());
     corrupt_records_are_named_and_isolated(&open(fresh(), 1));
     replicas_converge_through_deltas(&open(fresh(), 1), &open(fresh(), 2), &open(fresh(), 3));
+    batches_refuse_bad_changes_one_by_one(&open(fresh(), 1), fresh());
     remote_clock_far_in_future_is_refused(&open(fresh(), 1), &open(fresh(), 2));
 }
 
@@ -371,4 +373,38 @@ fn remote_clock_far_in_future_is_refused<K: Kv>(a: &Store<K>, b: &Store<K>) {
     let mut w = b.write(9 * hour_ms + 1).unwrap();
     assert!(w.apply(&changes[0]).unwrap(), "within the bound it merges");
     w.commit().unwrap();
+}
+
+fn batches_refuse_bad_changes_one_by_one<K: Kv>(a: &Store<K>, kv: K) {
+    let small = Store::open(kv, StoreConfig { max_doc_bytes: 400, ..StoreConfig::default() }, PeerId(2), 2).unwrap();
+    let mut w = a.write(1_000).unwrap();
+    for i in 0..3 {
+        w.insert("t", &v(&format!(r#"{{"_id":{i},"x":{i}}}"#)), OnConflict::Fail).unwrap();
+    }
+    w.commit().unwrap();
+    let mut w = a.write(2_000).unwrap();
+    w.update("t", &v("1"), &[Edit::Set { path: path("x"), value: v("10") }]).unwrap();
+    w.update("t", &v("2"), &[Edit::Set { path: path("blob"), value: Value::String("z".repeat(500)) }]).unwrap();
+    w.commit().unwrap();
+    let mut changes = a.read().unwrap().changes_since(&VersionVector::new(), None, 100).unwrap().changes;
+    changes.push(changes[0].clone()); // a duplicate
+    let mut future = changes[0].clone();
+    future.id = v("9");
+    if let crate::doc::Op::Set { stamp, .. } = &mut future.ops[0] {
+        stamp.hlc = crate::hlc::Hlc::new(10 * 3_600_000, 0);
+    }
+    changes.push(future);
+    let mut w = small.write(2_000).unwrap();
+    let out = w.apply_batch(&changes).unwrap();
+    let refused: Vec<usize> = out.refused.iter().map(|(i, _)| *i).collect();
+    let big = changes.iter().position(|c| c.id == v("2")).unwrap();
+    assert_eq!(refused, vec![big, 4], "{:?}", out.refused);
+    assert!(matches!(out.refused[0].1, StoreError::DocumentTooLarge { .. }));
+    assert!(matches!(out.refused[1].1, StoreError::Clock(_)));
+    assert_eq!(out.applied, 3, "two documents, one of them twice");
+    w.commit().unwrap();
+    let r = small.read().unwrap();
+    assert_eq!(r.get("t", &v("1")).unwrap().unwrap(), v(r#"{"_id":1,"x":10}"#));
+    assert!(r.get("t", &v("2")).unwrap().is_none(), "a refused document changes nothing");
+    assert!(r.get("t", &v("9")).unwrap().is_none());
 }

@@ -54,7 +54,7 @@ proptest! {
     }
 
     #[test]
-    fn edited_documents_round_trip(fields in fields(), edits in prop::collection::vec((0u8..5, "[a-d]{1,2}", value()), 0..8)) {
+    fn edited_documents_round_trip(fields in fields(), edits in prop::collection::vec((0u8..6, "[a-d]{1,2}", value()), 0..8)) {
         let mut doc = Doc::new();
         let mut ops = Vec::new();
         let mut body = fields;
@@ -68,6 +68,11 @@ proptest! {
                 1 => doc.ops_unset(&path, s, &mut ops),
                 2 => doc.ops_increment(&path, Num::Int(3), s, &mut ops),
                 3 => doc.ops_restart(&path, Num::Float(1.5), s, &mut ops),
+                4 => {
+                    let meta = v.as_object().cloned().unwrap_or_default();
+                    let token = rhizome_engine::doc::Attachment { id: format!("blake3:{key}"), len: i as u64, meta };
+                    doc.ops_attach(&path, token, s, &mut ops)
+                }
                 _ => doc.ops_delete(s, &mut ops),
             }
             for op in &ops {

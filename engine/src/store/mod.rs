@@ -171,6 +171,20 @@ impl std::error::Error for StoreError {
     }
 }
 
+impl StoreError {
+    fn clone_too_large(&self) -> StoreError {
+        match self {
+            StoreError::DocumentTooLarge { collection, id, size_bytes, limit_bytes } => StoreError::DocumentTooLarge {
+                collection: collection.clone(),
+                id: id.clone(),
+                size_bytes: *size_bytes,
+                limit_bytes: *limit_bytes,
+            },
+            _ => unreachable!("only size errors are shared by a document's changes"),
+        }
+    }
+}
+
 impl From<KvError> for StoreError {
     fn from(e: KvError) -> Self {
         StoreError::Kv(e)
@@ -266,6 +280,15 @@ pub struct ChangeBatch {
     pub upto: VersionVector,
     /// Where the next batch starts; `None` when this batch completes the sync.
     pub resume: Option<SyncCursor>,
+}
+
+/// What [`WriteTx::apply_batch`] did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Changes that brought something new.
+    pub applied: usize,
+    /// Changes refused, by index in the batch, with the reason.
+    pub refused: Vec<(usize, StoreError)>,
 }
 
 /// Position in the sender's change log (its last log key sent).
@@ -497,17 +520,22 @@ fn coll_id<R: KvRead + ?Sized>(r: &R, name: &str) -> Result<Option<u32>, StoreEr
     Ok(r.get(Table::Meta, &coll_key(name))?.and_then(be_u32))
 }
 
-/// The document number of an encoded id: the bucket's candidate whose
-/// record carries exactly this id.
-fn locate<R: KvRead + ?Sized>(r: &R, h: &IdHasher, coll: u32, id_bytes: &[u8]) -> Result<Option<u64>, StoreError> {
+/// The document number and stored record of an encoded id: the bucket's
+/// candidate whose record carries exactly this id.
+fn locate<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    h: &IdHasher,
+    coll: u32,
+    id_bytes: &[u8],
+) -> Result<Option<(u64, &'r [u8])>, StoreError> {
     let Some(bucket) = r.get(Table::Ids, &h.key(coll, id_bytes))? else { return Ok(None) };
     for num in bucket_nums(bucket) {
         let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else { continue };
         // A record whose id cannot be read cannot be confirmed; if it is the
         // bucket's only candidate it is taken, so that the damage is reported.
-        match codec::split_record(record).0 {
-            Ok(id) if id == id_bytes => return Ok(Some(num)),
-            Err(_) if bucket_nums(bucket).count() == 1 => return Ok(Some(num)),
+        match codec::record_id(record) {
+            Ok(id) if id == id_bytes => return Ok(Some((num, record))),
+            Err(_) if bucket_nums(bucket).count() == 1 => return Ok(Some((num, record))),
             _ => {}
         }
     }
@@ -528,13 +556,6 @@ fn decode_record<'b>(collection: &str, bytes: &'b [u8]) -> Result<(&'b [u8], Doc
     Ok((id, doc))
 }
 
-fn load<R: KvRead + ?Sized>(r: &R, collection: &str, coll: u32, num: u64) -> Result<Option<Doc>, StoreError> {
-    match r.get(Table::Docs, &doc_key(coll, num))? {
-        None => Ok(None),
-        Some(bytes) => decode_record(collection, bytes).map(|(_, d)| Some(d)),
-    }
-}
-
 fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
     fields.insert("_id".to_string(), id.clone());
     Value::Object(fields)
@@ -543,8 +564,8 @@ fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
 fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
     let id = canonical_id(collection, id)?;
     let Some(coll) = coll_id(r, collection)? else { return Ok(None) };
-    let Some(num) = locate(r, h, coll, &codec::encode_id(&id))? else { return Ok(None) };
-    load(r, collection, coll, num)
+    let Some((_, record)) = locate(r, h, coll, &codec::encode_id(&id))? else { return Ok(None) };
+    decode_record(collection, record).map(|(_, d)| Some(d))
 }
 
 fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
@@ -865,9 +886,12 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     }
 
     /// Encodes and writes a document, and moves its log entries forward.
-    fn save(&mut self, collection: &str, at: &Located) -> Result<(), StoreError> {
+    fn save(&mut self, collection: &str, at: &mut Located) -> Result<(), StoreError> {
         codec::encode_doc(&at.id_bytes, &at.doc, &mut self.record);
         self.check_size(collection, &at.id)?;
+        if at.num == 0 {
+            at.num = self.allocate(at.coll, &at.id_bytes)?;
+        }
         self.put_doc(at.coll, at.num)?;
         for (peer, hlc) in at.doc.vv.iter() {
             let old = at.before.get(peer);
@@ -895,8 +919,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         };
         let id_bytes = codec::encode_id(&id);
         let view = self.view();
-        let Some(num) = locate(&view, &self.store.hasher, coll, &id_bytes)? else { return Ok(None) };
-        let doc = load(&view, collection, coll, num)?.unwrap_or_default();
+        let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else { return Ok(None) };
+        let doc = decode_record(collection, record)?.1;
         let before = doc.vv.clone();
         Ok(Some(Located { coll, num, id, id_bytes, doc, before }))
     }
@@ -946,7 +970,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             at.doc.apply(op);
         }
         self.ops = ops;
-        self.save(collection, &at)?;
+        self.save(collection, &mut at)?;
         Ok(Inserted { id, written: true })
     }
 
@@ -1000,7 +1024,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
                 at.doc.apply(op);
             }
         }
-        self.save(collection, &at)?;
+        self.save(collection, &mut at)?;
         Ok(true)
     }
 
@@ -1013,7 +1037,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         for op in &ops {
             at.doc.apply(op);
         }
-        self.save(collection, &at)?;
+        self.save(collection, &mut at)?;
         Ok(true)
     }
 
@@ -1023,12 +1047,12 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let id = canonical_id(collection, id)?;
         let Some(coll) = coll_id(&self.kv, collection)? else { return Ok(false) };
         let id_bytes = codec::encode_id(&id);
-        let Some(num) = locate(&self.view(), &self.store.hasher, coll, &id_bytes)? else { return Ok(false) };
+        let view = self.view();
+        let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else { return Ok(false) };
         // Log entries of a damaged record cannot be found; readers skip dangling ones.
-        if let Ok(Some(doc)) = load(&self.view(), collection, coll, num) {
-            for (peer, hlc) in doc.vv.iter() {
-                self.put_log(log_key(peer, hlc, coll, num), false)?;
-            }
+        let vv = decode_record(collection, record).map(|(_, doc)| doc.vv).unwrap_or_default();
+        for (peer, hlc) in vv.iter() {
+            self.put_log(log_key(peer, hlc, coll, num), false)?;
         }
         self.pending.docs.insert(doc_key(coll, num), None);
         let key = self.store.hasher.key(coll, &id_bytes);
@@ -1045,10 +1069,10 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         Ok(true)
     }
 
-    /// Merges a change from another replica. All or nothing: an invalid op or
-    /// a timestamp too far in the future refuses the whole change. Returns
-    /// whether anything was new.
-    pub fn apply(&mut self, change: &Change) -> Result<bool, StoreError> {
+    /// Checks a remote change before anything is applied: collection, id in
+    /// canonical form, every op valid and no timestamp too far in the future.
+    /// Returns the encoded id and the newest timestamp.
+    fn check_change(&self, change: &Change) -> Result<(Vec<u8>, Hlc), StoreError> {
         let collection = change.collection.as_str();
         check_collection(collection)?;
         let id = canonical_id(collection, &change.id)?;
@@ -1063,24 +1087,75 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         }
         let id_bytes = codec::encode_id(&id);
         Self::check_id_len(collection, &id_bytes)?;
+        Ok((id_bytes, newest))
+    }
+
+    /// Merges checked changes of one document: decoded once, written once.
+    fn merge_doc<'c>(
+        &mut self,
+        first: &'c Change,
+        rest: impl Iterator<Item = &'c Change>,
+        id_bytes: Vec<u8>,
+        newest: Hlc,
+    ) -> Result<bool, StoreError> {
+        let collection = first.collection.as_str();
         let coll = self.coll_id_or_create(collection)?;
-        let mut at = match self.find(collection, &id)? {
+        let mut at = match self.find(collection, &first.id)? {
             Some(at) => at,
-            None => Located { coll, num: 0, id, id_bytes, doc: Doc::new(), before: VersionVector::new() },
+            None => Located { coll, num: 0, id: first.id.clone(), id_bytes, doc: Doc::new(), before: VersionVector::new() },
         };
         let mut changed = false;
-        for op in &change.ops {
+        for op in std::iter::once(first).chain(rest).flat_map(|c| &c.ops) {
             changed |= at.doc.apply(op);
         }
         if !changed {
             return Ok(false);
         }
         self.clock.observe(newest, self.now_ms)?;
-        if at.num == 0 {
-            at.num = self.allocate(coll, &at.id_bytes)?;
-        }
-        self.save(collection, &at)?;
+        self.save(collection, &mut at)?;
         Ok(true)
+    }
+
+    /// Merges a change from another replica. All or nothing: an invalid op or
+    /// a timestamp too far in the future refuses the whole change. Returns
+    /// whether anything was new.
+    pub fn apply(&mut self, change: &Change) -> Result<bool, StoreError> {
+        let (id_bytes, newest) = self.check_change(change)?;
+        self.merge_doc(change, std::iter::empty(), id_bytes, newest)
+    }
+
+    /// Merges many changes from other replicas, each document decoded and
+    /// written once however many changes of it the batch holds. A change that
+    /// is refused (see [`WriteTx::apply`]), or whose document would grow past
+    /// the size limit, is reported by index and changes nothing; the others
+    /// are applied. An `Err` is a storage failure: drop the transaction.
+    pub fn apply_batch(&mut self, changes: &[Change]) -> Result<BatchOutcome, StoreError> {
+        let mut out = BatchOutcome::default();
+        let mut groups: BTreeMap<(&str, Vec<u8>), (Vec<usize>, Hlc)> = BTreeMap::new();
+        for (i, change) in changes.iter().enumerate() {
+            match self.check_change(change) {
+                Ok((id_bytes, newest)) => {
+                    let g = groups.entry((change.collection.as_str(), id_bytes)).or_default();
+                    g.0.push(i);
+                    g.1 = g.1.max(newest);
+                }
+                Err(e) => out.refused.push((i, e)),
+            }
+        }
+        for ((_, id_bytes), (members, newest)) in groups {
+            let first = &changes[members[0]];
+            let rest = members[1..].iter().map(|&i| &changes[i]);
+            match self.merge_doc(first, rest, id_bytes, newest) {
+                Ok(true) => out.applied += members.len(),
+                Ok(false) => {}
+                Err(e @ StoreError::DocumentTooLarge { .. }) => {
+                    out.refused.extend(members.iter().map(|&i| (i, e.clone_too_large())));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.refused.sort_by_key(|(i, _)| *i);
+        Ok(out)
     }
 
     /// Makes every write of the transaction durable and visible, atomically.
