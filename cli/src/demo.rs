@@ -42,7 +42,9 @@ struct Peer {
 
 /// Wall clock in milliseconds; the engine takes time as an argument.
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn json(s: &str) -> Value {
@@ -81,12 +83,18 @@ fn sync(from: &Peer, to: &Peer) -> Result<(usize, usize), Box<dyn std::error::Er
             break;
         }
     }
-    println!("  sync {:>5} -> {:<5} {changes:>2} document deltas, {bytes:>5} bytes", from.name, to.name);
+    println!(
+        "  sync {:>5} -> {:<5} {changes:>2} document deltas, {bytes:>5} bytes",
+        from.name, to.name
+    );
     Ok((changes, bytes))
 }
 
 fn show(p: &Peer, id: &str) -> Result<String, StoreError> {
-    Ok(p.store.read()?.get("tasks", &json(id))?.map_or("(deleted)".to_string(), |v| v.to_string()))
+    Ok(p.store
+        .read()?
+        .get("tasks", &json(id))?
+        .map_or("(deleted)".to_string(), |v| v.to_string()))
 }
 
 fn edit(p: &Peer, id: &str, edits: &[Edit]) -> Result<(), StoreError> {
@@ -118,12 +126,16 @@ fn run_inner(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
         println!("peer {name:<5} id {} store {}", store.peer(), root.join(name).display());
         peers.push(Peer { name, store });
     }
-    let [alice, bob, carol] = &peers[..] else { unreachable!("three peers") };
+    let [alice, bob, carol] = &peers[..] else {
+        unreachable!("three peers")
+    };
 
     println!("\n1. alice creates a task list while offline");
     let mut w = alice.store.write(now_ms())?;
     for (id, title) in [("t1", "buy milk"), ("t2", "fix bike"), ("t3", "call mom")] {
-        let doc = json(&format!(r#"{{"_id":"{id}","title":"{title}","done":false,"meta":{{"owner":"alice"}}}}"#));
+        let doc = json(&format!(
+            r#"{{"_id":"{id}","title":"{title}","done":false,"meta":{{"owner":"alice"}}}}"#
+        ));
         w.insert("tasks", &doc, OnConflict::Fail)?;
     }
     w.commit()?;
@@ -133,16 +145,51 @@ fn run_inner(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
     println!("  carol sees t1 = {}", show(carol, "\"t1\"")?);
 
     println!("\n3. everyone edits offline, concurrently");
-    edit(alice, "\"t1\"", &[Edit::Set { path: field("done"), value: json("true") }])?;
-    edit(bob, "\"t1\"", &[Edit::Set { path: field("meta.due"), value: json("\"friday\"") }])?;
-    edit(carol, "\"t1\"", &[Edit::Set { path: field("title"), value: json("\"buy oat milk\"") }])?;
+    edit(
+        alice,
+        "\"t1\"",
+        &[Edit::Set {
+            path: field("done"),
+            value: json("true"),
+        }],
+    )?;
+    edit(
+        bob,
+        "\"t1\"",
+        &[Edit::Set {
+            path: field("meta.due"),
+            value: json("\"friday\""),
+        }],
+    )?;
+    edit(
+        carol,
+        "\"t1\"",
+        &[Edit::Set {
+            path: field("title"),
+            value: json("\"buy oat milk\""),
+        }],
+    )?;
     for p in [alice, bob, carol] {
-        edit(p, "\"t2\"", &[Edit::Increment { path: field("votes"), by: Num::Int(1) }])?;
+        edit(
+            p,
+            "\"t2\"",
+            &[Edit::Increment {
+                path: field("votes"),
+                by: Num::Int(1),
+            }],
+        )?;
     }
     let mut w = bob.store.write(now_ms())?;
     w.delete("tasks", &json("\"t3\""))?;
     w.commit()?;
-    edit(carol, "\"t3\"", &[Edit::Set { path: field("note"), value: json("\"she called back\"") }])?;
+    edit(
+        carol,
+        "\"t3\"",
+        &[Edit::Set {
+            path: field("note"),
+            value: json("\"she called back\""),
+        }],
+    )?;
     println!("  alice: t1.done = true      bob: t1.meta.due = friday   carol: t1.title = buy oat milk");
     println!("  all three: t2.votes += 1   bob deletes t3              carol, unaware, notes on t3");
 
@@ -158,11 +205,17 @@ fn run_inner(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
     let mut converged = true;
     for id in ["\"t1\"", "\"t2\"", "\"t3\""] {
         let views: Vec<String> = peers.iter().map(|p| show(p, id)).collect::<Result<_, _>>()?;
-        let metas: Vec<_> =
-            peers.iter().map(|p| p.store.read().and_then(|r| r.get_doc("tasks", &json(id)))).collect::<Result<_, _>>()?;
+        let metas: Vec<_> = peers
+            .iter()
+            .map(|p| p.store.read().and_then(|r| r.get_doc("tasks", &json(id))))
+            .collect::<Result<_, _>>()?;
         let same = views.windows(2).all(|w| w[0] == w[1]) && metas.windows(2).all(|w| w[0] == w[1]);
         converged &= same;
-        println!("  {id}: {} {}", views[0], if same { "(identical on all peers)" } else { "(DIFFERS)" });
+        println!(
+            "  {id}: {} {}",
+            views[0],
+            if same { "(identical on all peers)" } else { "(DIFFERS)" }
+        );
         if !same {
             for (p, v) in peers.iter().zip(&views) {
                 println!("      {}: {v}", p.name);

@@ -162,15 +162,30 @@ pub fn encode_doc(id_bytes: &[u8], doc: &Doc, out: &mut Vec<u8>) {
         let reg = slot.reg.as_ref().map(|r| (t.stamp(r.stamp), &r.val));
         let counter = slot.counter.as_ref().map(|c| CounterRepr {
             parts: c.parts.iter().map(|(&p, &(h, n))| (t.peer(p), h.0, n)).collect(),
-            floors: c.floors.iter().map(|(&p, f)| (t.peer(p), f.hlc.0, f.total, t.stamp(f.by))).collect(),
+            floors: c
+                .floors
+                .iter()
+                .map(|(&p, f)| (t.peer(p), f.hlc.0, f.total, t.stamp(f.by)))
+                .collect(),
             base: c.base.map(|(s, n)| (t.stamp(s), n)),
         });
-        slots.push(SlotOut { shared: shared as u32, rest: &path[shared..], reg, counter });
+        slots.push(SlotOut {
+            shared: shared as u32,
+            rest: &path[shared..],
+            reg,
+            counter,
+        });
         prev = path;
     }
     let deleted = doc.deleted.as_ref().map(|d| (t.stamp(d.stamp), t.vv(&d.seen)));
     let vv = t.vv(&doc.vv);
-    let body = DocOut { peers: t.peers, stamps: t.stamps, vv, deleted, slots };
+    let body = DocOut {
+        peers: t.peers,
+        stamps: t.stamps,
+        vv,
+        deleted,
+        slots,
+    };
     seal(id_bytes, &body, out);
 }
 
@@ -221,7 +236,12 @@ struct FreshDoc<'a> {
 /// the hot path of bulk loads.
 pub fn encode_fresh(id_bytes: &[u8], fields: &BTreeMap<String, Value>, stamp: Stamp, out: &mut Vec<u8>) {
     let mut slots = Vec::with_capacity(fields.len() + 1);
-    slots.push(FreshSlot { shared: 0, rest: &[], reg: Some((0, RegValRef::Object)), counter: None });
+    slots.push(FreshSlot {
+        shared: 0,
+        rest: &[],
+        reg: Some((0, RegValRef::Object)),
+        counter: None,
+    });
     push_fresh(fields.iter().filter(|(k, _)| k.as_str() != "_id"), 0, &mut slots);
     let body = FreshDoc {
         peers: &[stamp.peer.0],
@@ -240,10 +260,20 @@ fn push_fresh<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>, depth: 
         let rest = std::slice::from_ref(k);
         match v {
             Value::Object(o) => {
-                out.push(FreshSlot { shared: depth, rest, reg: Some((0, RegValRef::Object)), counter: None });
+                out.push(FreshSlot {
+                    shared: depth,
+                    rest,
+                    reg: Some((0, RegValRef::Object)),
+                    counter: None,
+                });
                 push_fresh(o.iter(), depth + 1, out);
             }
-            v => out.push(FreshSlot { shared: depth, rest, reg: Some((0, RegValRef::Value(v))), counter: None }),
+            v => out.push(FreshSlot {
+                shared: depth,
+                rest,
+                reg: Some((0, RegValRef::Value(v))),
+                counter: None,
+            }),
         }
     }
 }
@@ -264,7 +294,11 @@ fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), CodecError> {
             return Ok((v, &bytes[i + 1..]));
         }
     }
-    Err(if bytes.len() < 10 { CodecError::Truncated } else { malformed("varint too long") })
+    Err(if bytes.len() < 10 {
+        CodecError::Truncated
+    } else {
+        malformed("varint too long")
+    })
 }
 
 /// The id bytes of a stored record, without checking the rest (cheap: used
@@ -275,9 +309,12 @@ pub fn record_id(bytes: &[u8]) -> Result<&[u8], CodecError> {
     rest.get(..len).ok_or(CodecError::Truncated)
 }
 
+/// One part of a stored record, or why it cannot be read.
+pub type Part<'a> = Result<&'a [u8], CodecError>;
+
 /// Splits a stored record into its id bytes and body, checking the envelope.
 /// The id is returned even when the body is damaged, so errors can name it.
-pub fn split_record(bytes: &[u8]) -> (Result<&[u8], CodecError>, Result<&[u8], CodecError>) {
+pub fn split_record(bytes: &[u8]) -> (Part<'_>, Part<'_>) {
     if bytes.len() < 6 {
         return (Err(CodecError::Truncated), Err(CodecError::Truncated));
     }
@@ -375,7 +412,9 @@ impl<'a> Reader<'a> {
         let n = self.len()?;
         let b = &self.buf[self.pos..self.pos + n];
         self.pos += n;
-        std::str::from_utf8(b).map(str::to_string).map_err(|_| malformed("invalid UTF-8"))
+        std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|_| malformed("invalid UTF-8"))
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, CodecError> {
@@ -417,7 +456,11 @@ impl<'a> Reader<'a> {
             0 => RegVal::Absent,
             1 => RegVal::Object,
             2 => RegVal::Value(self.value(0)?),
-            3 => RegVal::Attachment(crate::doc::Attachment { id: self.string()?, len: self.varint()?, meta: self.object(1)? }),
+            3 => RegVal::Attachment(crate::doc::Attachment {
+                id: self.string()?,
+                len: self.varint()?,
+                meta: self.object(1)?,
+            }),
             t => return Err(malformed(format!("register tag {t}"))),
         })
     }
@@ -435,14 +478,20 @@ impl<'a> Reader<'a> {
         let mut vv = VersionVector::new();
         for _ in 0..n {
             let p = peer_at(peers, self.u32()?)?;
-            vv.observe(Stamp { hlc: Hlc(self.varint()?), peer: p });
+            vv.observe(Stamp {
+                hlc: Hlc(self.varint()?),
+                peer: p,
+            });
         }
         Ok(vv)
     }
 }
 
 fn peer_at(peers: &[u64], i: u32) -> Result<PeerId, CodecError> {
-    peers.get(i as usize).map(|&p| PeerId(p)).ok_or_else(|| malformed("peer index"))
+    peers
+        .get(i as usize)
+        .map(|&p| PeerId(p))
+        .ok_or_else(|| malformed("peer index"))
 }
 
 fn stamp_at(stamps: &[Stamp], i: u32) -> Result<Stamp, CodecError> {
@@ -459,12 +508,21 @@ fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
     let mut stamps = Vec::with_capacity(n);
     for _ in 0..n {
         let hlc = Hlc(r.varint()?);
-        stamps.push(Stamp { hlc, peer: peer_at(&peers, r.u32()?)? });
+        stamps.push(Stamp {
+            hlc,
+            peer: peer_at(&peers, r.u32()?)?,
+        });
     }
-    let mut doc = Doc { vv: r.vv(&peers)?, ..Doc::default() };
+    let mut doc = Doc {
+        vv: r.vv(&peers)?,
+        ..Doc::default()
+    };
     if r.bool()? {
         let stamp = stamp_at(&stamps, r.u32()?)?;
-        doc.deleted = Some(Deletion { stamp, seen: r.vv(&peers)? });
+        doc.deleted = Some(Deletion {
+            stamp,
+            seen: r.vv(&peers)?,
+        });
     }
     let n = r.len()?;
     let empty: Path = Vec::new();
@@ -483,8 +541,19 @@ fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
         if i > 0 && path <= *prev {
             return Err(malformed(format!("slot {i}: path out of order")));
         }
-        let reg = if r.bool()? { Some(Reg { stamp: stamp_at(&stamps, r.u32()?)?, val: r.reg_val()? }) } else { None };
-        let counter = if r.bool()? { Some(read_counter(r, &peers, &stamps)?) } else { None };
+        let reg = if r.bool()? {
+            Some(Reg {
+                stamp: stamp_at(&stamps, r.u32()?)?,
+                val: r.reg_val()?,
+            })
+        } else {
+            None
+        };
+        let counter = if r.bool()? {
+            Some(read_counter(r, &peers, &stamps)?)
+        } else {
+            None
+        };
         doc.slots.insert(path, Slot { reg, counter });
     }
     Ok(doc)
@@ -501,7 +570,14 @@ fn read_counter(r: &mut Reader<'_>, peers: &[u64], stamps: &[Stamp]) -> Result<C
         let p = peer_at(peers, r.u32()?)?;
         let hlc = Hlc(r.varint()?);
         let total = r.num()?;
-        c.floors.insert(p, Floor { hlc, total, by: stamp_at(stamps, r.u32()?)? });
+        c.floors.insert(
+            p,
+            Floor {
+                hlc,
+                total,
+                by: stamp_at(stamps, r.u32()?)?,
+            },
+        );
     }
     if r.bool()? {
         let s = stamp_at(stamps, r.u32()?)?;

@@ -70,15 +70,15 @@ impl Num {
     }
 
     /// Sum; integers stay exact until they would overflow, then become floats.
-    pub fn add(self, o: Num) -> Num {
+    pub fn plus(self, o: Num) -> Num {
         match (self, o) {
             (Num::Int(a), Num::Int(b)) => a.checked_add(b).map_or(Num::Float(a as f64 + b as f64), Num::Int),
             _ => finite(self.as_f64() + o.as_f64()),
         }
     }
 
-    /// Difference, with the same rules as [`Num::add`].
-    pub fn sub(self, o: Num) -> Num {
+    /// Difference, with the same rules as [`Num::plus`].
+    pub fn minus(self, o: Num) -> Num {
         match (self, o) {
             (Num::Int(a), Num::Int(b)) => a.checked_sub(b).map_or(Num::Float(a as f64 - b as f64), Num::Int),
             _ => finite(self.as_f64() - o.as_f64()),
@@ -93,7 +93,9 @@ impl Num {
     }
 
     fn total_cmp(self, o: Num) -> Ordering {
-        self.to_value().total_cmp(&o.to_value()).then_with(|| matches!(self, Num::Float(_)).cmp(&matches!(o, Num::Float(_))))
+        self.to_value()
+            .total_cmp(&o.to_value())
+            .then_with(|| matches!(self, Num::Float(_)).cmp(&matches!(o, Num::Float(_))))
     }
 }
 
@@ -215,9 +217,7 @@ impl Op {
             | Op::Count { stamp, .. }
             | Op::Restart { stamp, .. }
             | Op::Seen { stamp }
-            | Op::Delete { stamp, .. } => {
-                *stamp
-            }
+            | Op::Delete { stamp, .. } => *stamp,
             Op::Floor { by, .. } => *by,
         }
     }
@@ -243,15 +243,26 @@ impl Op {
             if path.first().is_some_and(|k| k == "_id") {
                 return Err(OpError::WritesId);
             }
-            if path.is_empty() && !matches!(self, Op::Set { val: RegVal::Absent | RegVal::Object, .. }) {
+            if path.is_empty()
+                && !matches!(
+                    self,
+                    Op::Set {
+                        val: RegVal::Absent | RegVal::Object,
+                        ..
+                    }
+                )
+            {
                 return Err(OpError::RootNotObject);
             }
         }
         match self {
-            Op::Set { val: RegVal::Value(v), .. } => v.validate().map_err(|_| OpError::BadValue),
-            Op::Set { val: RegVal::Attachment(a), .. } => {
-                Value::Object(a.meta.clone()).validate().map_err(|_| OpError::BadValue)
-            }
+            Op::Set {
+                val: RegVal::Value(v), ..
+            } => v.validate().map_err(|_| OpError::BadValue),
+            Op::Set {
+                val: RegVal::Attachment(a),
+                ..
+            } => Value::Object(a.meta.clone()).validate().map_err(|_| OpError::BadValue),
             Op::Count { total: n, .. } | Op::Restart { base: n, .. } | Op::Floor { total: n, .. } if !n.is_finite() => {
                 Err(OpError::BadValue)
             }
@@ -384,11 +395,24 @@ impl Doc {
         let changed = match op {
             Op::Set { path, stamp, val } => self.apply_set(path, *stamp, val),
             Op::Count { path, stamp, total } => {
-                let parts = &mut self.slots.entry(path.clone()).or_default().counter.get_or_insert_with(Default::default).parts;
-                join_max(parts.entry(stamp.peer), (stamp.hlc, *total), |a, b| a.0.cmp(&b.0).then(a.1.total_cmp(b.1)))
+                let parts = &mut self
+                    .slots
+                    .entry(path.clone())
+                    .or_default()
+                    .counter
+                    .get_or_insert_with(Default::default)
+                    .parts;
+                join_max(parts.entry(stamp.peer), (stamp.hlc, *total), |a, b| {
+                    a.0.cmp(&b.0).then(a.1.total_cmp(b.1))
+                })
             }
             Op::Restart { path, stamp, base } => {
-                let c = self.slots.entry(path.clone()).or_default().counter.get_or_insert_with(Default::default);
+                let c = self
+                    .slots
+                    .entry(path.clone())
+                    .or_default()
+                    .counter
+                    .get_or_insert_with(Default::default);
                 let newer = match c.base {
                     None => true,
                     Some((s, b)) => (*stamp, *base).0.cmp(&s).then(base.total_cmp(b)) == Ordering::Greater,
@@ -398,10 +422,28 @@ impl Doc {
                 }
                 newer
             }
-            Op::Floor { path, peer, hlc, total, by } => {
-                let floors = &mut self.slots.entry(path.clone()).or_default().counter.get_or_insert_with(Default::default).floors;
-                let f = Floor { hlc: *hlc, total: *total, by: *by };
-                join_max(floors.entry(*peer), f, |a, b| a.hlc.cmp(&b.hlc).then(a.total.total_cmp(b.total)).then(a.by.cmp(&b.by)))
+            Op::Floor {
+                path,
+                peer,
+                hlc,
+                total,
+                by,
+            } => {
+                let floors = &mut self
+                    .slots
+                    .entry(path.clone())
+                    .or_default()
+                    .counter
+                    .get_or_insert_with(Default::default)
+                    .floors;
+                let f = Floor {
+                    hlc: *hlc,
+                    total: *total,
+                    by: *by,
+                };
+                join_max(floors.entry(*peer), f, |a, b| {
+                    a.hlc.cmp(&b.hlc).then(a.total.total_cmp(b.total)).then(a.by.cmp(&b.by))
+                })
             }
             Op::Seen { .. } => false,
             Op::Delete { stamp, seen } => self.apply_delete(*stamp, seen),
@@ -412,7 +454,11 @@ impl Doc {
 
     fn apply_set(&mut self, path: &Path, stamp: Stamp, val: &RegVal) -> bool {
         // A covered write keeps its stamp (it still orders the path) but not its value.
-        let val = if self.covered(stamp) { RegVal::Absent } else { val.clone() };
+        let val = if self.covered(stamp) {
+            RegVal::Absent
+        } else {
+            val.clone()
+        };
         let slot = self.slots.entry(path.clone()).or_default();
         let wins = match &slot.reg {
             None => true,
@@ -425,7 +471,10 @@ impl Doc {
     }
 
     fn apply_delete(&mut self, stamp: Stamp, seen: &VersionVector) -> bool {
-        let d = self.deleted.get_or_insert_with(|| Deletion { stamp, seen: VersionVector::new() });
+        let d = self.deleted.get_or_insert_with(|| Deletion {
+            stamp,
+            seen: VersionVector::new(),
+        });
         let before = (d.stamp, d.seen.clone());
         d.stamp = d.stamp.max(stamp);
         d.seen.join(seen);
@@ -446,7 +495,10 @@ impl Doc {
     pub fn render(&self) -> Option<BTreeMap<String, Value>> {
         let items: Vec<(&Path, &Slot)> = self.slots.iter().collect();
         match self.render_node(&items, 0, Stamp::ZERO) {
-            Some(Rendered { value: Value::Object(o), .. }) => Some(o),
+            Some(Rendered {
+                value: Value::Object(o),
+                ..
+            }) => Some(o),
             _ => None,
         }
     }
@@ -488,16 +540,32 @@ impl Doc {
             }
         };
         match reg {
-            Some(Reg { stamp, val: RegVal::Value(v) }) => offer(Rendered { value: v.clone(), stamp: *stamp, kind: Kind::Scalar }),
-            Some(Reg { stamp, val: RegVal::Attachment(a) }) => {
-                offer(Rendered { value: a.to_value(), stamp: *stamp, kind: Kind::Scalar })
-            }
+            Some(Reg {
+                stamp,
+                val: RegVal::Value(v),
+            }) => offer(Rendered {
+                value: v.clone(),
+                stamp: *stamp,
+                kind: Kind::Scalar,
+            }),
+            Some(Reg {
+                stamp,
+                val: RegVal::Attachment(a),
+            }) => offer(Rendered {
+                value: a.to_value(),
+                stamp: *stamp,
+                kind: Kind::Scalar,
+            }),
             _ => {}
         }
         let marker = reg.filter(|r| r.val == RegVal::Object).map(|r| r.stamp);
         if marker.is_some() || !children.is_empty() {
             let stamp = marker.unwrap_or(Stamp::ZERO).max(children_stamp);
-            offer(Rendered { value: Value::Object(children), stamp, kind: Kind::Map });
+            offer(Rendered {
+                value: Value::Object(children),
+                stamp,
+                kind: Kind::Map,
+            });
         }
         if let Some(c) = own.and_then(|s| s.counter.as_ref()) {
             if let Some(r) = self.render_counter(c, below) {
@@ -522,9 +590,13 @@ impl Doc {
                 continue;
             }
             stamp = stamp.max(Some(s));
-            sum = sum.add(floor.map_or(total, |f| total.sub(f.total)));
+            sum = sum.plus(floor.map_or(total, |f| total.minus(f.total)));
         }
-        stamp.map(|stamp| Rendered { value: sum.to_value(), stamp, kind: Kind::Counter })
+        stamp.map(|stamp| Rendered {
+            value: sum.to_value(),
+            stamp,
+            kind: Kind::Counter,
+        })
     }
 
     /// Which kind of content is visible at `path` (`None`: nothing).
@@ -541,7 +613,9 @@ impl Doc {
 
     /// The slots at and below `path`.
     fn subtree<'a>(&'a self, path: &'a [String]) -> impl Iterator<Item = (&'a Path, &'a Slot)> + 'a {
-        self.slots.range::<[String], _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded)).take_while(move |(p, _)| p.starts_with(path))
+        self.slots
+            .range::<[String], _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
+            .take_while(move |(p, _)| p.starts_with(path))
     }
 
     /// The visible value at `path`, if any.
@@ -562,7 +636,13 @@ impl Doc {
     fn floors_under(&self, path: &[String], by: Stamp, out: &mut Vec<Op>) {
         for (p, slot) in self.subtree(path) {
             for (&peer, &(hlc, total)) in slot.counter.iter().flat_map(|c| &c.parts) {
-                out.push(Op::Floor { path: p.clone(), peer, hlc, total, by });
+                out.push(Op::Floor {
+                    path: p.clone(),
+                    peer,
+                    hlc,
+                    total,
+                    by,
+                });
             }
         }
     }
@@ -577,7 +657,11 @@ impl Doc {
     /// Replaces the whole document with `fields`.
     pub fn ops_replace(&self, fields: &BTreeMap<String, Value>, stamp: Stamp, out: &mut Vec<Op>) {
         self.floors_under(&[], stamp, out);
-        out.push(Op::Set { path: Vec::new(), stamp, val: RegVal::Object });
+        out.push(Op::Set {
+            path: Vec::new(),
+            stamp,
+            val: RegVal::Object,
+        });
         for (k, v) in fields {
             push_set(vec![k.clone()], v, stamp, false, out);
         }
@@ -586,13 +670,21 @@ impl Doc {
     /// Removes `path` (and everything below it).
     pub fn ops_unset(&self, path: &[String], stamp: Stamp, out: &mut Vec<Op>) {
         self.floors_under(path, stamp, out);
-        out.push(Op::Set { path: path.to_vec(), stamp, val: RegVal::Absent });
+        out.push(Op::Set {
+            path: path.to_vec(),
+            stamp,
+            val: RegVal::Absent,
+        });
     }
 
     /// Sets `path` to an attachment token.
     pub fn ops_attach(&self, path: &[String], token: Attachment, stamp: Stamp, out: &mut Vec<Op>) {
         self.floors_under(path, stamp, out);
-        out.push(Op::Set { path: path.to_vec(), stamp, val: RegVal::Attachment(token) });
+        out.push(Op::Set {
+            path: path.to_vec(),
+            stamp,
+            val: RegVal::Attachment(token),
+        });
     }
 
     /// Adds `by` to the counter at `path`. A field that is not currently a
@@ -608,14 +700,22 @@ impl Doc {
             let floor = c.floors.get(&stamp.peer).map(|f| (f.hlc, f.total));
             part.into_iter().chain(floor).max_by_key(|p| p.0)
         });
-        let total = mine.map_or(Num::Int(0), |(_, t)| t).add(by);
-        out.push(Op::Count { path: path.to_vec(), stamp, total });
+        let total = mine.map_or(Num::Int(0), |(_, t)| t).plus(by);
+        out.push(Op::Count {
+            path: path.to_vec(),
+            stamp,
+            total,
+        });
     }
 
     /// Restarts the counter at `path` at `to`.
     pub fn ops_restart(&self, path: &[String], to: Num, stamp: Stamp, out: &mut Vec<Op>) {
         self.floors_under(path, stamp, out);
-        out.push(Op::Restart { path: path.to_vec(), stamp, base: to });
+        out.push(Op::Restart {
+            path: path.to_vec(),
+            stamp,
+            base: to,
+        });
     }
 
     /// Deletes the document: every write seen so far is covered.
@@ -632,26 +732,51 @@ impl Doc {
         let new = |s: Stamp| !since.covers(s);
         let mut out = Vec::new();
         // Joined deletions: ship when the other side misses any part of what they saw.
-        if let Some(d) = self.deleted.as_ref().filter(|d| new(d.stamp) || !since.dominates(&d.seen)) {
-            out.push(Op::Delete { stamp: d.stamp, seen: d.seen.clone() });
+        if let Some(d) = self
+            .deleted
+            .as_ref()
+            .filter(|d| new(d.stamp) || !since.dominates(&d.seen))
+        {
+            out.push(Op::Delete {
+                stamp: d.stamp,
+                seen: d.seen.clone(),
+            });
         }
         for (path, slot) in &self.slots {
             if let Some(r) = slot.reg.as_ref().filter(|r| new(r.stamp)) {
-                out.push(Op::Set { path: path.clone(), stamp: r.stamp, val: r.val.clone() });
+                out.push(Op::Set {
+                    path: path.clone(),
+                    stamp: r.stamp,
+                    val: r.val.clone(),
+                });
             }
             let Some(c) = &slot.counter else { continue };
             for (&peer, &(hlc, total)) in &c.parts {
                 if new(Stamp { hlc, peer }) {
-                    out.push(Op::Count { path: path.clone(), stamp: Stamp { hlc, peer }, total });
+                    out.push(Op::Count {
+                        path: path.clone(),
+                        stamp: Stamp { hlc, peer },
+                        total,
+                    });
                 }
             }
             for (&peer, f) in &c.floors {
                 if new(f.by) {
-                    out.push(Op::Floor { path: path.clone(), peer, hlc: f.hlc, total: f.total, by: f.by });
+                    out.push(Op::Floor {
+                        path: path.clone(),
+                        peer,
+                        hlc: f.hlc,
+                        total: f.total,
+                        by: f.by,
+                    });
                 }
             }
             if let Some((stamp, base)) = c.base.filter(|(s, _)| new(*s)) {
-                out.push(Op::Restart { path: path.clone(), stamp, base });
+                out.push(Op::Restart {
+                    path: path.clone(),
+                    stamp,
+                    base,
+                });
             }
         }
         let mut shipped = since.clone();
@@ -660,7 +785,9 @@ impl Doc {
         }
         for (peer, hlc) in self.vv.iter() {
             if shipped.get(peer) < hlc {
-                out.push(Op::Seen { stamp: Stamp { hlc, peer } });
+                out.push(Op::Seen {
+                    stamp: Stamp { hlc, peer },
+                });
             }
         }
         out
@@ -675,9 +802,17 @@ fn push_set(path: Path, value: &Value, stamp: Stamp, as_register: bool, out: &mu
                 child.push(k.clone());
                 push_set(child, v, stamp, false, out);
             }
-            out.push(Op::Set { path, stamp, val: RegVal::Object });
+            out.push(Op::Set {
+                path,
+                stamp,
+                val: RegVal::Object,
+            });
         }
-        v => out.push(Op::Set { path, stamp, val: RegVal::Value(v.clone()) }),
+        v => out.push(Op::Set {
+            path,
+            stamp,
+            val: RegVal::Value(v.clone()),
+        }),
     }
 }
 

@@ -82,7 +82,10 @@ pub struct Stamp {
 
 impl Stamp {
     /// The stamp before every other.
-    pub const ZERO: Stamp = Stamp { hlc: Hlc::ZERO, peer: PeerId(0) };
+    pub const ZERO: Stamp = Stamp {
+        hlc: Hlc::ZERO,
+        peer: PeerId(0),
+    };
 }
 
 /// Errors of the clock.
@@ -105,7 +108,11 @@ pub enum ClockError {
 impl fmt::Display for ClockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClockError::TooFarInFuture { remote_ms, now_ms, max_drift_ms } => write!(
+            ClockError::TooFarInFuture {
+                remote_ms,
+                now_ms,
+                max_drift_ms,
+            } => write!(
                 f,
                 "remote timestamp {remote_ms} ms is {} ms ahead of local time {now_ms} ms (limit {max_drift_ms} ms)",
                 remote_ms.saturating_sub(*now_ms)
@@ -129,7 +136,10 @@ impl Clock {
     /// A clock that resumes after `high_water` (the greatest timestamp this peer
     /// ever issued or observed, as persisted).
     pub fn new(high_water: Hlc, max_drift_ms: u64) -> Clock {
-        Clock { last: high_water, max_drift_ms }
+        Clock {
+            last: high_water,
+            max_drift_ms,
+        }
     }
 
     /// The greatest timestamp issued or observed so far.
@@ -152,7 +162,11 @@ impl Clock {
     /// Checks a remote timestamp against the drift bound without changing the clock.
     pub fn check(&self, remote: Hlc, now_ms: u64) -> Result<(), ClockError> {
         if remote.wall_ms() > now_ms.saturating_add(self.max_drift_ms) {
-            return Err(ClockError::TooFarInFuture { remote_ms: remote.wall_ms(), now_ms, max_drift_ms: self.max_drift_ms });
+            return Err(ClockError::TooFarInFuture {
+                remote_ms: remote.wall_ms(),
+                now_ms,
+                max_drift_ms: self.max_drift_ms,
+            });
         }
         Ok(())
     }
@@ -199,7 +213,11 @@ mod tests {
         assert!(c.observe(Hlc::new(now + 1_000, 3), now).is_ok());
         let e = c.observe(Hlc::new(now + 1_001, 0), now).unwrap_err();
         assert!(matches!(e, ClockError::TooFarInFuture { .. }));
-        assert_eq!(c.last(), Hlc::new(now + 1_000, 3), "a refused timestamp leaves the clock untouched");
+        assert_eq!(
+            c.last(),
+            Hlc::new(now + 1_000, 3),
+            "a refused timestamp leaves the clock untouched"
+        );
         assert!(c.tick(now).unwrap() > Hlc::new(now + 1_000, 3));
     }
 }

@@ -5,12 +5,12 @@
 //! storage comes in through the [`kv`] traits. That is what lets the same code
 //! run in an app, under the deterministic simulator, and in property tests.
 
-pub mod kv;
-pub mod mem;
-pub mod testing;
+pub mod codec;
 pub mod doc;
 pub mod hlc;
+pub mod kv;
+pub mod mem;
+pub mod store;
+pub mod testing;
 pub mod value;
 pub mod vv;
-pub mod codec;
-pub mod store;

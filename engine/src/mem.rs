@@ -60,7 +60,12 @@ impl Kv for MemKv {
 
     fn write(&self) -> Result<MemWrite<'_>, KvError> {
         let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(MemWrite { kv: self, _writer: guard, base: self.snapshot(), overlay: Default::default() })
+        Ok(MemWrite {
+            kv: self,
+            _writer: guard,
+            base: self.snapshot(),
+            overlay: Default::default(),
+        })
     }
 }
 
@@ -127,8 +132,12 @@ impl KvRead for MemWrite<'_> {
             return Ok(());
         }
         let bounds = range_bounds(from, to);
-        let base = self.base.0[table.index()].range::<[u8], _>(bounds).map(|(k, v)| (k, Some(v)));
-        let over = self.overlay[table.index()].range::<[u8], _>(bounds).map(|(k, v)| (k, v.as_ref()));
+        let base = self.base.0[table.index()]
+            .range::<[u8], _>(bounds)
+            .map(|(k, v)| (k, Some(v)));
+        let over = self.overlay[table.index()]
+            .range::<[u8], _>(bounds)
+            .map(|(k, v)| (k, v.as_ref()));
         if reverse {
             merge_visit(base.rev(), over.rev(), |a, b| b.cmp(a), visit);
         } else {
@@ -184,7 +193,12 @@ impl KvWrite for MemWrite<'_> {
     }
 
     fn commit(self) -> Result<(), KvError> {
-        let MemWrite { kv, _writer, base, overlay } = self;
+        let MemWrite {
+            kv,
+            _writer,
+            base,
+            overlay,
+        } = self;
         drop(base); // so that make_mut can mutate in place when no reader holds a snapshot
         let mut committed = kv.committed.lock().unwrap_or_else(|e| e.into_inner());
         let tables = Arc::make_mut(&mut committed);

@@ -36,7 +36,10 @@ pub fn kv_conformance<K: Kv>(kv: &K) {
     assert_eq!(r.get(Table::Meta, b"a").unwrap(), None, "tables are separate");
     assert_eq!(r.get(Table::Ids, b"a").unwrap(), Some(&b"x"[..]));
     let all = collect(&r, Table::Docs, &[], None, false);
-    assert_eq!(all.iter().map(|(k, _)| k[0]).collect::<Vec<_>>(), (0..9).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|(k, _)| k[0]).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
     let rev = collect(&r, Table::Docs, &[2], Some(&[6]), true);
     assert_eq!(rev.iter().map(|(k, _)| k[0]).collect::<Vec<_>>(), vec![5, 4, 3, 2]);
     assert!(collect(&r, Table::Docs, &[6], Some(&[2]), false).is_empty());
@@ -63,9 +66,15 @@ pub fn kv_conformance<K: Kv>(kv: &K) {
     w.put(Table::Docs, &[0], b"new").unwrap();
     w.delete(Table::Docs, &[1]).unwrap();
     // Scans inside a write transaction merge pending writes and deletes.
-    let keys: Vec<u8> = collect(&w, Table::Docs, &[], Some(&[4]), false).iter().map(|(k, _)| k[0]).collect();
+    let keys: Vec<u8> = collect(&w, Table::Docs, &[], Some(&[4]), false)
+        .iter()
+        .map(|(k, _)| k[0])
+        .collect();
     assert_eq!(keys, vec![0, 2, 3]);
-    let keys: Vec<u8> = collect(&w, Table::Docs, &[], Some(&[4]), true).iter().map(|(k, _)| k[0]).collect();
+    let keys: Vec<u8> = collect(&w, Table::Docs, &[], Some(&[4]), true)
+        .iter()
+        .map(|(k, _)| k[0])
+        .collect();
     assert_eq!(keys, vec![3, 2, 0]);
     w.commit().unwrap();
     assert_eq!(r.get(Table::Docs, &[0]).unwrap(), Some(&[0u8, 0][..]));
@@ -108,12 +117,19 @@ pub fn sync_into<A: Kv, B: Kv>(from: &Store<A>, to: &Store<B>, now_ms: u64, batc
     let mut resume = None;
     let mut upto = None;
     loop {
-        let got = from.read().unwrap().changes_since(&since, resume.as_ref(), batch).unwrap();
+        let got = from
+            .read()
+            .unwrap()
+            .changes_since(&since, resume.as_ref(), batch)
+            .unwrap();
         let upto = upto.get_or_insert(got.upto);
         let mut w = to.write(now_ms).unwrap();
         // Through the wire format, as a peer would receive it.
-        let wire: Vec<Change> =
-            got.changes.iter().map(|c| crate::codec::decode_change(&crate::codec::encode_change(c)).unwrap()).collect();
+        let wire: Vec<Change> = got
+            .changes
+            .iter()
+            .map(|c| crate::codec::decode_change(&crate::codec::encode_change(c)).unwrap())
+            .collect();
         let outcome = w.apply_batch(&wire).unwrap();
         assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
         applied += outcome.applied;
@@ -145,30 +161,66 @@ pub fn store_suite<K: Kv>(fresh: &mut dyn FnMut() -> K) {
 
 fn crud_and_conflicts<K: Kv>(s: &Store<K>) {
     let mut w = s.write(1_000).unwrap();
-    let a = w.insert("tasks", &v(r#"{"_id":"a","title":"x","meta":{"n":1}}"#), OnConflict::Fail).unwrap();
+    let a = w
+        .insert(
+            "tasks",
+            &v(r#"{"_id":"a","title":"x","meta":{"n":1}}"#),
+            OnConflict::Fail,
+        )
+        .unwrap();
     assert_eq!(a.id, v(r#""a""#));
     let gen = w.insert("tasks", &v(r#"{"title":"no id"}"#), OnConflict::Fail).unwrap();
-    let Value::String(g) = &gen.id else { panic!("generated id is a string") };
+    let Value::String(g) = &gen.id else {
+        panic!("generated id is a string")
+    };
     assert_eq!(g.len(), 36, "UUID layout: {g}");
-    assert_eq!(w.insert("tasks", &v(r#"{"_id":3.0}"#), OnConflict::Fail).unwrap().id, Value::Int(3), "3.0 and 3 are one id");
+    assert_eq!(
+        w.insert("tasks", &v(r#"{"_id":3.0}"#), OnConflict::Fail).unwrap().id,
+        Value::Int(3),
+        "3.0 and 3 are one id"
+    );
     let e = w.insert("tasks", &v(r#"{"_id":"a"}"#), OnConflict::Fail).unwrap_err();
     assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
-    assert!(!w.insert("tasks", &v(r#"{"_id":"a","title":"y"}"#), OnConflict::Ignore).unwrap().written);
-    w.insert("tasks", &v(r#"{"_id":"a","done":true}"#), OnConflict::Merge).unwrap();
-    assert_eq!(w.get("tasks", &v(r#""a""#)).unwrap().unwrap(), v(r#"{"_id":"a","done":true,"meta":{"n":1},"title":"x"}"#));
-    w.insert("tasks", &v(r#"{"_id":"a","only":1}"#), OnConflict::Replace).unwrap();
-    assert_eq!(w.get("tasks", &v(r#""a""#)).unwrap().unwrap(), v(r#"{"_id":"a","only":1}"#));
+    assert!(
+        !w.insert("tasks", &v(r#"{"_id":"a","title":"y"}"#), OnConflict::Ignore)
+            .unwrap()
+            .written
+    );
+    w.insert("tasks", &v(r#"{"_id":"a","done":true}"#), OnConflict::Merge)
+        .unwrap();
+    assert_eq!(
+        w.get("tasks", &v(r#""a""#)).unwrap().unwrap(),
+        v(r#"{"_id":"a","done":true,"meta":{"n":1},"title":"x"}"#)
+    );
+    w.insert("tasks", &v(r#"{"_id":"a","only":1}"#), OnConflict::Replace)
+        .unwrap();
+    assert_eq!(
+        w.get("tasks", &v(r#""a""#)).unwrap().unwrap(),
+        v(r#"{"_id":"a","only":1}"#)
+    );
     let edits = [
-        Edit::Set { path: path("meta.deep.x"), value: v("[1,2]") },
-        Edit::Increment { path: path("views"), by: Num::Int(2) },
-        Edit::Increment { path: path("views"), by: Num::Int(3) },
+        Edit::Set {
+            path: path("meta.deep.x"),
+            value: v("[1,2]"),
+        },
+        Edit::Increment {
+            path: path("views"),
+            by: Num::Int(2),
+        },
+        Edit::Increment {
+            path: path("views"),
+            by: Num::Int(3),
+        },
         Edit::Unset { path: path("only") },
     ];
     assert!(w.update("tasks", &v(r#""a""#), &edits).unwrap());
     assert!(!w.update("tasks", &v(r#""missing""#), &edits).unwrap());
     w.commit().unwrap();
     let r = s.read().unwrap();
-    assert_eq!(r.get("tasks", &v(r#""a""#)).unwrap().unwrap(), v(r#"{"_id":"a","meta":{"deep":{"x":[1,2]}},"views":5}"#));
+    assert_eq!(
+        r.get("tasks", &v(r#""a""#)).unwrap().unwrap(),
+        v(r#"{"_id":"a","meta":{"deep":{"x":[1,2]}},"views":5}"#)
+    );
     assert_eq!(r.get("tasks", &v("3")).unwrap().unwrap(), v(r#"{"_id":3}"#));
     assert_eq!(r.collections().unwrap(), vec!["tasks".to_string()]);
     assert_eq!(scan_all(s, "tasks").len(), 3);
@@ -176,9 +228,13 @@ fn crud_and_conflicts<K: Kv>(s: &Store<K>) {
     let composite = v(r#"{"b":2,"a":"x"}"#);
     drop(r);
     let mut w = s.write(1_001).unwrap();
-    w.insert("pairs", &v(r#"{"_id":{"a":"x","b":2},"v":1}"#), OnConflict::Fail).unwrap();
+    w.insert("pairs", &v(r#"{"_id":{"a":"x","b":2},"v":1}"#), OnConflict::Fail)
+        .unwrap();
     w.commit().unwrap();
-    assert!(s.read().unwrap().get("pairs", &composite).unwrap().is_some(), "object ids match whatever the key order");
+    assert!(
+        s.read().unwrap().get("pairs", &composite).unwrap().is_some(),
+        "object ids match whatever the key order"
+    );
 }
 
 fn transactions_are_atomic_and_isolated<K: Kv>(s: &Store<K>) {
@@ -189,22 +245,43 @@ fn transactions_are_atomic_and_isolated<K: Kv>(s: &Store<K>) {
     // Many documents in several collections: all or nothing.
     let mut w = s.write(2_000).unwrap();
     for i in 0..50 {
-        w.insert("a", &v(&format!(r#"{{"_id":{},"x":{i}}}"#, i + 10)), OnConflict::Fail).unwrap();
-        w.insert("b", &v(&format!(r#"{{"_id":{i}}}"#)), OnConflict::Fail).unwrap();
+        w.insert("a", &v(&format!(r#"{{"_id":{},"x":{i}}}"#, i + 10)), OnConflict::Fail)
+            .unwrap();
+        w.insert("b", &v(&format!(r#"{{"_id":{i}}}"#)), OnConflict::Fail)
+            .unwrap();
     }
     assert!(w.get("b", &v("7")).unwrap().is_some(), "read-your-writes");
     drop(w);
-    assert!(s.read().unwrap().get("b", &v("7")).unwrap().is_none(), "an aborted transaction leaves nothing");
+    assert!(
+        s.read().unwrap().get("b", &v("7")).unwrap().is_none(),
+        "an aborted transaction leaves nothing"
+    );
     let mut w = s.write(3_000).unwrap();
     for i in 0..50 {
-        w.insert("b", &v(&format!(r#"{{"_id":{i}}}"#)), OnConflict::Fail).unwrap();
+        w.insert("b", &v(&format!(r#"{{"_id":{i}}}"#)), OnConflict::Fail)
+            .unwrap();
     }
-    w.update("a", &v("1"), &[Edit::Set { path: path("x"), value: v("2") }]).unwrap();
+    w.update(
+        "a",
+        &v("1"),
+        &[Edit::Set {
+            path: path("x"),
+            value: v("2"),
+        }],
+    )
+    .unwrap();
     w.commit().unwrap();
-    assert_eq!(before.get("a", &v("1")).unwrap().unwrap(), v(r#"{"_id":1,"x":1}"#), "snapshot is stable");
+    assert_eq!(
+        before.get("a", &v("1")).unwrap().unwrap(),
+        v(r#"{"_id":1,"x":1}"#),
+        "snapshot is stable"
+    );
     assert!(before.get("b", &v("0")).unwrap().is_none());
     assert_eq!(scan_all(s, "b").len(), 50);
-    assert_eq!(s.read().unwrap().get("a", &v("1")).unwrap().unwrap(), v(r#"{"_id":1,"x":2}"#));
+    assert_eq!(
+        s.read().unwrap().get("a", &v("1")).unwrap().unwrap(),
+        v(r#"{"_id":1,"x":2}"#)
+    );
 }
 
 fn bad_input_is_refused_cleanly<K: Kv>(s: &Store<K>) {
@@ -216,7 +293,10 @@ fn bad_input_is_refused_cleanly<K: Kv>(s: &Store<K>) {
         ("c", v(r#"{"_id":{}}"#)),
         ("", v(r#"{"_id":1}"#)),
         ("c", Value::Object([("f".to_string(), Value::Float(f64::NAN))].into())),
-        ("c", Value::Object([("_id".to_string(), Value::String("x".repeat(600)))].into())),
+        (
+            "c",
+            Value::Object([("_id".to_string(), Value::String("x".repeat(600)))].into()),
+        ),
     ];
     for (coll, doc) in &cases {
         let e = w.insert(coll, doc, OnConflict::Fail).unwrap_err();
@@ -224,21 +304,34 @@ fn bad_input_is_refused_cleanly<K: Kv>(s: &Store<K>) {
     }
     w.insert("c", &v(r#"{"_id":1}"#), OnConflict::Fail).unwrap();
     for edit in [
-        Edit::Set { path: vec![], value: v("1") },
-        Edit::Set { path: path("_id"), value: v("1") },
-        Edit::Unset { path: vec!["a".into(); 40] },
+        Edit::Set {
+            path: vec![],
+            value: v("1"),
+        },
+        Edit::Set {
+            path: path("_id"),
+            value: v("1"),
+        },
+        Edit::Unset {
+            path: vec!["a".into(); 40],
+        },
     ] {
         let e = w.update("c", &v("1"), &[edit]).unwrap_err();
         assert!(matches!(e, StoreError::InvalidPath { .. }), "{e}");
     }
     w.commit().unwrap();
-    assert_eq!(scan_all(s, "c"), vec![Ok(v(r#"{"_id":1}"#))], "nothing partial was written");
+    assert_eq!(
+        scan_all(s, "c"),
+        vec![Ok(v(r#"{"_id":1}"#))],
+        "nothing partial was written"
+    );
 }
 
 fn delete_and_evict<K: Kv>(s: &Store<K>) {
     let mut w = s.write(1_000).unwrap();
     for i in 0..3 {
-        w.insert("d", &v(&format!(r#"{{"_id":{i},"x":1}}"#)), OnConflict::Fail).unwrap();
+        w.insert("d", &v(&format!(r#"{{"_id":{i},"x":1}}"#)), OnConflict::Fail)
+            .unwrap();
     }
     w.commit().unwrap();
     let other = VersionVector::new();
@@ -250,38 +343,80 @@ fn delete_and_evict<K: Kv>(s: &Store<K>) {
     w.commit().unwrap();
     let r = s.read().unwrap();
     assert!(r.get("d", &v("0")).unwrap().is_none());
-    assert!(r.get_doc("d", &v("0")).unwrap().unwrap().deleted.is_some(), "a delete leaves a tombstone");
+    assert!(
+        r.get_doc("d", &v("0")).unwrap().unwrap().deleted.is_some(),
+        "a delete leaves a tombstone"
+    );
     assert!(r.get_doc("d", &v("1")).unwrap().is_none(), "an eviction leaves nothing");
     let batch = r.changes_since(&other, None, 100).unwrap();
     let ids: Vec<&Value> = batch.changes.iter().map(|c| &c.id).collect();
-    assert_eq!(ids, vec![&Value::Int(2), &Value::Int(0)], "log order; the tombstone syncs, the evicted document does not");
+    assert_eq!(
+        ids,
+        vec![&Value::Int(2), &Value::Int(0)],
+        "log order; the tombstone syncs, the evicted document does not"
+    );
     drop(r);
     // Re-inserting after delete brings the document back.
     let mut w = s.write(3_000).unwrap();
     w.insert("d", &v(r#"{"_id":0,"y":2}"#), OnConflict::Fail).unwrap();
     w.commit().unwrap();
-    assert_eq!(s.read().unwrap().get("d", &v("0")).unwrap().unwrap(), v(r#"{"_id":0,"y":2}"#));
+    assert_eq!(
+        s.read().unwrap().get("d", &v("0")).unwrap().unwrap(),
+        v(r#"{"_id":0,"y":2}"#)
+    );
 }
 
 fn size_limit<K: Kv>(kv: K) {
-    let config = StoreConfig { max_doc_bytes: 10_000, ..StoreConfig::default() };
+    let config = StoreConfig {
+        max_doc_bytes: 10_000,
+        ..StoreConfig::default()
+    };
     let s = Store::open(kv, config, PeerId(1), 1).unwrap();
     let mut w = s.write(1_000).unwrap();
-    w.insert("big", &v(r#"{"_id":"k","small":1}"#), OnConflict::Fail).unwrap();
+    w.insert("big", &v(r#"{"_id":"k","small":1}"#), OnConflict::Fail)
+        .unwrap();
     let big = Value::String("x".repeat(20_000));
-    let e = w.insert("big", &Value::Object([("blob".to_string(), big.clone())].into()), OnConflict::Fail).unwrap_err();
-    assert!(matches!(e, StoreError::DocumentTooLarge { limit_bytes: 10_000, .. }), "{e}");
-    let e = w.update("big", &v(r#""k""#), &[Edit::Set { path: path("blob"), value: big }]).unwrap_err();
+    let e = w
+        .insert(
+            "big",
+            &Value::Object([("blob".to_string(), big.clone())].into()),
+            OnConflict::Fail,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::DocumentTooLarge {
+                limit_bytes: 10_000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = w
+        .update(
+            "big",
+            &v(r#""k""#),
+            &[Edit::Set {
+                path: path("blob"),
+                value: big,
+            }],
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("\"k\""), "the error names the document: {e}");
     w.commit().unwrap();
-    assert_eq!(s.read().unwrap().get("big", &v(r#""k""#)).unwrap().unwrap(), v(r#"{"_id":"k","small":1}"#));
+    assert_eq!(
+        s.read().unwrap().get("big", &v(r#""k""#)).unwrap().unwrap(),
+        v(r#"{"_id":"k","small":1}"#)
+    );
 }
 
 fn corrupt_records_are_named_and_isolated<K: Kv>(s: &Store<K>) {
     use crate::kv::{KvRead, KvWrite, Table};
     let mut w = s.write(1_000).unwrap();
     for i in 0..4 {
-        w.insert("c", &v(&format!(r#"{{"_id":"doc{i}","x":{i}}}"#)), OnConflict::Fail).unwrap();
+        w.insert("c", &v(&format!(r#"{{"_id":"doc{i}","x":{i}}}"#)), OnConflict::Fail)
+            .unwrap();
     }
     w.commit().unwrap();
     // Damage records behind the store's back: a flipped byte, a truncation, garbage.
@@ -303,12 +438,19 @@ fn corrupt_records_are_named_and_isolated<K: Kv>(s: &Store<K>) {
 
     let r = s.read().unwrap();
     let e = r.get("c", &v(r#""doc0""#)).unwrap_err();
-    assert!(matches!(&e, StoreError::Corrupt { id: Some(id), .. } if id == "\"doc0\""), "{e}");
+    assert!(
+        matches!(&e, StoreError::Corrupt { id: Some(id), .. } if id == "\"doc0\""),
+        "{e}"
+    );
     assert!(e.to_string().contains("doc0") && e.to_string().contains("c"), "{e}");
     let e = r.get("c", &v(r#""doc1""#)).unwrap_err();
     assert!(matches!(&e, StoreError::Corrupt { .. }), "{e}");
     assert!(r.get("c", &v(r#""doc2""#)).is_err());
-    assert_eq!(r.get("c", &v(r#""doc3""#)).unwrap().unwrap(), v(r#"{"_id":"doc3","x":3}"#), "the rest stays readable");
+    assert_eq!(
+        r.get("c", &v(r#""doc3""#)).unwrap().unwrap(),
+        v(r#"{"_id":"doc3","x":3}"#),
+        "the rest stays readable"
+    );
     let all = scan_all(s, "c");
     assert_eq!(all.len(), 4);
     assert_eq!(all.iter().filter(|d| d.is_err()).count(), 3);
@@ -324,38 +466,99 @@ fn corrupt_records_are_named_and_isolated<K: Kv>(s: &Store<K>) {
 fn replicas_converge_through_deltas<K: Kv>(a: &Store<K>, b: &Store<K>, c: &Store<K>) {
     let mut w = a.write(1_000).unwrap();
     for i in 0..20 {
-        w.insert("t", &v(&format!(r#"{{"_id":{i},"n":{i},"m":{{"x":1}}}}"#)), OnConflict::Fail).unwrap();
+        w.insert(
+            "t",
+            &v(&format!(r#"{{"_id":{i},"n":{i},"m":{{"x":1}}}}"#)),
+            OnConflict::Fail,
+        )
+        .unwrap();
     }
     w.commit().unwrap();
     assert_eq!(sync_into(a, b, 1_000, 7), 20);
     assert_eq!(sync_into(a, b, 1_000, 7), 0, "nothing is sent twice");
     // Concurrent edits on both sides, then a chain a -> b -> c and back.
     let mut w = a.write(2_000).unwrap();
-    w.update("t", &v("1"), &[Edit::Set { path: path("m.x"), value: v("2") }]).unwrap();
-    w.update("t", &v("2"), &[Edit::Increment { path: path("views"), by: Num::Int(1) }]).unwrap();
+    w.update(
+        "t",
+        &v("1"),
+        &[Edit::Set {
+            path: path("m.x"),
+            value: v("2"),
+        }],
+    )
+    .unwrap();
+    w.update(
+        "t",
+        &v("2"),
+        &[Edit::Increment {
+            path: path("views"),
+            by: Num::Int(1),
+        }],
+    )
+    .unwrap();
     w.delete("t", &v("3")).unwrap();
     w.commit().unwrap();
     let mut w = b.write(2_000).unwrap();
-    w.update("t", &v("1"), &[Edit::Set { path: path("m.y"), value: v("3") }]).unwrap();
-    w.update("t", &v("2"), &[Edit::Increment { path: path("views"), by: Num::Int(10) }]).unwrap();
-    w.update("t", &v("3"), &[Edit::Set { path: path("late"), value: v("true") }]).unwrap();
+    w.update(
+        "t",
+        &v("1"),
+        &[Edit::Set {
+            path: path("m.y"),
+            value: v("3"),
+        }],
+    )
+    .unwrap();
+    w.update(
+        "t",
+        &v("2"),
+        &[Edit::Increment {
+            path: path("views"),
+            by: Num::Int(10),
+        }],
+    )
+    .unwrap();
+    w.update(
+        "t",
+        &v("3"),
+        &[Edit::Set {
+            path: path("late"),
+            value: v("true"),
+        }],
+    )
+    .unwrap();
     w.commit().unwrap();
     let since = b.read().unwrap().version_vector().unwrap();
     let delta = a.read().unwrap().changes_since(&since, None, 100).unwrap();
     assert_eq!(delta.changes.len(), 3, "only the edited documents travel");
-    assert!(delta.changes.iter().all(|c| c.ops.len() <= 4), "field-level deltas, not whole documents: {delta:?}");
+    assert!(
+        delta.changes.iter().all(|c| c.ops.len() <= 4),
+        "field-level deltas, not whole documents: {delta:?}"
+    );
     sync_into(a, b, 3_000, 2);
     sync_into(b, c, 3_000, 5);
     sync_into(c, a, 3_000, 100);
     for s in [a, b, c] {
         let r = s.read().unwrap();
-        assert_eq!(r.get("t", &v("1")).unwrap().unwrap(), v(r#"{"_id":1,"m":{"x":2,"y":3},"n":1}"#));
-        assert_eq!(r.get("t", &v("2")).unwrap().unwrap(), v(r#"{"_id":2,"m":{"x":1},"n":2,"views":11}"#));
+        assert_eq!(
+            r.get("t", &v("1")).unwrap().unwrap(),
+            v(r#"{"_id":1,"m":{"x":2,"y":3},"n":1}"#)
+        );
+        assert_eq!(
+            r.get("t", &v("2")).unwrap().unwrap(),
+            v(r#"{"_id":2,"m":{"x":1},"n":2,"views":11}"#)
+        );
         assert_eq!(r.get("t", &v("3")).unwrap().unwrap(), v(r#"{"_id":3,"late":true}"#));
     }
-    let meta = |s: &Store<K>| (0..20).map(|i| s.read().unwrap().get_doc("t", &Value::Int(i)).unwrap()).collect::<Vec<_>>();
+    let meta = |s: &Store<K>| {
+        (0..20)
+            .map(|i| s.read().unwrap().get_doc("t", &Value::Int(i)).unwrap())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(meta(a), meta(c), "identical CRDT metadata");
-    assert_eq!(a.read().unwrap().version_vector().unwrap(), c.read().unwrap().version_vector().unwrap());
+    assert_eq!(
+        a.read().unwrap().version_vector().unwrap(),
+        c.read().unwrap().version_vector().unwrap()
+    );
 }
 
 fn remote_clock_far_in_future_is_refused<K: Kv>(a: &Store<K>, b: &Store<K>) {
@@ -363,7 +566,12 @@ fn remote_clock_far_in_future_is_refused<K: Kv>(a: &Store<K>, b: &Store<K>) {
     let mut w = a.write(10 * hour_ms).unwrap();
     w.insert("t", &v(r#"{"_id":1,"x":1}"#), OnConflict::Fail).unwrap();
     w.commit().unwrap();
-    let changes: Vec<Change> = a.read().unwrap().changes_since(&VersionVector::new(), None, 10).unwrap().changes;
+    let changes: Vec<Change> = a
+        .read()
+        .unwrap()
+        .changes_since(&VersionVector::new(), None, 10)
+        .unwrap()
+        .changes;
     let mut w = b.write(8 * hour_ms).unwrap();
     let e = w.apply(&changes[0]).unwrap_err();
     assert!(matches!(e, StoreError::Clock(_)), "{e}");
@@ -376,17 +584,48 @@ fn remote_clock_far_in_future_is_refused<K: Kv>(a: &Store<K>, b: &Store<K>) {
 }
 
 fn batches_refuse_bad_changes_one_by_one<K: Kv>(a: &Store<K>, kv: K) {
-    let small = Store::open(kv, StoreConfig { max_doc_bytes: 400, ..StoreConfig::default() }, PeerId(2), 2).unwrap();
+    let small = Store::open(
+        kv,
+        StoreConfig {
+            max_doc_bytes: 400,
+            ..StoreConfig::default()
+        },
+        PeerId(2),
+        2,
+    )
+    .unwrap();
     let mut w = a.write(1_000).unwrap();
     for i in 0..3 {
-        w.insert("t", &v(&format!(r#"{{"_id":{i},"x":{i}}}"#)), OnConflict::Fail).unwrap();
+        w.insert("t", &v(&format!(r#"{{"_id":{i},"x":{i}}}"#)), OnConflict::Fail)
+            .unwrap();
     }
     w.commit().unwrap();
     let mut w = a.write(2_000).unwrap();
-    w.update("t", &v("1"), &[Edit::Set { path: path("x"), value: v("10") }]).unwrap();
-    w.update("t", &v("2"), &[Edit::Set { path: path("blob"), value: Value::String("z".repeat(500)) }]).unwrap();
+    w.update(
+        "t",
+        &v("1"),
+        &[Edit::Set {
+            path: path("x"),
+            value: v("10"),
+        }],
+    )
+    .unwrap();
+    w.update(
+        "t",
+        &v("2"),
+        &[Edit::Set {
+            path: path("blob"),
+            value: Value::String("z".repeat(500)),
+        }],
+    )
+    .unwrap();
     w.commit().unwrap();
-    let mut changes = a.read().unwrap().changes_since(&VersionVector::new(), None, 100).unwrap().changes;
+    let mut changes = a
+        .read()
+        .unwrap()
+        .changes_since(&VersionVector::new(), None, 100)
+        .unwrap()
+        .changes;
     changes.push(changes[0].clone()); // a duplicate
     let mut future = changes[0].clone();
     future.id = v("9");
@@ -405,6 +644,9 @@ fn batches_refuse_bad_changes_one_by_one<K: Kv>(a: &Store<K>, kv: K) {
     w.commit().unwrap();
     let r = small.read().unwrap();
     assert_eq!(r.get("t", &v("1")).unwrap().unwrap(), v(r#"{"_id":1,"x":10}"#));
-    assert!(r.get("t", &v("2")).unwrap().is_none(), "a refused document changes nothing");
+    assert!(
+        r.get("t", &v("2")).unwrap().is_none(),
+        "a refused document changes nothing"
+    );
     assert!(r.get("t", &v("9")).unwrap().is_none());
 }

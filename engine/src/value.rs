@@ -120,7 +120,9 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
             Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
@@ -203,10 +205,12 @@ impl Value {
 fn cmp_int_float(i: i64, f: f64) -> std::cmp::Ordering {
     // Compare exactly: i64 -> f64 can round, so split the float instead.
     use std::cmp::Ordering;
-    if f >= 9.223_372_036_854_775_808e18 {
+    // 2^63, exactly representable: every i64 is below it.
+    const TWO_POW_63: f64 = i64::MAX as f64;
+    if f >= TWO_POW_63 {
         return Ordering::Less;
     }
-    if f < -9.223_372_036_854_775_808e18 {
+    if f < -TWO_POW_63 {
         return Ordering::Greater;
     }
     let t = f.trunc();
@@ -271,11 +275,14 @@ fn validate_at(v: &Value, path: &str, depth: usize) -> Result<(), ValueError> {
         Value::Float(f) if !f.is_finite() => Err(ValueError::NotFinite { path: path.to_string() }),
         Value::Array(a) => {
             check_depth(path, depth)?;
-            a.iter().enumerate().try_for_each(|(i, x)| validate_at(x, &format!("{path}[{i}]"), depth + 1))
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, x)| validate_at(x, &format!("{path}[{i}]"), depth + 1))
         }
         Value::Object(o) => {
             check_depth(path, depth)?;
-            o.iter().try_for_each(|(k, x)| validate_at(x, &child_path(path, k), depth + 1))
+            o.iter()
+                .try_for_each(|(k, x)| validate_at(x, &child_path(path, k), depth + 1))
         }
         _ => Ok(()),
     }
@@ -378,7 +385,9 @@ impl<'de> DeserializeSeed<'de> for Depth {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         if self.0 > MAX_DEPTH {
-            return Err(de::Error::custom(format!("value nested deeper than {MAX_DEPTH} levels")));
+            return Err(de::Error::custom(format!(
+                "value nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         d.deserialize_enum("Value", VARIANTS, self)
     }
@@ -403,8 +412,20 @@ impl<'de> Visitor<'de> for Depth {
                 Value::float(f).map_err(de::Error::custom)?
             }
             4 => Value::String(variant.newtype_variant()?),
-            5 => variant.tuple_variant(1, Inner { depth: self.0 + 1, object: false })?,
-            6 => variant.tuple_variant(1, Inner { depth: self.0 + 1, object: true })?,
+            5 => variant.tuple_variant(
+                1,
+                Inner {
+                    depth: self.0 + 1,
+                    object: false,
+                },
+            )?,
+            6 => variant.tuple_variant(
+                1,
+                Inner {
+                    depth: self.0 + 1,
+                    object: true,
+                },
+            )?,
             _ => return Err(de::Error::custom(format!("unknown value tag {tag}"))),
         })
     }
@@ -491,7 +512,10 @@ mod tests {
     #[test]
     fn refuses_what_json_cannot_hold() {
         assert!(matches!(Value::float(f64::NAN), Err(ValueError::NotFinite { .. })));
-        assert!(matches!(Value::parse("18446744073709551615"), Err(ValueError::IntegerOutOfRange { .. })));
+        assert!(matches!(
+            Value::parse("18446744073709551615"),
+            Err(ValueError::IntegerOutOfRange { .. })
+        ));
         let e = Value::parse("{\"a\":\n  [1,}").unwrap_err();
         assert!(matches!(e, ValueError::Syntax { line: 2, .. }), "{e}");
         let deep = "[".repeat(100) + &"]".repeat(100);

@@ -29,7 +29,10 @@ fn fields() -> impl Strategy<Value = BTreeMap<String, Value>> {
 }
 
 fn stamp(h: u64, p: u64) -> Stamp {
-    Stamp { hlc: Hlc(h), peer: PeerId(p) }
+    Stamp {
+        hlc: Hlc(h),
+        peer: PeerId(p),
+    }
 }
 
 proptest! {
@@ -114,13 +117,23 @@ fn changes_round_trip_and_refuse_unknown_versions() {
     let c = Change {
         collection: "tasks".into(),
         id: Value::String("a".into()),
-        ops: vec![Op::Count { path: vec!["n".into()], stamp: stamp(9, 2), total: Num::Int(4) }],
+        ops: vec![Op::Count {
+            path: vec!["n".into()],
+            stamp: stamp(9, 2),
+            total: Num::Int(4),
+        }],
     };
     let bytes = codec::encode_change(&c);
     assert_eq!(codec::decode_change(&bytes).unwrap(), c);
     let mut v2 = bytes.clone();
     v2[0] = 2;
-    assert!(matches!(codec::decode_change(&v2), Err(codec::CodecError::UnknownFormat { found: 2 })));
-    assert!(matches!(codec::decode_change(&bytes[..bytes.len() - 1]), Err(codec::CodecError::Truncated)));
+    assert!(matches!(
+        codec::decode_change(&v2),
+        Err(codec::CodecError::UnknownFormat { found: 2 })
+    ));
+    assert!(matches!(
+        codec::decode_change(&bytes[..bytes.len() - 1]),
+        Err(codec::CodecError::Truncated)
+    ));
     assert!(codec::decode_change(&[]).is_err());
 }

@@ -14,11 +14,21 @@ struct Replica {
 
 impl Replica {
     fn new(peer: u64) -> Replica {
-        Replica { peer: PeerId(peer), next: 1, doc: Doc::new() }
+        Replica {
+            peer: PeerId(peer),
+            next: 1,
+            doc: Doc::new(),
+        }
     }
     fn stamp(&mut self, at: u64) -> Stamp {
-        self.next = self.next.max(at).max(self.doc.vv.iter().map(|(_, h)| h.0 + 1).max().unwrap_or(0));
-        let s = Stamp { hlc: Hlc(self.next), peer: self.peer };
+        self.next = self
+            .next
+            .max(at)
+            .max(self.doc.vv.iter().map(|(_, h)| h.0 + 1).max().unwrap_or(0));
+        let s = Stamp {
+            hlc: Hlc(self.next),
+            peer: self.peer,
+        };
         self.next += 1;
         s
     }
@@ -55,7 +65,9 @@ fn obj(s: &str) -> BTreeMap<String, Value> {
 #[test]
 fn concurrent_edits_of_different_fields_at_any_depth_both_survive() {
     let mut a = Replica::new(1);
-    let base = a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"x":1,"m":{"a":1,"b":{"c":1}}}"#), s, o));
+    let base = a.local(10, |d, s, o| {
+        d.ops_replace(&obj(r#"{"x":1,"m":{"a":1,"b":{"c":1}}}"#), s, o)
+    });
     let mut b = Replica::new(2);
     b.recv(&base);
     let ea = a.local(20, |d, s, o| d.ops_set(&p("m.b.c"), &v("2"), s, false, o));
@@ -103,7 +115,11 @@ fn scalar_over_map_and_newer_child_turns_it_back_into_a_map() {
     assert_eq!(b.json().unwrap(), r#"{"m":7}"#);
     let eb = b.local(30, |d, s, o| d.ops_set(&p("m.z"), &v("1"), s, false, o));
     a.recv(&eb);
-    assert_eq!(a.json().unwrap(), r#"{"m":{"z":1}}"#, "the replaced key k does not come back");
+    assert_eq!(
+        a.json().unwrap(),
+        r#"{"m":{"z":1}}"#,
+        "the replaced key k does not come back"
+    );
 }
 
 #[test]
@@ -197,9 +213,16 @@ fn incrementing_a_plain_number_starts_from_its_value() {
 #[test]
 fn attachment_tokens_are_registers() {
     let mut a = Replica::new(1);
-    let tok = Attachment { id: "blake3:ab".into(), len: 3, meta: obj(r#"{"name":"x.png"}"#) };
+    let tok = Attachment {
+        id: "blake3:ab".into(),
+        len: 3,
+        meta: obj(r#"{"name":"x.png"}"#),
+    };
     a.local(10, |d, s, o| d.ops_attach(&p("photo"), tok, s, o));
-    assert_eq!(a.json().unwrap(), r#"{"photo":{"_type":"attachment","id":"blake3:ab","len":3,"meta":{"name":"x.png"}}}"#);
+    assert_eq!(
+        a.json().unwrap(),
+        r#"{"photo":{"_type":"attachment","id":"blake3:ab","len":3,"meta":{"name":"x.png"}}}"#
+    );
 }
 
 #[test]
@@ -219,13 +242,39 @@ fn delta_since_ships_only_newer_writes() {
 
 #[test]
 fn hostile_ops_are_refused() {
-    let s = Stamp { hlc: Hlc(5), peer: PeerId(1) };
+    let s = Stamp {
+        hlc: Hlc(5),
+        peer: PeerId(1),
+    };
     let bad = [
-        Op::Set { path: vec!["_id".into()], stamp: s, val: rhizome_engine::doc::RegVal::Value(v("1")) },
-        Op::Set { path: vec![], stamp: s, val: rhizome_engine::doc::RegVal::Value(v("1")) },
-        Op::Set { path: vec!["a".into(); 100], stamp: s, val: rhizome_engine::doc::RegVal::Absent },
-        Op::Count { path: p("n"), stamp: Stamp { hlc: Hlc(0), peer: PeerId(1) }, total: Num::Int(1) },
-        Op::Count { path: p("n"), stamp: s, total: Num::Float(f64::NAN) },
+        Op::Set {
+            path: vec!["_id".into()],
+            stamp: s,
+            val: rhizome_engine::doc::RegVal::Value(v("1")),
+        },
+        Op::Set {
+            path: vec![],
+            stamp: s,
+            val: rhizome_engine::doc::RegVal::Value(v("1")),
+        },
+        Op::Set {
+            path: vec!["a".into(); 100],
+            stamp: s,
+            val: rhizome_engine::doc::RegVal::Absent,
+        },
+        Op::Count {
+            path: p("n"),
+            stamp: Stamp {
+                hlc: Hlc(0),
+                peer: PeerId(1),
+            },
+            total: Num::Int(1),
+        },
+        Op::Count {
+            path: p("n"),
+            stamp: s,
+            total: Num::Float(f64::NAN),
+        },
     ];
     for op in bad {
         assert!(op.validate().is_err(), "{op:?}");

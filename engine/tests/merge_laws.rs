@@ -61,7 +61,10 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn num() -> impl Strategy<Value = Num> {
-    prop_oneof![(-3i64..4).prop_map(Num::Int), (-2i32..3).prop_map(|x| Num::Float(x as f64 * 0.25))]
+    prop_oneof![
+        (-3i64..4).prop_map(Num::Int),
+        (-2i32..3).prop_map(|x| Num::Float(x as f64 * 0.25))
+    ]
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -94,7 +97,10 @@ impl Replica {
         // A hybrid clock in miniature: after the wall time and everything seen.
         let seen = self.doc.vv.iter().map(|(_, h)| h.0).max().unwrap_or(0);
         self.last = self.last.max(seen).max(wall) + 1;
-        let s = Stamp { hlc: Hlc(self.last), peer: self.peer };
+        let s = Stamp {
+            hlc: Hlc(self.last),
+            peer: self.peer,
+        };
         let d = &self.doc;
         let mut out = Vec::new();
         match edit {
@@ -104,7 +110,11 @@ impl Replica {
             Edit::Incr(p, n) => d.ops_increment(p, *n, s, &mut out),
             Edit::Restart(p, n) => d.ops_restart(p, *n, s, &mut out),
             Edit::Attach(p, n) => {
-                let tok = Attachment { id: format!("h{n}"), len: *n, meta: BTreeMap::new() };
+                let tok = Attachment {
+                    id: format!("h{n}"),
+                    len: *n,
+                    meta: BTreeMap::new(),
+                };
                 d.ops_attach(p, tok, s, &mut out)
             }
             Edit::Delete => d.ops_delete(s, &mut out),
@@ -130,7 +140,13 @@ impl Rng {
 }
 
 fn run(replicas: usize, steps: &[Step], seed: u64) -> Vec<Replica> {
-    let mut rs: Vec<Replica> = (0..replicas).map(|i| Replica { peer: PeerId(i as u64 + 1), last: 0, doc: Doc::new() }).collect();
+    let mut rs: Vec<Replica> = (0..replicas)
+        .map(|i| Replica {
+            peer: PeerId(i as u64 + 1),
+            last: 0,
+            doc: Doc::new(),
+        })
+        .collect();
     let mut pool: Vec<Op> = Vec::new();
     let mut rng = Rng(seed | 1);
     for step in steps {

@@ -14,13 +14,38 @@ use rhizome_engine::value::Value;
 
 #[derive(Clone, Debug)]
 enum Act {
-    Insert { at: usize, id: i64, x: i64 },
-    Set { at: usize, id: i64, field: &'static str, x: i64 },
-    Incr { at: usize, id: i64, by: i64 },
-    Delete { at: usize, id: i64 },
-    Evict { at: usize, id: i64 },
-    Sync { from: usize, to: usize, batch: usize },
-    Tick { ms: u64 },
+    Insert {
+        at: usize,
+        id: i64,
+        x: i64,
+    },
+    Set {
+        at: usize,
+        id: i64,
+        field: &'static str,
+        x: i64,
+    },
+    Incr {
+        at: usize,
+        id: i64,
+        by: i64,
+    },
+    Delete {
+        at: usize,
+        id: i64,
+    },
+    Evict {
+        at: usize,
+        id: i64,
+    },
+    Sync {
+        from: usize,
+        to: usize,
+        batch: usize,
+    },
+    Tick {
+        ms: u64,
+    },
 }
 
 fn act(n: usize) -> impl Strategy<Value = Act> {
@@ -38,8 +63,9 @@ fn act(n: usize) -> impl Strategy<Value = Act> {
 }
 
 fn run(n: usize, acts: &[Act]) -> Result<(), TestCaseError> {
-    let stores: Vec<Store<MemKv>> =
-        (0..n).map(|i| Store::open(MemKv::new(), StoreConfig::default(), PeerId(i as u64 + 1), 7).unwrap()).collect();
+    let stores: Vec<Store<MemKv>> = (0..n)
+        .map(|i| Store::open(MemKv::new(), StoreConfig::default(), PeerId(i as u64 + 1), 7).unwrap())
+        .collect();
     let mut now_ms = 1_000_000u64;
     // Eviction is local and claims nothing about sync: an evicted document is
     // not fetched again by version-vector sync (subscriptions re-fetch it), so
@@ -61,7 +87,10 @@ fn run(n: usize, acts: &[Act]) -> Result<(), TestCaseError> {
             }
             _ => {
                 let (at, id) = match *a {
-                    Act::Insert { at, id, .. } | Act::Set { at, id, .. } | Act::Incr { at, id, .. } | Act::Delete { at, id } => (at, id),
+                    Act::Insert { at, id, .. }
+                    | Act::Set { at, id, .. }
+                    | Act::Incr { at, id, .. }
+                    | Act::Delete { at, id } => (at, id),
                     _ => unreachable!(),
                 };
                 let mut w = stores[at].write(now_ms).unwrap();
@@ -72,11 +101,31 @@ fn run(n: usize, acts: &[Act]) -> Result<(), TestCaseError> {
                         w.insert("c", &doc, OnConflict::Merge).unwrap();
                     }
                     Act::Set { field, x, .. } => {
-                        let path = if field == "m" { vec!["m".into(), "k".into()] } else { vec![field.into()] };
-                        w.update("c", &idv, &[Edit::Set { path, value: Value::Int(x) }]).unwrap();
+                        let path = if field == "m" {
+                            vec!["m".into(), "k".into()]
+                        } else {
+                            vec![field.into()]
+                        };
+                        w.update(
+                            "c",
+                            &idv,
+                            &[Edit::Set {
+                                path,
+                                value: Value::Int(x),
+                            }],
+                        )
+                        .unwrap();
                     }
                     Act::Incr { by, .. } => {
-                        w.update("c", &idv, &[Edit::Increment { path: vec!["n".into()], by: Num::Int(by) }]).unwrap();
+                        w.update(
+                            "c",
+                            &idv,
+                            &[Edit::Increment {
+                                path: vec!["n".into()],
+                                by: Num::Int(by),
+                            }],
+                        )
+                        .unwrap();
                     }
                     Act::Delete { .. } => {
                         w.delete("c", &idv).unwrap();
@@ -99,7 +148,14 @@ fn run(n: usize, acts: &[Act]) -> Result<(), TestCaseError> {
     }
     let snapshot = |s: &Store<MemKv>| {
         let r = s.read().unwrap();
-        let docs: Vec<_> = (0..6).map(|i| (r.get("c", &Value::Int(i)).unwrap(), r.get_doc("c", &Value::Int(i)).unwrap())).collect();
+        let docs: Vec<_> = (0..6)
+            .map(|i| {
+                (
+                    r.get("c", &Value::Int(i)).unwrap(),
+                    r.get_doc("c", &Value::Int(i)).unwrap(),
+                )
+            })
+            .collect();
         (docs, r.version_vector().unwrap())
     };
     let first = snapshot(&stores[0]);

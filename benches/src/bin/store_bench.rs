@@ -21,11 +21,15 @@ const MERGE_CHANGES: usize = 50_000;
 const MERGE_BATCHES: [usize; 2] = [1_000, 65_536];
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn dir_size_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+    std::fs::read_dir(dir).map_or(0, |it| {
+        it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+    })
 }
 
 fn rhizome_insert(docs: &[Value], dir: &std::path::Path) -> Duration {
@@ -46,8 +50,14 @@ fn rhizome_insert(docs: &[Value], dir: &std::path::Path) -> Duration {
 fn heed_insert(docs: &[serde_json::Value], dir: &std::path::Path) -> Duration {
     use heed::types::Bytes;
     // SAFETY: the directory is fresh and opened once in this process.
-    let env = unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().map_size(16 << 30).max_dbs(1).open(dir) }
-        .expect("open env");
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .read_txn_without_tls()
+            .map_size(16 << 30)
+            .max_dbs(1)
+            .open(dir)
+    }
+    .expect("open env");
     let w = env.write_txn().expect("txn");
     let created = env
         .create_databases_and_commit(w, |opener, w| {
@@ -55,7 +65,9 @@ fn heed_insert(docs: &[serde_json::Value], dir: &std::path::Path) -> Duration {
             Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(db))
         })
         .expect("db");
-    let heed::CommitOrAbort::Commit(db) = created else { unreachable!("never aborted") };
+    let heed::CommitOrAbort::Commit(db) = created else {
+        unreachable!("never aborted")
+    };
     let ((), t) = timed(|| {
         for chunk in docs.chunks(TXN_DOCS) {
             let mut w = env.write_txn().expect("txn");
@@ -85,10 +97,13 @@ fn sqlite_insert(docs: &[serde_json::Value], conn: &mut rusqlite::Connection) ->
         for chunk in docs.chunks(TXN_DOCS) {
             let tx = conn.transaction().expect("txn");
             {
-                let mut st = tx.prepare_cached("INSERT INTO docs (id, body) VALUES (?1, ?2)").expect("prepare");
+                let mut st = tx
+                    .prepare_cached("INSERT INTO docs (id, body) VALUES (?1, ?2)")
+                    .expect("prepare");
                 for d in chunk {
                     let id = d["_id"].as_str().unwrap_or_default();
-                    st.execute((id, serde_json::to_string(d).expect("json"))).expect("insert");
+                    st.execute((id, serde_json::to_string(d).expect("json")))
+                        .expect("insert");
                 }
             }
             tx.commit().expect("commit");
@@ -111,11 +126,18 @@ fn remote_edits(docs: &[serde_json::Value]) -> Vec<Change> {
                 1 => ("priority", Value::Int(1 + rng.below(5) as i64)),
                 _ => ("done", Value::Bool(rng.below(2) == 1)),
             };
-            let stamp = Stamp { hlc: Hlc::new(base_ms, 0).max(Hlc((base_ms << 16) + i as u64 + 1)), peer: remote };
+            let stamp = Stamp {
+                hlc: Hlc::new(base_ms, 0).max(Hlc((base_ms << 16) + i as u64 + 1)),
+                peer: remote,
+            };
             Change {
                 collection: "docs".into(),
                 id: Value::String(d["_id"].as_str().unwrap_or_default().into()),
-                ops: vec![Op::Set { path: vec![field.into()], stamp, val: RegVal::Value(value) }],
+                ops: vec![Op::Set {
+                    path: vec![field.into()],
+                    stamp,
+                    val: RegVal::Value(value),
+                }],
             }
         })
         .collect()
@@ -147,11 +169,21 @@ fn sqlite_merge(docs: &[serde_json::Value], changes: &[Change], batch: usize, di
         for chunk in changes.chunks(batch) {
             let tx = conn.transaction().expect("txn");
             {
-                let mut st = tx.prepare_cached("UPDATE docs SET body = json_set(body, ?1, json(?2)) WHERE id = ?3").expect("prepare");
+                let mut st = tx
+                    .prepare_cached("UPDATE docs SET body = json_set(body, ?1, json(?2)) WHERE id = ?3")
+                    .expect("prepare");
                 for c in chunk {
-                    let Op::Set { path, val: RegVal::Value(v), .. } = &c.ops[0] else { continue };
+                    let Op::Set {
+                        path,
+                        val: RegVal::Value(v),
+                        ..
+                    } = &c.ops[0]
+                    else {
+                        continue;
+                    };
                     let id = c.id.as_str().unwrap_or_default();
-                    st.execute((format!("$.{}", path[0]), v.to_string(), id)).expect("update");
+                    st.execute((format!("$.{}", path[0]), v.to_string(), id))
+                        .expect("update");
                 }
             }
             tx.commit().expect("commit");
@@ -173,7 +205,9 @@ fn main() {
     let json_docs = dataset(n as u64);
     let docs: Vec<Value> = json_docs.iter().map(|d| Value::from_json(d).expect("valid")).collect();
     let avg_json = json_docs.iter().map(|d| d.to_string().len()).sum::<usize>() as f64 / n as f64;
-    println!("data: {n} documents, {avg_json:.0} bytes of JSON on average, transactions of {TXN_DOCS}, durable commits");
+    println!(
+        "data: {n} documents, {avg_json:.0} bytes of JSON on average, transactions of {TXN_DOCS}, durable commits"
+    );
 
     let root = tempfile::tempdir().expect("tempdir");
     let mk = |name: &str| {
@@ -199,7 +233,11 @@ fn main() {
         drop(conn);
         bytes[2] = dir_size_bytes(&d);
     }
-    let names = ["rhizome (LMDB, CRDT metadata)", "raw heed (JSON values)", "SQLite (WAL, FULL, JSON text)"];
+    let names = [
+        "rhizome (LMDB, CRDT metadata)",
+        "raw heed (JSON values)",
+        "SQLite (WAL, FULL, JSON text)",
+    ];
     let rows: Vec<Vec<String>> = (0..3)
         .map(|i| {
             vec![
@@ -223,8 +261,18 @@ fn main() {
     for batch in MERGE_BATCHES {
         let mut best = [Duration::MAX; 2];
         for round in 0..2 {
-            best[0] = best[0].min(rhizome_merge(&docs, &changes, batch, &mk(&format!("merge-rhizome-{batch}-{round}"))));
-            best[1] = best[1].min(sqlite_merge(&json_docs, &changes, batch, &mk(&format!("merge-sqlite-{batch}-{round}"))));
+            best[0] = best[0].min(rhizome_merge(
+                &docs,
+                &changes,
+                batch,
+                &mk(&format!("merge-rhizome-{batch}-{round}")),
+            ));
+            best[1] = best[1].min(sqlite_merge(
+                &json_docs,
+                &changes,
+                batch,
+                &mk(&format!("merge-sqlite-{batch}-{round}")),
+            ));
         }
         let commits = MERGE_CHANGES.div_ceil(batch);
         rows.push(vec![

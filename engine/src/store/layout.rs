@@ -69,7 +69,10 @@ pub(super) struct IdHasher {
 
 impl IdHasher {
     pub(super) fn from_bytes(b: &[u8]) -> Option<IdHasher> {
-        Some(IdHasher { k0: be_u64(b)?, k1: be_u64(b.get(8..)?)? })
+        Some(IdHasher {
+            k0: be_u64(b)?,
+            k1: be_u64(b.get(8..)?)?,
+        })
     }
 
     pub(super) fn to_bytes(self) -> [u8; 16] {
@@ -128,7 +131,10 @@ mod tests {
         for n in [1u64, 127, 128, 300_000, u64::MAX] {
             bucket_push(&mut b, n);
         }
-        assert_eq!(bucket_nums(&b).collect::<Vec<_>>(), vec![1, 127, 128, 300_000, u64::MAX]);
+        assert_eq!(
+            bucket_nums(&b).collect::<Vec<_>>(),
+            vec![1, 127, 128, 300_000, u64::MAX]
+        );
         assert_eq!(bucket_nums(&[0x80]).count(), 0, "a truncated varint ends the bucket");
     }
 }

@@ -48,7 +48,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { max_doc_bytes: DEFAULT_MAX_DOC_BYTES, max_drift_ms: DEFAULT_MAX_DRIFT_MS }
+        StoreConfig {
+            max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
+            max_drift_ms: DEFAULT_MAX_DRIFT_MS,
+        }
     }
 }
 
@@ -133,9 +136,14 @@ impl fmt::Display for StoreError {
             StoreError::Kv(e) => write!(f, "{e}"),
             StoreError::Clock(e) => write!(f, "{e}"),
             StoreError::UnsupportedFormat { found } => {
-                write!(f, "store format {found} is not supported (this build reads {STORE_FORMAT})")
+                write!(
+                    f,
+                    "store format {found} is not supported (this build reads {STORE_FORMAT})"
+                )
             }
-            StoreError::InvalidDocument { collection, reason } => write!(f, "invalid document for {collection}: {reason}"),
+            StoreError::InvalidDocument { collection, reason } => {
+                write!(f, "invalid document for {collection}: {reason}")
+            }
             StoreError::InvalidId { collection, reason } => write!(f, "invalid _id in {collection}: {reason}"),
             StoreError::InvalidCollection { name } => write!(
                 f,
@@ -145,7 +153,12 @@ impl fmt::Display for StoreError {
             StoreError::AlreadyExists { collection, id } => {
                 write!(f, "a document with _id {id} already exists in {collection}")
             }
-            StoreError::DocumentTooLarge { collection, id, size_bytes, limit_bytes } => write!(
+            StoreError::DocumentTooLarge {
+                collection,
+                id,
+                size_bytes,
+                limit_bytes,
+            } => write!(
                 f,
                 "document {id} in {collection} would take {size_bytes} bytes, over the {limit_bytes}-byte limit"
             ),
@@ -174,7 +187,12 @@ impl std::error::Error for StoreError {
 impl StoreError {
     fn clone_too_large(&self) -> StoreError {
         match self {
-            StoreError::DocumentTooLarge { collection, id, size_bytes, limit_bytes } => StoreError::DocumentTooLarge {
+            StoreError::DocumentTooLarge {
+                collection,
+                id,
+                size_bytes,
+                limit_bytes,
+            } => StoreError::DocumentTooLarge {
                 collection: collection.clone(),
                 id: id.clone(),
                 size_bytes: *size_bytes,
@@ -299,7 +317,10 @@ pub struct SyncCursor(pub [u8; 28]);
 /// (integral ones become integers, so `3.0` and `3` are one id) and objects
 /// of such values.
 pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
-    let bad = |reason| StoreError::InvalidId { collection: collection.to_string(), reason };
+    let bad = |reason| StoreError::InvalidId {
+        collection: collection.to_string(),
+        reason,
+    };
     let canon = match id {
         Value::String(_) | Value::Int(_) => id.clone(),
         Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Value::Int(*f as i64),
@@ -330,7 +351,10 @@ fn check_collection(name: &str) -> Result<(), StoreError> {
 }
 
 fn check_path(path: &[String]) -> Result<(), StoreError> {
-    let bad = |reason| StoreError::InvalidPath { path: path.join("."), reason };
+    let bad = |reason| StoreError::InvalidPath {
+        path: path.join("."),
+        reason,
+    };
     if path.is_empty() {
         return Err(bad("a field path needs at least one key"));
     }
@@ -409,13 +433,31 @@ impl<K: Kv> Store<K> {
                 w.put(Table::Meta, META_ID_KEY, &key.to_bytes())?;
             }
         }
-        let meta_corrupt = || corrupt("(meta)", None, CodecError::Malformed { reason: "store identity".into() });
+        let meta_corrupt = || {
+            corrupt(
+                "(meta)",
+                None,
+                CodecError::Malformed {
+                    reason: "store identity".into(),
+                },
+            )
+        };
         let peer = PeerId(meta_u64(&w, META_PEER)?.ok_or_else(meta_corrupt)?);
-        let hasher = w.get(Table::Meta, META_ID_KEY)?.and_then(IdHasher::from_bytes).ok_or_else(meta_corrupt)?;
+        let hasher = w
+            .get(Table::Meta, META_ID_KEY)?
+            .and_then(IdHasher::from_bytes)
+            .ok_or_else(meta_corrupt)?;
         let high_water = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
         w.commit()?;
         let clock = Clock::new(high_water, config.max_drift_ms);
-        Ok(Store { kv, config, peer, hasher, clock: Mutex::new(clock), ids: Mutex::new(entropy) })
+        Ok(Store {
+            kv,
+            config,
+            peer,
+            hasher,
+            clock: Mutex::new(clock),
+            ids: Mutex::new(entropy),
+        })
     }
 
     /// This replica's peer id (persisted).
@@ -440,7 +482,10 @@ impl<K: Kv> Store<K> {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadTx<'_, K>, StoreError> {
-        Ok(ReadTx { kv: self.kv.read()?, hasher: self.hasher })
+        Ok(ReadTx {
+            kv: self.kv.read()?,
+            hasher: self.hasher,
+        })
     }
 
     /// The write transaction; `now_ms` is the wall clock for its timestamps.
@@ -494,7 +539,10 @@ impl<W: KvRead> KvRead for View<'_, W> {
                 return Ok(v.as_deref());
             }
         }
-        debug_assert!(table != Table::Log || self.pending.log.is_empty(), "log reads need a flushed buffer");
+        debug_assert!(
+            table != Table::Log || self.pending.log.is_empty(),
+            "log reads need a flushed buffer"
+        );
         self.kv.get(table, key)
     }
 
@@ -528,9 +576,13 @@ fn locate<'r, R: KvRead + ?Sized>(
     coll: u32,
     id_bytes: &[u8],
 ) -> Result<Option<(u64, &'r [u8])>, StoreError> {
-    let Some(bucket) = r.get(Table::Ids, &h.key(coll, id_bytes))? else { return Ok(None) };
+    let Some(bucket) = r.get(Table::Ids, &h.key(coll, id_bytes))? else {
+        return Ok(None);
+    };
     for num in bucket_nums(bucket) {
-        let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else { continue };
+        let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else {
+            continue;
+        };
         // A record whose id cannot be read cannot be confirmed; if it is the
         // bucket's only candidate it is taken, so that the damage is reported.
         match codec::record_id(record) {
@@ -544,7 +596,11 @@ fn locate<'r, R: KvRead + ?Sized>(
 
 fn corrupt(collection: &str, id: Option<&[u8]>, reason: CodecError) -> StoreError {
     let id = id.and_then(|b| codec::decode_id(b).ok()).map(|v| v.to_string());
-    StoreError::Corrupt { collection: collection.to_string(), id, reason }
+    StoreError::Corrupt {
+        collection: collection.to_string(),
+        id,
+        reason,
+    }
 }
 
 /// Decodes a stored record into (id bytes, document).
@@ -563,14 +619,20 @@ fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
 
 fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
     let id = canonical_id(collection, id)?;
-    let Some(coll) = coll_id(r, collection)? else { return Ok(None) };
-    let Some((_, record)) = locate(r, h, coll, &codec::encode_id(&id))? else { return Ok(None) };
+    let Some(coll) = coll_id(r, collection)? else {
+        return Ok(None);
+    };
+    let Some((_, record)) = locate(r, h, coll, &codec::encode_id(&id))? else {
+        return Ok(None);
+    };
     decode_record(collection, record).map(|(_, d)| Some(d))
 }
 
 fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
     let canon = canonical_id(collection, id)?;
-    Ok(get_doc(r, h, collection, &canon)?.and_then(|d| d.render()).map(|f| with_id(&canon, f)))
+    Ok(get_doc(r, h, collection, &canon)?
+        .and_then(|d| d.render())
+        .map(|f| with_id(&canon, f)))
 }
 
 fn scan<R: KvRead + ?Sized>(
@@ -578,7 +640,9 @@ fn scan<R: KvRead + ?Sized>(
     collection: &str,
     visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
 ) -> Result<(), StoreError> {
-    let Some(coll) = coll_id(r, collection)? else { return Ok(()) };
+    let Some(coll) = coll_id(r, collection)? else {
+        return Ok(());
+    };
     let from = coll.to_be_bytes();
     let to = (coll + 1).to_be_bytes();
     r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| {
@@ -611,6 +675,12 @@ fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError
     }
 }
 
+/// Documents (collection id, number) to send, and where the next batch starts.
+struct LogDocs {
+    docs: Vec<(u32, u64)>,
+    next: Option<SyncCursor>,
+}
+
 /// Documents whose log entries are newer than `since`, in log order
 /// (origins ascending, then oldest first), each once, at most `max_docs`.
 fn log_docs<R: KvRead + ?Sized>(
@@ -619,7 +689,7 @@ fn log_docs<R: KvRead + ?Sized>(
     since: &VersionVector,
     resume: Option<&SyncCursor>,
     max_docs: usize,
-) -> Result<(Vec<(u32, u64)>, Option<SyncCursor>), StoreError> {
+) -> Result<LogDocs, StoreError> {
     let mut docs: Vec<(u32, u64)> = Vec::new();
     let mut seen: BTreeSet<(u32, u64)> = BTreeSet::new();
     let mut next: Option<SyncCursor> = None;
@@ -636,7 +706,9 @@ fn log_docs<R: KvRead + ?Sized>(
         }
         let to = peer.0.checked_add(1).map(|p| p.to_be_bytes());
         r.scan(Table::Log, &from, to.as_ref().map(|t| &t[..]), false, &mut |k, _| {
-            let (Some(c), Some(n)) = (be_u32(&k[16..]), be_u64(&k[20..])) else { return true };
+            let (Some(c), Some(n)) = (be_u32(&k[16..]), be_u64(&k[20..])) else {
+                return true;
+            };
             if seen.contains(&(c, n)) {
                 return true;
             }
@@ -653,7 +725,7 @@ fn log_docs<R: KvRead + ?Sized>(
             break;
         }
     }
-    Ok((docs, next))
+    Ok(LogDocs { docs, next })
 }
 
 fn changes_since<R: KvRead + ?Sized>(
@@ -664,25 +736,37 @@ fn changes_since<R: KvRead + ?Sized>(
 ) -> Result<ChangeBatch, StoreError> {
     assert!(max_docs > 0, "a batch must be allowed at least one document");
     let upto = version_vector(r)?;
-    let (docs, next) = log_docs(r, &upto, since, resume, max_docs)?;
+    let LogDocs { docs, next } = log_docs(r, &upto, since, resume, max_docs)?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut changes = Vec::with_capacity(docs.len());
     for (coll, num) in docs {
         if let std::collections::btree_map::Entry::Vacant(e) = names.entry(coll) {
-            let name = r.get(Table::Meta, &coll_name_key(coll))?.map(|b| String::from_utf8_lossy(b).into_owned());
+            let name = r
+                .get(Table::Meta, &coll_name_key(coll))?
+                .map(|b| String::from_utf8_lossy(b).into_owned());
             e.insert(name.unwrap_or_default());
         }
         let collection = &names[&coll];
         // A log entry may outlive its document (eviction): skip it.
-        let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else { continue };
+        let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else {
+            continue;
+        };
         let (id, doc) = decode_record(collection, bytes)?;
         let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
         let ops = doc.delta_since(since);
         if !ops.is_empty() {
-            changes.push(Change { collection: collection.clone(), id, ops });
+            changes.push(Change {
+                collection: collection.clone(),
+                id,
+                ops,
+            });
         }
     }
-    Ok(ChangeBatch { changes, upto, resume: next })
+    Ok(ChangeBatch {
+        changes,
+        upto,
+        resume: next,
+    })
 }
 
 /// A read-only snapshot.
@@ -704,7 +788,11 @@ impl<K: Kv> ReadTx<'_, K> {
 
     /// Visits every live document of a collection until `visit` returns
     /// false. A damaged record is passed as an error, and the scan goes on.
-    pub fn scan(&self, collection: &str, visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> Result<(), StoreError> {
+    pub fn scan(
+        &self,
+        collection: &str,
+        visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
         scan(&self.kv, collection, visit)
     }
 
@@ -761,7 +849,10 @@ pub struct WriteTx<'s, K: Kv> {
 
 impl<'s, K: Kv> WriteTx<'s, K> {
     fn view(&self) -> View<'_, K::Write<'s>> {
-        View { kv: &self.kv, pending: &self.pending }
+        View {
+            kv: &self.kv,
+            pending: &self.pending,
+        }
     }
 
     /// Writes the buffer through, in key order per table.
@@ -841,7 +932,10 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     /// A stamp for a local write; our own writes are always completely known.
     fn tick(&mut self) -> Result<Stamp, StoreError> {
-        let stamp = Stamp { hlc: self.clock.tick(self.now_ms)?, peer: self.store.peer };
+        let stamp = Stamp {
+            hlc: self.clock.tick(self.now_ms)?,
+            peer: self.store.peer,
+        };
         self.vv_dirty |= self.vv.observe(stamp);
         Ok(stamp)
     }
@@ -855,7 +949,10 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     fn check_id_len(collection: &str, id_bytes: &[u8]) -> Result<(), StoreError> {
         if id_bytes.len() > MAX_ID_BYTES {
-            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "longer than 480 bytes encoded" });
+            return Err(StoreError::InvalidId {
+                collection: collection.to_string(),
+                reason: "longer than 480 bytes encoded",
+            });
         }
         Ok(())
     }
@@ -910,19 +1007,30 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// Finds a document (live or not) by id.
     fn find(&self, collection: &str, id: &Value) -> Result<Option<Located>, StoreError> {
         let id = canonical_id(collection, id)?;
-        let Some(coll) = self.colls.iter().find(|(n, _)| n == collection).map(|c| c.1).map_or_else(
-            || coll_id(&self.kv, collection),
-            |c| Ok(Some(c)),
-        )?
+        let Some(coll) = self
+            .colls
+            .iter()
+            .find(|(n, _)| n == collection)
+            .map(|c| c.1)
+            .map_or_else(|| coll_id(&self.kv, collection), |c| Ok(Some(c)))?
         else {
             return Ok(None);
         };
         let id_bytes = codec::encode_id(&id);
         let view = self.view();
-        let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else { return Ok(None) };
+        let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else {
+            return Ok(None);
+        };
         let doc = decode_record(collection, record)?.1;
         let before = doc.vv.clone();
-        Ok(Some(Located { coll, num, id, id_bytes, doc, before }))
+        Ok(Some(Located {
+            coll,
+            num,
+            id,
+            id_bytes,
+            doc,
+            before,
+        }))
     }
 
     fn find_live(&self, collection: &str, id: &Value) -> Result<Option<Located>, StoreError> {
@@ -931,9 +1039,16 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     /// Inserts a document (a JSON object). Without `_id`, one is generated.
     pub fn insert(&mut self, collection: &str, doc: &Value, on_conflict: OnConflict) -> Result<Inserted, StoreError> {
-        let invalid = |reason| StoreError::InvalidDocument { collection: collection.to_string(), reason };
+        let invalid = |reason| StoreError::InvalidDocument {
+            collection: collection.to_string(),
+            reason,
+        };
         let Value::Object(fields) = doc else {
-            return Err(invalid(ValueError::Syntax { line: 1, column: 1, reason: "a document must be an object".into() }));
+            return Err(invalid(ValueError::Syntax {
+                line: 1,
+                column: 1,
+                reason: "a document must be an object".into(),
+            }));
         };
         doc.validate().map_err(invalid)?;
         let id = match fields.get("_id") {
@@ -949,7 +1064,10 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let live = at.doc.exists();
         match (live, on_conflict) {
             (true, OnConflict::Fail) => {
-                return Err(StoreError::AlreadyExists { collection: collection.to_string(), id: id.to_string() })
+                return Err(StoreError::AlreadyExists {
+                    collection: collection.to_string(),
+                    id: id.to_string(),
+                })
             }
             (true, OnConflict::Ignore) => return Ok(Inserted { id, written: false }),
             _ => {}
@@ -1003,10 +1121,15 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             | Edit::Attach { path, .. }) = e;
             check_path(path)?;
             if let Edit::Set { value, .. } | Edit::SetRegister { value, .. } = e {
-                value.validate().map_err(|reason| StoreError::InvalidDocument { collection: collection.to_string(), reason })?;
+                value.validate().map_err(|reason| StoreError::InvalidDocument {
+                    collection: collection.to_string(),
+                    reason,
+                })?;
             }
         }
-        let Some(mut at) = self.find_live(collection, id)? else { return Ok(false) };
+        let Some(mut at) = self.find_live(collection, id)? else {
+            return Ok(false);
+        };
         let stamp = self.tick()?;
         let mut ops = Vec::new();
         for e in edits {
@@ -1030,7 +1153,9 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     /// Deletes a live document, leaving a tombstone that syncs; returns false if there is none.
     pub fn delete(&mut self, collection: &str, id: &Value) -> Result<bool, StoreError> {
-        let Some(mut at) = self.find_live(collection, id)? else { return Ok(false) };
+        let Some(mut at) = self.find_live(collection, id)? else {
+            return Ok(false);
+        };
         let stamp = self.tick()?;
         let mut ops = Vec::new();
         at.doc.ops_delete(stamp, &mut ops);
@@ -1045,12 +1170,18 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// syncs. Works on damaged records too. Returns whether there was one.
     pub fn evict(&mut self, collection: &str, id: &Value) -> Result<bool, StoreError> {
         let id = canonical_id(collection, id)?;
-        let Some(coll) = coll_id(&self.kv, collection)? else { return Ok(false) };
+        let Some(coll) = coll_id(&self.kv, collection)? else {
+            return Ok(false);
+        };
         let id_bytes = codec::encode_id(&id);
         let view = self.view();
-        let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else { return Ok(false) };
+        let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else {
+            return Ok(false);
+        };
         // Log entries of a damaged record cannot be found; readers skip dangling ones.
-        let vv = decode_record(collection, record).map(|(_, doc)| doc.vv).unwrap_or_default();
+        let vv = decode_record(collection, record)
+            .map(|(_, doc)| doc.vv)
+            .unwrap_or_default();
         for (peer, hlc) in vv.iter() {
             self.put_log(log_key(peer, hlc, coll, num), false)?;
         }
@@ -1077,11 +1208,17 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         check_collection(collection)?;
         let id = canonical_id(collection, &change.id)?;
         if id != change.id {
-            return Err(StoreError::InvalidId { collection: collection.to_string(), reason: "id is not in canonical form" });
+            return Err(StoreError::InvalidId {
+                collection: collection.to_string(),
+                reason: "id is not in canonical form",
+            });
         }
         let mut newest = Hlc::ZERO;
         for op in &change.ops {
-            op.validate().map_err(|reason| StoreError::InvalidChange { collection: collection.to_string(), reason })?;
+            op.validate().map_err(|reason| StoreError::InvalidChange {
+                collection: collection.to_string(),
+                reason,
+            })?;
             self.clock.check(op.stamp().hlc, self.now_ms)?;
             newest = newest.max(op.stamp().hlc);
         }
@@ -1102,7 +1239,14 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let coll = self.coll_id_or_create(collection)?;
         let mut at = match self.find(collection, &first.id)? {
             Some(at) => at,
-            None => Located { coll, num: 0, id: first.id.clone(), id_bytes, doc: Doc::new(), before: VersionVector::new() },
+            None => Located {
+                coll,
+                num: 0,
+                id: first.id.clone(),
+                id_bytes,
+                doc: Doc::new(),
+                before: VersionVector::new(),
+            },
         };
         let mut changed = false;
         for op in std::iter::once(first).chain(rest).flat_map(|c| &c.ops) {
@@ -1131,7 +1275,9 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// are applied. An `Err` is a storage failure: drop the transaction.
     pub fn apply_batch(&mut self, changes: &[Change]) -> Result<BatchOutcome, StoreError> {
         let mut out = BatchOutcome::default();
-        let mut groups: BTreeMap<(&str, Vec<u8>), (Vec<usize>, Hlc)> = BTreeMap::new();
+        // (collection, encoded id) -> (indexes of its changes, newest timestamp)
+        type Groups<'c> = BTreeMap<(&'c str, Vec<u8>), (Vec<usize>, Hlc)>;
+        let mut groups: Groups<'_> = BTreeMap::new();
         for (i, change) in changes.iter().enumerate() {
             match self.check_change(change) {
                 Ok((id_bytes, newest)) => {
@@ -1167,7 +1313,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         }
         if self.counters_dirty {
             self.kv.put(Table::Meta, META_NEXT_DOC, &self.next_doc.to_be_bytes())?;
-            self.kv.put(Table::Meta, META_NEXT_COLL, &(self.next_coll as u64).to_be_bytes())?;
+            self.kv
+                .put(Table::Meta, META_NEXT_COLL, &(self.next_coll as u64).to_be_bytes())?;
         }
         self.kv.put(Table::Meta, META_HLC, &self.clock.last().0.to_be_bytes())?;
         self.kv.commit()?;
