@@ -518,7 +518,13 @@ mod tests {
         ));
         let e = Value::parse("{\"a\":\n  [1,}").unwrap_err();
         assert!(matches!(e, ValueError::Syntax { line: 2, .. }), "{e}");
-        assert!(matches!(Value::parse("{1: 2}"), Err(ValueError::Syntax { line: 1, column: 2, .. })), "keys are strings");
+        assert!(
+            matches!(
+                Value::parse("{1: 2}"),
+                Err(ValueError::Syntax { line: 1, column: 2, .. })
+            ),
+            "keys are strings"
+        );
         assert!(matches!(Value::parse("NaN"), Err(ValueError::Syntax { .. })));
         let deep = "[".repeat(100) + &"]".repeat(100);
         assert!(matches!(Value::parse(&deep), Err(ValueError::TooDeep { .. })));

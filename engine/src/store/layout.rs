@@ -7,7 +7,7 @@
 //! | `meta` | `format`, `peer`, `hlc`, `vv`, `next_doc`, `next_coll`, `idkey` | the record |
 //! | `meta` | `c/` + name / `n/` + collection id | collection id / name |
 //! | `docs` | collection id (4) + document number (8) | stored document (`codec`) |
-//! | `ids`  | collection id (4) + SipHash-1-3 of the encoded `_id` (8) | document numbers (varints) |
+//! | `ids`  | level (1) + collection id (4) + SipHash-1-3 of the encoded `_id` (8) | document numbers (varints) |
 //! | `log`  | origin peer (8) + HLC (8) + collection id (4) + document number (8) | empty |
 //!
 //! The id index holds a keyed 64-bit hash instead of the id: entries are a
@@ -15,6 +15,13 @@
 //! fewer pages to dirty per commit. The hash key is random per store (an
 //! attacker cannot aim ids at one bucket), and a bucket lists every document
 //! number whose id hashes there; lookups confirm the id in the record.
+//!
+//! The index has two levels in one table, told apart by a prefix byte, like a
+//! two-level LSM tree: new entries go to the small *recent* level, whose few
+//! pages absorb a commit's random inserts, and when it holds
+//! [`RECENT_MAX`] entries it is merged into the *main* level in one sorted
+//! pass, so each main page is rewritten once per merge instead of once per
+//! commit. Lookups read both levels.
 
 use crate::hlc::{Hlc, PeerId};
 use siphasher::sip::SipHasher13;
@@ -27,6 +34,14 @@ pub(super) const META_VV: &[u8] = b"vv";
 pub(super) const META_NEXT_DOC: &[u8] = b"next_doc";
 pub(super) const META_NEXT_COLL: &[u8] = b"next_coll";
 pub(super) const META_ID_KEY: &[u8] = b"idkey";
+pub(super) const META_IDS_RECENT: &[u8] = b"ids_recent";
+
+/// Prefix of the id index's small, write-absorbing level.
+pub(super) const LEVEL_RECENT: u8 = 0;
+/// Prefix of the id index's main level.
+pub(super) const LEVEL_MAIN: u8 = 1;
+/// Entries the recent level takes before it is merged into the main one.
+pub(super) const RECENT_MAX: u64 = 8_192;
 
 pub(super) fn coll_key(name: &str) -> Vec<u8> {
     [b"c/".as_slice(), name.as_bytes()].concat()
@@ -86,13 +101,14 @@ impl IdHasher {
         IdHasher { k0, k1 }
     }
 
-    /// Key of the id index bucket for an encoded id.
-    pub(super) fn key(&self, coll: u32, id_bytes: &[u8]) -> [u8; 12] {
+    /// Key of the id index bucket for an encoded id, in one level.
+    pub(super) fn key(&self, level: u8, coll: u32, id_bytes: &[u8]) -> [u8; 13] {
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
         h.write(id_bytes);
-        let mut k = [0; 12];
-        k[..4].copy_from_slice(&coll.to_be_bytes());
-        k[4..].copy_from_slice(&h.finish().to_be_bytes());
+        let mut k = [0; 13];
+        k[0] = level;
+        k[1..5].copy_from_slice(&coll.to_be_bytes());
+        k[5..].copy_from_slice(&h.finish().to_be_bytes());
         k
     }
 }

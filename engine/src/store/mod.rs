@@ -368,8 +368,9 @@ fn check_path(path: &[String]) -> Result<(), StoreError> {
 }
 
 use layout::{
-    be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, META_FORMAT,
-    META_HLC, META_ID_KEY, META_NEXT_COLL, META_NEXT_DOC, META_PEER, META_VV,
+    be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, LEVEL_MAIN,
+    LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_NEXT_COLL, META_NEXT_DOC, META_PEER,
+    META_VV, RECENT_MAX,
 };
 
 fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -495,6 +496,7 @@ impl<K: Kv> Store<K> {
         let vv = version_vector(&kv)?;
         let next_doc = meta_u64(&kv, META_NEXT_DOC)?.unwrap_or(1);
         let next_coll = meta_u64(&kv, META_NEXT_COLL)?.unwrap_or(1) as u32;
+        let ids_recent = meta_u64(&kv, META_IDS_RECENT)?.unwrap_or(0);
         Ok(WriteTx {
             store: self,
             kv,
@@ -505,6 +507,7 @@ impl<K: Kv> Store<K> {
             vv_dirty: false,
             next_doc,
             next_coll,
+            ids_recent,
             counters_dirty: false,
             colls: Vec::new(),
             record: Vec::with_capacity(512),
@@ -576,18 +579,22 @@ fn locate<'r, R: KvRead + ?Sized>(
     coll: u32,
     id_bytes: &[u8],
 ) -> Result<Option<(u64, &'r [u8])>, StoreError> {
-    let Some(bucket) = r.get(Table::Ids, &h.key(coll, id_bytes))? else {
-        return Ok(None);
-    };
-    for num in bucket_nums(bucket) {
+    let recent = r
+        .get(Table::Ids, &h.key(LEVEL_RECENT, coll, id_bytes))?
+        .unwrap_or_default();
+    let main = r
+        .get(Table::Ids, &h.key(LEVEL_MAIN, coll, id_bytes))?
+        .unwrap_or_default();
+    let only_one = bucket_nums(recent).chain(bucket_nums(main)).count() == 1;
+    for num in bucket_nums(recent).chain(bucket_nums(main)) {
         let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else {
             continue;
         };
         // A record whose id cannot be read cannot be confirmed; if it is the
-        // bucket's only candidate it is taken, so that the damage is reported.
+        // only candidate it is taken, so that the damage is reported.
         match codec::record_id(record) {
             Ok(id) if id == id_bytes => return Ok(Some((num, record))),
-            Err(_) if bucket_nums(bucket).count() == 1 => return Ok(Some((num, record))),
+            Err(_) if only_one => return Ok(Some((num, record))),
             _ => {}
         }
     }
@@ -840,6 +847,8 @@ pub struct WriteTx<'s, K: Kv> {
     vv_dirty: bool,
     next_doc: u64,
     next_coll: u32,
+    /// Entries in the id index's recent level (see `layout`).
+    ids_recent: u64,
     counters_dirty: bool,
     /// Collections used by this transaction (a few; linear search is fastest).
     colls: Vec<(String, u32)>,
@@ -962,11 +971,37 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let num = self.next_doc;
         self.next_doc += 1;
         self.counters_dirty = true;
-        let key = self.store.hasher.key(coll, id_bytes);
+        let key = self.store.hasher.key(LEVEL_RECENT, coll, id_bytes);
         let mut bucket = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec).unwrap_or_default();
         bucket_push(&mut bucket, num);
         self.kv.put(Table::Ids, &key, &bucket)?;
+        self.ids_recent += 1;
         Ok(num)
+    }
+
+    /// Moves every entry of the id index's recent level into the main level,
+    /// in key order (see `layout`).
+    fn merge_recent_ids(&mut self) -> Result<(), StoreError> {
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        self.kv.scan(
+            Table::Ids,
+            &[LEVEL_RECENT],
+            Some(&[LEVEL_RECENT + 1]),
+            false,
+            &mut |k, v| {
+                entries.push((k.to_vec(), v.to_vec()));
+                true
+            },
+        )?;
+        for (mut key, nums) in entries {
+            self.kv.delete(Table::Ids, &key)?;
+            key[0] = LEVEL_MAIN;
+            let mut bucket = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec).unwrap_or_default();
+            bucket.extend_from_slice(&nums);
+            self.kv.put(Table::Ids, &key, &bucket)?;
+        }
+        self.ids_recent = 0;
+        Ok(())
     }
 
     fn check_size(&self, collection: &str, id: &Value) -> Result<(), StoreError> {
@@ -1186,16 +1221,20 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             self.put_log(log_key(peer, hlc, coll, num), false)?;
         }
         self.pending.docs.insert(doc_key(coll, num), None);
-        let key = self.store.hasher.key(coll, &id_bytes);
-        let bucket = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec).unwrap_or_default();
-        let mut rest = Vec::new();
-        for n in bucket_nums(&bucket).filter(|&n| n != num) {
-            bucket_push(&mut rest, n);
-        }
-        if rest.is_empty() {
-            self.kv.delete(Table::Ids, &key)?;
-        } else {
-            self.kv.put(Table::Ids, &key, &rest)?;
+        for level in [LEVEL_RECENT, LEVEL_MAIN] {
+            let key = self.store.hasher.key(level, coll, &id_bytes);
+            let Some(bucket) = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec) else {
+                continue;
+            };
+            let mut rest = Vec::new();
+            for n in bucket_nums(&bucket).filter(|&n| n != num) {
+                bucket_push(&mut rest, n);
+            }
+            if rest.is_empty() {
+                self.kv.delete(Table::Ids, &key)?;
+            } else {
+                self.kv.put(Table::Ids, &key, &rest)?;
+            }
         }
         Ok(true)
     }
@@ -1312,9 +1351,14 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             self.kv.put(Table::Meta, META_VV, &bytes)?;
         }
         if self.counters_dirty {
+            if self.ids_recent >= RECENT_MAX {
+                self.merge_recent_ids()?;
+            }
             self.kv.put(Table::Meta, META_NEXT_DOC, &self.next_doc.to_be_bytes())?;
+            let next_coll = self.next_coll as u64;
+            self.kv.put(Table::Meta, META_NEXT_COLL, &next_coll.to_be_bytes())?;
             self.kv
-                .put(Table::Meta, META_NEXT_COLL, &(self.next_coll as u64).to_be_bytes())?;
+                .put(Table::Meta, META_IDS_RECENT, &self.ids_recent.to_be_bytes())?;
         }
         self.kv.put(Table::Meta, META_HLC, &self.clock.last().0.to_be_bytes())?;
         self.kv.commit()?;
