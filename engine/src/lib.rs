@@ -14,3 +14,4 @@ pub mod store;
 pub mod testing;
 pub mod value;
 pub mod vv;
+pub mod dql;
