@@ -649,13 +649,33 @@ impl Doc {
 
     /// Sets `path` to `value`. Objects become maps (their keys merge one by
     /// one) unless `as_register`, which stores the value whole.
-    pub fn ops_set(&self, path: &[String], value: &Value, stamp: Stamp, as_register: bool, out: &mut Vec<Op>) {
+    pub fn ops_set(&self, path: &[String], value: &Value, stamp: Stamp, schema: &dyn Schema, out: &mut Vec<Op>) {
         self.floors_under(path, stamp, out);
-        push_set(path.to_vec(), value, stamp, as_register, out);
+        push_set(path.to_vec(), value, stamp, schema, out);
+    }
+
+    /// Like [`Doc::ops_set`], but writes only what differs from the visible
+    /// value, descending into maps, so unchanged fields are not re-replicated.
+    pub fn ops_set_diff(&self, path: &[String], value: &Value, stamp: Stamp, schema: &dyn Schema, out: &mut Vec<Op>) {
+        let current = self.get(path);
+        if current.as_ref() == Some(value) {
+            return;
+        }
+        match (current, value, schema.kind(path, value)) {
+            (Some(Value::Object(_)), Value::Object(o), FieldKind::Map) => {
+                let mut child = path.to_vec();
+                for (k, v) in o {
+                    child.push(k.clone());
+                    self.ops_set_diff(&child, v, stamp, schema, out);
+                    child.pop();
+                }
+            }
+            _ => self.ops_set(path, value, stamp, schema, out),
+        }
     }
 
     /// Replaces the whole document with `fields`.
-    pub fn ops_replace(&self, fields: &BTreeMap<String, Value>, stamp: Stamp, out: &mut Vec<Op>) {
+    pub fn ops_replace(&self, fields: &BTreeMap<String, Value>, stamp: Stamp, schema: &dyn Schema, out: &mut Vec<Op>) {
         self.floors_under(&[], stamp, out);
         out.push(Op::Set {
             path: Vec::new(),
@@ -663,7 +683,7 @@ impl Doc {
             val: RegVal::Object,
         });
         for (k, v) in fields {
-            push_set(vec![k.clone()], v, stamp, false, out);
+            push_set(vec![k.clone()], v, stamp, schema, out);
         }
     }
 
@@ -794,26 +814,95 @@ impl Doc {
     }
 }
 
-fn push_set(path: Path, value: &Value, stamp: Stamp, as_register: bool, out: &mut Vec<Op>) {
-    match value {
-        Value::Object(o) if !as_register => {
+/// How a field's value is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// An object whose keys merge independently.
+    Map,
+    /// A last-writer-wins register holding the value whole.
+    Register,
+    /// A PN-counter (a number value sets its starting point).
+    Counter,
+    /// An attachment token.
+    Attachment,
+}
+
+/// Which kind each field is: declared types, or what the value suggests.
+pub trait Schema {
+    /// The kind of the field at `path` about to be set to `value`.
+    fn kind(&self, path: &[String], value: &Value) -> FieldKind;
+    /// Whether this is [`Inferred`] (lets the store take its fast paths).
+    fn is_inferred(&self) -> bool {
+        false
+    }
+}
+
+/// The default typing: objects are maps, everything else a register.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inferred;
+
+impl Schema for Inferred {
+    fn kind(&self, _: &[String], value: &Value) -> FieldKind {
+        match value {
+            Value::Object(_) => FieldKind::Map,
+            _ => FieldKind::Register,
+        }
+    }
+    fn is_inferred(&self) -> bool {
+        true
+    }
+}
+
+/// Every field a register: values are stored whole.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Whole;
+
+impl Schema for Whole {
+    fn kind(&self, _: &[String], _: &Value) -> FieldKind {
+        FieldKind::Register
+    }
+}
+
+impl Attachment {
+    /// Reads a token from its JSON form `{"id": .., "len": .., "meta": {..}}`.
+    pub fn from_value(v: &Value) -> Option<Attachment> {
+        let o = v.as_object()?;
+        let id = o.get("id")?.as_str()?.to_string();
+        let len = match o.get("len")? {
+            Value::Int(n) if *n >= 0 => *n as u64,
+            _ => return None,
+        };
+        let meta = match o.get("meta") {
+            None => BTreeMap::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return None,
+        };
+        (!id.is_empty()).then_some(Attachment { id, len, meta })
+    }
+}
+
+fn push_set(path: Path, value: &Value, stamp: Stamp, schema: &dyn Schema, out: &mut Vec<Op>) {
+    let val = match (schema.kind(&path, value), value) {
+        (FieldKind::Map, Value::Object(o)) => {
             for (k, v) in o {
                 let mut child = path.clone();
                 child.push(k.clone());
-                push_set(child, v, stamp, false, out);
+                push_set(child, v, stamp, schema, out);
             }
-            out.push(Op::Set {
-                path,
-                stamp,
-                val: RegVal::Object,
-            });
+            RegVal::Object
         }
-        v => out.push(Op::Set {
-            path,
-            stamp,
-            val: RegVal::Value(v.clone()),
-        }),
-    }
+        (FieldKind::Counter, v) if Num::from_value(v).is_some() => {
+            let base = Num::from_value(v).unwrap_or(Num::Int(0));
+            out.push(Op::Restart { path, stamp, base });
+            return;
+        }
+        (FieldKind::Attachment, v) => match Attachment::from_value(v) {
+            Some(token) => RegVal::Attachment(token),
+            None => RegVal::Value(v.clone()),
+        },
+        (_, v) => RegVal::Value(v.clone()),
+    };
+    out.push(Op::Set { path, stamp, val });
 }
 
 /// Keeps the greater of the present and offered entry; returns whether it changed.

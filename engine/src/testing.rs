@@ -156,6 +156,7 @@ pub fn store_suite<K: Kv>(fresh: &mut dyn FnMut() -> K) {
     corrupt_records_are_named_and_isolated(&open(fresh(), 1));
     replicas_converge_through_deltas(&open(fresh(), 1), &open(fresh(), 2), &open(fresh(), 3));
     batches_refuse_bad_changes_one_by_one(&open(fresh(), 1), fresh());
+    diff_updates_and_initial_documents(&open(fresh(), 1), &open(fresh(), 2));
     remote_clock_far_in_future_is_refused(&open(fresh(), 1), &open(fresh(), 2));
 }
 
@@ -649,4 +650,66 @@ fn batches_refuse_bad_changes_one_by_one<K: Kv>(a: &Store<K>, kv: K) {
         "a refused document changes nothing"
     );
     assert!(r.get("t", &v("9")).unwrap().is_none());
+}
+
+fn diff_updates_and_initial_documents<K: Kv>(a: &Store<K>, b: &Store<K>) {
+    let mut w = a.write(1_000).unwrap();
+    w.insert(
+        "t",
+        &v(r#"{"_id":1,"same":1,"m":{"x":1,"y":2},"chg":1}"#),
+        OnConflict::Fail,
+    )
+    .unwrap();
+    w.commit().unwrap();
+    let before = a.read().unwrap().get_doc("t", &v("1")).unwrap().unwrap();
+    let mut w = a.write(2_000).unwrap();
+    let doc = v(r#"{"_id":1,"same":1,"m":{"x":1,"y":3},"chg":2}"#);
+    assert!(w.insert("t", &doc, OnConflict::MergeDiff).unwrap().written);
+    assert!(
+        !w.insert("t", &doc, OnConflict::MergeDiff).unwrap().written,
+        "nothing differs any more"
+    );
+    w.commit().unwrap();
+    let after = a.read().unwrap().get_doc("t", &v("1")).unwrap().unwrap();
+    let stamp = |d: &crate::doc::Doc, p: &str| d.slots[&path(p)].reg.as_ref().unwrap().stamp;
+    assert_eq!(
+        stamp(&before, "same"),
+        stamp(&after, "same"),
+        "unchanged fields are not rewritten"
+    );
+    assert_eq!(stamp(&before, "m.x"), stamp(&after, "m.x"));
+    assert_ne!(stamp(&before, "m.y"), stamp(&after, "m.y"));
+    assert_eq!(a.read().unwrap().get("t", &v("1")).unwrap().unwrap(), doc);
+
+    // Initial documents: skipped where the id exists, and never win over a real edit.
+    let mut w = a.write(3_000).unwrap();
+    assert!(
+        !w.insert("t", &v(r#"{"_id":1,"same":0}"#), OnConflict::Initial)
+            .unwrap()
+            .written
+    );
+    assert!(
+        w.insert(
+            "cfg",
+            &v(r#"{"_id":"theme","color":"blue","size":1}"#),
+            OnConflict::Initial
+        )
+        .unwrap()
+        .written
+    );
+    w.commit().unwrap();
+    let mut w = b.write(500).unwrap();
+    w.insert("cfg", &v(r#"{"_id":"theme","color":"red"}"#), OnConflict::Fail)
+        .unwrap();
+    w.commit().unwrap();
+    sync_into(a, b, 4_000, 10);
+    sync_into(b, a, 4_000, 10);
+    for s in [a, b] {
+        let got = s.read().unwrap().get("cfg", &v(r#""theme""#)).unwrap().unwrap();
+        assert_eq!(
+            got,
+            v(r#"{"_id":"theme","color":"red"}"#),
+            "the real edit wins, even with an earlier clock"
+        );
+    }
 }

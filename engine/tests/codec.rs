@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use rhizome_engine::codec::{self, Change};
-use rhizome_engine::doc::{Doc, Num, Op};
+use rhizome_engine::doc::{Doc, Inferred, Num, Op};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
 use rhizome_engine::value::Value;
 use std::collections::BTreeMap;
@@ -43,7 +43,7 @@ proptest! {
         body.remove("_id");
         let mut doc = Doc::new();
         let mut ops = Vec::new();
-        doc.ops_replace(&body, s, &mut ops);
+        doc.ops_replace(&body, s, &Inferred, &mut ops);
         for op in &ops {
             doc.apply(op);
         }
@@ -62,12 +62,12 @@ proptest! {
         let mut ops = Vec::new();
         let mut body = fields;
         body.remove("_id");
-        doc.ops_replace(&body, stamp(10, 1), &mut ops);
+        doc.ops_replace(&body, stamp(10, 1), &Inferred, &mut ops);
         for (i, (kind, key, v)) in edits.iter().enumerate() {
             let s = stamp(20 + i as u64, 1 + (i as u64 % 3));
             let path = vec![key.clone()];
             match kind {
-                0 => doc.ops_set(&path, v, s, false, &mut ops),
+                0 => doc.ops_set(&path, v, s, &Inferred, &mut ops),
                 1 => doc.ops_unset(&path, s, &mut ops),
                 2 => doc.ops_increment(&path, Num::Int(3), s, &mut ops),
                 3 => doc.ops_restart(&path, Num::Float(1.5), s, &mut ops),

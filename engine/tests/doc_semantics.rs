@@ -1,7 +1,7 @@
 //! Merge rules of one document, case by case (the property tests in
 //! `merge_laws.rs` check the algebra; these check the intent).
 
-use rhizome_engine::doc::{Attachment, Doc, Num, Op};
+use rhizome_engine::doc::{Attachment, Doc, Inferred, Num, Op};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
 use rhizome_engine::value::Value;
 use std::collections::BTreeMap;
@@ -66,12 +66,12 @@ fn obj(s: &str) -> BTreeMap<String, Value> {
 fn concurrent_edits_of_different_fields_at_any_depth_both_survive() {
     let mut a = Replica::new(1);
     let base = a.local(10, |d, s, o| {
-        d.ops_replace(&obj(r#"{"x":1,"m":{"a":1,"b":{"c":1}}}"#), s, o)
+        d.ops_replace(&obj(r#"{"x":1,"m":{"a":1,"b":{"c":1}}}"#), s, &Inferred, o)
     });
     let mut b = Replica::new(2);
     b.recv(&base);
-    let ea = a.local(20, |d, s, o| d.ops_set(&p("m.b.c"), &v("2"), s, false, o));
-    let eb = b.local(21, |d, s, o| d.ops_set(&p("m.a"), &v("\"two\""), s, false, o));
+    let ea = a.local(20, |d, s, o| d.ops_set(&p("m.b.c"), &v("2"), s, &Inferred, o));
+    let eb = b.local(21, |d, s, o| d.ops_set(&p("m.a"), &v("\"two\""), s, &Inferred, o));
     a.recv(&eb);
     b.recv(&ea);
     assert_eq!(a.json().unwrap(), r#"{"m":{"a":"two","b":{"c":2}},"x":1}"#);
@@ -82,8 +82,8 @@ fn concurrent_edits_of_different_fields_at_any_depth_both_survive() {
 fn same_field_last_writer_wins_with_peer_tiebreak() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);
-    let ea = a.local(50, |d, s, o| d.ops_set(&p("f"), &v("\"a\""), s, false, o));
-    let eb = b.local(50, |d, s, o| d.ops_set(&p("f"), &v("\"b\""), s, false, o));
+    let ea = a.local(50, |d, s, o| d.ops_set(&p("f"), &v("\"a\""), s, &Inferred, o));
+    let eb = b.local(50, |d, s, o| d.ops_set(&p("f"), &v("\"b\""), s, &Inferred, o));
     a.recv(&eb);
     b.recv(&ea);
     assert_eq!(a.json().unwrap(), r#"{"f":"b"}"#, "equal HLC: higher peer id wins");
@@ -94,10 +94,10 @@ fn same_field_last_writer_wins_with_peer_tiebreak() {
 fn setting_an_object_replaces_older_keys_but_keeps_concurrent_newer_ones() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);
-    let base = a.local(10, |d, s, o| d.ops_set(&p("m"), &v(r#"{"old":1}"#), s, false, o));
+    let base = a.local(10, |d, s, o| d.ops_set(&p("m"), &v(r#"{"old":1}"#), s, &Inferred, o));
     b.recv(&base);
-    let ea = a.local(20, |d, s, o| d.ops_set(&p("m"), &v(r#"{"new":1}"#), s, false, o));
-    let eb = b.local(30, |d, s, o| d.ops_set(&p("m.late"), &v("1"), s, false, o));
+    let ea = a.local(20, |d, s, o| d.ops_set(&p("m"), &v(r#"{"new":1}"#), s, &Inferred, o));
+    let eb = b.local(30, |d, s, o| d.ops_set(&p("m.late"), &v("1"), s, &Inferred, o));
     a.recv(&eb);
     b.recv(&ea);
     assert_eq!(a.json().unwrap(), r#"{"m":{"late":1,"new":1}}"#);
@@ -108,12 +108,12 @@ fn setting_an_object_replaces_older_keys_but_keeps_concurrent_newer_ones() {
 fn scalar_over_map_and_newer_child_turns_it_back_into_a_map() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);
-    let base = a.local(10, |d, s, o| d.ops_set(&p("m"), &v(r#"{"k":1}"#), s, false, o));
+    let base = a.local(10, |d, s, o| d.ops_set(&p("m"), &v(r#"{"k":1}"#), s, &Inferred, o));
     b.recv(&base);
-    let ea = a.local(20, |d, s, o| d.ops_set(&p("m"), &v("7"), s, false, o));
+    let ea = a.local(20, |d, s, o| d.ops_set(&p("m"), &v("7"), s, &Inferred, o));
     b.recv(&ea);
     assert_eq!(b.json().unwrap(), r#"{"m":7}"#);
-    let eb = b.local(30, |d, s, o| d.ops_set(&p("m.z"), &v("1"), s, false, o));
+    let eb = b.local(30, |d, s, o| d.ops_set(&p("m.z"), &v("1"), s, &Inferred, o));
     a.recv(&eb);
     assert_eq!(
         a.json().unwrap(),
@@ -126,10 +126,10 @@ fn scalar_over_map_and_newer_child_turns_it_back_into_a_map() {
 fn unset_is_a_tombstone_that_merges_like_a_write() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);
-    let base = a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"f":1,"g":2}"#), s, o));
+    let base = a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"f":1,"g":2}"#), s, &Inferred, o));
     b.recv(&base);
     let ea = a.local(20, |d, s, o| d.ops_unset(&p("f"), s, o));
-    let eb = b.local(15, |d, s, o| d.ops_set(&p("f"), &v("5"), s, false, o));
+    let eb = b.local(15, |d, s, o| d.ops_set(&p("f"), &v("5"), s, &Inferred, o));
     a.recv(&eb);
     b.recv(&ea);
     assert_eq!(a.json().unwrap(), r#"{"g":2}"#);
@@ -140,10 +140,12 @@ fn unset_is_a_tombstone_that_merges_like_a_write() {
 fn delete_wins_over_seen_writes_and_keeps_concurrent_unseen_fields() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);
-    let base = a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"f":1,"g":2,"h":3}"#), s, o));
+    let base = a.local(10, |d, s, o| {
+        d.ops_replace(&obj(r#"{"f":1,"g":2,"h":3}"#), s, &Inferred, o)
+    });
     b.recv(&base);
     // b edits g concurrently, at an *earlier* wall time than the delete.
-    let eb = b.local(11, |d, s, o| d.ops_set(&p("g"), &v("20"), s, false, o));
+    let eb = b.local(11, |d, s, o| d.ops_set(&p("g"), &v("20"), s, &Inferred, o));
     let ea = a.local(100, |d, s, o| d.ops_delete(s, o));
     assert!(a.json().is_none());
     a.recv(&eb);
@@ -155,7 +157,7 @@ fn delete_wins_over_seen_writes_and_keeps_concurrent_unseen_fields() {
     c.recv(&base);
     c.recv(&ea);
     assert!(c.json().is_none());
-    let ec = c.local(200, |d, s, o| d.ops_set(&p("h"), &v("30"), s, false, o));
+    let ec = c.local(200, |d, s, o| d.ops_set(&p("h"), &v("30"), s, &Inferred, o));
     a.recv(&ec);
     assert_eq!(a.json().unwrap(), r#"{"g":20,"h":30}"#);
 }
@@ -163,7 +165,7 @@ fn delete_wins_over_seen_writes_and_keeps_concurrent_unseen_fields() {
 #[test]
 fn deleted_values_are_not_kept() {
     let mut a = Replica::new(1);
-    a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"secret":"x"}"#), s, o));
+    a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"secret":"x"}"#), s, &Inferred, o));
     a.local(20, |d, s, o| d.ops_delete(s, o));
     assert!(!format!("{:?}", a.doc).contains("\"x\""));
 }
@@ -200,8 +202,8 @@ fn counter_restart_and_concurrent_increment_counts_only_the_delta() {
 #[test]
 fn incrementing_a_plain_number_starts_from_its_value() {
     let mut a = Replica::new(1);
-    a.local(9, |d, s, o| d.ops_replace(&BTreeMap::new(), s, o));
-    a.local(10, |d, s, o| d.ops_set(&p("n"), &v("40"), s, false, o));
+    a.local(9, |d, s, o| d.ops_replace(&BTreeMap::new(), s, &Inferred, o));
+    a.local(10, |d, s, o| d.ops_set(&p("n"), &v("40"), s, &Inferred, o));
     a.local(11, |d, s, o| d.ops_increment(&p("n"), Num::Int(2), s, o));
     assert_eq!(a.json().unwrap(), r#"{"n":42}"#);
     a.local(12, |d, s, o| d.ops_unset(&p("n"), s, o));
@@ -229,10 +231,12 @@ fn attachment_tokens_are_registers() {
 fn delta_since_ships_only_newer_writes() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);
-    let base = a.local(10, |d, s, o| d.ops_replace(&obj(r#"{"f":1,"g":2,"h":{"i":3}}"#), s, o));
+    let base = a.local(10, |d, s, o| {
+        d.ops_replace(&obj(r#"{"f":1,"g":2,"h":{"i":3}}"#), s, &Inferred, o)
+    });
     b.recv(&base);
     let seen = b.doc.vv.clone();
-    a.local(20, |d, s, o| d.ops_set(&p("h.i"), &v("4"), s, false, o));
+    a.local(20, |d, s, o| d.ops_set(&p("h.i"), &v("4"), s, &Inferred, o));
     let delta = a.doc.delta_since(&seen);
     assert_eq!(delta.len(), 1, "{delta:?}");
     b.recv(&delta);

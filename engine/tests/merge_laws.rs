@@ -8,7 +8,7 @@
 //! associativity and idempotence observed on real edit histories.
 
 use proptest::prelude::*;
-use rhizome_engine::doc::{Attachment, Doc, Num, Op};
+use rhizome_engine::doc::{Attachment, Doc, Inferred, Num, Op, Whole};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
 use rhizome_engine::value::Value;
 use std::collections::BTreeMap;
@@ -104,8 +104,8 @@ impl Replica {
         let d = &self.doc;
         let mut out = Vec::new();
         match edit {
-            Edit::Set(p, v) => d.ops_set(p, v, s, false, &mut out),
-            Edit::SetRegister(p, v) => d.ops_set(p, v, s, true, &mut out),
+            Edit::Set(p, v) => d.ops_set(p, v, s, &Inferred, &mut out),
+            Edit::SetRegister(p, v) => d.ops_set(p, v, s, &Whole, &mut out),
             Edit::Unset(p) => d.ops_unset(p, s, &mut out),
             Edit::Incr(p, n) => d.ops_increment(p, *n, s, &mut out),
             Edit::Restart(p, n) => d.ops_restart(p, *n, s, &mut out),
@@ -118,7 +118,7 @@ impl Replica {
                 d.ops_attach(p, tok, s, &mut out)
             }
             Edit::Delete => d.ops_delete(s, &mut out),
-            Edit::Replace(o) => d.ops_replace(o, s, &mut out),
+            Edit::Replace(o) => d.ops_replace(o, s, &Inferred, &mut out),
         }
         for op in &out {
             op.validate().expect("local ops are valid");

@@ -19,7 +19,7 @@
 mod layout;
 
 use crate::codec::{self, Change, CodecError};
-use crate::doc::{Attachment, Doc, Num, Op, OpError, Path};
+use crate::doc::{Attachment, Doc, Inferred, Num, Op, OpError, Path, Schema, Whole};
 use crate::hlc::{Clock, ClockError, Hlc, PeerId, Stamp, DEFAULT_MAX_DRIFT_MS};
 use crate::kv::{Kv, KvError, KvRead, KvWrite, Table};
 use crate::value::{Value, ValueError, MAX_DEPTH};
@@ -272,6 +272,13 @@ pub enum OnConflict {
     Merge,
     /// Replace the document: fields not given are removed.
     Replace,
+    /// Write only the given fields whose value differs (descending into
+    /// maps), so unchanged fields are not re-replicated.
+    MergeDiff,
+    /// Default data (`INITIAL DOCUMENTS`): skipped where the id was ever
+    /// seen; otherwise written with the lowest possible timestamp, so that
+    /// any real edit, on any peer, wins over it.
+    Initial,
 }
 
 /// What an insert did.
@@ -1074,15 +1081,27 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     /// Inserts a document (a JSON object). Without `_id`, one is generated.
     pub fn insert(&mut self, collection: &str, doc: &Value, on_conflict: OnConflict) -> Result<Inserted, StoreError> {
+        self.insert_with(collection, doc, on_conflict, &Inferred)
+    }
+
+    /// [`WriteTx::insert`] with declared field kinds.
+    pub fn insert_with(
+        &mut self,
+        collection: &str,
+        doc: &Value,
+        on_conflict: OnConflict,
+        schema: &dyn Schema,
+    ) -> Result<Inserted, StoreError> {
         let invalid = |reason| StoreError::InvalidDocument {
             collection: collection.to_string(),
             reason,
         };
         let Value::Object(fields) = doc else {
+            let reason = "a document must be an object".into();
             return Err(invalid(ValueError::Syntax {
                 line: 1,
                 column: 1,
-                reason: "a document must be an object".into(),
+                reason,
             }));
         };
         doc.validate().map_err(invalid)?;
@@ -1093,10 +1112,11 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let id_bytes = codec::encode_id(&id);
         Self::check_id_len(collection, &id_bytes)?;
         let coll = self.coll_id_or_create(collection)?;
-        let Some(mut at) = self.find(collection, &id)? else {
+        let found = self.find(collection, &id)?;
+        if found.is_none() && schema.is_inferred() && on_conflict != OnConflict::Initial {
             return self.insert_fresh(collection, coll, id, &id_bytes, fields);
-        };
-        let live = at.doc.exists();
+        }
+        let live = found.as_ref().is_some_and(|at| at.doc.exists());
         match (live, on_conflict) {
             (true, OnConflict::Fail) => {
                 return Err(StoreError::AlreadyExists {
@@ -1105,26 +1125,49 @@ impl<'s, K: Kv> WriteTx<'s, K> {
                 })
             }
             (true, OnConflict::Ignore) => return Ok(Inserted { id, written: false }),
+            (_, OnConflict::Initial) if found.is_some() => return Ok(Inserted { id, written: false }),
             _ => {}
         }
-        let stamp = self.tick()?;
+        let mut at = found.unwrap_or_else(|| Located {
+            coll,
+            num: 0,
+            id: id.clone(),
+            id_bytes,
+            doc: Doc::new(),
+            before: VersionVector::new(),
+        });
+        let stamp = match on_conflict {
+            OnConflict::Initial => Stamp {
+                hlc: Hlc(1),
+                peer: self.store.peer,
+            },
+            _ => self.tick()?,
+        };
         let mut ops = std::mem::take(&mut self.ops);
         ops.clear();
-        if live && on_conflict == OnConflict::Merge {
-            for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "_id") {
-                at.doc.ops_set(std::slice::from_ref(k), v, stamp, false, &mut ops);
+        let given = fields.iter().filter(|(k, _)| k.as_str() != "_id");
+        match (live, on_conflict) {
+            (true, OnConflict::Merge) => {
+                given.for_each(|(k, v)| at.doc.ops_set(std::slice::from_ref(k), v, stamp, schema, &mut ops))
             }
-        } else {
-            let mut body = fields.clone();
-            body.remove("_id");
-            at.doc.ops_replace(&body, stamp, &mut ops);
+            (true, OnConflict::MergeDiff) => {
+                given.for_each(|(k, v)| at.doc.ops_set_diff(std::slice::from_ref(k), v, stamp, schema, &mut ops))
+            }
+            _ => {
+                let body: BTreeMap<String, Value> = given.map(|(k, v)| (k.clone(), v.clone())).collect();
+                at.doc.ops_replace(&body, stamp, schema, &mut ops);
+            }
         }
         for op in &ops {
             at.doc.apply(op);
         }
+        let wrote = !ops.is_empty();
         self.ops = ops;
-        self.save(collection, &mut at)?;
-        Ok(Inserted { id, written: true })
+        if wrote {
+            self.vv_dirty |= self.vv.observe(stamp);
+            self.save(collection, &mut at)?;
+        }
+        Ok(Inserted { id, written: wrote })
     }
 
     /// A document whose id was never seen: encoded straight from its JSON.
@@ -1147,6 +1190,17 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     /// Applies edits to a live document; returns false if there is none.
     pub fn update(&mut self, collection: &str, id: &Value, edits: &[Edit]) -> Result<bool, StoreError> {
+        self.update_with(collection, id, edits, &Inferred)
+    }
+
+    /// [`WriteTx::update`] with declared field kinds (for `Edit::Set`).
+    pub fn update_with(
+        &mut self,
+        collection: &str,
+        id: &Value,
+        edits: &[Edit],
+        schema: &dyn Schema,
+    ) -> Result<bool, StoreError> {
         for e in edits {
             let (Edit::Set { path, .. }
             | Edit::SetRegister { path, .. }
@@ -1171,8 +1225,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             ops.clear();
             let doc = &at.doc;
             match e {
-                Edit::Set { path, value } => doc.ops_set(path, value, stamp, false, &mut ops),
-                Edit::SetRegister { path, value } => doc.ops_set(path, value, stamp, true, &mut ops),
+                Edit::Set { path, value } => doc.ops_set(path, value, stamp, schema, &mut ops),
+                Edit::SetRegister { path, value } => doc.ops_set(path, value, stamp, &Whole, &mut ops),
                 Edit::Unset { path } => doc.ops_unset(path, stamp, &mut ops),
                 Edit::Increment { path, by } => doc.ops_increment(path, *by, stamp, &mut ops),
                 Edit::Restart { path, to } => doc.ops_restart(path, *to, stamp, &mut ops),
