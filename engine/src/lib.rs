@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod doc;
+pub mod dql;
 pub mod hlc;
 pub mod kv;
 pub mod mem;
@@ -14,4 +15,3 @@ pub mod store;
 pub mod testing;
 pub mod value;
 pub mod vv;
-pub mod dql;

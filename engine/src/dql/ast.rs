@@ -84,7 +84,9 @@ pub enum Segment {
 impl Path {
     /// The path of one key.
     pub fn key(k: &str) -> Path {
-        Path { segments: vec![Segment::Key(k.to_string())] }
+        Path {
+            segments: vec![Segment::Key(k.to_string())],
+        }
     }
 
     /// The keys, if the path has no array index (what a field write needs).
