@@ -673,6 +673,23 @@ fn scan<R: KvRead + ?Sized>(
     Ok(())
 }
 
+fn settings<R: KvRead + ?Sized>(r: &R) -> Result<Vec<(String, Value)>, StoreError> {
+    let mut out = Vec::new();
+    let mut bad = None;
+    r.scan(Table::Meta, b"s/", Some(b"s0"), false, &mut |k, v| {
+        let name = String::from_utf8_lossy(&k[2..]).into_owned();
+        match std::str::from_utf8(v).ok().and_then(|t| Value::parse(t).ok()) {
+            Some(value) => out.push((name, value)),
+            None => bad = Some(name),
+        }
+        true
+    })?;
+    match bad {
+        Some(name) => Err(corrupt("(settings)", None, CodecError::Malformed { reason: format!("setting {name}") })),
+        None => Ok(out),
+    }
+}
+
 fn collections<R: KvRead + ?Sized>(r: &R) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     r.scan(Table::Meta, b"c/", Some(b"c0"), false, &mut |k, _| {
@@ -815,6 +832,11 @@ impl<K: Kv> ReadTx<'_, K> {
         collections(&self.kv)
     }
 
+    /// System settings that were set (`ALTER SYSTEM SET`), by name.
+    pub fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        settings(&self.kv)
+    }
+
     /// What this replica has completely received, per origin peer.
     pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
         version_vector(&self.kv)
@@ -916,6 +938,18 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// See [`ReadTx::get_doc`].
     pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
         get_doc(&self.view(), &self.store.hasher, collection, id)
+    }
+
+    /// See [`ReadTx::settings`]; sees this transaction's writes.
+    pub fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        settings(&self.kv)
+    }
+
+    /// Sets a system setting (local to this replica; never synced).
+    pub fn set_setting(&mut self, name: &str, value: &Value) -> Result<(), StoreError> {
+        let key = [b"s/".as_slice(), name.as_bytes()].concat();
+        self.kv.put(Table::Meta, &key, value.to_string().as_bytes())?;
+        Ok(())
     }
 
     /// See [`ReadTx::scan`]; sees this transaction's writes.
