@@ -21,11 +21,13 @@ pub enum Table {
     Ids,
     /// Change log `(origin peer, hlc)` -> `(collection id, document number)`.
     Log,
+    /// Secondary indexes `(index id, encoded values, document number)`.
+    Index,
 }
 
 impl Table {
     /// Every table, in a stable order (backends create them in this order).
-    pub const ALL: [Table; 4] = [Table::Meta, Table::Docs, Table::Ids, Table::Log];
+    pub const ALL: [Table; 5] = [Table::Meta, Table::Docs, Table::Ids, Table::Log, Table::Index];
 
     /// Stable on-disk name of the table.
     pub fn name(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Table {
             Table::Docs => "docs",
             Table::Ids => "ids",
             Table::Log => "log",
+            Table::Index => "index",
         }
     }
 

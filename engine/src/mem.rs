@@ -15,7 +15,7 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 #[derive(Clone, Default)]
-struct Tables([Map; 4]);
+struct Tables([Map; Table::ALL.len()]);
 
 /// The in-memory backend.
 #[derive(Default)]
@@ -47,7 +47,7 @@ pub struct MemWrite<'a> {
     kv: &'a MemKv,
     _writer: MutexGuard<'a, ()>,
     base: Arc<Tables>,
-    overlay: [Overlay; 4],
+    overlay: [Overlay; Table::ALL.len()],
 }
 
 impl Kv for MemKv {

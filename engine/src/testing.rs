@@ -157,6 +157,7 @@ pub fn store_suite<K: Kv>(fresh: &mut dyn FnMut() -> K) {
     replicas_converge_through_deltas(&open(fresh(), 1), &open(fresh(), 2), &open(fresh(), 3));
     batches_refuse_bad_changes_one_by_one(&open(fresh(), 1), fresh());
     diff_updates_and_initial_documents(&open(fresh(), 1), &open(fresh(), 2));
+    indexes_follow_every_write(&open(fresh(), 1), &open(fresh(), 2));
     remote_clock_far_in_future_is_refused(&open(fresh(), 1), &open(fresh(), 2));
 }
 
@@ -712,4 +713,88 @@ fn diff_updates_and_initial_documents<K: Kv>(a: &Store<K>, b: &Store<K>) {
             "the real edit wins, even with an earlier clock"
         );
     }
+}
+
+/// Index order must equal a full scan sorted by the indexed values.
+fn assert_index_consistent<K: Kv>(s: &Store<K>, name: &str) {
+    let r = s.read().unwrap();
+    let def = r
+        .indexes()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == name)
+        .expect("index exists");
+    let mut via_index = Vec::new();
+    let (from, to) = (def.id.to_be_bytes(), (def.id + 1).to_be_bytes());
+    r.index_scan(&def, &from, Some(&to), false, &mut |d| {
+        via_index.push(d.unwrap());
+        true
+    })
+    .unwrap();
+    let mut via_scan: Vec<Value> = Vec::new();
+    r.scan(&def.collection, &mut |d| {
+        via_scan.push(d.unwrap());
+        true
+    })
+    .unwrap();
+    let key = |d: &Value| {
+        let mut k = Vec::new();
+        for v in def.values(d) {
+            crate::store::encode_sort_key(v.as_ref(), &mut k);
+        }
+        k
+    };
+    via_scan.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.total_cmp(b)));
+    via_index.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.total_cmp(b)));
+    assert_eq!(via_index, via_scan, "index {name} disagrees with the documents");
+}
+
+fn indexes_follow_every_write<K: Kv>(a: &Store<K>, b: &Store<K>) {
+    let mut w = a.write(1_000).unwrap();
+    for i in 0..20 {
+        w.insert(
+            "t",
+            &v(&format!(r#"{{"_id":{i},"p":{},"s":"x{}"}}"#, i % 5, i % 3)),
+            OnConflict::Fail,
+        )
+        .unwrap();
+    }
+    let by = |p: &str| vec![path(p)];
+    assert!(w.create_index("t_p", "t", &by("p"), false).unwrap());
+    assert!(!w.create_index("t_p", "t", &by("p"), true).unwrap());
+    assert!(w.create_index("t_p", "t", &by("p"), false).is_err());
+    w.create_index("t_s_p", "t", &[path("s"), path("p")], false).unwrap();
+    w.insert("t", &v(r#"{"_id":100,"p":1}"#), OnConflict::Fail).unwrap();
+    w.commit().unwrap();
+    assert_index_consistent(a, "t_p");
+    assert_index_consistent(a, "t_s_p");
+    let mut w = a.write(2_000).unwrap();
+    w.update(
+        "t",
+        &v("1"),
+        &[Edit::Set {
+            path: path("p"),
+            value: v("99"),
+        }],
+    )
+    .unwrap();
+    w.update("t", &v("2"), &[Edit::Unset { path: path("p") }]).unwrap();
+    w.delete("t", &v("3")).unwrap();
+    w.evict("t", &v("4")).unwrap();
+    w.insert("t", &v(r#"{"_id":5,"p":"str"}"#), OnConflict::Replace)
+        .unwrap();
+    w.commit().unwrap();
+    assert_index_consistent(a, "t_p");
+    assert_index_consistent(a, "t_s_p");
+    // Remote changes maintain indexes too.
+    let mut w = b.write(1_000).unwrap();
+    w.create_index("t_p", "t", &by("p"), false).unwrap();
+    w.commit().unwrap();
+    sync_into(a, b, 3_000, 3);
+    assert_index_consistent(b, "t_p");
+    let mut w = b.write(3_000).unwrap();
+    assert!(w.drop_index("t_p", false).unwrap());
+    assert!(!w.drop_index("t_p", true).unwrap());
+    w.commit().unwrap();
+    assert!(b.read().unwrap().indexes().unwrap().is_empty());
 }

@@ -94,11 +94,11 @@ impl LmdbKv {
         let wtxn = env.write_txn().map_err(|e| map_err(e, None))?;
         let created = env
             .create_databases_and_commit(wtxn, |opener, wtxn| {
-                // Destructured so that a fifth table is a compile error here
+                // Destructured so that a new table is a compile error here
                 // rather than a database silently left out.
-                let [a, b, c, d] =
+                let [a, b, c, d, e] =
                     Table::ALL.map(|table| opener.create_database::<Bytes, Bytes>(wtxn, Some(table.name())));
-                Ok::<_, heed::Error>(CommitOrAbort::<_, Infallible>::Commit([a?, b?, c?, d?]))
+                Ok::<_, heed::Error>(CommitOrAbort::<_, Infallible>::Commit([a?, b?, c?, d?, e?]))
             })
             .map_err(|e| map_err(e, None))?;
         let dbs = match created {

@@ -16,7 +16,10 @@
 //! written in key order at commit: interleaved with the id index's random
 //! inserts they would scatter LMDB's page allocation and cost a third more I/O.
 
+mod index;
 mod layout;
+
+pub use index::{encode_sort_key, prefix_end, IndexDef};
 
 use crate::codec::{self, Change, CodecError};
 use crate::doc::{Attachment, Doc, Inferred, Num, Op, OpError, Path, Schema, Whole};
@@ -121,6 +124,13 @@ pub enum StoreError {
         /// What was wrong.
         reason: CodecError,
     },
+    /// An index that cannot be created or dropped.
+    InvalidIndex {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A change from another peer carries an invalid op; nothing was applied.
     InvalidChange {
         /// Collection.
@@ -167,6 +177,7 @@ impl fmt::Display for StoreError {
                 None => write!(f, "a document in {collection} is unreadable: {reason}"),
             },
             StoreError::InvalidChange { collection, reason } => write!(f, "invalid change for {collection}: {reason}"),
+            StoreError::InvalidIndex { name, reason } => write!(f, "index {name}: {reason}"),
         }
     }
 }
@@ -504,6 +515,7 @@ impl<K: Kv> Store<K> {
         let next_doc = meta_u64(&kv, META_NEXT_DOC)?.unwrap_or(1);
         let next_coll = meta_u64(&kv, META_NEXT_COLL)?.unwrap_or(1) as u32;
         let ids_recent = meta_u64(&kv, META_IDS_RECENT)?.unwrap_or(0);
+        let indexes = indexes(&kv)?;
         Ok(WriteTx {
             store: self,
             kv,
@@ -517,6 +529,7 @@ impl<K: Kv> Store<K> {
             ids_recent,
             counters_dirty: false,
             colls: Vec::new(),
+            indexes,
             record: Vec::with_capacity(512),
             ops: Vec::with_capacity(32),
         })
@@ -673,6 +686,74 @@ fn scan<R: KvRead + ?Sized>(
     Ok(())
 }
 
+const META_NEXT_INDEX: &[u8] = b"next_index";
+
+fn index_catalog_key(name: &str) -> Vec<u8> {
+    [b"x/".as_slice(), name.as_bytes()].concat()
+}
+
+fn indexes<R: KvRead + ?Sized>(r: &R) -> Result<Vec<IndexDef>, StoreError> {
+    let mut out = Vec::new();
+    let mut bad = false;
+    r.scan(Table::Meta, b"x/", Some(b"x0"), false, &mut |_, v| {
+        match postcard::from_bytes::<IndexDef>(v) {
+            Ok(d) => out.push(d),
+            Err(_) => bad = true,
+        }
+        true
+    })?;
+    if bad {
+        return Err(corrupt(
+            "(indexes)",
+            None,
+            CodecError::Malformed {
+                reason: "index catalogue".into(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Visits the documents of an index's entries in `[from, to)` (full entry
+/// keys), in key order or reversed. Entries whose document is gone are
+/// skipped; damaged documents are passed as errors.
+fn index_scan<R: KvRead + ?Sized>(
+    r: &R,
+    def: &IndexDef,
+    from: &[u8],
+    to: Option<&[u8]>,
+    reverse: bool,
+    visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+) -> Result<(), StoreError> {
+    let Some(coll) = coll_id(r, &def.collection)? else {
+        return Ok(());
+    };
+    let mut failure = None;
+    r.scan(Table::Index, from, to, reverse, &mut |k, _| {
+        let Some(num) = k.len().checked_sub(8).and_then(|at| be_u64(&k[at..])) else {
+            return true;
+        };
+        let record = match r.get(Table::Docs, &doc_key(coll, num)) {
+            Ok(Some(record)) => record,
+            Ok(None) => return true,
+            Err(e) => {
+                failure = Some(StoreError::from(e));
+                return false;
+            }
+        };
+        let item = decode_record(&def.collection, record).and_then(|(id, doc)| {
+            let id = codec::decode_id(id).map_err(|e| corrupt(&def.collection, None, e))?;
+            Ok(doc.render().map(|f| with_id(&id, f)))
+        });
+        match item {
+            Ok(None) => true,
+            Ok(Some(v)) => visit(Ok(v)),
+            Err(e) => visit(Err(e)),
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
 fn settings<R: KvRead + ?Sized>(r: &R) -> Result<Vec<(String, Value)>, StoreError> {
     let mut out = Vec::new();
     let mut bad = None;
@@ -685,7 +766,13 @@ fn settings<R: KvRead + ?Sized>(r: &R) -> Result<Vec<(String, Value)>, StoreErro
         true
     })?;
     match bad {
-        Some(name) => Err(corrupt("(settings)", None, CodecError::Malformed { reason: format!("setting {name}") })),
+        Some(name) => Err(corrupt(
+            "(settings)",
+            None,
+            CodecError::Malformed {
+                reason: format!("setting {name}"),
+            },
+        )),
         None => Ok(out),
     }
 }
@@ -837,6 +924,24 @@ impl<K: Kv> ReadTx<'_, K> {
         settings(&self.kv)
     }
 
+    /// Every index.
+    pub fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
+        indexes(&self.kv)
+    }
+
+    /// Visits the live documents of an index's entries in `[from, to)`
+    /// (full entry keys: see [`IndexDef::entry`]).
+    pub fn index_scan(
+        &self,
+        def: &IndexDef,
+        from: &[u8],
+        to: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        index_scan(&self.kv, def, from, to, reverse, visit)
+    }
+
     /// What this replica has completely received, per origin peer.
     pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
         version_vector(&self.kv)
@@ -863,6 +968,24 @@ struct Located {
     id_bytes: Vec<u8>,
     doc: Doc,
     before: VersionVector,
+    /// Index entries of the document as loaded.
+    indexed: Vec<Vec<u8>>,
+}
+
+impl Located {
+    /// A document not stored yet (its number is allocated when it is saved).
+    fn new(coll: u32, id: Value, id_bytes: Vec<u8>) -> Located {
+        let (doc, before, indexed) = (Doc::new(), VersionVector::new(), Vec::new());
+        Located {
+            coll,
+            num: 0,
+            id,
+            id_bytes,
+            doc,
+            before,
+            indexed,
+        }
+    }
 }
 
 /// The write transaction. Dropping it without [`WriteTx::commit`] discards it.
@@ -881,6 +1004,8 @@ pub struct WriteTx<'s, K: Kv> {
     counters_dirty: bool,
     /// Collections used by this transaction (a few; linear search is fastest).
     colls: Vec<(String, u32)>,
+    /// Every index, loaded when the transaction starts.
+    indexes: Vec<IndexDef>,
     record: Vec<u8>,
     ops: Vec<Op>,
 }
@@ -943,6 +1068,165 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// See [`ReadTx::settings`]; sees this transaction's writes.
     pub fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
         settings(&self.kv)
+    }
+
+    /// Every index (including those created in this transaction).
+    pub fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
+        Ok(self.indexes.clone())
+    }
+
+    /// See [`ReadTx::index_scan`]; sees this transaction's writes.
+    pub fn index_scan(
+        &mut self,
+        def: &IndexDef,
+        from: &[u8],
+        to: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        index_scan(&self.view(), def, from, to, reverse, visit)
+    }
+
+    /// Creates an index and fills it from the documents already there.
+    /// Returns false if one of that name exists (an error unless `if_not_exists`).
+    pub fn create_index(
+        &mut self,
+        name: &str,
+        collection: &str,
+        paths: &[Vec<String>],
+        if_not_exists: bool,
+    ) -> Result<bool, StoreError> {
+        check_collection(collection)?;
+        if paths.is_empty() || paths.iter().any(|p| p.is_empty() || p.len() > MAX_DEPTH / 2) {
+            return Err(StoreError::InvalidIndex {
+                name: name.to_string(),
+                reason: "needs 1 or more non-empty paths",
+            });
+        }
+        if name.is_empty() || name.len() > MAX_COLLECTION_BYTES || name.chars().any(char::is_control) {
+            return Err(StoreError::InvalidIndex {
+                name: name.to_string(),
+                reason: "invalid name",
+            });
+        }
+        if self.indexes.iter().any(|d| d.name == name) {
+            if if_not_exists {
+                return Ok(false);
+            }
+            return Err(StoreError::InvalidIndex {
+                name: name.to_string(),
+                reason: "an index of that name exists",
+            });
+        }
+        let id = meta_u64(&self.kv, META_NEXT_INDEX)?.unwrap_or(1) as u32;
+        self.kv
+            .put(Table::Meta, META_NEXT_INDEX, &(id as u64 + 1).to_be_bytes())?;
+        let def = IndexDef {
+            name: name.to_string(),
+            id,
+            collection: collection.to_string(),
+            paths: paths.to_vec(),
+        };
+        let bytes = postcard::to_allocvec(&def).unwrap_or_default();
+        self.kv.put(Table::Meta, &index_catalog_key(name), &bytes)?;
+        self.backfill(&def)?;
+        self.indexes.push(def);
+        Ok(true)
+    }
+
+    fn backfill(&mut self, def: &IndexDef) -> Result<(), StoreError> {
+        self.flush()?;
+        let Some(coll) = coll_id(&self.kv, &def.collection)? else {
+            return Ok(());
+        };
+        let from = coll.to_be_bytes();
+        let to = (coll + 1).to_be_bytes();
+        let mut entries = Vec::new();
+        let mut failure = None;
+        self.kv.scan(Table::Docs, &from, Some(&to), false, &mut |k, record| {
+            let Some(num) = be_u64(&k[4..]) else { return true };
+            match decode_record(&def.collection, record) {
+                Ok((id, doc)) => {
+                    let id = codec::decode_id(id).unwrap_or(Value::Null);
+                    if let Some(fields) = doc.render() {
+                        entries.push(def.entry(&def.values(&with_id(&id, fields)), num));
+                    }
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for e in entries {
+            self.kv.put(Table::Index, &e, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Drops an index and its entries. Returns false if there is none (an
+    /// error unless `if_exists`).
+    pub fn drop_index(&mut self, name: &str, if_exists: bool) -> Result<bool, StoreError> {
+        let Some(at) = self.indexes.iter().position(|d| d.name == name) else {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(StoreError::InvalidIndex {
+                name: name.to_string(),
+                reason: "no index of that name",
+            });
+        };
+        let def = self.indexes.remove(at);
+        self.kv.delete(Table::Meta, &index_catalog_key(name))?;
+        let from = def.id.to_be_bytes();
+        let to = (def.id + 1).to_be_bytes();
+        let mut keys = Vec::new();
+        self.kv.scan(Table::Index, &from, Some(&to), false, &mut |k, _| {
+            keys.push(k.to_vec());
+            true
+        })?;
+        for k in keys {
+            self.kv.delete(Table::Index, &k)?;
+        }
+        Ok(true)
+    }
+
+    /// Index entries of a document as it is rendered now (none if it is not visible).
+    fn index_entries(&self, collection: &str, id: &Value, doc: &Doc, num: u64) -> Vec<Vec<u8>> {
+        self.index_entries_of(collection, id, || doc.render(), num)
+    }
+
+    /// As [`WriteTx::index_entries`], rendering only if the collection has indexes.
+    fn index_entries_of(
+        &self,
+        collection: &str,
+        id: &Value,
+        render: impl FnOnce() -> Option<BTreeMap<String, Value>>,
+        num: u64,
+    ) -> Vec<Vec<u8>> {
+        let mine: Vec<&IndexDef> = self.indexes.iter().filter(|d| d.collection == collection).collect();
+        if mine.is_empty() {
+            return Vec::new();
+        }
+        let Some(fields) = render() else { return Vec::new() };
+        let value = with_id(id, fields);
+        mine.iter().map(|d| d.entry(&d.values(&value), num)).collect()
+    }
+
+    /// Moves a document's index entries from `before` to what it is now.
+    fn reindex(&mut self, before: &[Vec<u8>], now: &[Vec<u8>]) -> Result<(), StoreError> {
+        for k in before.iter().filter(|k| !now.contains(k)) {
+            self.kv.delete(Table::Index, k)?;
+        }
+        for k in now.iter().filter(|k| !before.contains(k)) {
+            self.kv.put(Table::Index, k, &[])?;
+        }
+        Ok(())
     }
 
     /// Sets a system setting (local to this replica; never synced).
@@ -1077,6 +1361,9 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             }
             self.put_log(log_key(peer, hlc, at.coll, at.num), true)?;
         }
+        let now = self.index_entries(collection, &at.id, &at.doc, at.num);
+        self.reindex(&at.indexed, &now)?;
+        at.indexed = now;
         Ok(())
     }
 
@@ -1099,6 +1386,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         };
         let doc = decode_record(collection, record)?.1;
         let before = doc.vv.clone();
+        let indexed = self.index_entries(collection, &id, &doc, num);
         Ok(Some(Located {
             coll,
             num,
@@ -1106,6 +1394,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             id_bytes,
             doc,
             before,
+            indexed,
         }))
     }
 
@@ -1162,14 +1451,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             (_, OnConflict::Initial) if found.is_some() => return Ok(Inserted { id, written: false }),
             _ => {}
         }
-        let mut at = found.unwrap_or_else(|| Located {
-            coll,
-            num: 0,
-            id: id.clone(),
-            id_bytes,
-            doc: Doc::new(),
-            before: VersionVector::new(),
-        });
+        let mut at = found.unwrap_or_else(|| Located::new(coll, id.clone(), id_bytes));
         let stamp = match on_conflict {
             OnConflict::Initial => Stamp {
                 hlc: Hlc(1),
@@ -1218,6 +1500,17 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         self.check_size(collection, &id)?;
         let num = self.allocate(coll, id_bytes)?;
         self.put_doc(coll, num)?;
+        let body = || {
+            Some(
+                fields
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "_id")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        };
+        let now = self.index_entries_of(collection, &id, body, num);
+        self.reindex(&[], &now)?;
         self.put_log(log_key(stamp.peer, stamp.hlc, coll, num), true)?;
         Ok(Inserted { id, written: true })
     }
@@ -1366,14 +1659,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let coll = self.coll_id_or_create(collection)?;
         let mut at = match self.find(collection, &first.id)? {
             Some(at) => at,
-            None => Located {
-                coll,
-                num: 0,
-                id: first.id.clone(),
-                id_bytes,
-                doc: Doc::new(),
-                before: VersionVector::new(),
-            },
+            None => Located::new(coll, first.id.clone(), id_bytes),
         };
         let mut changed = false;
         for op in std::iter::once(first).chain(rest).flat_map(|c| &c.ops) {
