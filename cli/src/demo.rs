@@ -100,7 +100,7 @@ fn show(p: &Peer, id: &str) -> Result<String, StoreError> {
 fn edit(p: &Peer, id: &str, edits: &[Edit]) -> Result<(), StoreError> {
     let mut w = p.store.write(now_ms())?;
     w.update("tasks", &json(id), edits)?;
-    w.commit()
+    w.commit().map(drop)
 }
 
 /// Runs the demo; exit code 0 when every peer converged.

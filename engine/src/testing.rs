@@ -765,7 +765,11 @@ fn indexes_follow_every_write<K: Kv>(a: &Store<K>, b: &Store<K>) {
     assert!(w.create_index("t_p", "t", &by("p"), false).is_err());
     w.create_index("t_s_p", "t", &[path("s"), path("p")], false).unwrap();
     w.insert("t", &v(r#"{"_id":100,"p":1}"#), OnConflict::Fail).unwrap();
-    w.commit().unwrap();
+    let committed = w.commit().unwrap();
+    let Some(crate::store::Changed::Docs(ids)) = committed.changed.get("t") else {
+        panic!("{committed:?}")
+    };
+    assert_eq!(ids.len(), 21, "a commit lists what it changed");
     assert_index_consistent(a, "t_p");
     assert_index_consistent(a, "t_s_p");
     let mut w = a.write(2_000).unwrap();
@@ -792,6 +796,15 @@ fn indexes_follow_every_write<K: Kv>(a: &Store<K>, b: &Store<K>) {
     w.commit().unwrap();
     sync_into(a, b, 3_000, 3);
     assert_index_consistent(b, "t_p");
+    let mut w = b.write(3_000).unwrap();
+    let remote = a
+        .read()
+        .unwrap()
+        .changes_since(&VersionVector::new(), None, 1)
+        .unwrap()
+        .changes;
+    w.apply_batch(&remote).unwrap();
+    assert!(w.commit().unwrap().changed.is_empty(), "nothing new, nothing listed");
     let mut w = b.write(3_000).unwrap();
     assert!(w.drop_index("t_p", false).unwrap());
     assert!(!w.drop_index("t_p", true).unwrap());

@@ -318,6 +318,27 @@ pub struct ChangeBatch {
     pub resume: Option<SyncCursor>,
 }
 
+/// Most changed documents a commit lists per collection; past it, the
+/// collection is reported as [`Changed::Many`] (bounds a commit's memory).
+pub const MAX_LISTED_CHANGES: usize = 65_536;
+
+/// What a commit changed in one collection (for live queries).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Changed {
+    /// These documents (by id), in id order.
+    Docs(Vec<Value>),
+    /// More than [`MAX_LISTED_CHANGES`] documents.
+    Many,
+}
+
+/// What a commit changed, by collection; local writes and merged remote
+/// changes alike.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Committed {
+    /// Changed documents per collection.
+    pub changed: BTreeMap<String, Changed>,
+}
+
 /// What [`WriteTx::apply_batch`] did.
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
@@ -530,6 +551,7 @@ impl<K: Kv> Store<K> {
             counters_dirty: false,
             colls: Vec::new(),
             indexes,
+            changed: BTreeMap::new(),
             record: Vec::with_capacity(512),
             ops: Vec::with_capacity(32),
         })
@@ -1006,6 +1028,8 @@ pub struct WriteTx<'s, K: Kv> {
     colls: Vec<(String, u32)>,
     /// Every index, loaded when the transaction starts.
     indexes: Vec<IndexDef>,
+    /// Documents changed, per collection (encoded ids); `None` past the bound.
+    changed: BTreeMap<String, Option<BTreeSet<Vec<u8>>>>,
     record: Vec<u8>,
     ops: Vec<Op>,
 }
@@ -1034,6 +1058,22 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         }
         self.pending.bytes = 0;
         Ok(())
+    }
+
+    fn note_change(&mut self, collection: &str, id_bytes: &[u8]) {
+        let slot = match self.changed.get_mut(collection) {
+            Some(slot) => slot,
+            None => self
+                .changed
+                .entry(collection.to_string())
+                .or_insert_with(|| Some(BTreeSet::new())),
+        };
+        if let Some(set) = slot {
+            set.insert(id_bytes.to_vec());
+            if set.len() > MAX_LISTED_CHANGES {
+                *slot = None;
+            }
+        }
     }
 
     fn put_doc(&mut self, coll: u32, num: u64) -> Result<(), StoreError> {
@@ -1364,6 +1404,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let now = self.index_entries(collection, &at.id, &at.doc, at.num);
         self.reindex(&at.indexed, &now)?;
         at.indexed = now;
+        self.note_change(collection, &at.id_bytes);
         Ok(())
     }
 
@@ -1511,6 +1552,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         };
         let now = self.index_entries_of(collection, &id, body, num);
         self.reindex(&[], &now)?;
+        self.note_change(collection, id_bytes);
         self.put_log(log_key(stamp.peer, stamp.hlc, coll, num), true)?;
         Ok(Inserted { id, written: true })
     }
@@ -1718,7 +1760,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     }
 
     /// Makes every write of the transaction durable and visible, atomically.
-    pub fn commit(mut self) -> Result<(), StoreError> {
+    /// Returns what changed, for live queries.
+    pub fn commit(mut self) -> Result<Committed, StoreError> {
         self.flush()?;
         if self.vv_dirty {
             let bytes = postcard::to_allocvec(&self.vv).unwrap_or_default();
@@ -1735,7 +1778,17 @@ impl<'s, K: Kv> WriteTx<'s, K> {
                 .put(Table::Meta, META_IDS_RECENT, &self.ids_recent.to_be_bytes())?;
         }
         self.kv.put(Table::Meta, META_HLC, &self.clock.last().0.to_be_bytes())?;
+        let changed = std::mem::take(&mut self.changed);
         self.kv.commit()?;
-        Ok(())
+        let changed = changed
+            .into_iter()
+            .map(|(coll, ids)| {
+                let listed = ids.map_or(Changed::Many, |ids| {
+                    Changed::Docs(ids.iter().filter_map(|b| codec::decode_id(b).ok()).collect())
+                });
+                (coll, listed)
+            })
+            .collect();
+        Ok(Committed { changed })
     }
 }
