@@ -37,7 +37,7 @@ fn doc_id(txn: u64, j: usize) -> Value {
 }
 
 fn collection(j: usize) -> &'static str {
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         "a"
     } else {
         "b"
