@@ -384,6 +384,16 @@ impl Doc {
         Doc::default()
     }
 
+    /// The slot at `path`, created if absent (without cloning the path when it exists).
+    fn slot_mut(&mut self, path: &Path) -> &mut Slot {
+        if !self.slots.contains_key(path) {
+            self.slots.insert(path.clone(), Slot::default());
+        }
+        self.slots
+            .get_mut(path)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
     fn covered(&self, stamp: Stamp) -> bool {
         self.deleted.as_ref().is_some_and(|d| d.seen.covers(stamp))
     }
@@ -395,24 +405,13 @@ impl Doc {
         let changed = match op {
             Op::Set { path, stamp, val } => self.apply_set(path, *stamp, val),
             Op::Count { path, stamp, total } => {
-                let parts = &mut self
-                    .slots
-                    .entry(path.clone())
-                    .or_default()
-                    .counter
-                    .get_or_insert_with(Default::default)
-                    .parts;
+                let parts = &mut self.slot_mut(path).counter.get_or_insert_with(Default::default).parts;
                 join_max(parts.entry(stamp.peer), (stamp.hlc, *total), |a, b| {
                     a.0.cmp(&b.0).then(a.1.total_cmp(b.1))
                 })
             }
             Op::Restart { path, stamp, base } => {
-                let c = self
-                    .slots
-                    .entry(path.clone())
-                    .or_default()
-                    .counter
-                    .get_or_insert_with(Default::default);
+                let c = self.slot_mut(path).counter.get_or_insert_with(Default::default);
                 let newer = match c.base {
                     None => true,
                     Some((s, b)) => (*stamp, *base).0.cmp(&s).then(base.total_cmp(b)) == Ordering::Greater,
@@ -429,13 +428,7 @@ impl Doc {
                 total,
                 by,
             } => {
-                let floors = &mut self
-                    .slots
-                    .entry(path.clone())
-                    .or_default()
-                    .counter
-                    .get_or_insert_with(Default::default)
-                    .floors;
+                let floors = &mut self.slot_mut(path).counter.get_or_insert_with(Default::default).floors;
                 let f = Floor {
                     hlc: *hlc,
                     total: *total,
@@ -459,7 +452,7 @@ impl Doc {
         } else {
             val.clone()
         };
-        let slot = self.slots.entry(path.clone()).or_default();
+        let slot = self.slot_mut(path);
         let wins = match &slot.reg {
             None => true,
             Some(r) => stamp.cmp(&r.stamp).then_with(|| val.tiebreak(&r.val)) == Ordering::Greater,

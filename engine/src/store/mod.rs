@@ -1411,6 +1411,12 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// Finds a document (live or not) by id.
     fn find(&self, collection: &str, id: &Value) -> Result<Option<Located>, StoreError> {
         let id = canonical_id(collection, id)?;
+        let id_bytes = codec::encode_id(&id);
+        self.find_encoded(collection, id, id_bytes)
+    }
+
+    /// [`WriteTx::find`] for an id already canonical and encoded.
+    fn find_encoded(&self, collection: &str, id: Value, id_bytes: Vec<u8>) -> Result<Option<Located>, StoreError> {
         let Some(coll) = self
             .colls
             .iter()
@@ -1420,7 +1426,6 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         else {
             return Ok(None);
         };
-        let id_bytes = codec::encode_id(&id);
         let view = self.view();
         let Some((num, record)) = locate(&view, &self.store.hasher, coll, &id_bytes)? else {
             return Ok(None);
@@ -1699,7 +1704,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     ) -> Result<bool, StoreError> {
         let collection = first.collection.as_str();
         let coll = self.coll_id_or_create(collection)?;
-        let mut at = match self.find(collection, &first.id)? {
+        let mut at = match self.find_encoded(collection, first.id.clone(), id_bytes.clone())? {
             Some(at) => at,
             None => Located::new(coll, first.id.clone(), id_bytes),
         };
