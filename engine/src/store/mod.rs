@@ -694,18 +694,26 @@ fn scan<R: KvRead + ?Sized>(
     };
     let from = coll.to_be_bytes();
     let to = (coll + 1).to_be_bytes();
-    r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| {
-        let item = decode_record(collection, bytes).and_then(|(id, doc)| {
-            let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
-            Ok(doc.render().map(|f| with_id(&id, f)))
-        });
-        match item {
-            Ok(None) => true,
-            Ok(Some(v)) => visit(Ok(v)),
-            Err(e) => visit(Err(e)),
-        }
-    })?;
+    r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| visit_record(collection, bytes, visit))?;
     Ok(())
+}
+
+/// Passes a stored record to `visit` as the live document (with `_id`), or
+/// as the error that damage gives; skips documents that are not visible.
+fn visit_record(
+    collection: &str,
+    bytes: &[u8],
+    visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+) -> bool {
+    let item = decode_record(collection, bytes).and_then(|(id, doc)| {
+        let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
+        Ok(doc.render().map(|f| with_id(&id, f)))
+    });
+    match item {
+        Ok(None) => true,
+        Ok(Some(v)) => visit(Ok(v)),
+        Err(e) => visit(Err(e)),
+    }
 }
 
 const META_NEXT_INDEX: &[u8] = b"next_index";
@@ -763,15 +771,7 @@ fn index_scan<R: KvRead + ?Sized>(
                 return false;
             }
         };
-        let item = decode_record(&def.collection, record).and_then(|(id, doc)| {
-            let id = codec::decode_id(id).map_err(|e| corrupt(&def.collection, None, e))?;
-            Ok(doc.render().map(|f| with_id(&id, f)))
-        });
-        match item {
-            Ok(None) => true,
-            Ok(Some(v)) => visit(Ok(v)),
-            Err(e) => visit(Err(e)),
-        }
+        visit_record(&def.collection, record, visit)
     })?;
     failure.map_or(Ok(()), Err)
 }
