@@ -1,20 +1,26 @@
 //! `rhizome`: the command line of the small peer.
 //!
-//! Today it runs the demo of the foundation: replicas on LMDB that write
-//! offline, exchange field-level deltas (also through a peer in the middle),
-//! and converge. Later subcommands (`exec`, `shell`, `peer`, `sim`) join it as
-//! their issues land.
+//! `demo` runs replicas on LMDB that write offline, exchange field-level
+//! deltas (also through a peer in the middle) and converge; `exec` and
+//! `shell` run DQL on a store on disk. Later subcommands (`peer`, `sim`)
+//! join them as their issues land.
 
 mod demo;
+mod dql;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: rhizome demo [--data DIR]
+       rhizome exec --data DIR \"STATEMENT\" [--args JSON]
+       rhizome shell --data DIR
 
   demo   three replicas on LMDB edit the same documents offline (fields,
          counters, deletes), sync through field-level deltas, also across a
          peer in the middle, and must converge; exits 1 if they do not.
-         --data DIR keeps the stores in DIR (default: a temporary folder).";
+         --data DIR keeps the stores in DIR (default: a temporary folder).
+  exec   runs one DQL statement on the store in DIR; prints result documents
+         as JSON lines and mutations as {\"mutated\":[ids]}.
+  shell  an interactive DQL prompt on the store in DIR, with history.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +29,14 @@ fn main() -> ExitCode {
             Ok(opts) => demo::run(&opts),
             Err(e) => {
                 eprintln!("rhizome demo: {e}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+        Some(cmd @ ("exec" | "shell")) => match dql::Options::parse(&args[1..], cmd == "exec") {
+            Ok(opts) if cmd == "exec" => dql::exec(&opts),
+            Ok(opts) => dql::shell(&opts),
+            Err(e) => {
+                eprintln!("rhizome {cmd}: {e}\n\n{USAGE}");
                 ExitCode::from(2)
             }
         },

@@ -177,6 +177,8 @@ impl Value {
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
             (Value::Int(a), Value::Float(b)) => cmp_int_float(*a, *b),
             (Value::Float(a), Value::Int(b)) => cmp_int_float(*b, *a).reverse(),
+            // -0.0 and 0.0 are one number; NaN never occurs.
+            (Value::Float(a), Value::Float(b)) if a == b => Ordering::Equal,
             (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
             (Value::String(a), Value::String(b)) => a.cmp(b),
             (Value::Array(a), Value::Array(b)) => {

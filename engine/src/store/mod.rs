@@ -694,17 +694,15 @@ fn scan<R: KvRead + ?Sized>(
     };
     let from = coll.to_be_bytes();
     let to = (coll + 1).to_be_bytes();
-    r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| visit_record(collection, bytes, visit))?;
+    r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| {
+        visit_record(collection, bytes, visit)
+    })?;
     Ok(())
 }
 
 /// Passes a stored record to `visit` as the live document (with `_id`), or
 /// as the error that damage gives; skips documents that are not visible.
-fn visit_record(
-    collection: &str,
-    bytes: &[u8],
-    visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
-) -> bool {
+fn visit_record(collection: &str, bytes: &[u8], visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> bool {
     let item = decode_record(collection, bytes).and_then(|(id, doc)| {
         let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
         Ok(doc.render().map(|f| with_id(&id, f)))

@@ -1,0 +1,1203 @@
+//! Runs DQL statements against a store transaction.
+//!
+//! Reads take a snapshot (`ReadTx`), mutations the write transaction
+//! (`WriteTx`), so a statement sees a consistent state and several
+//! statements in one transaction see each other's writes. The pipeline of a
+//! `SELECT` is: source rows (a scan, or `USE IDS`) -> filter -> join ->
+//! group and aggregate -> project -> distinct -> order (a bounded top-k when
+//! there is a `LIMIT`) -> offset and limit.
+
+use super::ast::{
+    Conflict, CrdtType, Delete, Expr, Insert, JoinKind, Mutation, OrderItem, Path, Segment, Select, SelectItem,
+    Statement, TypeDecl, Update,
+};
+use super::eval::{self, Accumulator, EvalError, Params, Row};
+use super::parse::ParseError;
+use super::plan::{self, Access, IndexAccess};
+use crate::doc::{Attachment, FieldKind, Num, Schema};
+use crate::kv::Kv;
+use crate::store::{Edit, IndexDef, OnConflict, ReadTx, StoreError, WriteTx};
+use crate::value::Value;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt;
+
+/// The largest result a query may materialize (rows), so a mistaken query
+/// cannot exhaust memory; `LIMIT` lifts nothing above it.
+pub const MAX_RESULT_ROWS: usize = 1_000_000;
+
+/// Errors of running DQL.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DqlError {
+    /// The text is not a DQL statement.
+    Parse(ParseError),
+    /// An expression could not be evaluated (missing parameter, bad argument).
+    Eval(EvalError),
+    /// The store refused or failed.
+    Store(StoreError),
+    /// The statement is well-formed but cannot run; `reason` says why.
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+    /// A mutation was given to a read-only entry point.
+    NotReadOnly,
+}
+
+impl fmt::Display for DqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DqlError::Parse(e) => write!(f, "syntax error: {e}"),
+            DqlError::Eval(e) => write!(f, "{e}"),
+            DqlError::Store(e) => write!(f, "{e}"),
+            DqlError::Invalid { reason } => f.write_str(reason),
+            DqlError::NotReadOnly => f.write_str("this statement changes data; run it in a write transaction"),
+        }
+    }
+}
+
+impl std::error::Error for DqlError {}
+
+impl From<ParseError> for DqlError {
+    fn from(e: ParseError) -> Self {
+        DqlError::Parse(e)
+    }
+}
+impl From<EvalError> for DqlError {
+    fn from(e: EvalError) -> Self {
+        DqlError::Eval(e)
+    }
+}
+impl From<StoreError> for DqlError {
+    fn from(e: StoreError) -> Self {
+        DqlError::Store(e)
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> DqlError {
+    DqlError::Invalid { reason: reason.into() }
+}
+
+/// What a statement returned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Result documents (`SELECT`, `RETURNING`, `EXPLAIN`, `SHOW`).
+    pub items: Vec<Value>,
+    /// Ids of the documents a mutation changed.
+    pub mutated: Vec<Value>,
+}
+
+/// Where a statement reads documents: a snapshot or the write transaction.
+pub trait Docs {
+    /// The live document with this id.
+    fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError>;
+    /// Every live document of a collection, in storage order; stops when
+    /// `visit` returns false. Damaged records are errors.
+    fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError>;
+    /// System settings that were set.
+    fn settings(&self) -> Result<Vec<(String, Value)>, StoreError>;
+    /// Every index.
+    fn indexes(&self) -> Result<Vec<IndexDef>, StoreError>;
+    /// The live documents of an index range, in its order.
+    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError>;
+}
+
+fn scan_with<F>(scan: F, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError>
+where
+    F: FnOnce(&mut dyn FnMut(Result<Value, StoreError>) -> bool) -> Result<(), StoreError>,
+{
+    let mut failure = None;
+    scan(&mut |item| match item {
+        Ok(doc) => visit(doc),
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+impl<K: Kv> Docs for ReadTx<'_, K> {
+    fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
+        ReadTx::get(self, collection, id)
+    }
+    fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
+        scan_with(|v| ReadTx::scan(self, collection, v), visit)
+    }
+    fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        ReadTx::settings(self)
+    }
+    fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
+        ReadTx::indexes(self)
+    }
+    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
+        scan_with(
+            |v| ReadTx::index_scan(self, &a.def, &a.from, a.to.as_deref(), a.reverse, v),
+            visit,
+        )
+    }
+}
+
+impl<K: Kv> Docs for WriteTx<'_, K> {
+    fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
+        WriteTx::get(self, collection, id)
+    }
+    fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
+        scan_with(|v| WriteTx::scan(self, collection, v), visit)
+    }
+    fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        WriteTx::settings(self)
+    }
+    fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
+        WriteTx::indexes(self)
+    }
+    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
+        scan_with(
+            |v| WriteTx::index_scan(self, &a.def, &a.from, a.to.as_deref(), a.reverse, v),
+            visit,
+        )
+    }
+}
+
+/// Settings the engine knows, with their defaults.
+pub const SETTINGS: &[(&str, &str)] = &[("DQL_STRICT_MODE", "false"), ("USER_COLLECTION_SYNC_SCOPES", "{}")];
+
+fn strict_mode(docs: &dyn Docs) -> Result<bool, DqlError> {
+    Ok(docs
+        .settings()?
+        .iter()
+        .any(|(n, v)| n == "DQL_STRICT_MODE" && *v == Value::Bool(true)))
+}
+
+/// Runs a statement that only reads.
+pub fn run_read(docs: &mut dyn Docs, stmt: &Statement, params: &Params) -> Result<Output, DqlError> {
+    match stmt {
+        Statement::Select(s) => Ok(Output {
+            items: select(docs, s, params)?,
+            mutated: Vec::new(),
+        }),
+        Statement::Show { name } => show(docs, name.as_deref()),
+        Statement::Explain(inner) => Ok(Output {
+            items: vec![explain(docs, inner, params)?],
+            mutated: Vec::new(),
+        }),
+        _ => Err(DqlError::NotReadOnly),
+    }
+}
+
+/// Runs any statement inside the write transaction.
+pub fn run_write<K: Kv>(tx: &mut WriteTx<'_, K>, stmt: &Statement, params: &Params) -> Result<Output, DqlError> {
+    match stmt {
+        Statement::Insert(i) => insert(tx, i, params),
+        Statement::Update(u) => update(tx, u, params),
+        Statement::Delete(d) => remove(tx, d, params, false),
+        Statement::Evict(d) => remove(tx, d, params, true),
+        Statement::AlterSystem { name, value } => alter(tx, name, value, params),
+        Statement::CreateIndex {
+            name,
+            collection,
+            paths,
+            if_not_exists,
+        } => {
+            let keys = paths
+                .iter()
+                .map(|p| {
+                    p.keys()
+                        .ok_or_else(|| invalid(format!("index {name}: {p} has an array index; index whole fields")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.create_index(name, collection, &keys, *if_not_exists)?;
+            Ok(Output::default())
+        }
+        Statement::DropIndex { name, if_exists } => {
+            tx.drop_index(name, *if_exists)?;
+            Ok(Output::default())
+        }
+        Statement::Profile(_) => Err(invalid("PROFILE is not available yet in this build")),
+        other => run_read(tx, other, params),
+    }
+}
+
+/// Whether a statement changes nothing (can run on a snapshot).
+pub fn is_read_only(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Select(_) | Statement::Show { .. } | Statement::Explain(_)
+    )
+}
+
+// ---- rows ----
+
+/// The row of a joined query: documents by alias; paths may start with an alias.
+struct Joined<'a> {
+    parts: Vec<(&'a str, Option<&'a Value>)>,
+}
+
+impl Row for Joined<'_> {
+    fn field(&self, path: &Path) -> Option<Value> {
+        if let Some(Segment::Key(first)) = path.segments.first() {
+            if let Some((_, doc)) = self.parts.iter().find(|(alias, _)| alias == first) {
+                let rest = Path {
+                    segments: path.segments[1..].to_vec(),
+                };
+                return match doc {
+                    None => Some(Value::Null),
+                    Some(d) if rest.segments.is_empty() => Some((*d).clone()),
+                    Some(d) => d.field(&rest),
+                };
+            }
+        }
+        // Unqualified paths read the first (driving) document.
+        self.parts.first().and_then(|(_, d)| d.and_then(|d| d.field(path)))
+    }
+}
+
+// ---- SELECT ----
+
+fn select(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+    if s.from.collection == "system:indexes" {
+        let rows: Vec<Value> = docs.indexes()?.iter().map(index_row).collect();
+        let out = project_all(s, &rows, params)?;
+        return order_and_limit(s, out, params);
+    }
+    let rows = source_rows(docs, s, params)?;
+    let rows = join_rows(docs, s, rows, params)?;
+    let mut out = if grouped(s) {
+        group(s, &rows, params)?
+    } else {
+        project_all(s, &rows, params)?
+    };
+    if s.distinct {
+        dedupe(&mut out);
+    }
+    order_and_limit(s, out, params)
+}
+
+/// A result row: what is returned, and what `ORDER BY` reads.
+struct Projected {
+    value: Value,
+    keys: Vec<Option<Value>>,
+}
+
+/// Documents of the driving collection that pass `WHERE` (for joined
+/// queries the filter runs after the join), read as planned. With an
+/// index that yields `ORDER BY` order, the read stops after `enough` rows.
+fn source_rows(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+    let access = plan::plan(s, &docs.indexes()?, params)?;
+    let enough = match &access {
+        Access::Index(a) if a.ordered && s.group_by.is_empty() && !s.distinct && !grouped(s) => {
+            match (
+                count_param(&s.limit, "LIMIT", params)?,
+                count_param(&s.offset, "OFFSET", params)?,
+            ) {
+                (Some(limit), offset) => limit.saturating_add(offset.unwrap_or(0)),
+                (None, _) => MAX_RESULT_ROWS,
+            }
+        }
+        _ => MAX_RESULT_ROWS,
+    };
+    read_rows(docs, s, &access, enough, params)
+}
+
+fn read_rows(
+    docs: &mut dyn Docs,
+    s: &Select,
+    access: &Access,
+    enough: usize,
+    params: &Params,
+) -> Result<Vec<Value>, DqlError> {
+    let coll = &s.from.collection;
+    let filter = if s.joins.is_empty() { s.filter.as_ref() } else { None };
+    let mut rows = Vec::new();
+    let mut failure = None;
+    let mut keep = |doc: Value| -> bool {
+        if rows.len() >= enough {
+            return false;
+        }
+        match filter.map(|f| eval::eval(f, &doc, params)) {
+            None => {}
+            Some(Ok(v)) if eval::truthy(&v) => {}
+            Some(Ok(_)) => return true,
+            Some(Err(e)) => {
+                failure = Some(e);
+                return false;
+            }
+        }
+        rows.push(doc);
+        rows.len() < enough
+    };
+    match access {
+        Access::Ids(ids) => {
+            for id in ids {
+                if let Some(doc) = docs.get(coll, id)? {
+                    if !keep(doc) {
+                        break;
+                    }
+                }
+            }
+        }
+        Access::Index(a) => docs.index_scan(a, &mut keep)?,
+        Access::Scan => docs.scan(coll, &mut keep)?,
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(rows),
+    }
+}
+
+fn grouped(s: &Select) -> bool {
+    !s.group_by.is_empty()
+        || s.items
+            .iter()
+            .any(|i| matches!(i, SelectItem::Expr { expr, .. } if eval::contains_aggregate(expr)))
+        || s.having.as_ref().is_some_and(eval::contains_aggregate)
+}
+
+/// Nested-loop joins whose inner side is served by `_id` (the inner lookup
+/// is a point read, never a scan).
+fn join_rows(docs: &mut dyn Docs, s: &Select, rows: Vec<Value>, params: &Params) -> Result<Vec<Value>, DqlError> {
+    if s.joins.is_empty() {
+        return Ok(rows);
+    }
+    let left_alias = s.from.alias.clone().unwrap_or_else(|| s.from.collection.clone());
+    let mut out = Vec::new();
+    for left in &rows {
+        let mut combos: Vec<Vec<(String, Option<Value>)>> = vec![vec![(left_alias.clone(), Some(left.clone()))]];
+        for j in &s.joins {
+            let alias = j.source.alias.clone().unwrap_or_else(|| j.source.collection.clone());
+            let key = join_key(&j.on, &alias).ok_or_else(|| {
+                invalid(format!(
+                    "JOIN {}: the ON condition must be {alias}._id = <expression>",
+                    alias
+                ))
+            })?;
+            let mut next = Vec::new();
+            for combo in combos {
+                let row = Joined {
+                    parts: combo.iter().map(|(a, d)| (a.as_str(), d.as_ref())).collect(),
+                };
+                let id = eval::eval(key, &row, params)?;
+                let inner = match id {
+                    Some(id) if !matches!(id, Value::Null) => docs.get(&j.source.collection, &id).unwrap_or(None),
+                    _ => None,
+                };
+                match (inner, j.kind) {
+                    (Some(doc), _) => {
+                        let mut c = combo.clone();
+                        c.push((alias.clone(), Some(doc)));
+                        next.push(c);
+                    }
+                    (None, JoinKind::Left) => {
+                        let mut c = combo.clone();
+                        c.push((alias.clone(), None));
+                        next.push(c);
+                    }
+                    (None, JoinKind::Inner) => {}
+                }
+            }
+            combos = next;
+        }
+        for combo in combos {
+            let row = Joined {
+                parts: combo.iter().map(|(a, d)| (a.as_str(), d.as_ref())).collect(),
+            };
+            if let Some(f) = &s.filter {
+                if !eval::truthy(&eval::eval(f, &row, params)?) {
+                    continue;
+                }
+            }
+            let mut o = BTreeMap::new();
+            for (a, d) in combo {
+                o.insert(a, d.unwrap_or(Value::Null));
+            }
+            out.push(Value::Object(o));
+            if out.len() >= MAX_RESULT_ROWS {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The expression an `ON alias._id = expr` condition gives for the inner `_id`.
+fn join_key<'e>(on: &'e Expr, alias: &str) -> Option<&'e Expr> {
+    let Expr::Binary(super::ast::BinaryOp::Eq, a, b) = on else {
+        return None;
+    };
+    let is_inner_id = |e: &Expr| matches!(e, Expr::Field(p) if p.segments == [Segment::Key(alias.to_string()), Segment::Key("_id".into())]);
+    if is_inner_id(a) {
+        Some(b)
+    } else if is_inner_id(b) {
+        Some(a)
+    } else {
+        None
+    }
+}
+
+fn output_name(item_expr: &Expr, alias: &Option<String>, n: usize) -> String {
+    if let Some(a) = alias {
+        return a.clone();
+    }
+    match item_expr {
+        Expr::Field(p) => match p.segments.last() {
+            Some(Segment::Key(k)) => k.clone(),
+            _ => format!("${n}"),
+        },
+        Expr::Call { name, .. } => name.clone(),
+        Expr::CountStar => "count".to_string(),
+        _ => format!("${n}"),
+    }
+}
+
+/// Evaluates the projection of one row.
+fn project(items: &[SelectItem], row: &dyn Row, doc: &Value, params: &Params) -> Result<Value, DqlError> {
+    if let [SelectItem::All(None)] = items {
+        return Ok(doc.clone());
+    }
+    let mut out = BTreeMap::new();
+    for (n, item) in items.iter().enumerate() {
+        match item {
+            SelectItem::All(None) => {
+                if let Value::Object(o) = doc {
+                    out.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+            SelectItem::All(Some(alias)) => {
+                if let Some(Value::Object(o)) = row.field(&Path::key(alias)) {
+                    out.extend(o);
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                if let Some(v) = eval::eval(expr, row, params)? {
+                    out.insert(output_name(expr, alias, n + 1), v);
+                }
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Sort keys of a row: an `ORDER BY` term that names an output column reads
+/// it; anything else is evaluated on the source row.
+fn sort_keys(order: &[OrderItem], row: &dyn Row, out: &Value, params: &Params) -> Result<Vec<Option<Value>>, DqlError> {
+    order
+        .iter()
+        .map(|o| {
+            if let Expr::Field(p) = &o.expr {
+                if let [Segment::Key(k)] = p.segments.as_slice() {
+                    if let Some(v) = out.as_object().and_then(|m| m.get(k)) {
+                        return Ok(Some(v.clone()));
+                    }
+                }
+            }
+            Ok(eval::eval(&o.expr, row, params)?)
+        })
+        .collect()
+}
+
+fn project_all(s: &Select, rows: &[Value], params: &Params) -> Result<Vec<Projected>, DqlError> {
+    let joined = !s.joins.is_empty();
+    let mut out = Vec::with_capacity(rows.len());
+    for doc in rows {
+        let value = if joined {
+            let row = joined_row(doc);
+            project(&s.items, &row, doc, params)?
+        } else {
+            project(&s.items, doc, doc, params)?
+        };
+        let keys = if joined {
+            sort_keys(&s.order_by, &joined_row(doc), &value, params)?
+        } else {
+            sort_keys(&s.order_by, doc, &value, params)?
+        };
+        out.push(Projected { value, keys });
+    }
+    Ok(out)
+}
+
+fn joined_row(combined: &Value) -> Joined<'_> {
+    let parts = combined
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(a, d)| (a.as_str(), (!matches!(d, Value::Null)).then_some(d)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Joined { parts }
+}
+
+// ---- GROUP BY ----
+
+/// Collects the aggregate calls of an expression (outermost first).
+fn aggregates<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::CountStar => out.push(e),
+        Expr::Call { name, .. } if eval::is_aggregate(name) => out.push(e),
+        _ => for_children(e, &mut |c| aggregates(c, out)),
+    }
+}
+
+fn for_children<'e>(e: &'e Expr, f: &mut dyn FnMut(&'e Expr)) {
+    match e {
+        Expr::Object(fields) => fields.iter().for_each(|(_, v)| f(v)),
+        Expr::Array(items) | Expr::Call { args: items, .. } => items.iter().for_each(f),
+        Expr::Unary(_, a) => f(a),
+        Expr::Binary(_, a, b) => {
+            f(a);
+            f(b)
+        }
+        Expr::In { expr, list, .. } => {
+            f(expr);
+            match list {
+                super::ast::InList::List(l) => l.iter().for_each(f),
+                super::ast::InList::Array(a) => f(a),
+            }
+        }
+        Expr::Between { expr, low, high, .. } => {
+            f(expr);
+            f(low);
+            f(high)
+        }
+        Expr::Like { expr, pattern, .. } => {
+            f(expr);
+            f(pattern)
+        }
+        Expr::Is { expr, .. } => f(expr),
+        Expr::Any { array, cond, .. } => {
+            f(array);
+            f(cond)
+        }
+        Expr::Literal(_) | Expr::Param { .. } | Expr::Field(_) | Expr::CountStar => {}
+    }
+}
+
+/// Replaces each aggregate call by its value.
+fn substitute(e: &Expr, values: &[(&Expr, Option<Value>)]) -> Expr {
+    if let Some((_, v)) = values.iter().find(|(a, _)| std::ptr::eq(*a, e) || *a == e) {
+        // Aggregates of nothing are null (COUNT is 0), never missing.
+        return Expr::Literal(v.clone().unwrap_or(Value::Null));
+    }
+    let sub = |x: &Expr| Box::new(substitute(x, values));
+    match e {
+        Expr::Object(fields) => Expr::Object(fields.iter().map(|(k, v)| (k.clone(), substitute(v, values))).collect()),
+        Expr::Array(items) => Expr::Array(items.iter().map(|x| substitute(x, values)).collect()),
+        Expr::Call {
+            name,
+            args,
+            distinct,
+            pos,
+        } => Expr::Call {
+            name: name.clone(),
+            args: args.iter().map(|x| substitute(x, values)).collect(),
+            distinct: *distinct,
+            pos: *pos,
+        },
+        Expr::Unary(op, a) => Expr::Unary(*op, sub(a)),
+        Expr::Binary(op, a, b) => Expr::Binary(*op, sub(a), sub(b)),
+        Expr::In { expr, list, negated } => Expr::In {
+            expr: sub(expr),
+            list: match list {
+                super::ast::InList::List(l) => {
+                    super::ast::InList::List(l.iter().map(|x| substitute(x, values)).collect())
+                }
+                super::ast::InList::Array(a) => super::ast::InList::Array(sub(a)),
+            },
+            negated: *negated,
+        },
+        Expr::Between {
+            expr,
+            low,
+            high,
+            negated,
+        } => Expr::Between {
+            expr: sub(expr),
+            low: sub(low),
+            high: sub(high),
+            negated: *negated,
+        },
+        Expr::Like {
+            expr,
+            pattern,
+            case_insensitive,
+            negated,
+        } => Expr::Like {
+            expr: sub(expr),
+            pattern: sub(pattern),
+            case_insensitive: *case_insensitive,
+            negated: *negated,
+        },
+        Expr::Is { expr, test, negated } => Expr::Is {
+            expr: sub(expr),
+            test: *test,
+            negated: *negated,
+        },
+        Expr::Any { var, array, cond } => Expr::Any {
+            var: var.clone(),
+            array: sub(array),
+            cond: sub(cond),
+        },
+        other => other.clone(),
+    }
+}
+
+/// A total-order key of a value, for grouping and de-duplication.
+fn group_key(v: &[Option<Value>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for x in v {
+        match x {
+            None => out.push(0),
+            Some(x) => {
+                out.push(1);
+                // Integers and integral floats group together, as they compare equal.
+                let canon = match x {
+                    Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Int(*f as i64),
+                    other => other.clone(),
+                };
+                out.extend(crate::codec::encode_id(&canon));
+            }
+        }
+    }
+    out
+}
+
+fn group(s: &Select, rows: &[Value], params: &Params) -> Result<Vec<Projected>, DqlError> {
+    let mut aggs = Vec::new();
+    for item in &s.items {
+        if let SelectItem::Expr { expr, .. } = item {
+            aggregates(expr, &mut aggs);
+        }
+    }
+    if let Some(h) = &s.having {
+        aggregates(h, &mut aggs);
+    }
+    for o in &s.order_by {
+        aggregates(&o.expr, &mut aggs);
+    }
+    struct Group<'r> {
+        first: &'r Value,
+        accs: Vec<Accumulator>,
+    }
+    let mut groups: BTreeMap<Vec<u8>, Group<'_>> = BTreeMap::new();
+    for doc in rows {
+        let key: Vec<Option<Value>> = s
+            .group_by
+            .iter()
+            .map(|g| eval::eval(g, doc, params))
+            .collect::<Result<_, _>>()?;
+        let g = match groups.entry(group_key(&key)) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let accs = aggs.iter().map(|a| new_acc(a)).collect::<Result<_, _>>()?;
+                e.insert(Group { first: doc, accs })
+            }
+        };
+        for (acc, a) in g.accs.iter_mut().zip(&aggs) {
+            acc.push(match a {
+                Expr::CountStar => Some(Value::Bool(true)),
+                Expr::Call { args, .. } => match args.first() {
+                    Some(arg) => eval::eval(arg, doc, params)?,
+                    None => Some(Value::Bool(true)),
+                },
+                _ => None,
+            });
+        }
+    }
+    // Aggregates over no rows at all still give one row (COUNT(*) = 0).
+    if groups.is_empty() && s.group_by.is_empty() {
+        let accs = aggs.iter().map(|a| new_acc(a)).collect::<Result<_, _>>()?;
+        groups.insert(
+            Vec::new(),
+            Group {
+                first: &Value::Null,
+                accs,
+            },
+        );
+    }
+    let mut out = Vec::new();
+    for (_, g) in groups {
+        let values: Vec<(&Expr, Option<Value>)> = aggs
+            .iter()
+            .copied()
+            .zip(g.accs.into_iter().map(|a| a.finish()))
+            .collect();
+        if let Some(h) = &s.having {
+            if !eval::truthy(&eval::eval(&substitute(h, &values), g.first, params)?) {
+                continue;
+            }
+        }
+        let items: Vec<SelectItem> = s
+            .items
+            .iter()
+            .map(|i| match i {
+                SelectItem::Expr { expr, alias } => SelectItem::Expr {
+                    alias: Some(alias.clone().unwrap_or_else(|| output_name(expr, alias, 0))),
+                    expr: substitute(expr, &values),
+                },
+                other => other.clone(),
+            })
+            .collect();
+        let value = project(&items, g.first, g.first, params)?;
+        let order: Vec<OrderItem> = s
+            .order_by
+            .iter()
+            .map(|o| OrderItem {
+                expr: substitute(&o.expr, &values),
+                desc: o.desc,
+            })
+            .collect();
+        let keys = sort_keys(&order, g.first, &value, params)?;
+        out.push(Projected { value, keys });
+    }
+    Ok(out)
+}
+
+fn new_acc(a: &Expr) -> Result<Accumulator, DqlError> {
+    let (name, distinct) = match a {
+        Expr::CountStar => ("count*", false),
+        Expr::Call { name, distinct, .. } => (name.as_str(), *distinct),
+        _ => return Err(invalid("not an aggregate")),
+    };
+    Accumulator::new(name, distinct).ok_or_else(|| invalid(format!("{name} is not an aggregate")))
+}
+
+fn dedupe(rows: &mut Vec<Projected>) {
+    let mut seen = std::collections::BTreeSet::new();
+    rows.retain(|r| seen.insert(group_key(&[Some(r.value.clone())])));
+}
+
+// ---- ORDER BY, LIMIT, OFFSET ----
+
+/// The engine's total order, with missing first.
+pub fn cmp_opt(a: &Option<Value>, b: &Option<Value>) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => x.total_cmp(y),
+    }
+}
+
+fn cmp_keys(order: &[OrderItem], a: &[Option<Value>], b: &[Option<Value>]) -> Ordering {
+    for ((o, x), y) in order.iter().zip(a).zip(b) {
+        let c = cmp_opt(x, y);
+        let c = if o.desc { c.reverse() } else { c };
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    Ordering::Equal
+}
+
+fn count_param(e: &Option<Expr>, what: &str, params: &Params) -> Result<Option<usize>, DqlError> {
+    let Some(e) = e else { return Ok(None) };
+    match eval::eval(e, &Value::Null, params)? {
+        Some(Value::Int(n)) if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(Value::Float(f)) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as usize)),
+        other => {
+            let got = other.map_or("missing".to_string(), |v| v.to_string());
+            let name = match e {
+                Expr::Param { name, pos } => {
+                    format!(" (parameter :{name} at line {}, column {})", pos.line, pos.column)
+                }
+                _ => String::new(),
+            };
+            Err(invalid(format!(
+                "{what} must be a non-negative integer{name}, got {got}"
+            )))
+        }
+    }
+}
+
+/// A row in the top-k heap: the greatest (by the requested order) on top,
+/// so it is the one dropped when a better row arrives.
+struct Ranked<'o> {
+    order: &'o [OrderItem],
+    seq: usize,
+    row: Projected,
+}
+
+impl PartialEq for Ranked<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Ranked<'_> {}
+impl PartialOrd for Ranked<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ranked<'_> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Ties keep storage order, so results are stable and deterministic.
+        cmp_keys(self.order, &self.row.keys, &o.row.keys).then(self.seq.cmp(&o.seq))
+    }
+}
+
+fn order_and_limit(s: &Select, rows: Vec<Projected>, params: &Params) -> Result<Vec<Value>, DqlError> {
+    let limit = count_param(&s.limit, "LIMIT", params)?;
+    let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
+    let rows = if s.order_by.is_empty() {
+        rows
+    } else if let Some(limit) = limit {
+        // Bounded top-k: memory is offset + limit rows, not the whole result.
+        let k = offset.saturating_add(limit);
+        let mut heap = BinaryHeap::with_capacity(k.min(rows.len()) + 1);
+        for (seq, row) in rows.into_iter().enumerate() {
+            if k == 0 {
+                break;
+            }
+            heap.push(Ranked {
+                order: &s.order_by,
+                seq,
+                row,
+            });
+            if heap.len() > k {
+                heap.pop();
+            }
+        }
+        heap.into_sorted_vec().into_iter().map(|r| r.row).collect()
+    } else {
+        let mut ranked: Vec<Ranked<'_>> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(seq, row)| Ranked {
+                order: &s.order_by,
+                seq,
+                row,
+            })
+            .collect();
+        ranked.sort();
+        ranked.into_iter().map(|r| r.row).collect()
+    };
+    Ok(rows
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|r| r.value)
+        .collect())
+}
+
+// ---- types ----
+
+/// Declared CRDT types, plus strict mode for everything undeclared.
+pub struct Declared<'a> {
+    decls: &'a [TypeDecl],
+    strict: bool,
+}
+
+impl Declared<'_> {
+    fn find<'d>(decls: &'d [TypeDecl], path: &[String]) -> Option<&'d CrdtType> {
+        let (first, rest) = path.split_first()?;
+        let d = decls.iter().find(|d| &d.field == first)?;
+        match (&d.ty, rest.is_empty()) {
+            (ty, true) => Some(ty),
+            (CrdtType::Map(sub), false) => Self::find(sub, rest),
+            _ => None,
+        }
+    }
+}
+
+impl Schema for Declared<'_> {
+    fn kind(&self, path: &[String], value: &Value) -> FieldKind {
+        match Self::find(self.decls, path) {
+            Some(CrdtType::Register) => FieldKind::Register,
+            Some(CrdtType::Map(_)) => FieldKind::Map,
+            Some(CrdtType::Counter) => FieldKind::Counter,
+            Some(CrdtType::Attachment) => FieldKind::Attachment,
+            None if self.strict => FieldKind::Register,
+            None => crate::doc::Inferred.kind(path, value),
+        }
+    }
+    fn is_inferred(&self) -> bool {
+        self.decls.is_empty() && !self.strict
+    }
+}
+
+// ---- INSERT ----
+
+fn conflict_mode(i: &Insert) -> OnConflict {
+    match (i.initial, i.on_conflict) {
+        (true, _) => OnConflict::Initial,
+        (false, Conflict::Fail) => OnConflict::Fail,
+        (false, Conflict::Nothing) => OnConflict::Ignore,
+        (false, Conflict::Update) => OnConflict::Merge,
+        (false, Conflict::UpdateLocalDiff) => OnConflict::MergeDiff,
+    }
+}
+
+fn check_attachments(schema: &Declared<'_>, path: &mut Vec<String>, v: &Value) -> Result<(), DqlError> {
+    match schema.kind(path, v) {
+        FieldKind::Attachment if Attachment::from_value(v).is_none() => Err(invalid(format!(
+            "field {} is declared ATTACHMENT: its value must be an attachment token {{\"id\": .., \"len\": .., \"meta\": {{..}}}}",
+            path.join(".")
+        ))),
+        FieldKind::Map => {
+            if let Value::Object(o) = v {
+                for (k, x) in o {
+                    path.push(k.clone());
+                    check_attachments(schema, path, x)?;
+                    path.pop();
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn insert<K: Kv>(tx: &mut WriteTx<'_, K>, i: &Insert, params: &Params) -> Result<Output, DqlError> {
+    let schema = Declared {
+        decls: &i.types,
+        strict: strict_mode(tx)?,
+    };
+    let mode = conflict_mode(i);
+    let mut out = Output::default();
+    for d in &i.documents {
+        let doc = eval::eval(d, &Value::Null, params)?.unwrap_or(Value::Null);
+        let Value::Object(fields) = &doc else {
+            return Err(invalid(format!(
+                "INSERT INTO {}: a document must be an object, got {doc}",
+                i.collection
+            )));
+        };
+        for (k, v) in fields {
+            check_attachments(&schema, &mut vec![k.clone()], v)?;
+        }
+        let done = tx.insert_with(&i.collection, &doc, mode, &schema)?;
+        if done.written {
+            out.mutated.push(done.id.clone());
+        }
+        if let Some(items) = &i.returning {
+            if let Some(now) = tx.get(&i.collection, &done.id)? {
+                out.items.push(project(items, &now, &now, params)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---- UPDATE, DELETE, EVICT ----
+
+/// Ids of the live documents a filter selects (collected before any write).
+fn matching_ids(
+    docs: &mut dyn Docs,
+    collection: &str,
+    filter: Option<&Expr>,
+    use_ids: Option<&Vec<Expr>>,
+    params: &Params,
+) -> Result<Vec<Value>, DqlError> {
+    let s = Select {
+        distinct: false,
+        items: vec![SelectItem::All(None)],
+        from: super::ast::Source {
+            collection: collection.to_string(),
+            alias: None,
+        },
+        types: Vec::new(),
+        use_ids: use_ids.cloned(),
+        joins: Vec::new(),
+        filter: filter.cloned(),
+        group_by: Vec::new(),
+        having: None,
+        order_by: Vec::new(),
+        limit: None,
+        offset: None,
+    };
+    let rows = source_rows(docs, &s, params)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|d| d.as_object().and_then(|o| o.get("_id").cloned()))
+        .collect())
+}
+
+fn field_path(p: &Path, pos: super::ast::Pos) -> Result<Vec<String>, DqlError> {
+    let keys = p.keys().ok_or_else(|| {
+        invalid(format!(
+            "line {}, column {}: {p} writes inside an array; arrays are registers, set the whole array",
+            pos.line, pos.column
+        ))
+    })?;
+    if keys.first().is_some_and(|k| k == "_id") {
+        return Err(invalid(format!(
+            "line {}, column {}: _id cannot be changed",
+            pos.line, pos.column
+        )));
+    }
+    Ok(keys)
+}
+
+fn number(v: Option<Value>, what: &str, p: &Path) -> Result<Num, DqlError> {
+    v.as_ref().and_then(Num::from_value).ok_or_else(|| {
+        invalid(format!(
+            "{what} of {p} needs a number, got {}",
+            v.map_or("missing".to_string(), |v| v.to_string())
+        ))
+    })
+}
+
+fn edits_for(u: &Update, doc: &Value, params: &Params) -> Result<Vec<Edit>, DqlError> {
+    let mut edits = Vec::with_capacity(u.mutations.len());
+    for m in &u.mutations {
+        edits.push(match m {
+            Mutation::Set(p, e, pos) => {
+                let path = field_path(p, *pos)?;
+                match eval::eval(e, doc, params)? {
+                    Some(value) => Edit::Set { path, value },
+                    // Setting a field to a missing value removes it.
+                    None => Edit::Unset { path },
+                }
+            }
+            Mutation::Unset(p, pos) => Edit::Unset {
+                path: field_path(p, *pos)?,
+            },
+            Mutation::Increment(p, e, pos) => Edit::Increment {
+                path: field_path(p, *pos)?,
+                by: number(eval::eval(e, doc, params)?, "INCREMENT", p)?,
+            },
+            Mutation::Restart(p, e, pos) => Edit::Restart {
+                path: field_path(p, *pos)?,
+                to: number(eval::eval(e, doc, params)?, "RESTART", p)?,
+            },
+        });
+    }
+    Ok(edits)
+}
+
+fn update<K: Kv>(tx: &mut WriteTx<'_, K>, u: &Update, params: &Params) -> Result<Output, DqlError> {
+    let schema = Declared {
+        decls: &u.types,
+        strict: strict_mode(tx)?,
+    };
+    let ids = matching_ids(tx, &u.collection, u.filter.as_ref(), None, params)?;
+    let mut out = Output::default();
+    for id in ids {
+        let Some(doc) = tx.get(&u.collection, &id)? else {
+            continue;
+        };
+        let edits = edits_for(u, &doc, params)?;
+        for e in &edits {
+            if let Edit::Set { path, value } = e {
+                check_attachments(&schema, &mut path.clone(), value)?;
+            }
+        }
+        if tx.update_with(&u.collection, &id, &edits, &schema)? {
+            if let Some(items) = &u.returning {
+                if let Some(now) = tx.get(&u.collection, &id)? {
+                    out.items.push(project(items, &now, &now, params)?);
+                }
+            }
+            out.mutated.push(id);
+        }
+    }
+    Ok(out)
+}
+
+fn remove<K: Kv>(tx: &mut WriteTx<'_, K>, d: &Delete, params: &Params, evict: bool) -> Result<Output, DqlError> {
+    let ids = matching_ids(tx, &d.collection, d.filter.as_ref(), d.use_ids.as_ref(), params)?;
+    let mut out = Output::default();
+    for id in ids {
+        let before = match &d.returning {
+            Some(items) => tx
+                .get(&d.collection, &id)?
+                .map(|doc| project(items, &doc, &doc, params))
+                .transpose()?,
+            None => None,
+        };
+        let done = if evict {
+            tx.evict(&d.collection, &id)?
+        } else {
+            tx.delete(&d.collection, &id)?
+        };
+        if done {
+            out.items.extend(before);
+            out.mutated.push(id);
+        }
+    }
+    Ok(out)
+}
+
+// ---- system ----
+
+fn index_row(d: &IndexDef) -> Value {
+    let mut o = BTreeMap::new();
+    o.insert("_id".to_string(), Value::String(d.name.clone()));
+    o.insert("name".to_string(), Value::String(d.name.clone()));
+    o.insert("collection".to_string(), Value::String(d.collection.clone()));
+    o.insert(
+        "paths".to_string(),
+        Value::Array(d.paths.iter().map(|p| Value::String(p.join("."))).collect()),
+    );
+    Value::Object(o)
+}
+
+fn alter<K: Kv>(tx: &mut WriteTx<'_, K>, name: &str, value: &Expr, params: &Params) -> Result<Output, DqlError> {
+    let Some((_, default)) = SETTINGS.iter().find(|(n, _)| *n == name) else {
+        let known: Vec<&str> = SETTINGS.iter().map(|(n, _)| *n).collect();
+        return Err(invalid(format!(
+            "unknown system setting {name}; known: {}",
+            known.join(", ")
+        )));
+    };
+    let v = eval::eval(value, &Value::Null, params)?.unwrap_or(Value::Null);
+    let default = Value::parse(default).unwrap_or(Value::Null);
+    if v.type_rank() != default.type_rank() {
+        return Err(invalid(format!("{name} takes a value like {default}, got {v}")));
+    }
+    tx.set_setting(name, &v)?;
+    Ok(Output::default())
+}
+
+fn show(docs: &dyn Docs, name: Option<&str>) -> Result<Output, DqlError> {
+    let set = docs.settings()?;
+    let mut items = Vec::new();
+    for (n, default) in SETTINGS {
+        if name.is_some_and(|x| x != *n) {
+            continue;
+        }
+        let value = set.iter().find(|(s, _)| s == n).map(|(_, v)| v.clone());
+        let value = value.unwrap_or_else(|| Value::parse(default).unwrap_or(Value::Null));
+        let mut o = BTreeMap::new();
+        o.insert("name".to_string(), Value::from(*n));
+        o.insert("value".to_string(), value);
+        items.push(Value::Object(o));
+    }
+    if let (Some(n), true) = (name, items.is_empty()) {
+        return Err(invalid(format!("unknown system setting {n}")));
+    }
+    Ok(Output {
+        items,
+        mutated: Vec::new(),
+    })
+}
+
+fn explain(docs: &dyn Docs, stmt: &Statement, params: &Params) -> Result<Value, DqlError> {
+    let mut o = BTreeMap::new();
+    let (kind, coll) = match stmt {
+        Statement::Select(s) => ("select", s.from.collection.clone()),
+        Statement::Insert(i) => ("insert", i.collection.clone()),
+        Statement::Update(u) => ("update", u.collection.clone()),
+        Statement::Delete(d) => ("delete", d.collection.clone()),
+        Statement::Evict(d) => ("evict", d.collection.clone()),
+        _ => ("other", String::new()),
+    };
+    o.insert("statement".to_string(), Value::from(kind));
+    o.insert("collection".to_string(), Value::String(coll));
+    if let Statement::Select(s) = stmt {
+        o.insert(
+            "plan".to_string(),
+            plan::describe(&plan::plan(s, &docs.indexes()?, params)?),
+        );
+        o.insert("grouped".to_string(), Value::Bool(grouped(s)));
+        o.insert("joins".to_string(), Value::Int(s.joins.len() as i64));
+        let sort = match (s.order_by.is_empty(), s.limit.is_some()) {
+            (true, _) => "none",
+            (false, true) => "top-k",
+            (false, false) => "full",
+        };
+        o.insert("sort".to_string(), Value::from(sort));
+    }
+    Ok(Value::Object(o))
+}

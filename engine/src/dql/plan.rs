@@ -1,0 +1,350 @@
+//! Access planning: how a `SELECT`'s driving collection is read.
+//!
+//! The filter is split into `AND`ed conjuncts; those of the form
+//! `path op constant` (`=`, `<`, `<=`, `>`, `>=`, `BETWEEN`, `LIKE 'prefix%'`,
+//! `_id = constant`) can be served by an index whose leading paths they
+//! constrain: equalities on a prefix of its paths, then one range. When the
+//! `ORDER BY` terms are the next index paths, all in one direction, the index
+//! also yields rows in order, and a `LIMIT` stops the scan early. An index
+//! only finds candidates: the executor always re-checks the whole filter.
+
+use super::ast::{BinaryOp, Expr, OrderItem, Path, Segment, Select};
+use super::eval::{self, EvalError, Params};
+use crate::store::{encode_sort_key, prefix_end, IndexDef};
+use crate::value::Value;
+use std::collections::BTreeMap;
+
+/// How the driving collection is read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Access {
+    /// Every document, in storage order.
+    Scan,
+    /// Point reads of these ids (`USE IDS`, or `_id = c` / `_id IN (..)`).
+    Ids(Vec<Value>),
+    /// A range of one index.
+    Index(IndexAccess),
+}
+
+/// An index range scan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexAccess {
+    /// The index.
+    pub def: IndexDef,
+    /// First entry key (inclusive).
+    pub from: Vec<u8>,
+    /// End entry key (exclusive).
+    pub to: Option<Vec<u8>>,
+    /// Scan backwards.
+    pub reverse: bool,
+    /// Whether rows come out in `ORDER BY` order.
+    pub ordered: bool,
+    /// Paths fixed by equality, and the path of the range (for `EXPLAIN`).
+    pub eq_paths: usize,
+    /// Whether a range bounds the scan.
+    pub ranged: bool,
+}
+
+/// A constant bound on a path.
+#[derive(Clone, Debug)]
+enum Bound {
+    Eq(Value),
+    Range {
+        low: Option<(Value, bool)>,
+        high: Option<(Value, bool)>,
+    },
+    Prefix(String),
+}
+
+fn constant(e: &Expr, params: &Params) -> Result<Option<Value>, EvalError> {
+    match e {
+        Expr::Literal(_) | Expr::Param { .. } => eval::eval(e, &Value::Null, params),
+        _ => Ok(None),
+    }
+}
+
+fn keys(p: &Path) -> Option<Vec<String>> {
+    p.keys()
+}
+
+fn flip(op: BinaryOp) -> BinaryOp {
+    match op {
+        BinaryOp::Lt => BinaryOp::Gt,
+        BinaryOp::Le => BinaryOp::Ge,
+        BinaryOp::Gt => BinaryOp::Lt,
+        BinaryOp::Ge => BinaryOp::Le,
+        other => other,
+    }
+}
+
+/// The `AND`ed parts of a filter.
+pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::Binary(BinaryOp::And, a, b) => {
+            let mut v = conjuncts(a);
+            v.extend(conjuncts(b));
+            v
+        }
+        other => vec![other],
+    }
+}
+
+/// What the filter says about single paths (null and missing constants
+/// never match a comparison, so they give no bound).
+fn bounds(filter: Option<&Expr>, params: &Params) -> Result<BTreeMap<Vec<String>, Vec<Bound>>, EvalError> {
+    let mut out: BTreeMap<Vec<String>, Vec<Bound>> = BTreeMap::new();
+    let Some(filter) = filter else { return Ok(out) };
+    for c in conjuncts(filter) {
+        if let Some((path, b)) = bound_of(c, params)? {
+            out.entry(path).or_default().push(b);
+        }
+    }
+    Ok(out)
+}
+
+fn bound_of(c: &Expr, params: &Params) -> Result<Option<(Vec<String>, Bound)>, EvalError> {
+    let usable = |v: Option<Value>| v.filter(|v| !matches!(v, Value::Null));
+    Ok(match c {
+        Expr::Binary(op @ (BinaryOp::Eq | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge), a, b) => {
+            let (path, value, op) = match (a.as_ref(), b.as_ref()) {
+                (Expr::Field(p), other) => (keys(p), usable(constant(other, params)?), *op),
+                (other, Expr::Field(p)) => (keys(p), usable(constant(other, params)?), flip(*op)),
+                _ => return Ok(None),
+            };
+            let (Some(path), Some(v)) = (path, value) else {
+                return Ok(None);
+            };
+            let b = match op {
+                BinaryOp::Eq => Bound::Eq(v),
+                BinaryOp::Lt => Bound::Range {
+                    low: None,
+                    high: Some((v, false)),
+                },
+                BinaryOp::Le => Bound::Range {
+                    low: None,
+                    high: Some((v, true)),
+                },
+                BinaryOp::Gt => Bound::Range {
+                    low: Some((v, false)),
+                    high: None,
+                },
+                _ => Bound::Range {
+                    low: Some((v, true)),
+                    high: None,
+                },
+            };
+            Some((path, b))
+        }
+        Expr::Between {
+            expr,
+            low,
+            high,
+            negated: false,
+        } => {
+            let Expr::Field(p) = expr.as_ref() else { return Ok(None) };
+            let (Some(path), Some(lo), Some(hi)) =
+                (keys(p), usable(constant(low, params)?), usable(constant(high, params)?))
+            else {
+                return Ok(None);
+            };
+            Some((
+                path,
+                Bound::Range {
+                    low: Some((lo, true)),
+                    high: Some((hi, true)),
+                },
+            ))
+        }
+        Expr::Like {
+            expr,
+            pattern,
+            case_insensitive: false,
+            negated: false,
+        } => {
+            let Expr::Field(p) = expr.as_ref() else { return Ok(None) };
+            let (Some(path), Some(Value::String(pat))) = (keys(p), constant(pattern, params)?) else {
+                return Ok(None);
+            };
+            let prefix: String = pat.chars().take_while(|c| !matches!(c, '%' | '_' | '\\')).collect();
+            (!prefix.is_empty()).then_some((path, Bound::Prefix(prefix)))
+        }
+        _ => None,
+    })
+}
+
+fn encoded(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_sort_key(Some(v), &mut out);
+    out
+}
+
+/// Byte range of one index column after `prefix`, from a range bound.
+fn range_keys(prefix: &[u8], b: &Bound) -> (Vec<u8>, Option<Vec<u8>>) {
+    let with = |v: &Value| [prefix, &encoded(v)].concat();
+    match b {
+        Bound::Range { low, high } => {
+            let from = match low {
+                None => prefix.to_vec(),
+                Some((v, true)) => with(v),
+                Some((v, false)) => prefix_end(&with(v)).unwrap_or_else(|| with(v)),
+            };
+            let to = match high {
+                None => prefix_end(prefix),
+                Some((v, false)) => Some(with(v)),
+                Some((v, true)) => prefix_end(&with(v)),
+            };
+            (from, to)
+        }
+        Bound::Prefix(p) => {
+            // Strings starting with p: from "p" up to (not including) the
+            // first string above every extension of p.
+            let mut from = prefix.to_vec();
+            from.push(0x06);
+            from.extend(p.as_bytes());
+            (from.clone(), prefix_end(&from))
+        }
+        Bound::Eq(v) => (with(v), prefix_end(&with(v))),
+    }
+}
+
+/// Whether the index can yield rows in this order after `eq` equal paths:
+/// `Some(reverse)` if so.
+fn order_from(def: &IndexDef, eq: usize, order: &[OrderItem]) -> Option<bool> {
+    if order.is_empty() {
+        return None;
+    }
+    let desc = order[0].desc;
+    for (i, o) in order.iter().enumerate() {
+        let Expr::Field(p) = &o.expr else { return None };
+        if o.desc != desc || def.paths.get(eq + i) != keys(p).as_ref() {
+            return None;
+        }
+    }
+    Some(desc)
+}
+
+/// The `_id`s the filter pins, if it pins them to constants.
+fn id_lookup(filter: Option<&Expr>, params: &Params) -> Result<Option<Vec<Value>>, EvalError> {
+    let Some(filter) = filter else { return Ok(None) };
+    for c in conjuncts(filter) {
+        if let Some((path, Bound::Eq(v))) = bound_of(c, params)? {
+            if path == ["_id"] {
+                return Ok(Some(vec![v]));
+            }
+        }
+        if let Expr::In {
+            expr,
+            list: super::ast::InList::List(items),
+            negated: false,
+        } = c
+        {
+            if matches!(expr.as_ref(), Expr::Field(p) if p.segments == [Segment::Key("_id".into())]) {
+                let mut ids = Vec::new();
+                for i in items {
+                    match constant(i, params)? {
+                        Some(v) => ids.push(v),
+                        None => return Ok(None),
+                    }
+                }
+                return Ok(Some(ids));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Chooses how to read the driving collection of `s`.
+pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access, EvalError> {
+    if let Some(ids) = &s.use_ids {
+        let ids = ids
+            .iter()
+            .map(|e| eval::eval(e, &Value::Null, params))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Access::Ids(ids.into_iter().flatten().collect()));
+    }
+    if !s.joins.is_empty() {
+        // Filters of joins may name other collections; keep it simple and scan.
+        return Ok(Access::Scan);
+    }
+    if let Some(ids) = id_lookup(s.filter.as_ref(), params)? {
+        return Ok(Access::Ids(ids));
+    }
+    let bounds = bounds(s.filter.as_ref(), params)?;
+    let order = if s.group_by.is_empty() && !s.distinct {
+        s.order_by.as_slice()
+    } else {
+        &[]
+    };
+    let mut best: Option<(u32, IndexAccess)> = None;
+    for def in indexes.iter().filter(|d| d.collection == s.from.collection) {
+        let candidate = index_access(def, &bounds, order);
+        let score = candidate.eq_paths as u32 * 4
+            + candidate.ranged as u32 * 2
+            + (candidate.ordered && s.limit.is_some()) as u32 * 3;
+        if score > 0 && best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, candidate));
+        }
+    }
+    Ok(best.map_or(Access::Scan, |(_, a)| Access::Index(a)))
+}
+
+fn index_access(def: &IndexDef, bounds: &BTreeMap<Vec<String>, Vec<Bound>>, order: &[OrderItem]) -> IndexAccess {
+    let mut prefix = def.id.to_be_bytes().to_vec();
+    let mut eq = 0;
+    for p in &def.paths {
+        match bounds
+            .get(p)
+            .and_then(|bs| bs.iter().find(|b| matches!(b, Bound::Eq(_))))
+        {
+            Some(Bound::Eq(v)) => {
+                encode_sort_key(Some(v), &mut prefix);
+                eq += 1;
+            }
+            _ => break,
+        }
+    }
+    let range = def
+        .paths
+        .get(eq)
+        .and_then(|p| bounds.get(p))
+        .and_then(|bs| bs.iter().find(|b| matches!(b, Bound::Range { .. } | Bound::Prefix(_))));
+    let (from, to) = match range {
+        Some(b) => range_keys(&prefix, b),
+        None => (prefix.clone(), prefix_end(&prefix)),
+    };
+    // A range on the next path still yields order on that same path.
+    let ordered = order_from(def, eq, order);
+    IndexAccess {
+        def: def.clone(),
+        from,
+        to,
+        reverse: ordered.unwrap_or(false),
+        ordered: ordered.is_some(),
+        eq_paths: eq,
+        ranged: range.is_some(),
+    }
+}
+
+/// The plan as JSON, for `EXPLAIN` and `PROFILE`.
+pub fn describe(a: &Access) -> Value {
+    let mut o = BTreeMap::new();
+    match a {
+        Access::Scan => {
+            o.insert("access".to_string(), Value::from("scan"));
+        }
+        Access::Ids(ids) => {
+            o.insert("access".to_string(), Value::from("ids"));
+            o.insert("ids".to_string(), Value::Array(ids.clone()));
+        }
+        Access::Index(i) => {
+            o.insert("access".to_string(), Value::from("index"));
+            o.insert("index".to_string(), Value::String(i.def.name.clone()));
+            let paths = i.def.paths.iter().map(|p| Value::String(p.join("."))).collect();
+            o.insert("paths".to_string(), Value::Array(paths));
+            o.insert("equality_paths".to_string(), Value::Int(i.eq_paths as i64));
+            o.insert("range".to_string(), Value::Bool(i.ranged));
+            o.insert("ordered".to_string(), Value::Bool(i.ordered));
+            o.insert("reverse".to_string(), Value::Bool(i.reverse));
+        }
+    }
+    Value::Object(o)
+}

@@ -1,0 +1,108 @@
+//! Live queries: first results, diffs after commits (local and merged),
+//! skipping commits that cannot matter, and sharing between observers.
+
+use rhizome_engine::dql::observe::{diff, Diff, Observers};
+use rhizome_engine::dql::{self, Prepared};
+use rhizome_engine::hlc::PeerId;
+use rhizome_engine::mem::MemKv;
+use rhizome_engine::store::{Store, StoreConfig};
+use rhizome_engine::testing::sync_into;
+use rhizome_engine::value::Value;
+use std::collections::BTreeMap;
+
+fn v(s: &str) -> Value {
+    Value::parse(s).unwrap()
+}
+
+fn rows(s: &str) -> Vec<Value> {
+    match v(s) {
+        Value::Array(a) => a,
+        _ => panic!("array"),
+    }
+}
+
+#[test]
+fn list_diff_reports_inserts_deletes_updates_and_moves() {
+    let old = rows(r#"[{"_id":1,"x":1},{"_id":2},{"_id":3}]"#);
+    let new = rows(r#"[{"_id":0},{"_id":1,"x":2},{"_id":3},{"_id":2}]"#);
+    let d = diff(&old, &new);
+    assert_eq!(
+        (d.inserted.clone(), d.deleted.clone(), d.updated.clone()),
+        (vec![0], vec![], vec![1])
+    );
+    assert_eq!(d.moved.len(), 1, "one of 2 and 3 moved relative to the other: {d:?}");
+    let _ = Diff::default();
+    let d = diff(&old, &rows(r#"[{"_id":3}]"#));
+    assert_eq!(d.deleted, vec![0, 1]);
+    assert!(d.moved.is_empty(), "a row left alone is not moved");
+    assert!(diff(&old, &old).is_empty());
+}
+
+fn exec(s: &Store<MemKv>, p: &Prepared, text: &str, now_ms: u64) -> rhizome_engine::store::Committed {
+    let stmt = p.get(text).unwrap();
+    let params = dql::params_from_json(&Value::Null).unwrap();
+    dql::execute(s, &stmt, &params, now_ms).unwrap().1.unwrap_or_default()
+}
+
+#[test]
+fn observers_follow_commits_and_skip_what_cannot_matter() {
+    let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).unwrap();
+    let p = Prepared::new();
+    exec(
+        &store,
+        &p,
+        r#"INSERT INTO t DOCUMENTS ({"_id":1,"s":"open","c":5}), ({"_id":2,"s":"done","c":1})"#,
+        1_000,
+    );
+    let text = "SELECT _id, c FROM t WHERE s = :s ORDER BY c LIMIT 2";
+    let stmt = p.get(text).unwrap();
+    let params = dql::params_from_json(&v(r#"{"s":"open"}"#)).unwrap();
+    let mut obs = Observers::new();
+    let first = obs
+        .observe(text, stmt.clone(), params.clone(), &mut store.read().unwrap())
+        .unwrap();
+    assert_eq!(*first.items, rows(r#"[{"_id":1,"c":5}]"#));
+    assert_eq!(first.diff.inserted, vec![0]);
+    let second = obs.observe(text, stmt, params, &mut store.read().unwrap()).unwrap();
+    assert_eq!(obs.queries(), 1, "observers of one query share it");
+    assert_eq!(obs.runs(), 1);
+
+    // Another collection, and a document that neither matches nor was in the result: no re-run.
+    let c = exec(&store, &p, r#"INSERT INTO other DOCUMENTS ({"_id":9})"#, 2_000);
+    assert!(obs.on_commit(&c, &mut store.read().unwrap()).unwrap().is_empty());
+    let c = exec(&store, &p, "UPDATE t SET c = 7 WHERE _id = 2", 3_000);
+    assert!(obs.on_commit(&c, &mut store.read().unwrap()).unwrap().is_empty());
+    assert_eq!(obs.runs(), 1, "commits that cannot affect the query do not re-run it");
+
+    // A matching insert: both observers get the new result and its diff.
+    let c = exec(
+        &store,
+        &p,
+        r#"INSERT INTO t DOCUMENTS ({"_id":3,"s":"open","c":2})"#,
+        4_000,
+    );
+    let events = obs.on_commit(&c, &mut store.read().unwrap()).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(*events[0].items, rows(r#"[{"_id":3,"c":2},{"_id":1,"c":5}]"#));
+    assert_eq!(events[0].diff.inserted, vec![0]);
+    assert!(events[0].diff.moved.is_empty());
+
+    // A change merged from another peer triggers observers like a local one.
+    let remote = Store::open(MemKv::new(), StoreConfig::default(), PeerId(2), 2).unwrap();
+    sync_into(&store, &remote, 5_000, 100);
+    exec(&remote, &p, "UPDATE t SET c = 1 WHERE _id = 1", 6_000);
+    let since = store.read().unwrap().version_vector().unwrap();
+    let batch = remote.read().unwrap().changes_since(&since, None, 100).unwrap();
+    let mut w = store.write(7_000).unwrap();
+    w.apply_batch(&batch.changes).unwrap();
+    let c = w.commit().unwrap();
+    obs.cancel(second.observer);
+    let events = obs.on_commit(&c, &mut store.read().unwrap()).unwrap();
+    assert_eq!(events.len(), 1, "a cancelled observer hears nothing");
+    assert_eq!(*events[0].items, rows(r#"[{"_id":1,"c":1},{"_id":3,"c":2}]"#));
+    assert_eq!(events[0].diff.updated, vec![0]);
+    assert_eq!(events[0].diff.moved, vec![(1, 0)]);
+    obs.cancel(first.observer);
+    assert_eq!(obs.queries(), 0, "the query stops with its last observer");
+    let _ = BTreeMap::<u8, u8>::new();
+}
