@@ -1,0 +1,193 @@
+//! DQL benchmark: point lookups and a filtered, ordered, limited query
+//! through DQL on the LMDB store, against SQLite with `json_extract` (with
+//! and without an expression index), in one run on the same 100,000
+//! documents; and the latency from a local commit to a live query's diff.
+//!
+//! `cargo run --release -p rhizome-benches --bin query_bench`
+
+use rhizome_benches::{dataset, print_table, Rng};
+use rhizome_engine::dql::{self, eval::Params, observe::Observers, Prepared};
+use rhizome_engine::hlc::PeerId;
+use rhizome_engine::store::{OnConflict, Store, StoreConfig};
+use rhizome_engine::value::Value;
+use rhizome_lmdb::{LmdbConfig, LmdbKv};
+use std::time::{Duration, Instant};
+
+const QUERY: &str = "SELECT * FROM docs WHERE status = 'open' AND priority >= 3 ORDER BY created_at DESC LIMIT 50";
+const SQL: &str = "SELECT body FROM docs WHERE json_extract(body, '$.status') = 'open' \
+     AND json_extract(body, '$.priority') >= 3 ORDER BY json_extract(body, '$.created_at') DESC LIMIT 50";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Median time of `reps` runs of `f` (after one warm-up run).
+fn median(reps: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut t: Vec<Duration> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[t.len() / 2]
+}
+
+fn main() {
+    let n = 100_000;
+    let json = dataset(n);
+    let docs: Vec<Value> = json.iter().map(|d| Value::from_json(d).expect("valid")).collect();
+    let ids: Vec<String> = json
+        .iter()
+        .map(|d| d["_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let root = tempfile::tempdir().expect("tempdir");
+
+    let kv = LmdbKv::open(&root.path().join("rhizome"), &LmdbConfig::default()).expect("lmdb");
+    let store = Store::open(kv, StoreConfig::default(), PeerId(1), 1).expect("store");
+    for chunk in docs.chunks(10_000) {
+        let mut w = store.write(now_ms()).expect("txn");
+        for d in chunk {
+            w.insert("docs", d, OnConflict::Fail).expect("insert");
+        }
+        w.commit().expect("commit");
+    }
+    let mut conn = rusqlite::Connection::open(root.path().join("q.sqlite")).expect("sqlite");
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE docs (id TEXT PRIMARY KEY, body TEXT NOT NULL);")
+        .expect("schema");
+    let tx = conn.transaction().expect("txn");
+    for d in &json {
+        tx.execute(
+            "INSERT INTO docs VALUES (?1, ?2)",
+            (d["_id"].as_str().unwrap_or_default(), d.to_string()),
+        )
+        .expect("insert");
+    }
+    tx.commit().expect("commit");
+
+    let prepared = Prepared::new();
+    let run = |text: &str, params: &Params| {
+        let stmt = prepared.get(text).expect("parse");
+        dql::execute(&store, &stmt, params, now_ms()).expect("query").0.items
+    };
+    let mut rows = Vec::new();
+    let mut rng = Rng::new(3);
+
+    // Point lookups by _id (1,000 random ids per measurement).
+    let picks: Vec<String> = (0..1_000).map(|_| ids[rng.below(n) as usize].clone()).collect();
+    let ours = median(5, || {
+        for id in &picks {
+            let mut p = Params::new();
+            p.insert("id", Value::String(id.clone()));
+            assert_eq!(run("SELECT * FROM docs WHERE _id = :id", &p).len(), 1);
+        }
+    });
+    let theirs = median(5, || {
+        let mut st = conn
+            .prepare_cached("SELECT body FROM docs WHERE id = ?1")
+            .expect("prepare");
+        for id in &picks {
+            let body: String = st.query_row([id], |r| r.get(0)).expect("row");
+            assert!(!body.is_empty());
+        }
+    });
+    rows.push(row("point lookup by _id (x1000)", ours, theirs));
+
+    // The filtered, ordered, limited query: no index on either side.
+    let expected = run(QUERY, &Params::new());
+    assert_eq!(expected.len(), 50);
+    let sqlite_query = |conn: &rusqlite::Connection| {
+        let mut st = conn.prepare_cached(SQL).expect("prepare");
+        let got: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(got.len(), 50);
+    };
+    let ours = median(5, || assert_eq!(run(QUERY, &Params::new()).len(), 50));
+    let theirs = median(5, || sqlite_query(&conn));
+    rows.push(row("status/priority/order/limit, no index", ours, theirs));
+
+    // With the best index on each side: (status, created_at).
+    let mut w = store.write(now_ms()).expect("txn");
+    w.create_index(
+        "docs_status_created",
+        "docs",
+        &[vec!["status".into()], vec!["created_at".into()]],
+        false,
+    )
+    .expect("index");
+    w.commit().expect("commit");
+    conn.execute_batch(
+        "CREATE INDEX docs_status_created ON docs (json_extract(body, '$.status'), json_extract(body, '$.created_at'))",
+    )
+    .expect("sqlite index");
+    assert_eq!(
+        run(QUERY, &Params::new()),
+        expected,
+        "the index plan gives the same result"
+    );
+    let ours = median(21, || assert_eq!(run(QUERY, &Params::new()).len(), 50));
+    let theirs = median(21, || sqlite_query(&conn));
+    rows.push(row(
+        "status/priority/order/limit, index (status, created_at)",
+        ours,
+        theirs,
+    ));
+
+    print_table(
+        &format!("DQL on {n} documents (median time; ratio = SQLite time / Rhizome time, higher is better)"),
+        &["query", "rhizome", "SQLite", "ratio"],
+        &rows,
+    );
+
+    // Live query latency: commit a change to one of the 50 rows, until the observer has its diff.
+    let stmt = prepared.get(QUERY).expect("parse");
+    let mut observers = Observers::new();
+    observers
+        .observe(QUERY, stmt, Params::new(), &mut store.read().expect("read"))
+        .expect("observe");
+    let mut lat: Vec<Duration> = Vec::new();
+    for i in 0..200 {
+        let id = expected[i % 50]
+            .as_object()
+            .and_then(|o| o.get("_id"))
+            .cloned()
+            .expect("id");
+        let start = Instant::now();
+        let mut w = store.write(now_ms()).expect("txn");
+        let edit = rhizome_engine::store::Edit::Set {
+            path: vec!["title".into()],
+            value: Value::Int(i as i64),
+        };
+        w.update("docs", &id, &[edit]).expect("update");
+        let committed = w.commit().expect("commit");
+        let events = observers
+            .on_commit(&committed, &mut store.read().expect("read"))
+            .expect("observe");
+        lat.push(start.elapsed());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].diff.updated.len(), 1);
+    }
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    print_table(
+        "live query: local commit (durable) -> observer diff, 50-row result, index plan, 200 commits",
+        &["p50", "p99"],
+        &[vec![format!("{:.2?}", p(0.5)), format!("{:.2?}", p(0.99))]],
+    );
+}
+
+fn row(name: &str, ours: Duration, theirs: Duration) -> Vec<String> {
+    vec![
+        name.to_string(),
+        format!("{ours:.2?}"),
+        format!("{theirs:.2?}"),
+        format!("{:.2}x", theirs.as_secs_f64() / ours.as_secs_f64()),
+    ]
+}
