@@ -498,6 +498,101 @@ fn stamp_at(stamps: &[Stamp], i: u32) -> Result<Stamp, CodecError> {
     stamps.get(i as usize).copied().ok_or_else(|| malformed("stamp index"))
 }
 
+/// The visible JSON of a stored document body, read straight from the bytes
+/// when the document is *simple*: never deleted, no counters, every field's
+/// write at least as new as the object it sits in, no tombstone or scalar
+/// with fields below it. That is most documents, and it skips building the
+/// CRDT state and rendering it. `Ok(None)`: not simple; decode the document
+/// and render it instead (same result, checked by property tests).
+pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, CodecError> {
+    let mut r = Reader { buf: body, pos: 0 };
+    let n = r.len()?;
+    let mut peers = Vec::with_capacity(n);
+    for _ in 0..n {
+        peers.push(r.varint()?);
+    }
+    let n = r.len()?;
+    let mut stamps = Vec::with_capacity(n);
+    for _ in 0..n {
+        let hlc = Hlc(r.varint()?);
+        stamps.push(Stamp {
+            hlc,
+            peer: peer_at(&peers, r.u32()?)?,
+        });
+    }
+    let _ = r.vv(&peers)?;
+    if r.bool()? {
+        return Ok(None);
+    }
+    let mut out = BTreeMap::new();
+    let mut path: Vec<String> = Vec::new();
+    // Registers on the current path: (depth, stamp, is an object marker).
+    let mut stack: Vec<(usize, Stamp, bool)> = Vec::new();
+    let n = r.len()?;
+    if n == 0 {
+        return Ok(None); // never written: not visible
+    }
+    for i in 0..n {
+        let shared = r.u32()? as usize;
+        let rest = r.len()?;
+        if shared > path.len() || (i > 0 && rest == 0) || shared + rest > MAX_DEPTH {
+            return Err(malformed(format!("slot {i}: bad path")));
+        }
+        path.truncate(shared);
+        for _ in 0..rest {
+            path.push(r.string()?);
+        }
+        stack.retain(|(depth, _, _)| *depth <= shared && (*depth < path.len() || path.is_empty()));
+        let reg = if r.bool()? {
+            Some((stamp_at(&stamps, r.u32()?)?, r.reg_val()?))
+        } else {
+            None
+        };
+        if r.bool()? {
+            return Ok(None); // a counter
+        }
+        let Some((stamp, val)) = reg else { return Ok(None) };
+        let shadowed = stack.iter().any(|(_, s, marker)| !marker || *s > stamp);
+        if shadowed || (i == 0) != path.is_empty() || (path.is_empty() && val != RegVal::Object) {
+            return Ok(None);
+        }
+        let is_marker = val == RegVal::Object;
+        let value = match val {
+            RegVal::Object => Value::Object(BTreeMap::new()),
+            RegVal::Value(v) => v,
+            RegVal::Attachment(a) => a.to_value(),
+            RegVal::Absent => {
+                stack.push((path.len(), stamp, false));
+                continue;
+            }
+        };
+        if !path.is_empty() && !place(&mut out, &path, value) {
+            return Ok(None);
+        }
+        stack.push((path.len(), stamp, is_marker));
+    }
+    if r.pos != body.len() {
+        return Err(malformed("trailing bytes after document"));
+    }
+    Ok(Some(out))
+}
+
+/// Puts `value` at `path`, creating the objects above it; false if a
+/// scalar is in the way (not a simple document).
+fn place(root: &mut BTreeMap<String, Value>, path: &[String], value: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = root;
+    for k in parents {
+        let child = at.entry(k.clone()).or_insert_with(|| Value::Object(BTreeMap::new()));
+        let Value::Object(o) = child else { return false };
+        at = o;
+    }
+    at.insert(last.clone(), value);
+    true
+}
+
 fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
     let n = r.len()?;
     let mut peers = Vec::with_capacity(n);

@@ -52,8 +52,10 @@ proptest! {
         codec::encode_fresh(b"id", &fields, s, &mut fresh);
         prop_assert_eq!(&general, &fresh);
         let (id, body) = codec::split_record(&fresh);
+        let body = body.unwrap();
         prop_assert_eq!(id.unwrap(), b"id");
-        prop_assert_eq!(codec::decode_doc(body.unwrap()).unwrap(), doc);
+        prop_assert_eq!(codec::decode_doc(body).unwrap(), doc.clone());
+        prop_assert_eq!(codec::decode_visible(body).unwrap(), doc.render(), "fresh documents take the fast path");
     }
 
     #[test]
@@ -86,7 +88,11 @@ proptest! {
         let mut bytes = Vec::new();
         codec::encode_doc(b"x", &doc, &mut bytes);
         let (_, body) = codec::split_record(&bytes);
-        prop_assert_eq!(codec::decode_doc(body.unwrap()).unwrap(), doc);
+        let body = body.unwrap();
+        prop_assert_eq!(codec::decode_doc(body).unwrap(), doc.clone());
+        if let Some(fast) = codec::decode_visible(body).unwrap() {
+            prop_assert_eq!(Some(fast), doc.render());
+        }
     }
 
     #[test]
@@ -96,6 +102,7 @@ proptest! {
             let _ = codec::decode_doc(body);
         }
         let _ = codec::decode_doc(&bytes);
+        let _ = codec::decode_visible(&bytes);
         let _ = codec::decode_change(&bytes);
         let _ = codec::decode_id(&bytes);
     }

@@ -178,7 +178,21 @@ fn run(replicas: usize, steps: &[Step], seed: u64) -> Vec<Replica> {
     rs
 }
 
+/// The fast read path (JSON straight from the bytes) agrees with rendering.
+fn assert_fast_read_agrees(doc: &Doc) -> Result<(), TestCaseError> {
+    let mut bytes = Vec::new();
+    rhizome_engine::codec::encode_doc(b"id", doc, &mut bytes);
+    let (_, body) = rhizome_engine::codec::split_record(&bytes);
+    if let Some(fast) = rhizome_engine::codec::decode_visible(body.unwrap()).unwrap() {
+        prop_assert_eq!(Some(fast), doc.render(), "fast read differs for {:?}", doc);
+    }
+    Ok(())
+}
+
 fn assert_converged(rs: &[Replica]) -> Result<(), TestCaseError> {
+    for r in rs {
+        assert_fast_read_agrees(&r.doc)?;
+    }
     for r in &rs[1..] {
         prop_assert_eq!(&r.doc, &rs[0].doc, "metadata differs");
         prop_assert_eq!(r.doc.render(), rs[0].doc.render(), "JSON differs");

@@ -679,9 +679,33 @@ fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value
 
 fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
     let canon = canonical_id(collection, id)?;
-    Ok(get_doc(r, h, collection, &canon)?
-        .and_then(|d| d.render())
-        .map(|f| with_id(&canon, f)))
+    let Some(coll) = coll_id(r, collection)? else {
+        return Ok(None);
+    };
+    let Some((_, record)) = locate(r, h, coll, &codec::encode_id(&canon))? else {
+        return Ok(None);
+    };
+    Ok(visible_record(collection, record)?.map(|(_, v)| v))
+}
+
+/// The visible document of a stored record, with `_id` (and the id), or
+/// `None` if it is not visible. Simple documents are read straight from the
+/// bytes (`codec::decode_visible`); the others are decoded and rendered.
+fn visible_record(collection: &str, bytes: &[u8]) -> Result<Option<(Value, Value)>, StoreError> {
+    let (id, body) = codec::split_record(bytes);
+    let body = body.map_err(|e| corrupt(collection, id.as_ref().ok().copied(), e))?;
+    let id_bytes = id.map_err(|e| corrupt(collection, None, e))?;
+    let id = codec::decode_id(id_bytes).map_err(|e| corrupt(collection, None, e))?;
+    let fields = match codec::decode_visible(body).map_err(|e| corrupt(collection, Some(id_bytes), e))? {
+        Some(fields) => Some(fields),
+        None => codec::decode_doc(body)
+            .map_err(|e| corrupt(collection, Some(id_bytes), e))?
+            .render(),
+    };
+    Ok(fields.map(|f| {
+        let doc = with_id(&id, f);
+        (id, doc)
+    }))
 }
 
 fn scan<R: KvRead + ?Sized>(
@@ -703,11 +727,7 @@ fn scan<R: KvRead + ?Sized>(
 /// Passes a stored record to `visit` as the live document (with `_id`), or
 /// as the error that damage gives; skips documents that are not visible.
 fn visit_record(collection: &str, bytes: &[u8], visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> bool {
-    let item = decode_record(collection, bytes).and_then(|(id, doc)| {
-        let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
-        Ok(doc.render().map(|f| with_id(&id, f)))
-    });
-    match item {
+    match visible_record(collection, bytes).map(|v| v.map(|(_, doc)| doc)) {
         Ok(None) => true,
         Ok(Some(v)) => visit(Ok(v)),
         Err(e) => visit(Err(e)),
