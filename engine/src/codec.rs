@@ -506,20 +506,7 @@ fn stamp_at(stamps: &[Stamp], i: u32) -> Result<Stamp, CodecError> {
 /// and render it instead (same result, checked by property tests).
 pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, CodecError> {
     let mut r = Reader { buf: body, pos: 0 };
-    let n = r.len()?;
-    let mut peers = Vec::with_capacity(n);
-    for _ in 0..n {
-        peers.push(r.varint()?);
-    }
-    let n = r.len()?;
-    let mut stamps = Vec::with_capacity(n);
-    for _ in 0..n {
-        let hlc = Hlc(r.varint()?);
-        stamps.push(Stamp {
-            hlc,
-            peer: peer_at(&peers, r.u32()?)?,
-        });
-    }
+    let (peers, stamps) = read_interned(&mut r)?;
     let _ = r.vv(&peers)?;
     if r.bool()? {
         return Ok(None);
@@ -593,7 +580,8 @@ fn place(root: &mut BTreeMap<String, Value>, path: &[String], value: Value) -> b
     true
 }
 
-fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
+/// The interning tables at the start of a document body: peers, stamps.
+fn read_interned(r: &mut Reader<'_>) -> Result<(Vec<u64>, Vec<Stamp>), CodecError> {
     let n = r.len()?;
     let mut peers = Vec::with_capacity(n);
     for _ in 0..n {
@@ -608,6 +596,11 @@ fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
             peer: peer_at(&peers, r.u32()?)?,
         });
     }
+    Ok((peers, stamps))
+}
+
+fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
+    let (peers, stamps) = read_interned(r)?;
     let mut doc = Doc {
         vv: r.vv(&peers)?,
         ..Doc::default()
