@@ -218,12 +218,11 @@ impl Observers {
         params: Params,
         docs: &mut dyn Docs,
     ) -> Result<Event, DqlError> {
-        let Statement::Select(s) = stmt.as_ref() else {
+        let Statement::Select(_) = stmt.as_ref() else {
             return Err(DqlError::Invalid {
                 reason: "only SELECT statements can be observed".into(),
             });
         };
-        let _ = s;
         let key = (text.to_string(), params.fingerprint());
         let id = ObserverId(self.next);
         self.next += 1;

@@ -654,11 +654,32 @@ fn corrupt(collection: &str, id: Option<&[u8]>, reason: CodecError) -> StoreErro
 
 /// Decodes a stored record into (id bytes, document).
 fn decode_record<'b>(collection: &str, bytes: &'b [u8]) -> Result<(&'b [u8], Doc), StoreError> {
+    let (id, body) = split_checked(collection, bytes)?;
+    let doc = codec::decode_doc(body).map_err(|e| corrupt(collection, Some(id), e))?;
+    Ok((id, doc))
+}
+
+/// A stored record's (id bytes, body), the envelope checked; damage is an
+/// error naming the document when its id can still be read.
+fn split_checked<'b>(collection: &str, bytes: &'b [u8]) -> Result<(&'b [u8], &'b [u8]), StoreError> {
     let (id, body) = codec::split_record(bytes);
     let body = body.map_err(|e| corrupt(collection, id.as_ref().ok().copied(), e))?;
     let id = id.map_err(|e| corrupt(collection, None, e))?;
-    let doc = codec::decode_doc(body).map_err(|e| corrupt(collection, Some(id), e))?;
-    Ok((id, doc))
+    Ok((id, body))
+}
+
+/// The stored record of a document, found by id.
+fn find_record<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    h: &IdHasher,
+    collection: &str,
+    id: &Value,
+) -> Result<Option<&'r [u8]>, StoreError> {
+    let id = canonical_id(collection, id)?;
+    let Some(coll) = coll_id(r, collection)? else {
+        return Ok(None);
+    };
+    Ok(locate(r, h, coll, &codec::encode_id(&id))?.map(|(_, record)| record))
 }
 
 fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
@@ -667,22 +688,14 @@ fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
 }
 
 fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
-    let id = canonical_id(collection, id)?;
-    let Some(coll) = coll_id(r, collection)? else {
-        return Ok(None);
-    };
-    let Some((_, record)) = locate(r, h, coll, &codec::encode_id(&id))? else {
+    let Some(record) = find_record(r, h, collection, id)? else {
         return Ok(None);
     };
     decode_record(collection, record).map(|(_, d)| Some(d))
 }
 
 fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-    let canon = canonical_id(collection, id)?;
-    let Some(coll) = coll_id(r, collection)? else {
-        return Ok(None);
-    };
-    let Some((_, record)) = locate(r, h, coll, &codec::encode_id(&canon))? else {
+    let Some(record) = find_record(r, h, collection, id)? else {
         return Ok(None);
     };
     Ok(visible_record(collection, record)?.map(|(_, v)| v))
@@ -692,9 +705,7 @@ fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) ->
 /// `None` if it is not visible. Simple documents are read straight from the
 /// bytes (`codec::decode_visible`); the others are decoded and rendered.
 fn visible_record(collection: &str, bytes: &[u8]) -> Result<Option<(Value, Value)>, StoreError> {
-    let (id, body) = codec::split_record(bytes);
-    let body = body.map_err(|e| corrupt(collection, id.as_ref().ok().copied(), e))?;
-    let id_bytes = id.map_err(|e| corrupt(collection, None, e))?;
+    let (id_bytes, body) = split_checked(collection, bytes)?;
     let id = codec::decode_id(id_bytes).map_err(|e| corrupt(collection, None, e))?;
     let fields = match codec::decode_visible(body).map_err(|e| corrupt(collection, Some(id_bytes), e))? {
         Some(fields) => Some(fields),
