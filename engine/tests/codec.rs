@@ -2,7 +2,7 @@
 //! the general encoder, and hostile bytes (never a panic, always an error).
 
 use proptest::prelude::*;
-use rhizome_engine::codec::{self, Change};
+use rhizome_engine::codec::{self, Change, Lookup};
 use rhizome_engine::doc::{Doc, Inferred, Num, Op};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
 use rhizome_engine::value::Value;
@@ -35,6 +35,38 @@ fn stamp(h: u64, p: u64) -> Stamp {
     }
 }
 
+fn body_fields(doc: &Doc) -> BTreeMap<String, Value> {
+    doc.render().unwrap_or_default()
+}
+
+/// Every answer the byte-level field lookup gives agrees with rendering,
+/// for the paths the generators use (present and absent, one and two keys).
+fn check_lookups(body: &[u8], doc: &Doc) -> Result<(), TestCaseError> {
+    let rendered = doc.render();
+    if let Some(visible) = codec::plainly_visible(body).unwrap() {
+        prop_assert_eq!(visible, rendered.is_some());
+    }
+    let keys = ["a", "b", "c", "d", "aa", "ab", "ba", "zz", "_id"];
+    let mut paths: Vec<Vec<&str>> = keys.iter().map(|k| vec![*k]).collect();
+    for a in ["a", "b", "aa", "c"] {
+        for b in ["a", "b", "c", "ab", "_"] {
+            paths.push(vec![a, b]);
+        }
+    }
+    for path in &paths {
+        let expected = rendered.as_ref().and_then(|r| {
+            let (first, rest) = path.split_first()?;
+            rest.iter().try_fold(r.get(*first)?, |v, k| v.as_object()?.get(*k))
+        });
+        match codec::lookup_field(body, path).unwrap() {
+            Lookup::Unknown => {}
+            Lookup::Missing => prop_assert_eq!(expected, None, "{:?} reported missing", path),
+            Lookup::Value(v) => prop_assert_eq!(expected, Some(&v), "{:?}", path),
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn fresh_encoding_equals_general_encoding(fields in fields(), h in 1u64..u64::MAX / 2, p in any::<u64>()) {
@@ -56,10 +88,17 @@ proptest! {
         prop_assert_eq!(id.unwrap(), b"id");
         prop_assert_eq!(codec::decode_doc(body).unwrap(), doc.clone());
         prop_assert_eq!(codec::decode_visible(body).unwrap(), doc.render(), "fresh documents take the fast path");
+        check_lookups(body, &doc)?;
+        for (k, v) in &body_fields(&doc) {
+            if !matches!(v, Value::Object(_)) {
+                let got = codec::lookup_field(body, &[k.as_str()]).unwrap();
+                prop_assert_eq!(got, Lookup::Value(v.clone()), "fresh fields are read from the bytes");
+            }
+        }
     }
 
     #[test]
-    fn edited_documents_round_trip(fields in fields(), edits in prop::collection::vec((0u8..6, "[a-d]{1,2}", value()), 0..8)) {
+    fn edited_documents_round_trip(fields in fields(), edits in prop::collection::vec((0u8..6, "[a-d]{1,2}(\\.[a-c]{1,2})?", value()), 0..8)) {
         let mut doc = Doc::new();
         let mut ops = Vec::new();
         let mut body = fields;
@@ -67,7 +106,7 @@ proptest! {
         doc.ops_replace(&body, stamp(10, 1), &Inferred, &mut ops);
         for (i, (kind, key, v)) in edits.iter().enumerate() {
             let s = stamp(20 + i as u64, 1 + (i as u64 % 3));
-            let path = vec![key.clone()];
+            let path: Vec<String> = key.split('.').map(str::to_string).collect();
             match kind {
                 0 => doc.ops_set(&path, v, s, &Inferred, &mut ops),
                 1 => doc.ops_unset(&path, s, &mut ops),
@@ -93,6 +132,7 @@ proptest! {
         if let Some(fast) = codec::decode_visible(body).unwrap() {
             prop_assert_eq!(Some(fast), doc.render());
         }
+        check_lookups(body, &doc)?;
     }
 
     #[test]
@@ -103,6 +143,9 @@ proptest! {
         }
         let _ = codec::decode_doc(&bytes);
         let _ = codec::decode_visible(&bytes);
+        let _ = codec::lookup_field(&bytes, &["a"]);
+        let _ = codec::lookup_field(&bytes, &["a", "b"]);
+        let _ = codec::plainly_visible(&bytes);
         let _ = codec::decode_change(&bytes);
         let _ = codec::decode_id(&bytes);
     }

@@ -103,3 +103,118 @@ fn observers_follow_commits_and_skip_what_cannot_matter() {
     obs.cancel(first.observer);
     assert_eq!(obs.queries(), 0, "the query stops with its last observer");
 }
+
+/// One random edit of the property test below.
+#[derive(Clone, Debug)]
+enum Edit {
+    Insert(u8, u8, Option<u8>, u8),
+    Set(u8, &'static str, u8),
+    Unset(u8, &'static str),
+    Delete(u8),
+    Evict(u8),
+}
+
+fn edit() -> impl proptest::strategy::Strategy<Value = Edit> {
+    use proptest::prelude::*;
+    let field = prop::sample::select(vec!["s", "p", "c"]);
+    prop_oneof![
+        (0u8..12, 0u8..2, prop::option::of(0u8..4), 0u8..6).prop_map(|(i, s, p, c)| Edit::Insert(i, s, p, c)),
+        (0u8..12, field.clone(), 0u8..6).prop_map(|(i, f, x)| Edit::Set(i, f, x)),
+        (0u8..12, field).prop_map(|(i, f)| Edit::Unset(i, f)),
+        (0u8..12).prop_map(Edit::Delete),
+        (0u8..12).prop_map(Edit::Evict),
+    ]
+}
+
+fn statement(e: &Edit) -> String {
+    let state = |x: u8| if x == 0 { "'a'" } else { "'b'" };
+    match e {
+        Edit::Insert(i, s, p, c) => {
+            let p = p.map_or(String::new(), |p| format!(r#","p":{p}"#));
+            let s = if *s == 0 { "a" } else { "b" };
+            format!(r#"INSERT INTO t DOCUMENTS ({{"_id":{i},"s":"{s}"{p},"c":{c}}}) ON ID CONFLICT DO UPDATE"#)
+        }
+        Edit::Set(i, "s", x) => format!("UPDATE t SET s = {} WHERE _id = {i}", state(*x % 2)),
+        Edit::Set(i, f, x) => format!("UPDATE t SET {f} = {x} WHERE _id = {i}"),
+        Edit::Unset(i, f) => format!("UPDATE t UNSET {f} WHERE _id = {i}"),
+        Edit::Delete(i) => format!("DELETE FROM t WHERE _id = {i}"),
+        Edit::Evict(i) => format!("EVICT FROM t WHERE _id = {i}"),
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the edits, every observer's result equals a fresh run of its
+    /// query, whether it was patched from the changed documents or re-run.
+    #[test]
+    fn patched_results_equal_fresh_runs(edits in proptest::collection::vec(edit(), 1..40)) {
+        let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).unwrap();
+        let p = Prepared::new();
+        let queries = [
+            "SELECT * FROM t WHERE s = 'a' ORDER BY c DESC LIMIT 3",
+            "SELECT * FROM t ORDER BY p, c LIMIT 4",
+            "SELECT * FROM t WHERE p >= 1 ORDER BY c",
+            "SELECT * FROM t ORDER BY c, _id LIMIT 2",
+        ];
+        let mut obs = Observers::new();
+        let mut current = Vec::new();
+        for q in queries {
+            let stmt = p.get(q).unwrap();
+            let first = obs.observe(q, stmt, Default::default(), &mut store.read().unwrap()).unwrap();
+            current.push((first.observer, q, first.items));
+        }
+        for (n, e) in edits.iter().enumerate() {
+            let c = exec(&store, &p, &statement(e), 1_000 + n as u64);
+            for event in obs.on_commit(&c, &mut store.read().unwrap()).unwrap() {
+                let slot = current.iter_mut().find(|(o, _, _)| *o == event.observer).unwrap();
+                proptest::prop_assert_eq!(&event.diff, &diff(&slot.2, &event.items), "the diff of a patch is the list diff");
+                slot.2 = event.items;
+            }
+            for (_, q, items) in &current {
+                let fresh = dql::execute(&store, &p.get(q).unwrap(), &Default::default(), 0).unwrap().0.items;
+                proptest::prop_assert_eq!(&**items, &fresh, "{} after {:?}", q, &edits[..=n]);
+            }
+        }
+    }
+}
+
+#[test]
+fn window_changes_patch_the_result_without_a_rerun() {
+    let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).unwrap();
+    let p = Prepared::new();
+    exec(
+        &store,
+        &p,
+        r#"INSERT INTO t DOCUMENTS ({"_id":1,"c":1}), ({"_id":2,"c":2}), ({"_id":3,"c":3}), ({"_id":4,"c":4})"#,
+        1_000,
+    );
+    let text = "SELECT * FROM t ORDER BY c LIMIT 3";
+    let mut obs = Observers::new();
+    obs.observe(
+        text,
+        p.get(text).unwrap(),
+        Default::default(),
+        &mut store.read().unwrap(),
+    )
+    .unwrap();
+    // A row of the window moves up, a new row enters, a row beyond stays out.
+    for (n, stmt) in [
+        "UPDATE t SET c = 0 WHERE _id = 3",
+        r#"INSERT INTO t DOCUMENTS ({"_id":5,"c":-1})"#,
+        "UPDATE t SET c = 9 WHERE _id = 4",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c = exec(&store, &p, stmt, 2_000 + n as u64);
+        obs.on_commit(&c, &mut store.read().unwrap()).unwrap();
+    }
+    assert_eq!((obs.runs(), obs.patches()), (1, 3), "patched, not re-run");
+    // A row leaving a full window needs the rows beyond it: a re-run.
+    let c = exec(&store, &p, "DELETE FROM t WHERE _id = 5", 3_000);
+    let events = obs.on_commit(&c, &mut store.read().unwrap()).unwrap();
+    assert_eq!(obs.runs(), 2);
+    assert_eq!(
+        *events[0].items,
+        rows(r#"[{"_id":3,"c":0},{"_id":1,"c":1},{"_id":2,"c":2}]"#)
+    );
+}

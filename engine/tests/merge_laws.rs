@@ -178,13 +178,33 @@ fn run(replicas: usize, steps: &[Step], seed: u64) -> Vec<Replica> {
     rs
 }
 
-/// The fast read path (JSON straight from the bytes) agrees with rendering.
+/// The fast read paths (JSON, or one field, straight from the bytes) agree
+/// with rendering.
 fn assert_fast_read_agrees(doc: &Doc) -> Result<(), TestCaseError> {
     let mut bytes = Vec::new();
     rhizome_engine::codec::encode_doc(b"id", doc, &mut bytes);
     let (_, body) = rhizome_engine::codec::split_record(&bytes);
-    if let Some(fast) = rhizome_engine::codec::decode_visible(body.unwrap()).unwrap() {
+    let body = body.unwrap();
+    if let Some(fast) = rhizome_engine::codec::decode_visible(body).unwrap() {
         prop_assert_eq!(Some(fast), doc.render(), "fast read differs for {:?}", doc);
+    }
+    let rendered = doc.render();
+    if let Some(visible) = rhizome_engine::codec::plainly_visible(body).unwrap() {
+        prop_assert_eq!(visible, rendered.is_some());
+    }
+    let keys = ["a", "b", "c"];
+    let mut paths: Vec<Vec<&str>> = keys.iter().map(|k| vec![*k]).collect();
+    paths.extend(keys.iter().flat_map(|a| keys.iter().map(move |b| vec![*a, *b])));
+    for path in &paths {
+        let expected = rendered.as_ref().and_then(|r| {
+            let (first, rest) = path.split_first()?;
+            rest.iter().try_fold(r.get(*first)?, |v, k| v.as_object()?.get(*k))
+        });
+        match rhizome_engine::codec::lookup_field(body, path).unwrap() {
+            rhizome_engine::codec::Lookup::Unknown => {}
+            rhizome_engine::codec::Lookup::Missing => prop_assert_eq!(expected, None, "{:?} in {:?}", path, doc),
+            rhizome_engine::codec::Lookup::Value(v) => prop_assert_eq!(expected, Some(&v), "{:?} in {:?}", path, doc),
+        }
     }
     Ok(())
 }

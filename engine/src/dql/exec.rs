@@ -13,10 +13,11 @@ use super::ast::{
 };
 use super::eval::{self, Accumulator, EvalError, Params, Row};
 use super::parse::ParseError;
-use super::plan::{self, Access, IndexAccess};
+use super::plan::{self, Access};
+use super::source::LazyRow;
 use crate::doc::{Attachment, FieldKind, Num, Schema};
 use crate::kv::Kv;
-use crate::store::{Edit, IndexDef, OnConflict, ReadTx, StoreError, WriteTx};
+use crate::store::{Edit, IndexDef, OnConflict, RawDoc, StoreError, WriteTx};
 use crate::value::Value;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -88,77 +89,7 @@ pub struct Output {
     pub mutated: Vec<Value>,
 }
 
-/// Where a statement reads documents: a snapshot or the write transaction.
-pub trait Docs {
-    /// The live document with this id.
-    fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError>;
-    /// Every live document of a collection, in storage order; stops when
-    /// `visit` returns false. Damaged records are errors.
-    fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError>;
-    /// System settings that were set.
-    fn settings(&self) -> Result<Vec<(String, Value)>, StoreError>;
-    /// Every index.
-    fn indexes(&self) -> Result<Vec<IndexDef>, StoreError>;
-    /// The live documents of an index range, in its order.
-    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError>;
-}
-
-fn scan_with<F>(scan: F, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError>
-where
-    F: FnOnce(&mut dyn FnMut(Result<Value, StoreError>) -> bool) -> Result<(), StoreError>,
-{
-    let mut failure = None;
-    scan(&mut |item| match item {
-        Ok(doc) => visit(doc),
-        Err(e) => {
-            failure = Some(e);
-            false
-        }
-    })?;
-    failure.map_or(Ok(()), Err)
-}
-
-impl<K: Kv> Docs for ReadTx<'_, K> {
-    fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-        ReadTx::get(self, collection, id)
-    }
-    fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
-        scan_with(|v| ReadTx::scan(self, collection, v), visit)
-    }
-    fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
-        ReadTx::settings(self)
-    }
-    fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
-        ReadTx::indexes(self)
-    }
-    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
-        scan_with(
-            |v| ReadTx::index_scan(self, &a.def, &a.from, a.to.as_deref(), a.reverse, v),
-            visit,
-        )
-    }
-}
-
-impl<K: Kv> Docs for WriteTx<'_, K> {
-    fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-        WriteTx::get(self, collection, id)
-    }
-    fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
-        scan_with(|v| WriteTx::scan(self, collection, v), visit)
-    }
-    fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
-        WriteTx::settings(self)
-    }
-    fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
-        WriteTx::indexes(self)
-    }
-    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(Value) -> bool) -> Result<(), StoreError> {
-        scan_with(
-            |v| WriteTx::index_scan(self, &a.def, &a.from, a.to.as_deref(), a.reverse, v),
-            visit,
-        )
-    }
-}
+pub use super::source::Docs;
 
 /// Settings the engine knows, with their defaults.
 pub const SETTINGS: &[(&str, &str)] = &[("DQL_STRICT_MODE", "false"), ("USER_COLLECTION_SYNC_SCOPES", "{}")];
@@ -261,6 +192,9 @@ fn select(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>
         let out = project_all(s, &rows, params)?;
         return order_and_limit(s, out, params);
     }
+    if s.joins.is_empty() && !grouped(s) && !s.distinct {
+        return select_stream(docs, s, params);
+    }
     let rows = source_rows(docs, s, params)?;
     let rows = join_rows(docs, s, rows, params)?;
     let mut out = if grouped(s) {
@@ -280,70 +214,169 @@ struct Projected {
     keys: Vec<Option<Value>>,
 }
 
-/// Documents of the driving collection that pass `WHERE` (for joined
-/// queries the filter runs after the join), read as planned. With an
-/// index that yields `ORDER BY` order, the read stops after `enough` rows.
-fn source_rows(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
-    let access = plan::plan(s, &docs.indexes()?, params)?;
-    let enough = match &access {
-        Access::Index(a) if a.ordered && s.group_by.is_empty() && !s.distinct && !grouped(s) => {
-            match (
-                count_param(&s.limit, "LIMIT", params)?,
-                count_param(&s.offset, "OFFSET", params)?,
-            ) {
-                (Some(limit), offset) => limit.saturating_add(offset.unwrap_or(0)),
-                (None, _) => MAX_RESULT_ROWS,
-            }
-        }
-        _ => MAX_RESULT_ROWS,
-    };
-    read_rows(docs, s, &access, enough, params)
-}
-
-fn read_rows(
+/// Visits the stored records the plan reads, in its order, until `visit`
+/// returns false.
+fn read_source(
     docs: &mut dyn Docs,
-    s: &Select,
+    coll: &str,
     access: &Access,
-    enough: usize,
-    params: &Params,
-) -> Result<Vec<Value>, DqlError> {
-    let coll = &s.from.collection;
-    let filter = if s.joins.is_empty() { s.filter.as_ref() } else { None };
-    let mut rows = Vec::new();
-    let mut failure = None;
-    let mut keep = |doc: Value| -> bool {
-        if rows.len() >= enough {
-            return false;
-        }
-        match filter.map(|f| eval::eval(f, &doc, params)) {
-            None => {}
-            Some(Ok(v)) if eval::truthy(&v) => {}
-            Some(Ok(_)) => return true,
-            Some(Err(e)) => {
-                failure = Some(e);
-                return false;
-            }
-        }
-        rows.push(doc);
-        rows.len() < enough
-    };
+    visit: &mut dyn FnMut(RawDoc<'_>) -> bool,
+) -> Result<(), DqlError> {
     match access {
         Access::Ids(ids) => {
+            let mut go = true;
             for id in ids {
-                if let Some(doc) = docs.get(coll, id)? {
-                    if !keep(doc) {
-                        break;
-                    }
+                docs.get_raw(coll, id, &mut |raw| go = visit(raw))?;
+                if !go {
+                    break;
                 }
             }
         }
-        Access::Index(a) => docs.index_scan(a, &mut keep)?,
-        Access::Scan => docs.scan(coll, &mut keep)?,
+        Access::Index(a) => docs.index_scan(a, visit)?,
+        Access::Scan => docs.scan(coll, visit)?,
     }
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(rows),
+    Ok(())
+}
+
+/// Whether a visible row passes the filter.
+fn passes(filter: Option<&Expr>, row: &LazyRow<'_>, params: &Params) -> Result<bool, DqlError> {
+    if !row.is_visible()? {
+        return Ok(false);
     }
+    let Some(f) = filter else { return Ok(true) };
+    let v = eval::eval(f, row, params);
+    row.check()?;
+    Ok(eval::truthy(&v?))
+}
+
+/// Documents of the driving collection that pass `WHERE` (for joined
+/// queries the filter runs after the join), read as planned and rendered.
+fn source_rows(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+    let access = plan::plan(s, &docs.indexes()?, params)?;
+    let filter = if s.joins.is_empty() { s.filter.as_ref() } else { None };
+    let mut rows = Vec::new();
+    let mut failure = None;
+    let mut keep = |raw: RawDoc<'_>| -> bool {
+        match LazyRow::new(raw)
+            .map_err(DqlError::from)
+            .and_then(|row| Ok((passes(filter, &row, params)?, row)))
+            .and_then(|(ok, row)| Ok(ok.then(|| row.into_value()).transpose()?))
+        {
+            Ok(Some(doc)) => rows.push(doc),
+            Ok(None) => {}
+            Err(e) => failure = Some(e),
+        }
+        failure.is_none() && rows.len() < MAX_RESULT_ROWS
+    };
+    read_source(docs, &s.from.collection, &access, &mut keep)?;
+    failure.map_or(Ok(rows), Err)
+}
+
+/// What the streaming pipeline keeps of a row until the end: a `SELECT *`
+/// row in a top-k stays an undecoded record, since most are pushed out.
+enum Kept {
+    Value(Value),
+    Record(Vec<u8>),
+}
+
+/// `SELECT` without joins, grouping or `DISTINCT`: rows stream from the
+/// source through the filter into a bounded top-k (or straight out when the
+/// source order is the requested one, stopping after `OFFSET + LIMIT`), and
+/// only rows that are returned are rendered.
+fn select_stream(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+    let access = plan::plan(s, &docs.indexes()?, params)?;
+    let limit = count_param(&s.limit, "LIMIT", params)?;
+    let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
+    let wanted = limit.map(|l| l.saturating_add(offset));
+    let presorted = s.order_by.is_empty() || matches!(&access, Access::Index(a) if a.ordered);
+    let stream = Stream {
+        s,
+        params,
+        order: if presorted { &[] } else { &s.order_by },
+        star: matches!(s.items.as_slice(), [SelectItem::All(None)]),
+        whole: s.items.iter().any(|i| matches!(i, SelectItem::All(None))),
+    };
+    let enough = if presorted { wanted } else { None }.unwrap_or(MAX_RESULT_ROWS);
+    let mut top = TopK::new(stream.order, if presorted { None } else { wanted });
+    let mut failure = None;
+    read_source(
+        docs,
+        &s.from.collection,
+        &access,
+        &mut |raw| match stream.offer(&mut top, raw) {
+            Ok(()) => top.len() < enough,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let coll = s.from.collection.as_str();
+    top.finish()
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|kept| match kept {
+            Kept::Value(v) => Ok(v),
+            Kept::Record(bytes) => Ok(RawDoc::open(coll, &bytes)?.render()?.unwrap_or(Value::Null)),
+        })
+        .collect()
+}
+
+/// One streaming `SELECT`: what each row goes through.
+struct Stream<'q> {
+    s: &'q Select,
+    params: &'q Params,
+    /// The sort, or nothing when the source already reads in order.
+    order: &'q [OrderItem],
+    /// `SELECT *` alone: rows are documents.
+    star: bool,
+    /// The projection includes `*`: it needs the whole document.
+    whole: bool,
+}
+
+impl Stream<'_> {
+    /// Filters, projects and ranks one stored record.
+    fn offer(&self, top: &mut TopK<'_, Kept>, raw: RawDoc<'_>) -> Result<(), DqlError> {
+        let row = LazyRow::new(raw)?;
+        if !passes(self.s.filter.as_ref(), &row, self.params)? {
+            return Ok(());
+        }
+        if self.star {
+            let keys = eval_keys(self.order, &row, self.params);
+            row.check()?;
+            let keys = keys?;
+            if top.would_keep(&keys) {
+                let kept = match top.is_bounded() {
+                    true => Kept::Record(raw.record().to_vec()),
+                    false => Kept::Value(row.into_value()?),
+                };
+                top.push(keys, kept);
+            }
+            return Ok(());
+        }
+        let doc = if self.whole { row.value()? } else { Value::Null };
+        let value = project(&self.s.items, &row, &doc, self.params);
+        row.check()?;
+        let value = value?;
+        let keys = sort_keys(self.order, &row, &value, self.params);
+        row.check()?;
+        let keys = keys?;
+        if top.would_keep(&keys) {
+            top.push(keys, Kept::Value(value));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn eval_keys(order: &[OrderItem], row: &dyn Row, params: &Params) -> Result<Vec<Option<Value>>, DqlError> {
+    Ok(order
+        .iter()
+        .map(|o| eval::eval(&o.expr, row, params))
+        .collect::<Result<_, _>>()?)
 }
 
 fn grouped(s: &Select) -> bool {
@@ -779,7 +812,7 @@ pub fn cmp_opt(a: &Option<Value>, b: &Option<Value>) -> Ordering {
     }
 }
 
-fn cmp_keys(order: &[OrderItem], a: &[Option<Value>], b: &[Option<Value>]) -> Ordering {
+pub(crate) fn cmp_keys(order: &[OrderItem], a: &[Option<Value>], b: &[Option<Value>]) -> Ordering {
     for ((o, x), y) in order.iter().zip(a).zip(b) {
         let c = cmp_opt(x, y);
         let c = if o.desc { c.reverse() } else { c };
@@ -790,7 +823,7 @@ fn cmp_keys(order: &[OrderItem], a: &[Option<Value>], b: &[Option<Value>]) -> Or
     Ordering::Equal
 }
 
-fn count_param(e: &Option<Expr>, what: &str, params: &Params) -> Result<Option<usize>, DqlError> {
+pub(crate) fn count_param(e: &Option<Expr>, what: &str, params: &Params) -> Result<Option<usize>, DqlError> {
     let Some(e) = e else { return Ok(None) };
     match eval::eval(e, &Value::Null, params)? {
         Some(Value::Int(n)) if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
@@ -812,71 +845,103 @@ fn count_param(e: &Option<Expr>, what: &str, params: &Params) -> Result<Option<u
 
 /// A row in the top-k heap: the greatest (by the requested order) on top,
 /// so it is the one dropped when a better row arrives.
-struct Ranked<'o> {
+struct Ranked<'o, T> {
     order: &'o [OrderItem],
     seq: usize,
-    row: Projected,
+    keys: Vec<Option<Value>>,
+    item: T,
 }
 
-impl PartialEq for Ranked<'_> {
+impl<T> PartialEq for Ranked<'_, T> {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == Ordering::Equal
     }
 }
-impl Eq for Ranked<'_> {}
-impl PartialOrd for Ranked<'_> {
+impl<T> Eq for Ranked<'_, T> {}
+impl<T> PartialOrd for Ranked<'_, T> {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Ranked<'_> {
+impl<T> Ord for Ranked<'_, T> {
     fn cmp(&self, o: &Self) -> Ordering {
-        // Ties keep storage order, so results are stable and deterministic.
-        cmp_keys(self.order, &self.row.keys, &o.row.keys).then(self.seq.cmp(&o.seq))
+        // Ties keep arrival (storage) order, so results are stable and deterministic.
+        cmp_keys(self.order, &self.keys, &o.keys).then(self.seq.cmp(&o.seq))
+    }
+}
+
+/// Rows in the requested order: with a bound `k`, only the best `k` are
+/// held (memory is `OFFSET + LIMIT` rows, not the whole result).
+struct TopK<'o, T> {
+    order: &'o [OrderItem],
+    k: Option<usize>,
+    heap: BinaryHeap<Ranked<'o, T>>,
+    seq: usize,
+}
+
+impl<'o, T> TopK<'o, T> {
+    fn new(order: &'o [OrderItem], k: Option<usize>) -> Self {
+        let capacity = k.unwrap_or(0).min(MAX_RESULT_ROWS).saturating_add(1);
+        TopK {
+            order,
+            k,
+            heap: BinaryHeap::with_capacity(capacity.min(1024)),
+            seq: 0,
+        }
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.k.is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether a row with these keys, arriving now, would be held: it must
+    /// beat the worst held row, since it loses ties (it arrived last).
+    fn would_keep(&self, keys: &[Option<Value>]) -> bool {
+        match (self.k, self.heap.peek()) {
+            (Some(k), Some(worst)) if self.heap.len() >= k => cmp_keys(self.order, keys, &worst.keys) == Ordering::Less,
+            (Some(0), _) => false,
+            _ => true,
+        }
+    }
+
+    fn push(&mut self, keys: Vec<Option<Value>>, item: T) {
+        debug_assert_eq!(keys.len(), self.order.len(), "one key per ORDER BY term");
+        self.heap.push(Ranked {
+            order: self.order,
+            seq: self.seq,
+            keys,
+            item,
+        });
+        self.seq += 1;
+        if self.k.is_some_and(|k| self.heap.len() > k) {
+            self.heap.pop();
+        }
+    }
+
+    /// The held rows, best first.
+    fn finish(self) -> Vec<T> {
+        self.heap.into_sorted_vec().into_iter().map(|r| r.item).collect()
     }
 }
 
 fn order_and_limit(s: &Select, rows: Vec<Projected>, params: &Params) -> Result<Vec<Value>, DqlError> {
     let limit = count_param(&s.limit, "LIMIT", params)?;
     let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
-    let rows = if s.order_by.is_empty() {
-        rows
-    } else if let Some(limit) = limit {
-        // Bounded top-k: memory is offset + limit rows, not the whole result.
-        let k = offset.saturating_add(limit);
-        let mut heap = BinaryHeap::with_capacity(k.min(rows.len()) + 1);
-        for (seq, row) in rows.into_iter().enumerate() {
-            if k == 0 {
-                break;
-            }
-            heap.push(Ranked {
-                order: &s.order_by,
-                seq,
-                row,
-            });
-            if heap.len() > k {
-                heap.pop();
-            }
+    let mut top = TopK::new(&s.order_by, limit.map(|l| l.saturating_add(offset)));
+    for row in rows {
+        if top.would_keep(&row.keys) {
+            top.push(row.keys, row.value);
         }
-        heap.into_sorted_vec().into_iter().map(|r| r.row).collect()
-    } else {
-        let mut ranked: Vec<Ranked<'_>> = rows
-            .into_iter()
-            .enumerate()
-            .map(|(seq, row)| Ranked {
-                order: &s.order_by,
-                seq,
-                row,
-            })
-            .collect();
-        ranked.sort();
-        ranked.into_iter().map(|r| r.row).collect()
-    };
-    Ok(rows
+    }
+    Ok(top
+        .finish()
         .into_iter()
         .skip(offset)
         .take(limit.unwrap_or(usize::MAX))
-        .map(|r| r.value)
         .collect())
 }
 

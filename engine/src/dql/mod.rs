@@ -13,6 +13,7 @@ pub mod parse;
 pub mod exec;
 pub mod observe;
 pub mod plan;
+pub mod source;
 
 use crate::kv::Kv;
 use crate::store::{Committed, Store};

@@ -9,12 +9,18 @@
 //! last result or now matches the filter; anything else is skipped without
 //! re-running (with a `LIMIT`, a document that neither was in the top rows
 //! nor matches now cannot change them).
+//!
+//! A `SELECT *` result with an `ORDER BY` is patched in place from the
+//! changed documents when that provably gives what a re-run would (see
+//! [`Query::patched`]); only the doubtful cases re-run.
 
+use super::ast::SelectItem;
 use super::ast::{Select, Statement};
 use super::eval::{self, Params};
-use super::exec::{run_read, Docs, DqlError};
+use super::exec::{cmp_keys, count_param, eval_keys, run_read, Docs, DqlError};
 use crate::store::{Changed, Committed};
 use crate::value::Value;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -130,12 +136,37 @@ fn longest_increasing(pairs: &[(usize, usize)]) -> BTreeSet<usize> {
     out
 }
 
+/// Most changed documents of one commit patched into a result; more re-run
+/// the query.
+const MAX_PATCH_DOCS: usize = 64;
+
+type Keys = Vec<Option<Value>>;
+
+/// A row of a patched result.
+enum Row {
+    /// The row at this index of the old result, unchanged.
+    Old(usize),
+    /// A changed document, and where it was in the old result.
+    New { value: Value, was: Option<usize> },
+}
+
+impl Row {
+    fn was(&self) -> Option<usize> {
+        match self {
+            Row::Old(i) => Some(*i),
+            Row::New { was, .. } => *was,
+        }
+    }
+}
+
 struct Query {
     stmt: Arc<Statement>,
     params: Params,
     observers: BTreeSet<ObserverId>,
     items: Arc<Vec<Value>>,
     ids: BTreeSet<Vec<u8>>,
+    /// The `ORDER BY` keys of `items` when the result can be patched.
+    keys: Vec<Keys>,
 }
 
 impl Query {
@@ -146,9 +177,137 @@ impl Query {
         }
     }
 
-    fn set_items(&mut self, items: Vec<Value>) {
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), DqlError> {
+        self.ids = items.iter().map(|v| key_bytes(&identity(v))).collect();
+        self.keys = match self.select().filter(|s| patchable(s)) {
+            Some(s) => items
+                .iter()
+                .map(|v| eval_keys(&s.order_by, v, &self.params))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        self.items = Arc::new(items);
+        Ok(())
+    }
+
+    /// The result after a commit that changed documents `ids` of the
+    /// query's collection, computed from the old result and those documents
+    /// alone; `None` when only a re-run can tell. Rows outside a full
+    /// `LIMIT` window are unknown, so a window row that leaves it or gets
+    /// worse than the last row, and ties that the scan order would break,
+    /// need a re-run.
+    fn patched(&self, ids: &[Value], docs: &dyn Docs) -> Result<Option<Vec<(Keys, Row)>>, DqlError> {
+        let Some(s) = self.select().filter(|s| patchable(s)) else {
+            return Ok(None);
+        };
+        if ids.len() > MAX_PATCH_DOCS || self.keys.len() != self.items.len() {
+            return Ok(None);
+        }
+        let limit = count_param(&s.limit, "LIMIT", &self.params)?;
+        let full = limit.is_some_and(|l| self.items.len() >= l);
+        let last = self.keys.last();
+        let mut rows: Vec<(Keys, Row)> = self
+            .keys
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, k)| (k, Row::Old(i)))
+            .collect();
+        for id in ids {
+            let at = rows.iter().position(|(_, r)| match r {
+                Row::Old(i) => self.items[*i].as_object().and_then(|o| o.get("_id")) == Some(id),
+                Row::New { value, .. } => value.as_object().and_then(|o| o.get("_id")) == Some(id),
+            });
+            let doc = match docs.get(&s.from.collection, id)? {
+                Some(d) if self.matches(s, &d)? => Some(d),
+                _ => None,
+            };
+            let keys = doc
+                .as_ref()
+                .map(|d| eval_keys(&s.order_by, d, &self.params))
+                .transpose()?;
+            // Compared with the old last row of a full window: rows outside it rank after it.
+            let inside = |k: &Keys| last.is_none_or(|l| cmp_keys(&s.order_by, k, l) == Ordering::Less);
+            match (at, doc, keys) {
+                (Some(i), Some(value), Some(k)) if !full || inside(&k) => {
+                    let was = rows[i].1.was();
+                    rows[i] = (k, Row::New { value, was });
+                }
+                (Some(i), None, _) if !full => {
+                    rows.remove(i);
+                }
+                (None, Some(value), Some(k)) if !full || inside(&k) => rows.push((k, Row::New { value, was: None })),
+                (None, Some(_), Some(k)) if last.is_some_and(|l| cmp_keys(&s.order_by, &k, l) == Ordering::Greater) => {
+                }
+                (None, None, _) => {}
+                _ => return Ok(None),
+            }
+        }
+        // Stable: unchanged rows keep their relative (scan) order.
+        rows.sort_by(|a, b| cmp_keys(&s.order_by, &a.0, &b.0));
+        let changed = |r: &Row| matches!(r, Row::New { .. });
+        let tie = rows.windows(2).any(|w| {
+            (changed(&w[0].1) || changed(&w[1].1)) && cmp_keys(&s.order_by, &w[0].0, &w[1].0) == Ordering::Equal
+        });
+        if tie {
+            return Ok(None);
+        }
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        Ok(Some(rows))
+    }
+
+    /// Takes a patch: its diff against the current result, and the new
+    /// result built by moving unchanged rows (no copies unless an event
+    /// still holds the old result).
+    fn apply_patch(&mut self, rows: Vec<(Keys, Row)>) -> Result<Diff, DqlError> {
+        let mut d = Diff::default();
+        let mut kept = Vec::with_capacity(rows.len());
+        let mut present = vec![false; self.items.len()];
+        for (j, (_, row)) in rows.iter().enumerate() {
+            match row {
+                Row::Old(i) => kept.push((*i, j)),
+                Row::New { was: None, .. } => d.inserted.push(j),
+                Row::New { was: Some(i), value } => {
+                    if self.items[*i] != *value {
+                        d.updated.push(j);
+                    }
+                    kept.push((*i, j));
+                }
+            }
+        }
+        for &(i, _) in &kept {
+            present[i] = true;
+        }
+        d.deleted = (0..self.items.len()).filter(|&i| !present[i]).collect();
+        let stay = longest_increasing(&kept);
+        d.moved = kept
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !stay.contains(k))
+            .map(|(_, &p)| p)
+            .collect();
+        if d.is_empty() {
+            return Ok(d);
+        }
+        let mut old = Arc::try_unwrap(std::mem::take(&mut self.items)).unwrap_or_else(|shared| (*shared).clone());
+        let (keys, items): (Vec<Keys>, Vec<Value>) = rows
+            .into_iter()
+            .map(|(k, row)| match row {
+                Row::Old(i) => (k, std::mem::replace(&mut old[i], Value::Null)),
+                Row::New { value, .. } => (k, value),
+            })
+            .unzip();
         self.ids = items.iter().map(|v| key_bytes(&identity(v))).collect();
         self.items = Arc::new(items);
+        self.keys = keys;
+        Ok(d)
+    }
+
+    fn matches(&self, s: &Select, doc: &Value) -> Result<bool, DqlError> {
+        match &s.filter {
+            None => Ok(true),
+            Some(f) => Ok(eval::truthy(&eval::eval(f, doc, &self.params)?)),
+        }
     }
 
     /// Whether a commit can change this query's result.
@@ -182,11 +341,7 @@ impl Query {
             let Some(doc) = docs.get(&s.from.collection, id)? else {
                 continue;
             };
-            let matches = match &s.filter {
-                None => true,
-                Some(f) => eval::truthy(&eval::eval(f, &doc, &self.params)?),
-            };
-            if matches {
+            if self.matches(s, &doc)? {
                 return Ok(true);
             }
         }
@@ -199,6 +354,7 @@ impl Query {
 pub struct Observers {
     next: u64,
     runs: u64,
+    patches: u64,
     queries: BTreeMap<(String, Vec<u8>), Query>,
     by_observer: BTreeMap<ObserverId, (String, Vec<u8>)>,
 }
@@ -235,8 +391,9 @@ impl Observers {
                 observers: BTreeSet::new(),
                 items: Arc::default(),
                 ids: BTreeSet::new(),
+                keys: Vec::new(),
             };
-            q.set_items(items);
+            q.set_items(items)?;
             self.queries.insert(key.clone(), q);
         }
         let Some(q) = self.queries.get_mut(&key) else {
@@ -272,6 +429,12 @@ impl Observers {
         self.runs
     }
 
+    /// How many times a result was patched from changed documents instead
+    /// of re-running its query.
+    pub fn patches(&self) -> u64 {
+        self.patches
+    }
+
     /// Number of distinct queries running (observers of one query share it).
     pub fn queries(&self) -> usize {
         self.queries.len()
@@ -285,13 +448,28 @@ impl Observers {
             if !q.affected_by(committed, docs)? {
                 continue;
             }
-            let items = run_read(docs, &q.stmt, &q.params)?.items;
-            self.runs += 1;
-            let d = diff(&q.items, &items);
+            let patched = match q.select().map(|s| committed.changed.get(&s.from.collection)) {
+                Some(Some(Changed::Docs(ids))) => q.patched(ids, docs)?,
+                _ => None,
+            };
+            let d = match patched {
+                Some(rows) => {
+                    self.patches += 1;
+                    q.apply_patch(rows)?
+                }
+                None => {
+                    self.runs += 1;
+                    let items = run_read(docs, &q.stmt, &q.params)?.items;
+                    let d = diff(&q.items, &items);
+                    if !d.is_empty() {
+                        q.set_items(items)?;
+                    }
+                    d
+                }
+            };
             if d.is_empty() {
                 continue;
             }
-            q.set_items(items);
             for &o in &q.observers {
                 events.push(Event {
                     observer: o,
@@ -302,4 +480,17 @@ impl Observers {
         }
         Ok(events)
     }
+}
+
+/// Whether a query's result can be patched: `SELECT *` rows of one
+/// collection in an explicit order, no `OFFSET` (rows before the window are
+/// unknown), no grouping.
+fn patchable(s: &Select) -> bool {
+    matches!(s.items.as_slice(), [SelectItem::All(None)])
+        && !s.order_by.is_empty()
+        && s.offset.is_none()
+        && s.joins.is_empty()
+        && s.group_by.is_empty()
+        && s.having.is_none()
+        && !s.distinct
 }

@@ -18,8 +18,10 @@
 
 mod index;
 mod layout;
+mod raw;
 
 pub use index::{encode_sort_key, prefix_end, IndexDef};
+pub use raw::{Fields, RawDoc};
 
 use crate::codec::{self, Change, CodecError};
 use crate::doc::{Attachment, Doc, Inferred, Num, Op, OpError, Path, Schema, Whole};
@@ -695,34 +697,30 @@ fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value
 }
 
 fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-    let Some(record) = find_record(r, h, collection, id)? else {
-        return Ok(None);
-    };
-    Ok(visible_record(collection, record)?.map(|(_, v)| v))
+    match get_raw(r, h, collection, id)? {
+        Some(raw) => raw.render(),
+        None => Ok(None),
+    }
 }
 
-/// The visible document of a stored record, with `_id` (and the id), or
-/// `None` if it is not visible. Simple documents are read straight from the
-/// bytes (`codec::decode_visible`); the others are decoded and rendered.
-fn visible_record(collection: &str, bytes: &[u8]) -> Result<Option<(Value, Value)>, StoreError> {
-    let (id_bytes, body) = split_checked(collection, bytes)?;
-    let id = codec::decode_id(id_bytes).map_err(|e| corrupt(collection, None, e))?;
-    let fields = match codec::decode_visible(body).map_err(|e| corrupt(collection, Some(id_bytes), e))? {
-        Some(fields) => Some(fields),
-        None => codec::decode_doc(body)
-            .map_err(|e| corrupt(collection, Some(id_bytes), e))?
-            .render(),
-    };
-    Ok(fields.map(|f| {
-        let doc = with_id(&id, f);
-        (id, doc)
-    }))
+fn get_raw<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    h: &IdHasher,
+    collection: &'r str,
+    id: &Value,
+) -> Result<Option<RawDoc<'r>>, StoreError> {
+    match find_record(r, h, collection, id)? {
+        Some(record) => RawDoc::open(collection, record).map(Some),
+        None => Ok(None),
+    }
 }
 
-fn scan<R: KvRead + ?Sized>(
-    r: &R,
-    collection: &str,
-    visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+/// Visits the stored records of a collection (visible or not) in storage
+/// order; a damaged record is passed as an error.
+fn scan_raw<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    collection: &'r str,
+    visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
 ) -> Result<(), StoreError> {
     let Some(coll) = coll_id(r, collection)? else {
         return Ok(());
@@ -730,15 +728,17 @@ fn scan<R: KvRead + ?Sized>(
     let from = coll.to_be_bytes();
     let to = (coll + 1).to_be_bytes();
     r.scan(Table::Docs, &from, Some(&to), false, &mut |_, bytes| {
-        visit_record(collection, bytes, visit)
+        visit(RawDoc::open(collection, bytes))
     })?;
     Ok(())
 }
 
-/// Passes a stored record to `visit` as the live document (with `_id`), or
-/// as the error that damage gives; skips documents that are not visible.
-fn visit_record(collection: &str, bytes: &[u8], visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool) -> bool {
-    match visible_record(collection, bytes).map(|v| v.map(|(_, doc)| doc)) {
+/// Adapts a visitor of live JSON documents to one of raw records: invisible
+/// documents are skipped, the others rendered.
+fn rendering<'v>(
+    visit: &'v mut dyn FnMut(Result<Value, StoreError>) -> bool,
+) -> impl FnMut(Result<RawDoc<'_>, StoreError>) -> bool + 'v {
+    move |raw| match raw.and_then(|raw| raw.render()) {
         Ok(None) => true,
         Ok(Some(v)) => visit(Ok(v)),
         Err(e) => visit(Err(e)),
@@ -773,16 +773,16 @@ fn indexes<R: KvRead + ?Sized>(r: &R) -> Result<Vec<IndexDef>, StoreError> {
     Ok(out)
 }
 
-/// Visits the documents of an index's entries in `[from, to)` (full entry
-/// keys), in key order or reversed. Entries whose document is gone are
-/// skipped; damaged documents are passed as errors.
-fn index_scan<R: KvRead + ?Sized>(
-    r: &R,
-    def: &IndexDef,
+/// Visits the stored records of an index's entries in `[from, to)` (full
+/// entry keys), in key order or reversed. Entries whose document is gone
+/// are skipped; damaged records are passed as errors.
+fn index_scan_raw<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    def: &'r IndexDef,
     from: &[u8],
     to: Option<&[u8]>,
     reverse: bool,
-    visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
+    visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
 ) -> Result<(), StoreError> {
     let Some(coll) = coll_id(r, &def.collection)? else {
         return Ok(());
@@ -792,15 +792,14 @@ fn index_scan<R: KvRead + ?Sized>(
         let Some(num) = k.len().checked_sub(8).and_then(|at| be_u64(&k[at..])) else {
             return true;
         };
-        let record = match r.get(Table::Docs, &doc_key(coll, num)) {
-            Ok(Some(record)) => record,
-            Ok(None) => return true,
+        match r.get(Table::Docs, &doc_key(coll, num)) {
+            Ok(Some(record)) => visit(RawDoc::open(&def.collection, record)),
+            Ok(None) => true,
             Err(e) => {
                 failure = Some(StoreError::from(e));
-                return false;
+                false
             }
-        };
-        visit_record(&def.collection, record, visit)
+        }
     })?;
     failure.map_or(Ok(()), Err)
 }
@@ -962,7 +961,22 @@ impl<K: Kv> ReadTx<'_, K> {
         collection: &str,
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        scan(&self.kv, collection, visit)
+        scan_raw(&self.kv, collection, &mut rendering(visit))
+    }
+
+    /// The stored record of the document with this `_id` (visible or not).
+    pub fn get_raw<'r>(&'r self, collection: &'r str, id: &Value) -> Result<Option<RawDoc<'r>>, StoreError> {
+        get_raw(&self.kv, &self.hasher, collection, id)
+    }
+
+    /// Visits every stored record of a collection, visible or not, until
+    /// `visit` returns false; a damaged record is passed as an error.
+    pub fn scan_raw<'r>(
+        &'r self,
+        collection: &'r str,
+        visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        scan_raw(&self.kv, collection, visit)
     }
 
     /// Every collection ever written.
@@ -990,7 +1004,20 @@ impl<K: Kv> ReadTx<'_, K> {
         reverse: bool,
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        index_scan(&self.kv, def, from, to, reverse, visit)
+        index_scan_raw(&self.kv, def, from, to, reverse, &mut rendering(visit))
+    }
+
+    /// The stored records (visible or not) of an index range; see
+    /// [`ReadTx::index_scan`].
+    pub fn index_scan_raw<'r>(
+        &'r self,
+        def: &'r IndexDef,
+        from: &[u8],
+        to: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        index_scan_raw(&self.kv, def, from, to, reverse, visit)
     }
 
     /// What this replica has completely received, per origin peer.
@@ -1154,7 +1181,20 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        index_scan(&self.view(), def, from, to, reverse, visit)
+        index_scan_raw(&self.view(), def, from, to, reverse, &mut rendering(visit))
+    }
+
+    /// See [`ReadTx::index_scan_raw`]; sees this transaction's writes.
+    pub fn index_scan_raw(
+        &mut self,
+        def: &IndexDef,
+        from: &[u8],
+        to: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        index_scan_raw(&self.view(), def, from, to, reverse, visit)
     }
 
     /// Creates an index and fills it from the documents already there.
@@ -1312,7 +1352,31 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        scan(&self.view(), collection, visit)
+        scan_raw(&self.view(), collection, &mut rendering(visit))
+    }
+
+    /// See [`ReadTx::scan_raw`]; sees this transaction's writes.
+    pub fn scan_raw(
+        &mut self,
+        collection: &str,
+        visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        scan_raw(&self.view(), collection, visit)
+    }
+
+    /// See [`ReadTx::get_raw`]; sees this transaction's writes. The record
+    /// borrows the transaction's write buffer, so it is lent to `visit`;
+    /// returns whether there was one.
+    pub fn with_raw(
+        &self,
+        collection: &str,
+        id: &Value,
+        visit: &mut dyn FnMut(RawDoc<'_>),
+    ) -> Result<bool, StoreError> {
+        let view = self.view();
+        let raw = get_raw(&view, &self.store.hasher, collection, id)?;
+        Ok(raw.map(visit).is_some())
     }
 
     fn coll_id_or_create(&mut self, name: &str) -> Result<u32, StoreError> {
@@ -1693,6 +1757,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
                 self.kv.put(Table::Ids, &key, &rest)?;
             }
         }
+        // Local readers (live queries) must see the document go.
+        self.note_change(collection, &id_bytes);
         Ok(true)
     }
 

@@ -15,6 +15,10 @@
 //! strictly ordered, nesting is bounded, and no length prefix is trusted with
 //! an allocation.
 
+mod lookup;
+
+pub use lookup::{lookup_field, plainly_visible, FieldReader, Lookup};
+
 use crate::doc::{Counter, Deletion, Doc, Floor, Num, Op, Path, Reg, RegVal, Slot};
 use crate::hlc::{Hlc, PeerId, Stamp};
 use crate::value::{Value, MAX_DEPTH};
@@ -359,18 +363,33 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn byte(&mut self) -> Result<u8, CodecError> {
         let b = *self.buf.get(self.pos).ok_or(CodecError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, CodecError> {
+        // Most varints are one byte (tags, flags, small lengths and indexes).
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[cold]
+    fn varint_long(&mut self) -> Result<u64, CodecError> {
         let (v, rest) = take_varint(&self.buf[self.pos..])?;
         self.pos = self.buf.len() - rest.len();
         Ok(v)
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32, CodecError> {
         u32::try_from(self.varint()?).map_err(|_| malformed("u32 out of range"))
     }
@@ -390,6 +409,7 @@ impl<'a> Reader<'a> {
         Ok(f)
     }
 
+    #[inline]
     fn bool(&mut self) -> Result<bool, CodecError> {
         match self.byte()? {
             0 => Ok(false),
@@ -400,12 +420,20 @@ impl<'a> Reader<'a> {
 
     /// A length prefix, which can never exceed the bytes left (each element
     /// takes at least one byte), so it never drives a large allocation.
+    #[inline]
     fn len(&mut self) -> Result<usize, CodecError> {
         let n = self.varint()?;
         if n > (self.buf.len() - self.pos) as u64 {
             return Err(CodecError::Truncated);
         }
         Ok(n as usize)
+    }
+
+    fn str(&mut self) -> Result<&'a str, CodecError> {
+        let n = self.len()?;
+        let b = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        std::str::from_utf8(b).map_err(|_| malformed("invalid UTF-8"))
     }
 
     fn string(&mut self) -> Result<String, CodecError> {
@@ -456,12 +484,16 @@ impl<'a> Reader<'a> {
             0 => RegVal::Absent,
             1 => RegVal::Object,
             2 => RegVal::Value(self.value(0)?),
-            3 => RegVal::Attachment(crate::doc::Attachment {
-                id: self.string()?,
-                len: self.varint()?,
-                meta: self.object(1)?,
-            }),
+            3 => RegVal::Attachment(self.attachment()?),
             t => return Err(malformed(format!("register tag {t}"))),
+        })
+    }
+
+    fn attachment(&mut self) -> Result<crate::doc::Attachment, CodecError> {
+        Ok(crate::doc::Attachment {
+            id: self.string()?,
+            len: self.varint()?,
+            meta: self.object(1)?,
         })
     }
 
@@ -511,14 +543,17 @@ pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, Co
     if r.bool()? {
         return Ok(None);
     }
-    let mut out = BTreeMap::new();
-    let mut path: Vec<String> = Vec::new();
-    // Registers on the current path: (depth, stamp, is an object marker).
-    let mut stack: Vec<(usize, Stamp, bool)> = Vec::new();
     let n = r.len()?;
     if n == 0 {
         return Ok(None); // never written: not visible
     }
+    let mut path: Vec<&str> = Vec::new();
+    // Registers on the current path: (depth, stamp, is an object marker).
+    let mut stack: Vec<(usize, Stamp, bool)> = Vec::new();
+    // The objects open along the current path; slots come in pre-order with
+    // keys sorted, so each object's fields arrive sorted and it is complete
+    // when the walk leaves it.
+    let mut open = Objects::default();
     for i in 0..n {
         let shared = r.u32()? as usize;
         let rest = r.len()?;
@@ -527,8 +562,9 @@ pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, Co
         }
         path.truncate(shared);
         for _ in 0..rest {
-            path.push(r.string()?);
+            path.push(r.str()?);
         }
+        open.close_to(shared);
         stack.retain(|(depth, _, _)| *depth <= shared && (*depth < path.len() || path.is_empty()));
         let reg = if r.bool()? {
             Some((stamp_at(&stamps, r.u32()?)?, r.reg_val()?))
@@ -545,15 +581,15 @@ pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, Co
         }
         let is_marker = val == RegVal::Object;
         let value = match val {
-            RegVal::Object => Value::Object(BTreeMap::new()),
-            RegVal::Value(v) => v,
-            RegVal::Attachment(a) => a.to_value(),
+            RegVal::Object => None,
+            RegVal::Value(v) => Some(v),
+            RegVal::Attachment(a) => Some(a.to_value()),
             RegVal::Absent => {
                 stack.push((path.len(), stamp, false));
                 continue;
             }
         };
-        if !path.is_empty() && !place(&mut out, &path, value) {
+        if !path.is_empty() && !open.place(&path, value) {
             return Ok(None);
         }
         stack.push((path.len(), stamp, is_marker));
@@ -561,23 +597,67 @@ pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, Co
     if r.pos != body.len() {
         return Err(malformed("trailing bytes after document"));
     }
-    Ok(Some(out))
+    Ok(Some(open.finish()))
 }
 
-/// Puts `value` at `path`, creating the objects above it; false if a
-/// scalar is in the way (not a simple document).
-fn place(root: &mut BTreeMap<String, Value>, path: &[String], value: Value) -> bool {
-    let Some((last, parents)) = path.split_last() else {
-        return false;
-    };
-    let mut at = root;
-    for k in parents {
-        let child = at.entry(k.clone()).or_insert_with(|| Value::Object(BTreeMap::new()));
-        let Value::Object(o) = child else { return false };
-        at = o;
+/// The objects open along a path while a document is built from its slots:
+/// `frames[d]` is the object at depth `d` with its key, fields in order.
+struct Objects {
+    frames: Vec<(String, Vec<(String, Value)>)>,
+}
+
+impl Default for Objects {
+    fn default() -> Self {
+        Objects {
+            frames: vec![(String::new(), Vec::new())],
+        }
     }
-    at.insert(last.clone(), value);
-    true
+}
+
+impl Objects {
+    /// Closes the objects deeper than `depth` into their parents.
+    fn close_to(&mut self, depth: usize) {
+        while self.frames.len() > depth + 1 {
+            if let Some((key, fields)) = self.frames.pop() {
+                let object = Value::Object(fields.into_iter().collect());
+                if let Some((_, parent)) = self.frames.last_mut() {
+                    parent.push((key, object));
+                }
+            }
+        }
+    }
+
+    /// Puts `value` (`None`: a new object) at `path`, opening the objects
+    /// above it that have no slot of their own. The open objects must be a
+    /// prefix of `path` ([`Objects::close_to`] the shared part first); false
+    /// if not.
+    fn place(&mut self, path: &[&str], value: Option<Value>) -> bool {
+        let Some((last, parents)) = path.split_last() else {
+            return false;
+        };
+        let Some(missing) = parents.get(self.frames.len().saturating_sub(1)..) else {
+            return false;
+        };
+        for k in missing {
+            self.frames.push((k.to_string(), Vec::new()));
+        }
+        match value {
+            None => self.frames.push((last.to_string(), Vec::new())),
+            Some(v) => match self.frames.last_mut() {
+                Some((_, fields)) => fields.push((last.to_string(), v)),
+                None => return false,
+            },
+        }
+        true
+    }
+
+    fn finish(mut self) -> BTreeMap<String, Value> {
+        self.close_to(0);
+        self.frames
+            .pop()
+            .map(|(_, fields)| fields.into_iter().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// The interning tables at the start of a document body: peers, stamps.

@@ -1,0 +1,367 @@
+//! Reading one field of a stored document straight from its bytes.
+//!
+//! A query filters and sorts on a few fields of many documents, and building
+//! every document to read three of its fields was most of a scan's cost.
+//! [`lookup_field`] walks the slots once without allocating, stops as soon
+//! as the field's place in the sorted slot order is passed, and answers only
+//! where the bytes alone are certain: a *plain* field, a register whose
+//! ancestors are object markers no newer than it, with no counter and
+//! nothing stored below it. Anything else (a deleted document, a counter, an
+//! object assembled from several slots, a shadowed write) is
+//! [`Lookup::Unknown`], and the caller renders the document instead. A
+//! property test holds every answer to what rendering gives.
+//!
+//! Skipped values are not validated (their UTF-8 or float bits): the
+//! record's checksum was verified before, and full decoding validates.
+
+use super::{malformed, CodecError, Reader};
+use crate::hlc::{Hlc, PeerId, Stamp};
+use crate::value::{Value, MAX_DEPTH};
+use std::cmp::Ordering;
+
+/// What a field lookup found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// The field's value.
+    Value(Value),
+    /// The document has no such field (or it is not visible).
+    Missing,
+    /// The bytes alone cannot say: render the document.
+    Unknown,
+}
+
+/// Interning tables larger than this are left to the full decoder, so the
+/// lookup needs no allocation.
+const MAX_INTERNED: usize = 8;
+
+/// The stamps of a document body, when it is small and not deleted.
+struct Header {
+    stamps: [Stamp; MAX_INTERNED],
+    count: usize,
+}
+
+impl Header {
+    fn stamp(&self, i: u32) -> Result<Stamp, CodecError> {
+        self.stamps[..self.count]
+            .get(i as usize)
+            .copied()
+            .ok_or_else(|| malformed("stamp index"))
+    }
+}
+
+/// Reads the interning tables, the version vector and the deletion flag;
+/// `None` when the document is deleted or its tables are large.
+fn read_header(r: &mut Reader<'_>) -> Result<Option<Header>, CodecError> {
+    let peer_count = r.len()?;
+    if peer_count > MAX_INTERNED {
+        return Ok(None);
+    }
+    let mut peers = [0u64; MAX_INTERNED];
+    for p in peers.iter_mut().take(peer_count) {
+        *p = r.varint()?;
+    }
+    let count = r.len()?;
+    if count > MAX_INTERNED {
+        return Ok(None);
+    }
+    let mut stamps = [Stamp::ZERO; MAX_INTERNED];
+    for s in stamps.iter_mut().take(count) {
+        let hlc = Hlc(r.varint()?);
+        let p = r.u32()? as usize;
+        let peer = *peers[..peer_count].get(p).ok_or_else(|| malformed("peer index"))?;
+        *s = Stamp {
+            hlc,
+            peer: PeerId(peer),
+        };
+    }
+    for _ in 0..r.len()? {
+        r.u32()?;
+        r.varint()?;
+    }
+    if r.bool()? {
+        return Ok(None);
+    }
+    Ok(Some(Header { stamps, count }))
+}
+
+/// A document body with its header read once, for several lookups.
+pub struct FieldReader<'a> {
+    body: &'a [u8],
+    /// `None`: deleted, or tables too large; every answer is `Unknown`.
+    header: Option<Header>,
+    /// Where the slots start.
+    slots_at: usize,
+}
+
+impl<'a> FieldReader<'a> {
+    /// Reads the header of a document body.
+    pub fn new(body: &'a [u8]) -> Result<FieldReader<'a>, CodecError> {
+        let mut r = Reader { buf: body, pos: 0 };
+        let header = read_header(&mut r)?;
+        Ok(FieldReader {
+            body,
+            header,
+            slots_at: r.pos,
+        })
+    }
+
+    /// Whether the document is visible, when the bytes say so plainly (not
+    /// deleted, a root object marker); `None`: render it to know.
+    pub fn plainly_visible(&self) -> Result<Option<bool>, CodecError> {
+        if self.header.is_none() {
+            return Ok(None);
+        }
+        let mut r = Reader {
+            buf: self.body,
+            pos: self.slots_at,
+        };
+        if r.len()? == 0 {
+            return Ok(Some(false));
+        }
+        let root = (r.u32()?, r.len()?);
+        let marker = r.bool()? && {
+            r.u32()?;
+            r.varint()? == REG_OBJECT
+        };
+        Ok((root == (0, 0) && marker && !r.bool()?).then_some(true))
+    }
+
+    /// The value of the field at `keys` (a path of object keys, at least one).
+    pub fn lookup(&self, keys: &[&str]) -> Result<Lookup, CodecError> {
+        assert!(
+            !keys.is_empty() && keys.len() <= MAX_DEPTH,
+            "lookup of {} keys",
+            keys.len()
+        );
+        let Some(header) = &self.header else {
+            return Ok(Lookup::Unknown);
+        };
+        let mut r = Reader {
+            buf: self.body,
+            pos: self.slots_at,
+        };
+        walk(&mut r, header, keys)
+    }
+}
+
+/// Whether a document body is visible, when the bytes say so plainly.
+pub fn plainly_visible(body: &[u8]) -> Result<Option<bool>, CodecError> {
+    FieldReader::new(body)?.plainly_visible()
+}
+
+const REG_ABSENT: u64 = 0;
+const REG_OBJECT: u64 = 1;
+const REG_VALUE: u64 = 2;
+const REG_ATTACHMENT: u64 = 3;
+
+/// The value of the field at `keys` (a path of object keys, at least one).
+pub fn lookup_field(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {
+    FieldReader::new(body)?.lookup(keys)
+}
+
+/// Walks the slots from `r` to the field at `keys`.
+fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, CodecError> {
+    let target = keys.len();
+    let mut depth = 0usize;
+    // Leading keys of the current path equal to `keys`.
+    let mut matched = 0usize;
+    // The newest register above the field: older writes below it are hidden.
+    let mut shadow = Stamp::ZERO;
+    let mut found: Option<Lookup> = None;
+    let slots = r.len()?;
+    for i in 0..slots {
+        let shared = r.u32()? as usize;
+        let rest = r.len()?;
+        if shared > depth || (i > 0 && rest == 0) || shared + rest > MAX_DEPTH {
+            return Err(malformed(format!("slot {i}: bad path")));
+        }
+        matched = matched.min(shared);
+        depth = shared;
+        // Slots are in path order: a key greater than the field's at the
+        // first place they differ means every later slot is past it.
+        let mut past = false;
+        for _ in 0..rest {
+            let key = r.bytes()?;
+            if matched == depth && depth < target {
+                match cmp_key(key, keys[depth].as_bytes()) {
+                    Ordering::Equal => matched += 1,
+                    Ordering::Greater => past = true,
+                    Ordering::Less => {}
+                }
+            }
+            depth += 1;
+        }
+        if matched == target && depth > target {
+            return Ok(Lookup::Unknown); // something below the field: an object
+        }
+        if matched < depth {
+            if past || found.is_some() {
+                break;
+            }
+            skip_slot(r)?;
+            continue;
+        }
+        let reg = read_reg(r, header)?;
+        if depth < target {
+            match reg {
+                Some((stamp, REG_OBJECT)) if !r.bool()? => shadow = shadow.max(stamp),
+                _ => return Ok(Lookup::Unknown),
+            }
+            continue;
+        }
+        let value = match reg {
+            Some((stamp, _)) if stamp < shadow => return Ok(Lookup::Unknown),
+            Some((_, REG_ABSENT)) => Lookup::Missing,
+            Some((_, REG_VALUE)) => Lookup::Value(r.value(0)?),
+            Some((_, REG_ATTACHMENT)) => Lookup::Value(r.attachment()?.to_value()),
+            _ => return Ok(Lookup::Unknown),
+        };
+        if r.bool()? {
+            return Ok(Lookup::Unknown); // a counter beside the register
+        }
+        found = Some(value);
+    }
+    Ok(found.unwrap_or(Lookup::Missing))
+}
+
+/// Byte order of two keys; most keys differ in their first byte, which is
+/// compared without a call.
+#[inline]
+fn cmp_key(a: &[u8], b: &[u8]) -> Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
+/// A slot's register as (stamp, variant tag), its payload not yet read.
+fn read_reg(r: &mut Reader<'_>, header: &Header) -> Result<Option<(Stamp, u64)>, CodecError> {
+    if !r.bool()? {
+        return Ok(None);
+    }
+    let stamp = header.stamp(r.u32()?)?;
+    Ok(Some((stamp, r.varint()?)))
+}
+
+/// Skips the register and counter of a slot whose path was read.
+fn skip_slot(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    if r.bool()? {
+        r.u32()?;
+        match r.varint()? {
+            REG_ABSENT | REG_OBJECT => {}
+            REG_VALUE => r.skip_scalar_or_value()?,
+            REG_ATTACHMENT => {
+                r.bytes()?;
+                r.varint()?;
+                r.skip_object(1)?;
+            }
+            t => return Err(malformed(format!("register tag {t}"))),
+        }
+    }
+    if r.bool()? {
+        skip_counter(r)?;
+    }
+    Ok(())
+}
+
+fn skip_counter(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    for _ in 0..r.len()? {
+        r.u32()?;
+        r.varint()?;
+        r.skip_num()?;
+    }
+    for _ in 0..r.len()? {
+        r.u32()?;
+        r.varint()?;
+        r.skip_num()?;
+        r.u32()?;
+    }
+    if r.bool()? {
+        r.u32()?;
+        r.skip_num()?;
+    }
+    Ok(())
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let b = self.buf.get(self.pos..self.pos + n).ok_or(CodecError::Truncated)?;
+        self.pos += n;
+        Ok(b)
+    }
+
+    /// A length-prefixed byte string (a key or string), unvalidated.
+    #[inline]
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn skip_num(&mut self) -> Result<(), CodecError> {
+        match self.varint()? {
+            0 => self.varint().map(drop),
+            1 => self.take(8).map(drop),
+            t => Err(malformed(format!("number tag {t}"))),
+        }
+    }
+
+    /// Skips a value; scalars, the common case, without a call.
+    #[inline]
+    fn skip_scalar_or_value(&mut self) -> Result<(), CodecError> {
+        match self.buf.get(self.pos) {
+            Some(0) => self.pos += 1,
+            Some(2) => {
+                self.pos += 1;
+                self.varint()?;
+            }
+            Some(3) => {
+                self.pos += 1;
+                self.take(8)?;
+            }
+            Some(4) => {
+                self.pos += 1;
+                self.bytes()?;
+            }
+            _ => self.skip_value(0)?,
+        }
+        Ok(())
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("value nested too deep"));
+        }
+        match self.varint()? {
+            0 => {}
+            1 => {
+                self.bool()?;
+            }
+            2 => {
+                self.varint()?;
+            }
+            3 => {
+                self.take(8)?;
+            }
+            4 => {
+                self.bytes()?;
+            }
+            5 => {
+                for _ in 0..self.len()? {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            6 => self.skip_object(depth + 1)?,
+            t => return Err(malformed(format!("value tag {t}"))),
+        }
+        Ok(())
+    }
+
+    fn skip_object(&mut self, depth: usize) -> Result<(), CodecError> {
+        for _ in 0..self.len()? {
+            self.bytes()?;
+            self.skip_value(depth)?;
+        }
+        Ok(())
+    }
+}
