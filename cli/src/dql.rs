@@ -3,7 +3,7 @@
 //! Results print as JSON lines, one document per line; mutations print
 //! `{"mutated":[ids]}`. Errors go to stderr and the exit code is non-zero.
 
-use rhizome_engine::dql::{self, exec::Output, Prepared};
+use rhizome_engine::dql::{self, exec::Output, Prepared, Transaction};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::{Store, StoreConfig};
 use rhizome_engine::value::Value;
@@ -77,16 +77,50 @@ fn print(out: &Output) {
     }
 }
 
-fn run_one(store: &Store<LmdbKv>, prepared: &Prepared, text: &str, args: Option<&str>) -> Result<Output, String> {
+/// The clock `PROFILE` times operators with: microseconds since start.
+fn clock_us() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+}
+
+/// Runs a statement on its own, or inside the shell's open transaction.
+fn run_one(
+    store: &Store<LmdbKv>,
+    tx: Option<&mut Transaction<'_, LmdbKv>>,
+    prepared: &Prepared,
+    text: &str,
+    args: Option<&str>,
+) -> Result<Output, String> {
     let args = match args {
         Some(a) => Value::parse(a).map_err(|e| format!("--args: {e}"))?,
         None => Value::Null,
     };
     let params = dql::params_from_json(&args).map_err(|e| e.to_string())?;
     let stmt = prepared.get(text).map_err(|e| e.to_string())?;
-    dql::execute(store, &stmt, &params, now_ms())
-        .map(|(out, _)| out)
-        .map_err(|e| e.to_string())
+    let out = match tx {
+        Some(tx) => tx.execute_with(&stmt, &params, Some(&clock_us)),
+        None => dql::execute_with(store, &stmt, &params, now_ms(), Some(&clock_us)).map(|(out, _)| out),
+    };
+    out.map_err(|e| e.to_string())
+}
+
+/// A shell command that opens or ends a transaction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TxCommand {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+fn tx_command(text: &str) -> Option<TxCommand> {
+    let words: Vec<String> = text.split_whitespace().map(str::to_ascii_uppercase).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["BEGIN"] | ["BEGIN", "TRANSACTION"] | ["START", "TRANSACTION"] => Some(TxCommand::Begin),
+        ["COMMIT"] | ["COMMIT", "TRANSACTION"] | ["END"] => Some(TxCommand::Commit),
+        ["ROLLBACK"] | ["ROLLBACK", "TRANSACTION"] | ["ABORT"] => Some(TxCommand::Rollback),
+        _ => None,
+    }
 }
 
 /// `rhizome exec --data DIR "STATEMENT" [--args JSON]`
@@ -94,6 +128,7 @@ pub fn exec(opts: &Options) -> ExitCode {
     let result = open(&opts.data).and_then(|store| {
         run_one(
             &store,
+            None,
             &Prepared::new(),
             opts.statement.as_deref().unwrap_or(""),
             opts.args.as_deref(),
@@ -113,7 +148,8 @@ pub fn exec(opts: &Options) -> ExitCode {
 
 /// `rhizome shell --data DIR`: an interactive prompt with history, like
 /// psql: a statement may span lines and runs when a line ends with `;`;
-/// `.quit` leaves.
+/// `BEGIN;` ... `COMMIT;` (or `ROLLBACK;`) groups statements into one
+/// atomic transaction; `.quit` leaves (rolling back an open transaction).
 pub fn shell(opts: &Options) -> ExitCode {
     let store = match open(&opts.data) {
         Ok(s) => s,
@@ -138,8 +174,14 @@ pub fn shell(opts: &Options) -> ExitCode {
         store.peer()
     );
     let mut pending = String::new();
+    let mut tx: Option<Transaction<'_, LmdbKv>> = None;
     loop {
-        let prompt = if pending.is_empty() { "dql> " } else { "...> " };
+        let prompt = match (pending.is_empty(), &tx) {
+            (true, None) => "dql> ",
+            (true, Some(t)) if t.is_aborted() => "dql!> ",
+            (true, Some(_)) => "dql*> ",
+            (false, _) => "...> ",
+        };
         let line = match editor.readline(prompt) {
             Ok(l) => l,
             Err(rustyline::error::ReadlineError::Interrupted) => {
@@ -162,7 +204,15 @@ pub fn shell(opts: &Options) -> ExitCode {
         }
         let text = std::mem::take(&mut pending);
         let _ = editor.add_history_entry(text.trim());
-        match run_one(&store, &prepared, text.trim().trim_end_matches(';'), None) {
+        let statement = text.trim().trim_end_matches(';');
+        if let Some(command) = tx_command(statement) {
+            match shell_tx(&store, &mut tx, command) {
+                Ok(note) => println!("{note}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            continue;
+        }
+        match run_one(&store, tx.as_mut(), &prepared, statement, None) {
             Ok(out) => {
                 print(&out);
                 if out.items.is_empty() && out.mutated.is_empty() {
@@ -173,5 +223,49 @@ pub fn shell(opts: &Options) -> ExitCode {
         }
     }
     let _ = editor.save_history(&history);
+    if tx.is_some() {
+        println!("rolled back the open transaction");
+    }
     ExitCode::SUCCESS
+}
+
+/// Carries out BEGIN, COMMIT or ROLLBACK in the shell.
+fn shell_tx<'s>(
+    store: &'s Store<LmdbKv>,
+    tx: &mut Option<Transaction<'s, LmdbKv>>,
+    command: TxCommand,
+) -> Result<&'static str, String> {
+    match (command, tx.take()) {
+        (TxCommand::Begin, None) => {
+            *tx = Some(Transaction::begin(store, now_ms()).map_err(|e| e.to_string())?);
+            Ok("BEGIN")
+        }
+        (TxCommand::Begin, open) => {
+            *tx = open;
+            Err("a transaction is already open; COMMIT or ROLLBACK it first".into())
+        }
+        (TxCommand::Commit, Some(t)) => t
+            .commit()
+            .map(|_| "COMMIT")
+            .map_err(|e| format!("{e}; nothing was written (ROLLBACK)")),
+        (TxCommand::Rollback, Some(t)) => {
+            t.rollback();
+            Ok("ROLLBACK")
+        }
+        (_, None) => Err("no transaction is open (BEGIN starts one)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tx_command, TxCommand};
+
+    #[test]
+    fn transaction_commands_are_recognized_in_any_case() {
+        assert_eq!(tx_command("begin"), Some(TxCommand::Begin));
+        assert_eq!(tx_command("Begin Transaction"), Some(TxCommand::Begin));
+        assert_eq!(tx_command("COMMIT"), Some(TxCommand::Commit));
+        assert_eq!(tx_command("rollback"), Some(TxCommand::Rollback));
+        assert_eq!(tx_command("SELECT * FROM begin"), None);
+    }
 }

@@ -14,6 +14,7 @@ use super::ast::{
 use super::eval::{self, Accumulator, EvalError, Params, Row};
 use super::parse::ParseError;
 use super::plan::{self, Access};
+use super::profile::{step, ClockUs, Profile};
 use super::source::LazyRow;
 use crate::doc::{Attachment, FieldKind, Num, Schema};
 use crate::kv::Kv;
@@ -103,9 +104,29 @@ fn strict_mode(docs: &dyn Docs) -> Result<bool, DqlError> {
 
 /// Runs a statement that only reads.
 pub fn run_read(docs: &mut dyn Docs, stmt: &Statement, params: &Params) -> Result<Output, DqlError> {
+    run_read_with(docs, stmt, params, None)
+}
+
+/// [`run_read`] with a microsecond clock, which `PROFILE` uses for timings.
+pub fn run_read_with(
+    docs: &mut dyn Docs,
+    stmt: &Statement,
+    params: &Params,
+    clock: Option<ClockUs<'_>>,
+) -> Result<Output, DqlError> {
+    read(docs, stmt, params, None, clock)
+}
+
+fn read(
+    docs: &mut dyn Docs,
+    stmt: &Statement,
+    params: &Params,
+    prof: Option<&Profile<'_>>,
+    clock: Option<ClockUs<'_>>,
+) -> Result<Output, DqlError> {
     match stmt {
         Statement::Select(s) => Ok(Output {
-            items: select(docs, s, params)?,
+            items: select(docs, s, params, prof)?,
             mutated: Vec::new(),
         }),
         Statement::Show { name } => show(docs, name.as_deref()),
@@ -113,17 +134,43 @@ pub fn run_read(docs: &mut dyn Docs, stmt: &Statement, params: &Params) -> Resul
             items: vec![explain(docs, inner, params)?],
             mutated: Vec::new(),
         }),
+        Statement::Profile(inner) if is_read_only(inner) => {
+            let p = Profile::new(clock);
+            let start = p.now_us();
+            let out = read(docs, inner, params, Some(&p), clock)?;
+            profiled(docs, inner, params, &p, start, &out)
+        }
         _ => Err(DqlError::NotReadOnly),
     }
 }
 
 /// Runs any statement inside the write transaction.
 pub fn run_write<K: Kv>(tx: &mut WriteTx<'_, K>, stmt: &Statement, params: &Params) -> Result<Output, DqlError> {
+    run_write_with(tx, stmt, params, None)
+}
+
+/// [`run_write`] with a microsecond clock, which `PROFILE` uses for timings.
+pub fn run_write_with<K: Kv>(
+    tx: &mut WriteTx<'_, K>,
+    stmt: &Statement,
+    params: &Params,
+    clock: Option<ClockUs<'_>>,
+) -> Result<Output, DqlError> {
+    write(tx, stmt, params, None, clock)
+}
+
+fn write<K: Kv>(
+    tx: &mut WriteTx<'_, K>,
+    stmt: &Statement,
+    params: &Params,
+    prof: Option<&Profile<'_>>,
+    clock: Option<ClockUs<'_>>,
+) -> Result<Output, DqlError> {
     match stmt {
         Statement::Insert(i) => insert(tx, i, params),
-        Statement::Update(u) => update(tx, u, params),
-        Statement::Delete(d) => remove(tx, d, params, false),
-        Statement::Evict(d) => remove(tx, d, params, true),
+        Statement::Update(u) => update(tx, u, params, prof),
+        Statement::Delete(d) => remove(tx, d, params, false, prof),
+        Statement::Evict(d) => remove(tx, d, params, true, prof),
         Statement::AlterSystem { name, value } => alter(tx, name, value, params),
         Statement::CreateIndex {
             name,
@@ -145,17 +192,56 @@ pub fn run_write<K: Kv>(tx: &mut WriteTx<'_, K>, stmt: &Statement, params: &Para
             tx.drop_index(name, *if_exists)?;
             Ok(Output::default())
         }
-        Statement::Profile(_) => Err(invalid("PROFILE is not available yet in this build")),
-        other => run_read(tx, other, params),
+        Statement::Profile(inner) => {
+            let p = Profile::new(clock);
+            let start = p.now_us();
+            let out = write(tx, inner, params, Some(&p), clock)?;
+            if !is_read_only(inner) {
+                let matched = p.spent_us();
+                let written = out.mutated.len() as u64;
+                p.add("write", written, written, p.now_us().saturating_sub(start + matched));
+            }
+            profiled(tx, inner, params, &p, start, &out)
+        }
+        other => read(tx, other, params, prof, clock),
     }
 }
 
 /// Whether a statement changes nothing (can run on a snapshot).
 pub fn is_read_only(stmt: &Statement) -> bool {
-    matches!(
-        stmt,
-        Statement::Select(_) | Statement::Show { .. } | Statement::Explain(_)
-    )
+    match stmt {
+        Statement::Select(_) | Statement::Show { .. } | Statement::Explain(_) => true,
+        Statement::Profile(inner) => is_read_only(inner),
+        _ => false,
+    }
+}
+
+/// The output of `PROFILE`: one document with the plan (as `EXPLAIN` gives
+/// it), the operators, the number of rows returned and mutated, and the
+/// total time; the statement's own mutations are reported as usual.
+fn profiled(
+    docs: &dyn Docs,
+    inner: &Statement,
+    params: &Params,
+    p: &Profile<'_>,
+    start_us: u64,
+    out: &Output,
+) -> Result<Output, DqlError> {
+    let total_us = p.now_us().saturating_sub(start_us);
+    let mut o = match explain(docs, inner, params)? {
+        Value::Object(o) => o,
+        _ => BTreeMap::new(),
+    };
+    o.insert("operators".to_string(), p.operators());
+    o.insert("rows".to_string(), Value::Int(out.items.len() as i64));
+    o.insert("mutated".to_string(), Value::Int(out.mutated.len() as i64));
+    if p.timed() {
+        o.insert("time_us".to_string(), Value::Int(total_us as i64));
+    }
+    Ok(Output {
+        items: vec![Value::Object(o)],
+        mutated: out.mutated.clone(),
+    })
 }
 
 // ---- rows ----
@@ -186,26 +272,51 @@ impl Row for Joined<'_> {
 
 // ---- SELECT ----
 
-fn select(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+fn select(
+    docs: &mut dyn Docs,
+    s: &Select,
+    params: &Params,
+    prof: Option<&Profile<'_>>,
+) -> Result<Vec<Value>, DqlError> {
     if s.from.collection == "system:indexes" {
         let rows: Vec<Value> = docs.indexes()?.iter().map(index_row).collect();
         let out = project_all(s, &rows, params)?;
         return order_and_limit(s, out, params);
     }
     if s.joins.is_empty() && !grouped(s) && !s.distinct {
-        return select_stream(docs, s, params);
+        return select_stream(docs, s, params, prof);
     }
-    let rows = source_rows(docs, s, params)?;
-    let rows = join_rows(docs, s, rows, params)?;
+    let rows = phase(prof, "read+filter", 0, || source_rows(docs, s, params))?;
+    let rows = match s.joins.is_empty() {
+        true => rows,
+        false => phase(prof, "join", rows.len(), || join_rows(docs, s, rows, params))?,
+    };
     let mut out = if grouped(s) {
-        group(s, &rows, params)?
+        phase(prof, "group", rows.len(), || group(s, &rows, params))?
     } else {
-        project_all(s, &rows, params)?
+        phase(prof, "project", rows.len(), || project_all(s, &rows, params))?
     };
     if s.distinct {
-        dedupe(&mut out);
+        out = phase(prof, "distinct", out.len(), || {
+            dedupe(&mut out);
+            Ok(out)
+        })?;
     }
-    order_and_limit(s, out, params)
+    phase(prof, "order+limit", out.len(), || order_and_limit(s, out, params))
+}
+
+/// Runs a whole operator over a batch of rows, profiled when asked.
+fn phase<T>(
+    prof: Option<&Profile<'_>>,
+    op: &'static str,
+    rows_in: usize,
+    run: impl FnOnce() -> Result<Vec<T>, DqlError>,
+) -> Result<Vec<T>, DqlError> {
+    let Some(p) = prof else { return run() };
+    let start = p.now_us();
+    let out = run()?;
+    p.add(op, rows_in as u64, out.len() as u64, p.now_us().saturating_sub(start));
+    Ok(out)
 }
 
 /// A result row: what is returned, and what `ORDER BY` reads.
@@ -240,9 +351,10 @@ fn read_source(
 
 /// Whether a visible row passes the filter.
 fn passes(filter: Option<&Expr>, row: &LazyRow<'_>, params: &Params) -> Result<bool, DqlError> {
-    if !row.is_visible()? {
-        return Ok(false);
-    }
+    Ok(row.is_visible()? && matches_filter(filter, row, params)?)
+}
+
+fn matches_filter(filter: Option<&Expr>, row: &LazyRow<'_>, params: &Params) -> Result<bool, DqlError> {
     let Some(f) = filter else { return Ok(true) };
     let v = eval::eval(f, row, params);
     row.check()?;
@@ -283,7 +395,12 @@ enum Kept {
 /// source through the filter into a bounded top-k (or straight out when the
 /// source order is the requested one, stopping after `OFFSET + LIMIT`), and
 /// only rows that are returned are rendered.
-fn select_stream(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+fn select_stream(
+    docs: &mut dyn Docs,
+    s: &Select,
+    params: &Params,
+    prof: Option<&Profile<'_>>,
+) -> Result<Vec<Value>, DqlError> {
     let access = plan::plan(s, &docs.indexes()?, params)?;
     let limit = count_param(&s.limit, "LIMIT", params)?;
     let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
@@ -295,35 +412,55 @@ fn select_stream(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec
         order: if presorted { &[] } else { &s.order_by },
         star: matches!(s.items.as_slice(), [SelectItem::All(None)]),
         whole: s.items.iter().any(|i| matches!(i, SelectItem::All(None))),
+        prof,
     };
     let enough = if presorted { wanted } else { None }.unwrap_or(MAX_RESULT_ROWS);
     let mut top = TopK::new(stream.order, if presorted { None } else { wanted });
     let mut failure = None;
-    read_source(
-        docs,
-        &s.from.collection,
-        &access,
-        &mut |raw| match stream.offer(&mut top, raw) {
+    let mut visited = 0u64;
+    let (start, source) = (prof.map(|p| p.now_us()), source_name(&access));
+    if let Some(p) = prof {
+        p.add(source, 0, 0, 0); // listed first
+    }
+    read_source(docs, &s.from.collection, &access, &mut |raw| {
+        visited += 1;
+        match stream.offer(&mut top, raw) {
             Ok(()) => top.len() < enough,
             Err(e) => {
                 failure = Some(e);
                 false
             }
-        },
-    )?;
+        }
+    })?;
     if let Some(e) = failure {
         return Err(e);
     }
+    if let (Some(p), Some(start)) = (prof, start) {
+        // The source's own time: the whole loop less the per-row operators in it.
+        let elapsed = p.now_us().saturating_sub(start);
+        p.add(source, 0, visited, elapsed.saturating_sub(p.spent_us()));
+    }
+    let kept = top.len();
     let coll = s.from.collection.as_str();
-    top.finish()
-        .into_iter()
-        .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|kept| match kept {
-            Kept::Value(v) => Ok(v),
-            Kept::Record(bytes) => Ok(RawDoc::open(coll, &bytes)?.render()?.unwrap_or(Value::Null)),
-        })
-        .collect()
+    phase(prof, "limit+render", kept, || {
+        top.finish()
+            .into_iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|kept| match kept {
+                Kept::Value(v) => Ok(v),
+                Kept::Record(bytes) => Ok(RawDoc::open(coll, &bytes)?.render()?.unwrap_or(Value::Null)),
+            })
+            .collect()
+    })
+}
+
+fn source_name(access: &Access) -> &'static str {
+    match access {
+        Access::Ids(_) => "read ids",
+        Access::Index(_) => "index scan",
+        Access::Scan => "scan",
+    }
 }
 
 /// One streaming `SELECT`: what each row goes through.
@@ -336,27 +473,44 @@ struct Stream<'q> {
     star: bool,
     /// The projection includes `*`: it needs the whole document.
     whole: bool,
+    prof: Option<&'q Profile<'q>>,
 }
 
 impl Stream<'_> {
     /// Filters, projects and ranks one stored record.
     fn offer(&self, top: &mut TopK<'_, Kept>, raw: RawDoc<'_>) -> Result<(), DqlError> {
         let row = LazyRow::new(raw)?;
-        if !passes(self.s.filter.as_ref(), &row, self.params)? {
+        if !step(self.prof, "visible", || row.is_visible().map_err(DqlError::from))? {
             return Ok(());
         }
+        let filter = self.s.filter.as_ref();
+        if filter.is_some() && !step(self.prof, "filter", || matches_filter(filter, &row, self.params))? {
+            return Ok(());
+        }
+        let op = if self.order.is_empty() {
+            "project"
+        } else {
+            "project+top-k"
+        };
+        step(self.prof, op, || self.rank(top, row))?;
+        Ok(())
+    }
+
+    /// Projects a row and offers it to the top-k; whether it was kept.
+    fn rank(&self, top: &mut TopK<'_, Kept>, row: LazyRow<'_>) -> Result<bool, DqlError> {
         if self.star {
             let keys = eval_keys(self.order, &row, self.params);
             row.check()?;
             let keys = keys?;
-            if top.would_keep(&keys) {
-                let kept = match top.is_bounded() {
-                    true => Kept::Record(raw.record().to_vec()),
-                    false => Kept::Value(row.into_value()?),
-                };
-                top.push(keys, kept);
+            if !top.would_keep(&keys) {
+                return Ok(false);
             }
-            return Ok(());
+            let kept = match top.is_bounded() {
+                true => Kept::Record(row.raw().record().to_vec()),
+                false => Kept::Value(row.into_value()?),
+            };
+            top.push(keys, kept);
+            return Ok(true);
         }
         let doc = if self.whole { row.value()? } else { Value::Null };
         let value = project(&self.s.items, &row, &doc, self.params);
@@ -365,10 +519,11 @@ impl Stream<'_> {
         let keys = sort_keys(self.order, &row, &value, self.params);
         row.check()?;
         let keys = keys?;
-        if top.would_keep(&keys) {
-            top.push(keys, Kept::Value(value));
+        if !top.would_keep(&keys) {
+            return Ok(false);
         }
-        Ok(())
+        top.push(keys, Kept::Value(value));
+        Ok(true)
     }
 }
 
@@ -1053,6 +1208,7 @@ fn matching_ids(
     filter: Option<&Expr>,
     use_ids: Option<&Vec<Expr>>,
     params: &Params,
+    prof: Option<&Profile<'_>>,
 ) -> Result<Vec<Value>, DqlError> {
     let s = Select {
         distinct: false,
@@ -1071,7 +1227,7 @@ fn matching_ids(
         limit: None,
         offset: None,
     };
-    let rows = source_rows(docs, &s, params)?;
+    let rows = phase(prof, "match", 0, || source_rows(docs, &s, params))?;
     Ok(rows
         .into_iter()
         .filter_map(|d| d.as_object().and_then(|o| o.get("_id").cloned()))
@@ -1131,12 +1287,17 @@ fn edits_for(u: &Update, doc: &Value, params: &Params) -> Result<Vec<Edit>, DqlE
     Ok(edits)
 }
 
-fn update<K: Kv>(tx: &mut WriteTx<'_, K>, u: &Update, params: &Params) -> Result<Output, DqlError> {
+fn update<K: Kv>(
+    tx: &mut WriteTx<'_, K>,
+    u: &Update,
+    params: &Params,
+    prof: Option<&Profile<'_>>,
+) -> Result<Output, DqlError> {
     let schema = Declared {
         decls: &u.types,
         strict: strict_mode(tx)?,
     };
-    let ids = matching_ids(tx, &u.collection, u.filter.as_ref(), None, params)?;
+    let ids = matching_ids(tx, &u.collection, u.filter.as_ref(), None, params, prof)?;
     let mut out = Output::default();
     for id in ids {
         let Some(doc) = tx.get(&u.collection, &id)? else {
@@ -1160,8 +1321,14 @@ fn update<K: Kv>(tx: &mut WriteTx<'_, K>, u: &Update, params: &Params) -> Result
     Ok(out)
 }
 
-fn remove<K: Kv>(tx: &mut WriteTx<'_, K>, d: &Delete, params: &Params, evict: bool) -> Result<Output, DqlError> {
-    let ids = matching_ids(tx, &d.collection, d.filter.as_ref(), d.use_ids.as_ref(), params)?;
+fn remove<K: Kv>(
+    tx: &mut WriteTx<'_, K>,
+    d: &Delete,
+    params: &Params,
+    evict: bool,
+    prof: Option<&Profile<'_>>,
+) -> Result<Output, DqlError> {
+    let ids = matching_ids(tx, &d.collection, d.filter.as_ref(), d.use_ids.as_ref(), params, prof)?;
     let mut out = Output::default();
     for id in ids {
         let before = match &d.returning {

@@ -13,14 +13,16 @@ pub mod parse;
 pub mod exec;
 pub mod observe;
 pub mod plan;
+pub mod profile;
 pub mod source;
 
 use crate::kv::Kv;
-use crate::store::{Committed, Store};
+use crate::store::{Committed, Store, WriteTx};
 use crate::value::Value;
 use ast::Statement;
 use eval::Params;
 use exec::{DqlError, Output};
+use profile::ClockUs;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -83,14 +85,91 @@ pub fn execute<K: Kv>(
     params: &Params,
     now_ms: u64,
 ) -> Result<(Output, Option<Committed>), DqlError> {
+    execute_with(store, stmt, params, now_ms, None)
+}
+
+/// [`execute`] with a microsecond clock for `PROFILE` timings.
+pub fn execute_with<K: Kv>(
+    store: &Store<K>,
+    stmt: &Statement,
+    params: &Params,
+    now_ms: u64,
+    clock: Option<ClockUs<'_>>,
+) -> Result<(Output, Option<Committed>), DqlError> {
     if exec::is_read_only(stmt) {
         let mut r = store.read()?;
-        return Ok((exec::run_read(&mut r, stmt, params)?, None));
+        return Ok((exec::run_read_with(&mut r, stmt, params, clock)?, None));
     }
-    let mut w = store.write(now_ms)?;
-    let out = exec::run_write(&mut w, stmt, params)?;
-    let committed = w.commit()?;
-    Ok((out, Some(committed)))
+    let mut tx = Transaction::begin(store, now_ms)?;
+    let out = tx.execute_with(stmt, params, clock)?;
+    Ok((out, Some(tx.commit()?)))
+}
+
+/// Several statements in one atomic transaction: each sees the writes of
+/// the ones before it, and other readers see all of them or none (they
+/// commit together). A statement that fails may have written part of its
+/// work, so the first error aborts the transaction: later statements and
+/// the commit are refused, and dropping it rolls everything back.
+pub struct Transaction<'s, K: Kv> {
+    tx: WriteTx<'s, K>,
+    /// The error that aborted the transaction, as text.
+    aborted: Option<String>,
+    statements: usize,
+}
+
+impl<'s, K: Kv> Transaction<'s, K> {
+    /// Starts a write transaction (one at a time per store; this waits for
+    /// the current one).
+    pub fn begin(store: &'s Store<K>, now_ms: u64) -> Result<Transaction<'s, K>, DqlError> {
+        Ok(Transaction {
+            tx: store.write(now_ms)?,
+            aborted: None,
+            statements: 0,
+        })
+    }
+
+    /// Runs a statement (read or write) inside the transaction.
+    pub fn execute(&mut self, stmt: &Statement, params: &Params) -> Result<Output, DqlError> {
+        self.execute_with(stmt, params, None)
+    }
+
+    /// [`Transaction::execute`] with a microsecond clock for `PROFILE`.
+    pub fn execute_with(
+        &mut self,
+        stmt: &Statement,
+        params: &Params,
+        clock: Option<ClockUs<'_>>,
+    ) -> Result<Output, DqlError> {
+        if let Some(first) = &self.aborted {
+            return Err(aborted(first));
+        }
+        self.statements += 1;
+        exec::run_write_with(&mut self.tx, stmt, params, clock).inspect_err(|e| {
+            self.aborted = Some(format!("statement {} failed: {e}", self.statements));
+        })
+    }
+
+    /// Commits every statement's writes atomically.
+    pub fn commit(self) -> Result<Committed, DqlError> {
+        if let Some(first) = &self.aborted {
+            return Err(aborted(first));
+        }
+        Ok(self.tx.commit()?)
+    }
+
+    /// Drops every write of the transaction.
+    pub fn rollback(self) {}
+
+    /// Whether an error aborted the transaction (only rollback is left).
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.is_some()
+    }
+}
+
+fn aborted(first: &str) -> DqlError {
+    DqlError::Invalid {
+        reason: format!("the transaction was aborted ({first}); roll it back"),
+    }
 }
 
 /// Parameters from a JSON object (`{"name": value, ...}`).
