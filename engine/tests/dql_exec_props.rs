@@ -22,9 +22,8 @@
 //! - Random token soups and random bytes, parsed and executed on a small
 //!   store with parameters: errors are fine, panics are not.
 //!
-//! Known engine bugs found by these tests are pinned, with minimal repros, in
-//! the `#[ignore]`d tests at the end (run them with `--ignored`); the
-//! generators stay clear of them so the suite passes.
+//! Engine bugs these tests found are pinned, with minimal repros, as the
+//! `regression_*` tests at the end.
 
 use proptest::prelude::*;
 use rhizome_engine::dql::{self, parse::parse};
@@ -1398,11 +1397,10 @@ fn expect_items(setup: &[&str], query: &str, want: &str) {
     assert_eq!(got, Ok(want), "{query}");
 }
 
-/// Index keys encode integers as f64, so 2^53 and 2^53 + 1 share a key; a
-/// strict bound `> 2^53` then skips 2^53 + 1 (the scan finds it).
+/// Index keys used to encode integers as f64 only, so 2^53 and 2^53 + 1
+/// shared a key and a strict bound `> 2^53` skipped 2^53 + 1.
 #[test]
-#[ignore = "engine bug: index range loses integers beyond 2^53"]
-fn known_bug_index_range_loses_big_integers() {
+fn regression_index_range_loses_big_integers() {
     expect_items(
         &[
             "INSERT INTO t DOCUMENTS ({\"_id\":1,\"a\":9007199254740992}), ({\"_id\":2,\"a\":9007199254740993})",
@@ -1413,10 +1411,9 @@ fn known_bug_index_range_loses_big_integers() {
     );
 }
 
-/// The same key collision breaks an ordered index scan that stops early.
+/// The same key collision broke an ordered index scan that stops early.
 #[test]
-#[ignore = "engine bug: ordered index scan with LIMIT misorders integers beyond 2^53"]
-fn known_bug_index_order_loses_big_integers() {
+fn regression_index_order_loses_big_integers() {
     expect_items(
         &[
             "INSERT INTO t DOCUMENTS ({\"_id\":1,\"a\":9007199254740993}), ({\"_id\":2,\"a\":9007199254740992})",
@@ -1427,15 +1424,12 @@ fn known_bug_index_order_loses_big_integers() {
     );
 }
 
-/// The planner matches `ORDER BY` paths to index paths by their keys; a
+/// The planner matched `ORDER BY` paths to index paths by their keys; a
 /// path with an array index has none, and neither has the index past its
-/// last path, so `ORDER BY a, t[0]` counts as served by an index on `a`
-/// (also `WHERE a = 1 ORDER BY t[0]`): the scan stops after `LIMIT` rows in
-/// index order (and the streaming executor being written trusts that order
-/// for the whole result).
+/// last path, so `ORDER BY a, t[0]` counted as served by an index on `a`
+/// (also `WHERE a = 1 ORDER BY t[0]`).
 #[test]
-#[ignore = "engine bug: ORDER BY an array element is taken as served by an index"]
-fn known_bug_ordered_index_ignores_array_element_key() {
+fn regression_ordered_index_ignores_array_element_key() {
     expect_items(
         &[
             "INSERT INTO t DOCUMENTS ({\"_id\":1,\"a\":1,\"t\":[5]}), ({\"_id\":2,\"a\":1,\"t\":[3]})",
@@ -1455,11 +1449,10 @@ fn known_bug_ordered_index_ignores_array_element_key() {
 }
 
 /// `ORDER BY a` where `a` is also an output alias sorts by the output
-/// column; with an index on the field `a` the planner reads the index in
-/// the field's order and stops after `LIMIT` rows.
+/// column; with an index on the field `a` the planner used to read the
+/// index in the field's order and stop after `LIMIT` rows.
 #[test]
-#[ignore = "engine bug: ORDER BY an alias that shadows an indexed field uses the index order"]
-fn known_bug_ordered_index_ignores_alias() {
+fn regression_ordered_index_ignores_alias() {
     expect_items(
         &[
             "INSERT INTO t DOCUMENTS ({\"_id\":1,\"a\":1,\"b\":9}), ({\"_id\":2,\"a\":2,\"b\":0})",
@@ -1470,11 +1463,10 @@ fn known_bug_ordered_index_ignores_alias() {
     );
 }
 
-/// `_id = <not an id type>` is planned as a point read and fails, where the
-/// documented comparison is simply false.
+/// `_id = <not an id type>` was planned as a point read and failed, where
+/// the documented comparison is simply false.
 #[test]
-#[ignore = "engine bug: _id compared with a non-id value is an error"]
-fn known_bug_id_compared_with_non_id_value() {
+fn regression_id_compared_with_non_id_value() {
     expect_items(
         &["INSERT INTO t DOCUMENTS ({\"_id\":1})"],
         "SELECT _id FROM t WHERE _id = true",
@@ -1487,11 +1479,10 @@ fn known_bug_id_compared_with_non_id_value() {
     );
 }
 
-/// `_id IN (..)` with a repeated id (also `1` and `1.0`) returns the
+/// `_id IN (..)` with a repeated id (also `1` and `1.0`) returned the
 /// document once per repetition.
 #[test]
-#[ignore = "engine bug: _id IN with repeated ids duplicates rows"]
-fn known_bug_id_in_repeated_ids_duplicates_rows() {
+fn regression_id_in_repeated_ids_duplicates_rows() {
     expect_items(
         &["INSERT INTO t DOCUMENTS ({\"_id\":1})"],
         "SELECT _id FROM t WHERE _id IN (1, 1.0)",

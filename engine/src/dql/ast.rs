@@ -444,3 +444,93 @@ pub struct Delete {
     /// `RETURNING`.
     pub returning: Option<Vec<SelectItem>>,
 }
+
+impl Expr {
+    /// Calls `f` on each direct subexpression.
+    pub fn for_children<'e>(&'e self, f: &mut dyn FnMut(&'e Expr)) {
+        match self {
+            Expr::Object(fields) => fields.iter().for_each(|(_, v)| f(v)),
+            Expr::Array(items) | Expr::Call { args: items, .. } => items.iter().for_each(f),
+            Expr::Unary(_, a) => f(a),
+            Expr::Binary(_, a, b) => {
+                f(a);
+                f(b)
+            }
+            Expr::In { expr, list, .. } => {
+                f(expr);
+                match list {
+                    InList::List(l) => l.iter().for_each(f),
+                    InList::Array(a) => f(a),
+                }
+            }
+            Expr::Between { expr, low, high, .. } => {
+                f(expr);
+                f(low);
+                f(high)
+            }
+            Expr::Like { expr, pattern, .. } => {
+                f(expr);
+                f(pattern)
+            }
+            Expr::Is { expr, .. } => f(expr),
+            Expr::Any { array, cond, .. } => {
+                f(array);
+                f(cond)
+            }
+            Expr::Literal(_) | Expr::Param { .. } | Expr::Field(_) | Expr::CountStar => {}
+        }
+    }
+}
+
+impl Statement {
+    /// Calls `f` on every top-level expression of the statement (including
+    /// those of an `EXPLAIN`ed or `PROFILE`d one).
+    pub fn for_each_expr<'e>(&'e self, f: &mut dyn FnMut(&'e Expr)) {
+        match self {
+            Statement::Select(s) => s.for_each_expr(f),
+            Statement::Insert(i) => {
+                i.documents.iter().for_each(&mut *f);
+                for_items(i.returning.as_deref(), f);
+            }
+            Statement::Update(u) => {
+                for m in &u.mutations {
+                    match m {
+                        Mutation::Set(_, e, _) | Mutation::Increment(_, e, _) | Mutation::Restart(_, e, _) => f(e),
+                        Mutation::Unset(..) => {}
+                    }
+                }
+                u.filter.iter().for_each(&mut *f);
+                for_items(u.returning.as_deref(), f);
+            }
+            Statement::Delete(d) | Statement::Evict(d) => {
+                d.filter.iter().for_each(&mut *f);
+                d.use_ids.iter().flatten().for_each(&mut *f);
+                for_items(d.returning.as_deref(), f);
+            }
+            Statement::AlterSystem { value, .. } => f(value),
+            Statement::Explain(inner) | Statement::Profile(inner) => inner.for_each_expr(f),
+            Statement::CreateIndex { .. } | Statement::DropIndex { .. } | Statement::Show { .. } => {}
+        }
+    }
+}
+
+impl Select {
+    fn for_each_expr<'e>(&'e self, f: &mut dyn FnMut(&'e Expr)) {
+        for_items(Some(&self.items), f);
+        self.use_ids.iter().flatten().for_each(&mut *f);
+        self.joins.iter().for_each(|j| f(&j.on));
+        self.filter.iter().for_each(&mut *f);
+        self.group_by.iter().for_each(&mut *f);
+        self.having.iter().for_each(&mut *f);
+        self.order_by.iter().for_each(|o| f(&o.expr));
+        self.limit.iter().chain(&self.offset).for_each(&mut *f);
+    }
+}
+
+fn for_items<'e>(items: Option<&'e [SelectItem]>, f: &mut dyn FnMut(&'e Expr)) {
+    for i in items.unwrap_or_default() {
+        if let SelectItem::Expr { expr, .. } = i {
+            f(expr);
+        }
+    }
+}

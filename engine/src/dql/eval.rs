@@ -85,11 +85,14 @@
 //! and again here by [`MAX_EVAL_DEPTH`]); pattern matching and regular
 //! expressions are iterative.
 
+mod check;
 mod date;
 mod func;
 mod regex;
 
 pub use func::function_names;
+
+pub use check::check;
 
 use super::ast::{BinaryOp, Expr, InList, IsTest, Path, Pos, Segment, UnaryOp};
 use crate::value::Value;
@@ -287,7 +290,11 @@ impl fmt::Display for EvalError {
                 found,
                 pos,
             } => {
-                let s = if expected == "1" { "" } else { "s" };
+                let s = if expected.ends_with(" 1") || expected == "1" {
+                    ""
+                } else {
+                    "s"
+                };
                 write!(f, "{name}(){} takes {expected} argument{s}, got {found}", At(*pos))
             }
             EvalError::BadArgument { name, reason, pos } => write!(f, "{name}(){}: {reason}", At(*pos)),

@@ -540,6 +540,7 @@ fn grouped(s: &Select) -> bool {
             .iter()
             .any(|i| matches!(i, SelectItem::Expr { expr, .. } if eval::contains_aggregate(expr)))
         || s.having.as_ref().is_some_and(eval::contains_aggregate)
+        || s.order_by.iter().any(|o| eval::contains_aggregate(&o.expr))
 }
 
 /// Nested-loop joins whose inner side is served by `_id` (the inner lookup
@@ -723,41 +724,7 @@ fn aggregates<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match e {
         Expr::CountStar => out.push(e),
         Expr::Call { name, .. } if eval::is_aggregate(name) => out.push(e),
-        _ => for_children(e, &mut |c| aggregates(c, out)),
-    }
-}
-
-fn for_children<'e>(e: &'e Expr, f: &mut dyn FnMut(&'e Expr)) {
-    match e {
-        Expr::Object(fields) => fields.iter().for_each(|(_, v)| f(v)),
-        Expr::Array(items) | Expr::Call { args: items, .. } => items.iter().for_each(f),
-        Expr::Unary(_, a) => f(a),
-        Expr::Binary(_, a, b) => {
-            f(a);
-            f(b)
-        }
-        Expr::In { expr, list, .. } => {
-            f(expr);
-            match list {
-                super::ast::InList::List(l) => l.iter().for_each(f),
-                super::ast::InList::Array(a) => f(a),
-            }
-        }
-        Expr::Between { expr, low, high, .. } => {
-            f(expr);
-            f(low);
-            f(high)
-        }
-        Expr::Like { expr, pattern, .. } => {
-            f(expr);
-            f(pattern)
-        }
-        Expr::Is { expr, .. } => f(expr),
-        Expr::Any { array, cond, .. } => {
-            f(array);
-            f(cond)
-        }
-        Expr::Literal(_) | Expr::Param { .. } | Expr::Field(_) | Expr::CountStar => {}
+        _ => e.for_children(&mut |c| aggregates(c, out)),
     }
 }
 

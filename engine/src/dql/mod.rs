@@ -45,7 +45,9 @@ impl Prepared {
         Prepared::default()
     }
 
-    /// The parsed statement of `text`, from the cache or freshly parsed.
+    /// The parsed statement of `text`, from the cache or freshly parsed and
+    /// checked (unknown functions, argument counts, literal patterns and
+    /// units are errors here, whatever the data).
     /// The least recently used entry goes when the cache is full.
     pub fn get(&self, text: &str) -> Result<Arc<Statement>, DqlError> {
         let mut guard = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,7 +57,9 @@ impl Prepared {
             *used = *clock;
             return Ok(stmt.clone());
         }
-        let stmt = Arc::new(parse::parse(text)?);
+        let stmt = parse::parse(text)?;
+        eval::check(&stmt)?;
+        let stmt = Arc::new(stmt);
         if map.len() >= CACHE_STATEMENTS {
             if let Some(oldest) = map.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone()) {
                 map.remove(&oldest);

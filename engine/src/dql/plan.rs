@@ -10,7 +10,7 @@
 
 use super::ast::{BinaryOp, Expr, OrderItem, Path, Segment, Select};
 use super::eval::{self, EvalError, Params};
-use crate::store::{encode_sort_key, prefix_end, IndexDef};
+use crate::store::{canonical_id, encode_sort_key, prefix_end, IndexDef};
 use crate::value::Value;
 use std::collections::BTreeMap;
 
@@ -208,27 +208,58 @@ fn range_keys(prefix: &[u8], b: &Bound) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// Whether the index can yield rows in this order after `eq` equal paths:
 /// `Some(reverse)` if so.
-fn order_from(def: &IndexDef, eq: usize, order: &[OrderItem]) -> Option<bool> {
+fn order_from(def: &IndexDef, eq: usize, order: &[OrderItem], outputs: &[String]) -> Option<bool> {
     if order.is_empty() {
         return None;
     }
     let desc = order[0].desc;
     for (i, o) in order.iter().enumerate() {
         let Expr::Field(p) = &o.expr else { return None };
-        if o.desc != desc || def.paths.get(eq + i) != keys(p).as_ref() {
+        let path = keys(p)?;
+        let shadowed = matches!(path.as_slice(), [k] if outputs.contains(k));
+        if o.desc != desc || shadowed || def.paths.get(eq + i) != Some(&path) {
             return None;
         }
     }
     Some(desc)
 }
 
-/// The `_id`s the filter pins, if it pins them to constants.
-fn id_lookup(filter: Option<&Expr>, params: &Params) -> Result<Option<Vec<Value>>, EvalError> {
+/// Output columns that `ORDER BY name` would read instead of the document
+/// field `name` (the executor sorts on an output column of that name): an
+/// alias or a projected path whose last key is not the field itself.
+fn shadowing_outputs(s: &Select) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in &s.items {
+        let super::ast::SelectItem::Expr { expr, alias } = item else {
+            continue;
+        };
+        let name = match (alias, expr) {
+            (Some(a), _) => a.clone(),
+            (None, Expr::Field(p)) => match p.segments.last() {
+                Some(Segment::Key(k)) => k.clone(),
+                _ => continue,
+            },
+            (None, Expr::Call { name, .. }) => name.clone(),
+            (None, Expr::CountStar) => "count".into(),
+            _ => continue,
+        };
+        let is_field = matches!(expr, Expr::Field(p) if p.segments == [Segment::Key(name.clone())]);
+        if !is_field {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The `_id`s the filter pins, if it pins them to constants: in canonical
+/// form, each once, in the order written. A value no document can have as
+/// its id (null, a boolean, an array) matches nothing, so it is dropped.
+fn id_lookup(collection: &str, filter: Option<&Expr>, params: &Params) -> Result<Option<Vec<Value>>, EvalError> {
     let Some(filter) = filter else { return Ok(None) };
     for c in conjuncts(filter) {
         if let Some((path, Bound::Eq(v))) = bound_of(c, params)? {
             if path == ["_id"] {
-                return Ok(Some(vec![v]));
+                return Ok(Some(canonical_ids(collection, [v])));
             }
         }
         if let Expr::In {
@@ -245,11 +276,19 @@ fn id_lookup(filter: Option<&Expr>, params: &Params) -> Result<Option<Vec<Value>
                         None => return Ok(None),
                     }
                 }
-                return Ok(Some(ids));
+                return Ok(Some(canonical_ids(collection, ids)));
             }
         }
     }
     Ok(None)
+}
+
+fn canonical_ids(collection: &str, ids: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut seen = std::collections::BTreeSet::new();
+    ids.into_iter()
+        .filter_map(|v| canonical_id(collection, &v).ok())
+        .filter(|id| seen.insert(crate::codec::encode_id(id)))
+        .collect()
 }
 
 /// Chooses how to read the driving collection of `s`.
@@ -265,7 +304,7 @@ pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access,
         // Filters of joins may name other collections; keep it simple and scan.
         return Ok(Access::Scan);
     }
-    if let Some(ids) = id_lookup(s.filter.as_ref(), params)? {
+    if let Some(ids) = id_lookup(&s.from.collection, s.filter.as_ref(), params)? {
         return Ok(Access::Ids(ids));
     }
     let bounds = bounds(s.filter.as_ref(), params)?;
@@ -274,9 +313,10 @@ pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access,
     } else {
         &[]
     };
+    let outputs = shadowing_outputs(s);
     let mut best: Option<(u32, IndexAccess)> = None;
     for def in indexes.iter().filter(|d| d.collection == s.from.collection) {
-        let candidate = index_access(def, &bounds, order);
+        let candidate = index_access(def, &bounds, order, &outputs);
         let score = candidate.eq_paths as u32 * 4
             + candidate.ranged as u32 * 2
             + (candidate.ordered && s.limit.is_some()) as u32 * 3;
@@ -287,7 +327,12 @@ pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access,
     Ok(best.map_or(Access::Scan, |(_, a)| Access::Index(a)))
 }
 
-fn index_access(def: &IndexDef, bounds: &BTreeMap<Vec<String>, Vec<Bound>>, order: &[OrderItem]) -> IndexAccess {
+fn index_access(
+    def: &IndexDef,
+    bounds: &BTreeMap<Vec<String>, Vec<Bound>>,
+    order: &[OrderItem],
+    outputs: &[String],
+) -> IndexAccess {
     let mut prefix = def.id.to_be_bytes().to_vec();
     let mut eq = 0;
     for p in &def.paths {
@@ -312,7 +357,7 @@ fn index_access(def: &IndexDef, bounds: &BTreeMap<Vec<String>, Vec<Bound>>, orde
         None => (prefix.clone(), prefix_end(&prefix)),
     };
     // A range on the next path still yields order on that same path.
-    let ordered = order_from(def, eq, order);
+    let ordered = order_from(def, eq, order, outputs);
     IndexAccess {
         def: def.clone(),
         from,

@@ -6,9 +6,11 @@
 //! documents. The sort key encodes values so that byte order is the engine's
 //! total order (missing < null < bool < number < string < array < object),
 //! each value self-delimiting so a tuple of them is a plain concatenation.
-//! Numbers are ordered through `f64` (integers beyond 2^53 may share a key),
-//! so an index only *finds candidates*: readers always re-check the
-//! predicate on the document.
+//! A number is its `f64` in order-preserving bits, then the integer's exact
+//! distance from that `f64` (0 for floats), so integers beyond 2^53, which
+//! share an `f64`, still get distinct keys in numeric order, and an integer
+//! and a float that are equal share one. Readers still re-check the
+//! predicate on the document: an index only finds candidates.
 
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
@@ -57,8 +59,8 @@ pub fn encode_sort_key(v: Option<&Value>, out: &mut Vec<u8>) {
         None => out.push(0x01),
         Some(Value::Null) => out.push(0x02),
         Some(Value::Bool(b)) => out.push(0x03 + *b as u8),
-        Some(Value::Int(i)) => number(*i as f64, out),
-        Some(Value::Float(f)) => number(*f, out),
+        Some(Value::Int(i)) => number(*i as f64, rounding_error(*i), out),
+        Some(Value::Float(f)) => number(*f, 0, out),
         Some(Value::String(s)) => {
             out.push(0x06);
             string(s, out);
@@ -80,12 +82,20 @@ pub fn encode_sort_key(v: Option<&Value>, out: &mut Vec<u8>) {
     }
 }
 
-fn number(f: f64, out: &mut Vec<u8>) {
+/// How far an integer is from its nearest `f64`: at most half the gap
+/// between neighbouring `f64`s there, so it never reorders two of them.
+fn rounding_error(i: i64) -> i64 {
+    // `i as f64` is integral and below 2^64 in magnitude: exact in i128.
+    (i128::from(i) - (i as f64) as i128) as i64
+}
+
+fn number(f: f64, error: i64, out: &mut Vec<u8>) {
     out.push(0x05);
     let f = if f == 0.0 { 0.0 } else { f }; // -0.0 and 0.0 are one number
     let bits = f.to_bits();
     let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
     out.extend_from_slice(&ordered.to_be_bytes());
+    out.extend_from_slice(&((error as u64) ^ (1 << 63)).to_be_bytes());
 }
 
 /// Zero bytes are escaped as `00 FF` and the end is `00 00`, so a string
