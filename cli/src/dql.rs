@@ -65,16 +65,14 @@ fn open(dir: &std::path::Path) -> Result<Store<LmdbKv>, String> {
     Store::open(kv, StoreConfig::default(), PeerId(seed | 1), seed).map_err(|e| e.to_string())
 }
 
-fn print(out: &Output) {
+fn print(out: &Output) -> Result<(), String> {
     for item in &out.items {
-        println!("{item}");
+        println!("{}", item.to_json().map_err(|e| e.to_string())?);
     }
-    if !out.mutated.is_empty() || out.items.is_empty() {
-        let mutated = Value::Array(out.mutated.clone());
-        if !out.mutated.is_empty() {
-            println!("{{\"mutated\":{mutated}}}");
-        }
+    if !out.mutated.is_empty() {
+        println!("{{\"mutated\":{}}}", Value::Array(out.mutated.clone()));
     }
+    Ok(())
 }
 
 /// The clock `PROFILE` times operators with: microseconds since start.
@@ -126,19 +124,17 @@ fn tx_command(text: &str) -> Option<TxCommand> {
 /// `rhizome exec --data DIR "STATEMENT" [--args JSON]`
 pub fn exec(opts: &Options) -> ExitCode {
     let result = open(&opts.data).and_then(|store| {
-        run_one(
+        let out = run_one(
             &store,
             None,
             &Prepared::new(),
             opts.statement.as_deref().unwrap_or(""),
             opts.args.as_deref(),
-        )
+        )?;
+        print(&out)
     });
     match result {
-        Ok(out) => {
-            print(&out);
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -214,7 +210,9 @@ pub fn shell(opts: &Options) -> ExitCode {
         }
         match run_one(&store, tx.as_mut(), &prepared, statement, None) {
             Ok(out) => {
-                print(&out);
+                if let Err(e) = print(&out) {
+                    eprintln!("error: {e}");
+                }
                 if out.items.is_empty() && out.mutated.is_empty() {
                     println!("ok");
                 }

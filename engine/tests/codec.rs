@@ -43,6 +43,19 @@ fn body_fields(doc: &Doc) -> BTreeMap<String, Value> {
 /// for the paths the generators use (present and absent, one and two keys).
 fn check_lookups(body: &[u8], doc: &Doc) -> Result<(), TestCaseError> {
     let rendered = doc.render();
+    let id = Value::String("id\"1".into());
+    let mut json = String::from("prefix");
+    if codec::visible_json(body, &id, &mut json).unwrap() {
+        let mut expected = rendered.clone().expect("visible");
+        expected.insert("_id".into(), id.clone());
+        prop_assert_eq!(
+            &json[6..],
+            Value::Object(expected).to_string(),
+            "JSON straight from the bytes"
+        );
+    } else {
+        prop_assert_eq!(json.as_str(), "prefix", "nothing written when not simple");
+    }
     if let Some(visible) = codec::plainly_visible(body).unwrap() {
         prop_assert_eq!(visible, rendered.is_some());
     }
@@ -68,6 +81,11 @@ fn check_lookups(body: &[u8], doc: &Doc) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    #[test]
+    fn json_text_is_what_serde_json_writes(v in value()) {
+        prop_assert_eq!(v.to_string(), serde_json::to_string(&v.to_json()).unwrap());
+    }
+
     #[test]
     fn fresh_encoding_equals_general_encoding(fields in fields(), h in 1u64..u64::MAX / 2, p in any::<u64>()) {
         let s = stamp(h, p);

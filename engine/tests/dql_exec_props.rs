@@ -47,7 +47,7 @@ fn run(store: &Store<MemKv>, text: &str, params: &Value, now: &mut u64) -> Resul
     let stmt = parse(text).map_err(|e| e.to_string())?;
     let params = dql::params_from_json(params).map_err(|e| e.to_string())?;
     dql::execute(store, &stmt, &params, *now)
-        .map(|(out, _)| out.items)
+        .map(|(out, _)| out.values().expect("rows decode"))
         .map_err(|e| e.to_string())
 }
 

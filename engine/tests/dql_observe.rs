@@ -170,7 +170,7 @@ proptest::proptest! {
                 slot.2 = event.items;
             }
             for (_, q, items) in &current {
-                let fresh = dql::execute(&store, &p.get(q).unwrap(), &Default::default(), 0).unwrap().0.items;
+                let fresh = dql::execute(&store, &p.get(q).unwrap(), &Default::default(), 0).unwrap().0.values().unwrap();
                 proptest::prop_assert_eq!(&**items, &fresh, "{} after {:?}", q, &edits[..=n]);
             }
         }

@@ -19,7 +19,7 @@ fn v(s: &str) -> Value {
 fn run(tx: &mut Transaction<'_, MemKv>, p: &Prepared, text: &str) -> Result<Vec<Value>, String> {
     let stmt = p.get(text).map_err(|e| e.to_string())?;
     tx.execute(&stmt, &Default::default())
-        .map(|o| o.items)
+        .map(|o| o.values().expect("rows decode"))
         .map_err(|e| e.to_string())
 }
 
@@ -27,7 +27,8 @@ fn query(s: &Store<MemKv>, p: &Prepared, text: &str) -> Vec<Value> {
     dql::execute(s, &p.get(text).unwrap(), &Default::default(), 5)
         .unwrap()
         .0
-        .items
+        .values()
+        .unwrap()
 }
 
 #[test]
@@ -88,7 +89,7 @@ fn profile_reports_rows_per_operator_and_times_with_a_clock() {
         .get("PROFILE SELECT * FROM t WHERE x > 2 ORDER BY x DESC LIMIT 1")
         .unwrap();
     let (out, _) = dql::execute_with(&s, &stmt, &Default::default(), 2, Some(&clock)).unwrap();
-    let profile = out.items[0].as_object().unwrap();
+    let profile = out.items[0].value().unwrap().as_object().unwrap();
     assert_eq!(profile["rows"], Value::Int(1));
     let ops: Vec<(String, i64, bool)> = match &profile["operators"] {
         Value::Array(a) => a
@@ -106,7 +107,7 @@ fn profile_reports_rows_per_operator_and_times_with_a_clock() {
         other => panic!("operators: {other}"),
     };
     let names: Vec<&str> = ops.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(names, ["scan", "visible", "filter", "project+top-k", "limit+render"]);
+    assert_eq!(names, ["scan", "visible", "filter", "project+top-k", "limit"]);
     let rows: Vec<i64> = ops.iter().map(|(_, r, _)| *r).collect();
     assert_eq!(rows, [3, 3, 2, 2, 1], "{ops:?}");
     assert!(ops.iter().all(|(_, _, timed)| *timed));
@@ -117,7 +118,7 @@ fn profile_reports_rows_per_operator_and_times_with_a_clock() {
     let (out, committed) = dql::execute(&s, &stmt, &Default::default(), 3).unwrap();
     assert_eq!(out.mutated.len(), 2);
     assert!(committed.is_some());
-    let profile = out.items[0].as_object().unwrap();
+    let profile = out.items[0].value().unwrap().as_object().unwrap();
     assert!(!profile.contains_key("time_us"));
     let text = profile["operators"].to_string();
     assert!(text.contains("\"match\"") && text.contains("\"write\""), "{text}");

@@ -6,7 +6,7 @@
 //! `cargo run --release -p rhizome-benches --bin query_bench`
 
 use rhizome_benches::{dataset, print_table, Rng};
-use rhizome_engine::dql::{self, eval::Params, observe::Observers, Prepared};
+use rhizome_engine::dql::{self, eval::Params, item::Item, observe::Observers, Prepared};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::{OnConflict, Store, StoreConfig};
 use rhizome_engine::value::Value;
@@ -74,28 +74,46 @@ fn main() {
         let stmt = prepared.get(text).expect("parse");
         dql::execute(&store, &stmt, params, now_ms()).expect("query").0.items
     };
+    // Rhizome returns rows as result items that decode on demand; SQLite's
+    // rows are the JSON text of the body column. Each query is measured
+    // twice on our side: rows as returned, and every row read as JSON text
+    // (what SQLite hands back), against the same SQLite run.
+    let json_of = |items: Vec<Item>| -> usize { items.iter().map(|i| i.to_json().expect("json").len()).sum() };
     let mut rows = Vec::new();
     let mut rng = Rng::new(3);
+    let mut measure = |name: &str, reps: usize, ours: &mut dyn FnMut(bool), theirs: &mut dyn FnMut()| {
+        let t = median(reps, &mut *theirs);
+        rows.push(row(&format!("{name}: rows"), median(reps, || ours(false)), t));
+        rows.push(row(&format!("{name}: rows as JSON"), median(reps, || ours(true)), t));
+    };
 
     // Point lookups by _id (1,000 random ids per measurement).
     let picks: Vec<String> = (0..1_000).map(|_| ids[rng.below(n) as usize].clone()).collect();
-    let ours = median(5, || {
-        for id in &picks {
-            let mut p = Params::new();
-            p.insert("id", Value::String(id.clone()));
-            assert_eq!(run("SELECT * FROM docs WHERE _id = :id", &p).len(), 1);
-        }
-    });
-    let theirs = median(5, || {
-        let mut st = conn
-            .prepare_cached("SELECT body FROM docs WHERE id = ?1")
-            .expect("prepare");
-        for id in &picks {
-            let body: String = st.query_row([id], |r| r.get(0)).expect("row");
-            assert!(!body.is_empty());
-        }
-    });
-    rows.push(row("point lookup by _id (x1000)", ours, theirs));
+    let mut st = conn
+        .prepare_cached("SELECT body FROM docs WHERE id = ?1")
+        .expect("prepare");
+    measure(
+        "point lookup by _id (x1000)",
+        5,
+        &mut |json| {
+            for id in &picks {
+                let mut p = Params::new();
+                p.insert("id", Value::String(id.clone()));
+                let items = run("SELECT * FROM docs WHERE _id = :id", &p);
+                assert_eq!(items.len(), 1);
+                if json {
+                    assert!(json_of(items) > 0);
+                }
+            }
+        },
+        &mut || {
+            for id in &picks {
+                let body: String = st.query_row([id], |r| r.get(0)).expect("row");
+                assert!(!body.is_empty());
+            }
+        },
+    );
+    drop(st);
 
     // The filtered, ordered, limited query: no index on either side.
     let expected = run(QUERY, &Params::new());
@@ -109,9 +127,16 @@ fn main() {
             .collect();
         assert_eq!(got.len(), 50);
     };
-    let ours = median(5, || assert_eq!(run(QUERY, &Params::new()).len(), 50));
-    let theirs = median(5, || sqlite_query(&conn));
-    rows.push(row("status/priority/order/limit, no index", ours, theirs));
+    let mut ours = |json: bool| {
+        let items = run(QUERY, &Params::new());
+        assert_eq!(items.len(), 50);
+        if json {
+            assert!(json_of(items) > 0);
+        }
+    };
+    measure("status/priority/order/limit, no index", 5, &mut ours, &mut || {
+        sqlite_query(&conn)
+    });
 
     // With the best index on each side: (status, created_at).
     let mut w = store.write(now_ms()).expect("txn");
@@ -132,13 +157,12 @@ fn main() {
         expected,
         "the index plan gives the same result"
     );
-    let ours = median(21, || assert_eq!(run(QUERY, &Params::new()).len(), 50));
-    let theirs = median(21, || sqlite_query(&conn));
-    rows.push(row(
+    measure(
         "status/priority/order/limit, index (status, created_at)",
-        ours,
-        theirs,
-    ));
+        21,
+        &mut ours,
+        &mut || sqlite_query(&conn),
+    );
 
     print_table(
         &format!("DQL on {n} documents (median time; ratio = SQLite time / Rhizome time, higher is better)"),
@@ -158,9 +182,9 @@ fn main() {
     let (mut notify, mut total): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
     for i in 0..200 {
         let id = expected[i % 50]
-            .as_object()
-            .and_then(|o| o.get("_id"))
-            .cloned()
+            .value()
+            .ok()
+            .and_then(|v| v.as_object()?.get("_id").cloned())
             .expect("id");
         let start = Instant::now();
         let mut w = store.write(now_ms()).expect("txn");

@@ -32,7 +32,7 @@ pub enum Lookup {
 
 /// Interning tables larger than this are left to the full decoder, so the
 /// lookup needs no allocation.
-const MAX_INTERNED: usize = 8;
+const MAX_INTERNED: usize = 32;
 
 /// The stamps of a document body, when it is small and not deleted.
 struct Header {
@@ -149,10 +149,7 @@ pub fn plainly_visible(body: &[u8]) -> Result<Option<bool>, CodecError> {
     FieldReader::new(body)?.plainly_visible()
 }
 
-const REG_ABSENT: u64 = 0;
-const REG_OBJECT: u64 = 1;
-const REG_VALUE: u64 = 2;
-const REG_ATTACHMENT: u64 = 3;
+use super::{REG_ABSENT, REG_ATTACHMENT, REG_OBJECT, REG_VALUE};
 
 /// The value of the field at `keys` (a path of object keys, at least one).
 pub fn lookup_field(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {

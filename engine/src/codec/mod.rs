@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Register variant tags in a stored body (the order of [`RegVal`]).
+const REG_ABSENT: u64 = 0;
+const REG_OBJECT: u64 = 1;
+const REG_VALUE: u64 = 2;
+const REG_ATTACHMENT: u64 = 3;
+
 /// Version of the stored-document format written by this build.
 pub const DOC_FORMAT: u8 = 1;
 /// Version of the change wire format written by this build.
@@ -537,23 +543,70 @@ fn stamp_at(stamps: &[Stamp], i: u32) -> Result<Stamp, CodecError> {
 /// CRDT state and rendering it. `Ok(None)`: not simple; decode the document
 /// and render it instead (same result, checked by property tests).
 pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, CodecError> {
+    let mut objects = Objects::default();
+    Ok(walk_visible(body, &mut objects)?.then(|| objects.finish()))
+}
+
+/// The visible JSON text of a simple document (see [`decode_visible`]) with
+/// its `_id`, appended to `out`; false (and `out` unchanged) if it is not
+/// simple. Byte for byte what rendering and printing the [`Value`] gives,
+/// without building it.
+pub fn visible_json(body: &[u8], id: &Value, out: &mut String) -> Result<bool, CodecError> {
+    let start = out.len();
+    out.reserve(body.len() + 32); // JSON is about as long as the body
+    let mut json = Json {
+        out,
+        id: Some(id),
+        first: true,
+        depth: 0,
+    };
+    json.out.push('{');
+    let simple = walk_visible(body, &mut json)?;
+    if !simple {
+        out.truncate(start);
+        return Ok(false);
+    }
+    json.id_before(None);
+    json.out.push('}');
+    Ok(true)
+}
+
+/// Receives the fields of a simple document in order: depth first, keys
+/// sorted, each object's fields before the next sibling.
+trait Visible<'a> {
+    /// Opens an object at `key` inside the innermost open one.
+    fn open(&mut self, key: &'a str);
+    /// Closes the innermost open object.
+    fn close(&mut self);
+    /// A field of the innermost open object whose value is next in `r`;
+    /// the sink reads it.
+    fn field(&mut self, key: &'a str, r: &mut Reader<'a>) -> Result<(), CodecError>;
+    /// A field of the innermost open object, its value decoded.
+    fn field_value(&mut self, key: &'a str, value: Value);
+}
+
+/// Walks a simple document's slots into `sink`; false as soon as it turns
+/// out not to be simple (what the sink got is then to be dropped).
+fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, CodecError> {
     let mut r = Reader { buf: body, pos: 0 };
     let (peers, stamps) = read_interned(&mut r)?;
-    let _ = r.vv(&peers)?;
+    for _ in 0..r.len()? {
+        peer_at(&peers, r.u32()?)?;
+        r.varint()?;
+    }
     if r.bool()? {
-        return Ok(None);
+        return Ok(false); // deleted: the deletion decides what is visible
     }
     let n = r.len()?;
     if n == 0 {
-        return Ok(None); // never written: not visible
+        return Ok(false); // never written: not visible
     }
-    let mut path: Vec<&str> = Vec::new();
+    let mut path: Vec<&str> = Vec::with_capacity(8);
     // Registers on the current path: (depth, stamp, is an object marker).
-    let mut stack: Vec<(usize, Stamp, bool)> = Vec::new();
-    // The objects open along the current path; slots come in pre-order with
-    // keys sorted, so each object's fields arrive sorted and it is complete
-    // when the walk leaves it.
-    let mut open = Objects::default();
+    let mut stack: Vec<(usize, Stamp, bool)> = Vec::with_capacity(8);
+    // Objects open below the root; slots come in pre-order with keys sorted,
+    // so an object is complete when the walk leaves its prefix.
+    let mut open = 0usize;
     for i in 0..n {
         let shared = r.u32()? as usize;
         let rest = r.len()?;
@@ -564,44 +617,57 @@ pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, Co
         for _ in 0..rest {
             path.push(r.str()?);
         }
-        open.close_to(shared);
+        while open > shared {
+            sink.close();
+            open -= 1;
+        }
         stack.retain(|(depth, _, _)| *depth <= shared && (*depth < path.len() || path.is_empty()));
-        let reg = if r.bool()? {
-            Some((stamp_at(&stamps, r.u32()?)?, r.reg_val()?))
-        } else {
-            None
-        };
-        if r.bool()? {
-            return Ok(None); // a counter
+        // A slot without a register (a counter alone) is not simple.
+        if !r.bool()? {
+            return Ok(false);
         }
-        let Some((stamp, val)) = reg else { return Ok(None) };
+        let stamp = stamp_at(&stamps, r.u32()?)?;
+        let tag = r.varint()?;
         let shadowed = stack.iter().any(|(_, s, marker)| !marker || *s > stamp);
-        if shadowed || (i == 0) != path.is_empty() || (path.is_empty() && val != RegVal::Object) {
-            return Ok(None);
+        if shadowed || (i == 0) != path.is_empty() || (path.is_empty() && tag != REG_OBJECT) {
+            return Ok(false);
         }
-        let is_marker = val == RegVal::Object;
-        let value = match val {
-            RegVal::Object => None,
-            RegVal::Value(v) => Some(v),
-            RegVal::Attachment(a) => Some(a.to_value()),
-            RegVal::Absent => {
-                stack.push((path.len(), stamp, false));
-                continue;
+        if tag == REG_ABSENT {
+            stack.push((path.len(), stamp, false));
+        } else if let Some((last, parents)) = path.split_last() {
+            // Objects above this field without a slot of their own.
+            for k in parents.get(open..).unwrap_or_default() {
+                sink.open(k);
+                open += 1;
             }
-        };
-        if !path.is_empty() && !open.place(&path, value) {
-            return Ok(None);
+            match tag {
+                REG_OBJECT => {
+                    sink.open(last);
+                    open += 1;
+                }
+                REG_VALUE => sink.field(last, &mut r)?,
+                REG_ATTACHMENT => sink.field_value(last, r.attachment()?.to_value()),
+                t => return Err(malformed(format!("register tag {t}"))),
+            }
+            stack.push((path.len(), stamp, tag == REG_OBJECT));
+        } else {
+            stack.push((0, stamp, true)); // the root's object marker
         }
-        stack.push((path.len(), stamp, is_marker));
+        if r.bool()? {
+            return Ok(false); // a counter beside the register
+        }
     }
     if r.pos != body.len() {
         return Err(malformed("trailing bytes after document"));
     }
-    Ok(Some(open.finish()))
+    for _ in 0..open {
+        sink.close();
+    }
+    Ok(true)
 }
 
-/// The objects open along a path while a document is built from its slots:
-/// `frames[d]` is the object at depth `d` with its key, fields in order.
+/// Builds the document's objects: `frames[d]` is the open object at depth
+/// `d` with its key, fields in order.
 struct Objects {
     frames: Vec<(String, Vec<(String, Value)>)>,
 }
@@ -614,10 +680,13 @@ impl Default for Objects {
     }
 }
 
-impl Objects {
-    /// Closes the objects deeper than `depth` into their parents.
-    fn close_to(&mut self, depth: usize) {
-        while self.frames.len() > depth + 1 {
+impl<'a> Visible<'a> for Objects {
+    fn open(&mut self, key: &'a str) {
+        self.frames.push((key.to_string(), Vec::new()));
+    }
+
+    fn close(&mut self) {
+        if self.frames.len() > 1 {
             if let Some((key, fields)) = self.frames.pop() {
                 let object = Value::Object(fields.into_iter().collect());
                 if let Some((_, parent)) = self.frames.last_mut() {
@@ -627,36 +696,140 @@ impl Objects {
         }
     }
 
-    /// Puts `value` (`None`: a new object) at `path`, opening the objects
-    /// above it that have no slot of their own. The open objects must be a
-    /// prefix of `path` ([`Objects::close_to`] the shared part first); false
-    /// if not.
-    fn place(&mut self, path: &[&str], value: Option<Value>) -> bool {
-        let Some((last, parents)) = path.split_last() else {
-            return false;
-        };
-        let Some(missing) = parents.get(self.frames.len().saturating_sub(1)..) else {
-            return false;
-        };
-        for k in missing {
-            self.frames.push((k.to_string(), Vec::new()));
-        }
-        match value {
-            None => self.frames.push((last.to_string(), Vec::new())),
-            Some(v) => match self.frames.last_mut() {
-                Some((_, fields)) => fields.push((last.to_string(), v)),
-                None => return false,
-            },
-        }
-        true
+    fn field(&mut self, key: &'a str, r: &mut Reader<'a>) -> Result<(), CodecError> {
+        let value = r.value(0)?;
+        self.field_value(key, value);
+        Ok(())
     }
 
+    fn field_value(&mut self, key: &'a str, value: Value) {
+        if let Some((_, fields)) = self.frames.last_mut() {
+            fields.push((key.to_string(), value));
+        }
+    }
+}
+
+impl Objects {
     fn finish(mut self) -> BTreeMap<String, Value> {
-        self.close_to(0);
+        while self.frames.len() > 1 {
+            self.close();
+        }
         self.frames
             .pop()
             .map(|(_, fields)| fields.into_iter().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Writes the document as compact JSON, `_id` among the top-level keys in
+/// key order (a stored top-level `_id` field is hidden by it, as in
+/// rendering).
+struct Json<'o, 'v> {
+    out: &'o mut String,
+    /// The `_id`, until it is written.
+    id: Option<&'v Value>,
+    /// Whether the innermost open object has no field written yet.
+    first: bool,
+    depth: usize,
+}
+
+impl Json<'_, '_> {
+    fn key(&mut self, key: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+        crate::value::write_json_string(key, self.out);
+        self.out.push(':');
+    }
+
+    /// Writes the `_id` if the next top-level key sorts after it (`None`: the end).
+    fn id_before(&mut self, next: Option<&str>) {
+        if self.depth == 0 && next.is_none_or(|k| k > "_id") {
+            if let Some(id) = self.id.take() {
+                self.key("_id");
+                id.write_json(self.out);
+            }
+        }
+    }
+
+    /// Whether a top-level `_id` field must be skipped.
+    fn hidden(&self, key: &str) -> bool {
+        self.depth == 0 && key == "_id"
+    }
+}
+
+impl<'a> Visible<'a> for Json<'_, '_> {
+    fn open(&mut self, key: &'a str) {
+        self.id_before(Some(key));
+        self.key(key);
+        self.out.push('{');
+        self.first = true;
+        self.depth += 1;
+    }
+
+    fn close(&mut self) {
+        self.out.push('}');
+        self.first = false;
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn field(&mut self, key: &'a str, r: &mut Reader<'a>) -> Result<(), CodecError> {
+        if self.hidden(key) {
+            return r.value(0).map(drop);
+        }
+        self.id_before(Some(key));
+        self.key(key);
+        r.json(self.out, 0)
+    }
+
+    fn field_value(&mut self, key: &'a str, value: Value) {
+        if self.hidden(key) {
+            return;
+        }
+        self.id_before(Some(key));
+        self.key(key);
+        value.write_json(self.out);
+    }
+}
+
+impl Reader<'_> {
+    /// Copies a value to `out` as JSON, as [`Value::write_json`] writes the
+    /// value [`Reader::value`] would build (same checks).
+    fn json(&mut self, out: &mut String, depth: usize) -> Result<(), CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("value nested too deep"));
+        }
+        match self.varint()? {
+            0 => out.push_str("null"),
+            1 => out.push_str(if self.bool()? { "true" } else { "false" }),
+            4 => crate::value::write_json_string(self.str()?, out),
+            5 => {
+                out.push('[');
+                for i in 0..self.len()? {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.json(out, depth + 1)?;
+                }
+                out.push(']');
+            }
+            6 => {
+                out.push('{');
+                for i in 0..self.len()? {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    crate::value::write_json_string(self.str()?, out);
+                    out.push(':');
+                    self.json(out, depth + 1)?;
+                }
+                out.push('}');
+            }
+            2 => Value::Int(self.i64()?).write_json(out),
+            3 => Value::Float(self.f64()?).write_json(out),
+            t => return Err(malformed(format!("value tag {t}"))),
+        }
+        Ok(())
     }
 }
 

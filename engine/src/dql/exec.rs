@@ -12,6 +12,7 @@ use super::ast::{
     Statement, TypeDecl, Update,
 };
 use super::eval::{self, Accumulator, EvalError, Params, Row};
+use super::item::Item;
 use super::parse::ParseError;
 use super::plan::{self, Access};
 use super::profile::{step, ClockUs, Profile};
@@ -23,6 +24,7 @@ use crate::value::Value;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
+use std::sync::Arc;
 
 /// The largest result a query may materialize (rows), so a mistaken query
 /// cannot exhaust memory; `LIMIT` lifts nothing above it.
@@ -84,10 +86,21 @@ fn invalid(reason: impl Into<String>) -> DqlError {
 /// What a statement returned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Output {
-    /// Result documents (`SELECT`, `RETURNING`, `EXPLAIN`, `SHOW`).
-    pub items: Vec<Value>,
+    /// Result rows (`SELECT`, `RETURNING`, `EXPLAIN`, `SHOW`).
+    pub items: Vec<Item>,
     /// Ids of the documents a mutation changed.
     pub mutated: Vec<Value>,
+}
+
+impl Output {
+    /// The rows as values (decoding stored documents).
+    pub fn values(&self) -> Result<Vec<Value>, DqlError> {
+        Ok(self
+            .items
+            .iter()
+            .map(|i| i.value().cloned())
+            .collect::<Result<_, _>>()?)
+    }
 }
 
 pub use super::source::Docs;
@@ -131,7 +144,7 @@ fn read(
         }),
         Statement::Show { name } => show(docs, name.as_deref()),
         Statement::Explain(inner) => Ok(Output {
-            items: vec![explain(docs, inner, params)?],
+            items: vec![explain(docs, inner, params)?.into()],
             mutated: Vec::new(),
         }),
         Statement::Profile(inner) if is_read_only(inner) => {
@@ -239,7 +252,7 @@ fn profiled(
         o.insert("time_us".to_string(), Value::Int(total_us as i64));
     }
     Ok(Output {
-        items: vec![Value::Object(o)],
+        items: vec![Value::Object(o).into()],
         mutated: out.mutated.clone(),
     })
 }
@@ -272,16 +285,11 @@ impl Row for Joined<'_> {
 
 // ---- SELECT ----
 
-fn select(
-    docs: &mut dyn Docs,
-    s: &Select,
-    params: &Params,
-    prof: Option<&Profile<'_>>,
-) -> Result<Vec<Value>, DqlError> {
+fn select(docs: &mut dyn Docs, s: &Select, params: &Params, prof: Option<&Profile<'_>>) -> Result<Vec<Item>, DqlError> {
     if s.from.collection == "system:indexes" {
         let rows: Vec<Value> = docs.indexes()?.iter().map(index_row).collect();
         let out = project_all(s, &rows, params)?;
-        return order_and_limit(s, out, params);
+        return Ok(order_and_limit(s, out, params)?.into_iter().map(Item::from).collect());
     }
     if s.joins.is_empty() && !grouped(s) && !s.distinct {
         return select_stream(docs, s, params, prof);
@@ -302,7 +310,8 @@ fn select(
             Ok(out)
         })?;
     }
-    phase(prof, "order+limit", out.len(), || order_and_limit(s, out, params))
+    let rows = phase(prof, "order+limit", out.len(), || order_and_limit(s, out, params))?;
+    Ok(rows.into_iter().map(Item::from).collect())
 }
 
 /// Runs a whole operator over a batch of rows, profiled when asked.
@@ -384,8 +393,9 @@ fn source_rows(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<V
     failure.map_or(Ok(rows), Err)
 }
 
-/// What the streaming pipeline keeps of a row until the end: a `SELECT *`
-/// row in a top-k stays an undecoded record, since most are pushed out.
+/// What the streaming pipeline keeps of a row: a `SELECT *` row stays an
+/// undecoded record (a top-k pushes most out, and the result decodes rows
+/// only when they are read).
 enum Kept {
     Value(Value),
     Record(Vec<u8>),
@@ -400,14 +410,16 @@ fn select_stream(
     s: &Select,
     params: &Params,
     prof: Option<&Profile<'_>>,
-) -> Result<Vec<Value>, DqlError> {
+) -> Result<Vec<Item>, DqlError> {
     let access = plan::plan(s, &docs.indexes()?, params)?;
     let limit = count_param(&s.limit, "LIMIT", params)?;
     let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
     let wanted = limit.map(|l| l.saturating_add(offset));
     let presorted = s.order_by.is_empty() || matches!(&access, Access::Index(a) if a.ordered);
+    let filter = plan::residual(s.filter.as_ref(), &access, params)?;
     let stream = Stream {
         s,
+        filter: filter.as_ref(),
         params,
         order: if presorted { &[] } else { &s.order_by },
         star: matches!(s.items.as_slice(), [SelectItem::All(None)]),
@@ -441,17 +453,18 @@ fn select_stream(
         p.add(source, 0, visited, elapsed.saturating_sub(p.spent_us()));
     }
     let kept = top.len();
-    let coll = s.from.collection.as_str();
-    phase(prof, "limit+render", kept, || {
-        top.finish()
+    let coll: Arc<str> = s.from.collection.as_str().into();
+    phase(prof, "limit", kept, || {
+        Ok(top
+            .finish()
             .into_iter()
             .skip(offset)
             .take(limit.unwrap_or(usize::MAX))
             .map(|kept| match kept {
-                Kept::Value(v) => Ok(v),
-                Kept::Record(bytes) => Ok(RawDoc::open(coll, &bytes)?.render()?.unwrap_or(Value::Null)),
+                Kept::Value(v) => Item::from(v),
+                Kept::Record(bytes) => Item::stored(coll.clone(), bytes),
             })
-            .collect()
+            .collect())
     })
 }
 
@@ -466,6 +479,8 @@ fn source_name(access: &Access) -> &'static str {
 /// One streaming `SELECT`: what each row goes through.
 struct Stream<'q> {
     s: &'q Select,
+    /// What is left of `WHERE` once the access path has applied its part.
+    filter: Option<&'q Expr>,
     params: &'q Params,
     /// The sort, or nothing when the source already reads in order.
     order: &'q [OrderItem],
@@ -483,7 +498,7 @@ impl Stream<'_> {
         if !step(self.prof, "visible", || row.is_visible().map_err(DqlError::from))? {
             return Ok(());
         }
-        let filter = self.s.filter.as_ref();
+        let filter = self.filter;
         if filter.is_some() && !step(self.prof, "filter", || matches_filter(filter, &row, self.params))? {
             return Ok(());
         }
@@ -505,11 +520,7 @@ impl Stream<'_> {
             if !top.would_keep(&keys) {
                 return Ok(false);
             }
-            let kept = match top.is_bounded() {
-                true => Kept::Record(row.raw().record().to_vec()),
-                false => Kept::Value(row.into_value()?),
-            };
-            top.push(keys, kept);
+            top.push(keys, Kept::Record(row.raw().record().to_vec()));
             return Ok(true);
         }
         let doc = if self.whole { row.value()? } else { Value::Null };
@@ -1012,10 +1023,6 @@ impl<'o, T> TopK<'o, T> {
         }
     }
 
-    fn is_bounded(&self) -> bool {
-        self.k.is_some()
-    }
-
     fn len(&self) -> usize {
         self.heap.len()
     }
@@ -1159,7 +1166,7 @@ fn insert<K: Kv>(tx: &mut WriteTx<'_, K>, i: &Insert, params: &Params) -> Result
         }
         if let Some(items) = &i.returning {
             if let Some(now) = tx.get(&i.collection, &done.id)? {
-                out.items.push(project(items, &now, &now, params)?);
+                out.items.push(project(items, &now, &now, params)?.into());
             }
         }
     }
@@ -1279,7 +1286,7 @@ fn update<K: Kv>(
         if tx.update_with(&u.collection, &id, &edits, &schema)? {
             if let Some(items) = &u.returning {
                 if let Some(now) = tx.get(&u.collection, &id)? {
-                    out.items.push(project(items, &now, &now, params)?);
+                    out.items.push(project(items, &now, &now, params)?.into());
                 }
             }
             out.mutated.push(id);
@@ -1311,7 +1318,7 @@ fn remove<K: Kv>(
             tx.delete(&d.collection, &id)?
         };
         if done {
-            out.items.extend(before);
+            out.items.extend(before.map(Item::from));
             out.mutated.push(id);
         }
     }
@@ -1361,7 +1368,7 @@ fn show(docs: &dyn Docs, name: Option<&str>) -> Result<Output, DqlError> {
         let mut o = BTreeMap::new();
         o.insert("name".to_string(), Value::from(*n));
         o.insert("value".to_string(), value);
-        items.push(Value::Object(o));
+        items.push(Value::Object(o).into());
     }
     if let (Some(n), true) = (name, items.is_empty()) {
         return Err(invalid(format!("unknown system setting {n}")));

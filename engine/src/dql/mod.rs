@@ -11,6 +11,7 @@ mod lex;
 pub mod parse;
 
 pub mod exec;
+pub mod item;
 pub mod observe;
 pub mod plan;
 pub mod profile;

@@ -383,7 +383,7 @@ impl Observers {
         let id = ObserverId(self.next);
         self.next += 1;
         if !self.queries.contains_key(&key) {
-            let items = run_read(docs, &stmt, &params)?.items;
+            let items = super::item::values(run_read(docs, &stmt, &params)?.items)?;
             self.runs += 1;
             let mut q = Query {
                 stmt,
@@ -459,7 +459,7 @@ impl Observers {
                 }
                 None => {
                     self.runs += 1;
-                    let items = run_read(docs, &q.stmt, &q.params)?.items;
+                    let items = super::item::values(run_read(docs, &q.stmt, &q.params)?.items)?;
                     let d = diff(&q.items, &items);
                     if !d.is_empty() {
                         q.set_items(items)?;

@@ -369,6 +369,43 @@ fn index_access(
     }
 }
 
+/// The filter left to check on the rows an access reads. An index range
+/// fixed by equalities holds exactly the documents with those values when
+/// the values are strings, numbers or booleans (their keys are exact), so
+/// the conjuncts the equalities came from are dropped; the rest stays.
+pub fn residual(filter: Option<&Expr>, access: &Access, params: &Params) -> Result<Option<Expr>, EvalError> {
+    let Some(filter) = filter else { return Ok(None) };
+    let Access::Index(a) = access else {
+        return Ok(Some(filter.clone()));
+    };
+    let fixed = &a.def.paths[..a.eq_paths];
+    let mut dropped: Vec<&Vec<String>> = Vec::new();
+    let mut kept: Vec<&Expr> = Vec::new();
+    for c in conjuncts(filter) {
+        let exact = match bound_of(c, params)? {
+            // The index used the first equality on each path (see `index_access`).
+            Some((path, Bound::Eq(v))) => {
+                let scalar = matches!(v, Value::String(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_));
+                match fixed.iter().find(|p| **p == path) {
+                    Some(p) if scalar && !dropped.contains(&p) => {
+                        dropped.push(p);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if !exact {
+            kept.push(c);
+        }
+    }
+    Ok(kept
+        .into_iter()
+        .cloned()
+        .reduce(|a, b| Expr::Binary(BinaryOp::And, Box::new(a), Box::new(b))))
+}
+
 /// The plan as JSON, for `EXPLAIN` and `PROFILE`.
 pub fn describe(a: &Access) -> Value {
     let mut o = BTreeMap::new();

@@ -75,7 +75,12 @@ impl<'a> RawDoc<'a> {
         }
     }
 
-    fn damaged(&self, e: codec::CodecError) -> StoreError {
+    /// The document body (after the envelope).
+    pub(crate) fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    pub(crate) fn damaged(&self, e: codec::CodecError) -> StoreError {
         corrupt(self.collection, Some(self.id), e)
     }
 }
