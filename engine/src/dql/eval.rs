@@ -92,7 +92,7 @@ mod regex;
 
 pub use func::function_names;
 
-pub use check::check;
+pub use check::{check, check_params};
 
 use super::ast::{BinaryOp, Expr, InList, IsTest, Path, Pos, Segment, UnaryOp};
 use crate::value::Value;
@@ -352,7 +352,22 @@ fn eval_at(expr: &Expr, row: &dyn Row, params: &Params, depth: usize) -> Eval {
         }
         Expr::Unary(UnaryOp::Not, e) => Ok(not3(sub(e)?)),
         Expr::Unary(UnaryOp::Neg, e) => Ok(negate(sub(e)?)),
-        Expr::Binary(op, l, r) => Ok(binary(*op, sub(l)?, sub(r)?)),
+        // false AND x and true OR x do not depend on x: skip reading it.
+        // (Statement checks and the parameter check before a run leave x no
+        // error that depends on the row.)
+        Expr::Binary(BinaryOp::And, l, r) => match sub(l)? {
+            f if is_false(&f) => Ok(f),
+            a => Ok(and3(a, sub(r)?)),
+        },
+        Expr::Binary(BinaryOp::Or, l, r) => match sub(l)? {
+            t if truthy(&t) => Ok(Some(Value::Bool(true))),
+            a => Ok(or3(a, sub(r)?)),
+        },
+        Expr::Binary(op, l, r) => match (comparison(*op), constant(r, params), constant(l, params)) {
+            (Some(test), Some(c), _) => Ok(compare_refs(sub(l)?.as_ref(), Some(c), test)),
+            (Some(test), None, Some(c)) => Ok(compare_refs(Some(c), sub(r)?.as_ref(), test)),
+            _ => Ok(binary(*op, sub(l)?, sub(r)?)),
+        },
         Expr::In { expr, list, negated } => {
             let x = sub(expr)?;
             let found = match list {
@@ -463,11 +478,38 @@ fn binary(op: BinaryOp, l: Option<Value>, r: Option<Value>) -> Option<Value> {
 }
 
 fn compare(l: Option<Value>, r: Option<Value>, test: fn(Ordering) -> bool) -> Option<Value> {
+    compare_refs(l.as_ref(), r.as_ref(), test)
+}
+
+fn compare_refs(l: Option<&Value>, r: Option<&Value>, test: fn(Ordering) -> bool) -> Option<Value> {
     let (l, r) = (l?, r?);
-    if l == Value::Null || r == Value::Null {
+    if *l == Value::Null || *r == Value::Null {
         return Some(Value::Null);
     }
-    Some(Value::Bool(test(l.total_cmp(&r))))
+    Some(Value::Bool(test(l.total_cmp(r))))
+}
+
+/// The test of a comparison operator.
+fn comparison(op: BinaryOp) -> Option<fn(Ordering) -> bool> {
+    Some(match op {
+        BinaryOp::Eq => Ordering::is_eq,
+        BinaryOp::Ne => Ordering::is_ne,
+        BinaryOp::Lt => Ordering::is_lt,
+        BinaryOp::Le => Ordering::is_le,
+        BinaryOp::Gt => Ordering::is_gt,
+        BinaryOp::Ge => Ordering::is_ge,
+        _ => return None,
+    })
+}
+
+/// A constant operand (literal or parameter) by reference: comparing a
+/// field with it, the filter's commonest shape, then copies nothing.
+fn constant<'e>(e: &'e Expr, params: &'e Params) -> Option<&'e Value> {
+    match e {
+        Expr::Literal(v) => Some(v),
+        Expr::Param { name, .. } => params.get(name),
+        _ => None,
+    }
 }
 
 fn is_false(v: &Option<Value>) -> bool {

@@ -127,6 +127,7 @@ pub fn run_read_with(
     params: &Params,
     clock: Option<ClockUs<'_>>,
 ) -> Result<Output, DqlError> {
+    eval::check_params(stmt, params)?;
     read(docs, stmt, params, None, clock)
 }
 
@@ -169,6 +170,7 @@ pub fn run_write_with<K: Kv>(
     params: &Params,
     clock: Option<ClockUs<'_>>,
 ) -> Result<Output, DqlError> {
+    eval::check_params(stmt, params)?;
     write(tx, stmt, params, None, clock)
 }
 

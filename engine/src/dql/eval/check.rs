@@ -6,7 +6,7 @@
 //! collection would silently "work".
 
 use super::func::{self, Site};
-use super::{is_aggregate, EvalError};
+use super::{is_aggregate, EvalError, Params};
 use crate::dql::ast::{Expr, Statement};
 use crate::value::Value;
 
@@ -72,4 +72,33 @@ fn check_literals(f: &func::Func, name: &str, args: &[Expr], site: &Site<'_>) ->
         Err(e @ EvalError::BadArgument { .. }) => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Every parameter the statement names is given: checked before it runs,
+/// so a missing one is an error even when no row would reach it.
+pub fn check_params(stmt: &Statement, params: &Params) -> Result<(), EvalError> {
+    fn walk(e: &Expr, params: &Params) -> Result<(), EvalError> {
+        if let Expr::Param { name, pos } = e {
+            if params.get(name).is_none() {
+                return Err(EvalError::MissingParam {
+                    name: name.clone(),
+                    pos: *pos,
+                });
+            }
+        }
+        let mut first = Ok(());
+        e.for_children(&mut |c| {
+            if first.is_ok() {
+                first = walk(c, params);
+            }
+        });
+        first
+    }
+    let mut first = Ok(());
+    stmt.for_each_expr(&mut |e| {
+        if first.is_ok() {
+            first = walk(e, params);
+        }
+    });
+    first
 }
