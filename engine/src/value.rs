@@ -345,6 +345,11 @@ impl Value {
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s); // the common case: nothing to escape
+        out.push('"');
+        return;
+    }
     let mut plain = 0;
     for (i, b) in s.bytes().enumerate() {
         let escaped = match b {
