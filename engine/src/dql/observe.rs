@@ -103,14 +103,19 @@ pub fn diff(old: &[Value], new: &[Value]) -> Diff {
             }
         }
     }
-    let stay = longest_increasing(&kept);
-    d.moved = kept
-        .iter()
+    d.moved = moves(&kept);
+    d
+}
+
+/// The kept rows (old index, new index), in new order, that moved: those
+/// outside a longest run whose old positions increase.
+fn moves(kept: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let stay = longest_increasing(kept);
+    kept.iter()
         .enumerate()
         .filter(|(k, _)| !stay.contains(k))
         .map(|(_, &p)| p)
-        .collect();
-    d
+        .collect()
 }
 
 /// Indexes (into `pairs`, which is in new order) of a longest run whose old
@@ -279,13 +284,7 @@ impl Query {
             present[i] = true;
         }
         d.deleted = (0..self.items.len()).filter(|&i| !present[i]).collect();
-        let stay = longest_increasing(&kept);
-        d.moved = kept
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| !stay.contains(k))
-            .map(|(_, &p)| p)
-            .collect();
+        d.moved = moves(&kept);
         if d.is_empty() {
             return Ok(d);
         }
