@@ -118,12 +118,16 @@ impl<'a> FieldReader<'a> {
         if r.len()? == 0 {
             return Ok(Some(false));
         }
-        let root = (r.u32()?, r.len()?);
+        // The first slot must be the root (a document built only from
+        // remote field writes has none), then an object marker alone.
+        if (r.u32()?, r.len()?) != (0, 0) {
+            return Ok(None);
+        }
         let marker = r.bool()? && {
             r.u32()?;
             r.varint()? == REG_OBJECT
         };
-        Ok((root == (0, 0) && marker && !r.bool()?).then_some(true))
+        Ok((marker && !r.bool()?).then_some(true))
     }
 
     /// The value of the field at `keys` (a path of object keys, at least one).

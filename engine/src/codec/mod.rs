@@ -617,6 +617,9 @@ fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, 
         for _ in 0..rest {
             path.push(r.str()?);
         }
+        if path.first() == Some(&"_id") {
+            return Ok(false); // a stored top-level `_id` field: rendering hides it
+        }
         while open > shared {
             sink.close();
             open -= 1;

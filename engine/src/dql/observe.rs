@@ -482,10 +482,11 @@ impl Observers {
 }
 
 /// Whether a query's result can be patched: `SELECT *` rows of one
-/// collection in an explicit order, no `OFFSET` (rows before the window are
-/// unknown), no grouping.
+/// collection (not a `USE IDS` list) in an explicit order, no `OFFSET`
+/// (rows before the window are unknown), no grouping.
 fn patchable(s: &Select) -> bool {
     matches!(s.items.as_slice(), [SelectItem::All(None)])
+        && s.use_ids.is_none()
         && !s.order_by.is_empty()
         && s.offset.is_none()
         && s.joins.is_empty()

@@ -208,7 +208,8 @@ fn range_keys(prefix: &[u8], b: &Bound) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// Whether the index can yield rows in this order after `eq` equal paths:
 /// `Some(reverse)` if so.
-fn order_from(def: &IndexDef, eq: usize, order: &[OrderItem], outputs: &[String]) -> Option<bool> {
+fn order_from(def: &IndexDef, eq: usize, order: &[OrderItem], outputs: Option<&[String]>) -> Option<bool> {
+    let outputs = outputs?;
     if order.is_empty() {
         return None;
     }
@@ -227,11 +228,15 @@ fn order_from(def: &IndexDef, eq: usize, order: &[OrderItem], outputs: &[String]
 /// Output columns that `ORDER BY name` would read instead of the document
 /// field `name` (the executor sorts on an output column of that name): an
 /// alias or a projected path whose last key is not the field itself.
-fn shadowing_outputs(s: &Select) -> Vec<String> {
+/// `None`: unknown names (an `alias.*` spread), so no index order is claimed.
+fn shadowing_outputs(s: &Select) -> Option<Vec<String>> {
     let mut out = Vec::new();
     for item in &s.items {
-        let super::ast::SelectItem::Expr { expr, alias } = item else {
-            continue;
+        let (expr, alias) = match item {
+            super::ast::SelectItem::Expr { expr, alias } => (expr, alias),
+            super::ast::SelectItem::All(None) => continue,
+            // `alias.*` spreads an object's fields: any name may be shadowed.
+            super::ast::SelectItem::All(Some(_)) => return None,
         };
         let name = match (alias, expr) {
             (Some(a), _) => a.clone(),
@@ -248,7 +253,7 @@ fn shadowing_outputs(s: &Select) -> Vec<String> {
             out.push(name);
         }
     }
-    out
+    Some(out)
 }
 
 /// The `_id`s the filter pins, if it pins them to constants: in canonical
@@ -298,7 +303,10 @@ pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access,
             .iter()
             .map(|e| eval::eval(e, &Value::Null, params))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Access::Ids(ids.into_iter().flatten().collect()));
+        return Ok(Access::Ids(canonical_ids(
+            &s.from.collection,
+            ids.into_iter().flatten(),
+        )));
     }
     if !s.joins.is_empty() {
         // Filters of joins may name other collections; keep it simple and scan.
@@ -316,7 +324,7 @@ pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access,
     let outputs = shadowing_outputs(s);
     let mut best: Option<(u32, IndexAccess)> = None;
     for def in indexes.iter().filter(|d| d.collection == s.from.collection) {
-        let candidate = index_access(def, &bounds, order, &outputs);
+        let candidate = index_access(def, &bounds, order, outputs.as_deref());
         let score = candidate.eq_paths as u32 * 4
             + candidate.ranged as u32 * 2
             + (candidate.ordered && s.limit.is_some()) as u32 * 3;
@@ -331,7 +339,7 @@ fn index_access(
     def: &IndexDef,
     bounds: &BTreeMap<Vec<String>, Vec<Bound>>,
     order: &[OrderItem],
-    outputs: &[String],
+    outputs: Option<&[String]>,
 ) -> IndexAccess {
     let mut prefix = def.id.to_be_bytes().to_vec();
     let mut eq = 0;
@@ -379,7 +387,7 @@ pub fn residual(filter: Option<&Expr>, access: &Access, params: &Params) -> Resu
         return Ok(Some(filter.clone()));
     };
     let fixed = &a.def.paths[..a.eq_paths];
-    let mut dropped: Vec<&Vec<String>> = Vec::new();
+    let mut used: Vec<&Vec<String>> = Vec::new();
     let mut kept: Vec<&Expr> = Vec::new();
     for c in conjuncts(filter) {
         let exact = match bound_of(c, params)? {
@@ -387,9 +395,10 @@ pub fn residual(filter: Option<&Expr>, access: &Access, params: &Params) -> Resu
             Some((path, Bound::Eq(v))) => {
                 let scalar = matches!(v, Value::String(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_));
                 match fixed.iter().find(|p| **p == path) {
-                    Some(p) if scalar && !dropped.contains(&p) => {
-                        dropped.push(p);
-                        true
+                    // Only that first equality built the range; later ones stay.
+                    Some(p) if !used.contains(&p) => {
+                        used.push(p);
+                        scalar
                     }
                     _ => false,
                 }

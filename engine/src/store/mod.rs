@@ -354,9 +354,13 @@ pub struct BatchOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncCursor(pub [u8; 28]);
 
+/// -2^63 as a float (exact); 2^63 is the first float above `i64::MAX`.
+const I64_MIN_F: f64 = i64::MIN as f64;
+
 /// Canonical form of a document id: strings, integers, finite floats
-/// (integral ones become integers, so `3.0` and `3` are one id) and objects
-/// of such values.
+/// (integral ones an `i64` can hold become integers, so `3.0` and `3` are
+/// one id, and an integer id never equals a float id) and objects of such
+/// values.
 pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
     let bad = |reason| StoreError::InvalidId {
         collection: collection.to_string(),
@@ -364,7 +368,8 @@ pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
     };
     let canon = match id {
         Value::String(_) | Value::Int(_) => id.clone(),
-        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Value::Int(*f as i64),
+        // Every integral float an i64 can hold: [-2^63, 2^63).
+        Value::Float(f) if f.fract() == 0.0 && (I64_MIN_F..-I64_MIN_F).contains(f) => Value::Int(*f as i64),
         Value::Float(_) => id.clone(),
         Value::Object(o) if o.is_empty() => return Err(bad("an object id needs at least one field")),
         Value::Object(o) => {
