@@ -1489,3 +1489,32 @@ fn regression_id_in_repeated_ids_duplicates_rows() {
         "[{\"_id\":1}]",
     );
 }
+
+#[test]
+fn zz_experiment() {
+    let mut now = 1_000_000;
+    let store = new_store();
+    let setup = [
+        "INSERT INTO t DOCUMENTS ({\"_id\":1,\"a\":1}), ({\"_id\":2,\"a\":1.0}), ({\"_id\":3,\"a\":9007199254740992}), ({\"_id\":4,\"a\":9007199254740992.0}), ({\"_id\":5,\"a\":[1]}), ({\"_id\":6,\"a\":[1.0]})",
+        "INSERT INTO u DOCUMENTS ({\"_id\":{\"x\":[1]},\"n\":1})",
+        "INSERT INTO u DOCUMENTS ({\"_id\":{\"x\":[1.0]},\"n\":2})",
+    ];
+    for s in setup {
+        println!("{s} -> {:?}", run(&store, s, &Value::Null, &mut now));
+    }
+    for q in [
+        "EXPLAIN SELECT n FROM u WHERE _id = {\"x\": [1.0]}",
+        "SELECT n FROM u USE IDS {\"x\": [1.0]}",
+        "SELECT n FROM u USE IDS {\"x\": [1]}, {\"x\": [1.0]}",
+        "SELECT n FROM u WHERE _id IN ({\"x\": [1]}, {\"x\": [1.0]})",
+        "SELECT a, COUNT(*) AS n FROM t GROUP BY a",
+        "SELECT COUNT(DISTINCT a) AS n FROM t",
+        "SELECT * FROM u",
+        "SELECT n FROM u WHERE _id = {\"x\": [1.0]}",
+        "SELECT n FROM u WHERE _id = {\"x\": [1]}",
+        "SELECT n FROM u WHERE _id + 0 = {\"x\": [1]}",
+        "SELECT n FROM u WHERE {\"x\": [1]} = _id",
+    ] {
+        println!("{q} -> {:?}", run(&store, q, &Value::Null, &mut now));
+    }
+}

@@ -35,12 +35,17 @@ pub enum Lookup {
 const MAX_INTERNED: usize = 32;
 
 /// The stamps of a document body, when it is small and not deleted.
-struct Header {
+pub(super) struct Header {
     stamps: [Stamp; MAX_INTERNED],
     count: usize,
 }
 
 impl Header {
+    /// The interned stamps.
+    pub(super) fn stamps(&self) -> &[Stamp] {
+        &self.stamps[..self.count]
+    }
+
     fn stamp(&self, i: u32) -> Result<Stamp, CodecError> {
         self.stamps[..self.count]
             .get(i as usize)
@@ -50,8 +55,9 @@ impl Header {
 }
 
 /// Reads the interning tables, the version vector and the deletion flag;
-/// `None` when the document is deleted or its tables are large.
-fn read_header(r: &mut Reader<'_>) -> Result<Option<Header>, CodecError> {
+/// `None` when the document is deleted or its tables are large (the reader
+/// is then somewhere in the header).
+pub(super) fn read_header(r: &mut Reader<'_>) -> Result<Option<Header>, CodecError> {
     let peer_count = r.len()?;
     if peer_count > MAX_INTERNED {
         return Ok(None);

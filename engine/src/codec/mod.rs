@@ -589,14 +589,25 @@ trait Visible<'a> {
 /// out not to be simple (what the sink got is then to be dropped).
 fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, CodecError> {
     let mut r = Reader { buf: body, pos: 0 };
-    let (peers, stamps) = read_interned(&mut r)?;
-    for _ in 0..r.len()? {
-        peer_at(&peers, r.u32()?)?;
-        r.varint()?;
-    }
-    if r.bool()? {
-        return Ok(false); // deleted: the deletion decides what is visible
-    }
+    // Small tables (most documents) are read without allocating.
+    let small = lookup::read_header(&mut r)?;
+    let large: Vec<Stamp>;
+    let stamps: &[Stamp] = match &small {
+        Some(header) => header.stamps(),
+        None => {
+            r.pos = 0;
+            let (peers, stamps) = read_interned(&mut r)?;
+            for _ in 0..r.len()? {
+                peer_at(&peers, r.u32()?)?;
+                r.varint()?;
+            }
+            if r.bool()? {
+                return Ok(false); // deleted: the deletion decides what is visible
+            }
+            large = stamps;
+            &large
+        }
+    };
     let n = r.len()?;
     if n == 0 {
         return Ok(false); // never written: not visible
