@@ -1063,9 +1063,15 @@ proptest! {
         tokens in prop::collection::vec(prop::sample::select(VOCABULARY), 0..=60)
     ) {
         let text = tokens.join(" ");
-        if let Err(e) = parse(&text) {
-            prop_assert!(e.pos.line >= 1 && e.pos.column >= 1);
-            prop_assert!(!e.expected.is_empty() && !e.found.is_empty());
+        match parse(&text) {
+            // The prepare-time checks answer every parsed statement too.
+            Ok(statement) => {
+                let _ = rhizome_engine::dql::eval::check(&statement);
+            }
+            Err(e) => {
+                prop_assert!(e.pos.line >= 1 && e.pos.column >= 1);
+                prop_assert!(!e.expected.is_empty() && !e.found.is_empty());
+            }
         }
     }
 

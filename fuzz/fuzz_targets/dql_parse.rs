@@ -15,8 +15,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match parse(text) {
-        // Parsing is a pure function of the text: a second parse agrees.
-        Ok(statement) => assert_eq!(parse(text).ok(), Some(statement)),
+        // Parsing is a pure function of the text: a second parse agrees, and
+        // the prepare-time checks answer too (never a panic).
+        Ok(statement) => {
+            let _ = rhizome_engine::dql::eval::check(&statement);
+            assert_eq!(parse(text).ok(), Some(statement));
+        }
         Err(e) => {
             assert!(e.pos.line >= 1 && e.pos.column >= 1, "{e}");
             assert!(!e.expected.is_empty() && !e.found.is_empty(), "{e}");
