@@ -375,7 +375,7 @@ fn matches_filter(filter: Option<&Expr>, row: &LazyRow<'_>, params: &Params) -> 
 /// Documents of the driving collection that pass `WHERE` (for joined
 /// queries the filter runs after the join), read as planned and rendered.
 fn source_rows(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
-    let access = plan::plan(s, &docs.indexes()?, params)?;
+    let access = access(docs, s, params)?;
     let filter = if s.joins.is_empty() { s.filter.as_ref() } else { None };
     let mut rows = Vec::new();
     let mut failure = None;
@@ -413,15 +413,15 @@ fn select_stream(
     params: &Params,
     prof: Option<&Profile<'_>>,
 ) -> Result<Vec<Item>, DqlError> {
-    let access = plan::plan(s, &docs.indexes()?, params)?;
+    let access = access(docs, s, params)?;
     let limit = count_param(&s.limit, "LIMIT", params)?;
     let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
     let wanted = limit.map(|l| l.saturating_add(offset));
     let presorted = s.order_by.is_empty() || matches!(&access, Access::Index(a) if a.ordered);
-    let filter = plan::residual(s.filter.as_ref(), &access, params)?;
+    let filter = plan::residual(s, &access, params)?;
     let stream = Stream {
         s,
-        filter: filter.as_ref(),
+        filter: filter.as_deref(),
         params,
         order: if presorted { &[] } else { &s.order_by },
         star: matches!(s.items.as_slice(), [SelectItem::All(None)]),
@@ -468,6 +468,15 @@ fn select_stream(
             })
             .collect())
     })
+}
+
+/// How the driving collection is read; the index catalogue is only loaded
+/// when no point read decides.
+fn access(docs: &dyn Docs, s: &Select, params: &Params) -> Result<Access, DqlError> {
+    match plan::direct(s, params)? {
+        Some(a) => Ok(a),
+        None => Ok(plan::plan(s, &docs.indexes()?, params)?),
+    }
 }
 
 fn source_name(access: &Access) -> &'static str {
@@ -810,22 +819,14 @@ fn substitute(e: &Expr, values: &[(&Expr, Option<Value>)]) -> Expr {
     }
 }
 
-/// A total-order key of a value, for grouping and de-duplication.
+/// A key of values for grouping and de-duplication: the index sort-key
+/// encoding, which is equal exactly when the values compare equal (an
+/// integer and a float of the same number share it, at any magnitude and
+/// inside arrays and objects too).
 fn group_key(v: &[Option<Value>]) -> Vec<u8> {
     let mut out = Vec::new();
     for x in v {
-        match x {
-            None => out.push(0),
-            Some(x) => {
-                out.push(1);
-                // Integers and integral floats group together, as they compare equal.
-                let canon = match x {
-                    Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Int(*f as i64),
-                    other => other.clone(),
-                };
-                out.extend(crate::codec::encode_id(&canon));
-            }
-        }
+        crate::store::encode_sort_key(x.as_ref(), &mut out);
     }
     out
 }
@@ -1394,10 +1395,7 @@ fn explain(docs: &dyn Docs, stmt: &Statement, params: &Params) -> Result<Value, 
     o.insert("statement".to_string(), Value::from(kind));
     o.insert("collection".to_string(), Value::String(coll));
     if let Statement::Select(s) = stmt {
-        o.insert(
-            "plan".to_string(),
-            plan::describe(&plan::plan(s, &docs.indexes()?, params)?),
-        );
+        o.insert("plan".to_string(), plan::describe(&access(docs, s, params)?));
         o.insert("grouped".to_string(), Value::Bool(grouped(s)));
         o.insert("joins".to_string(), Value::Int(s.joins.len() as i64));
         let sort = match (s.order_by.is_empty(), s.limit.is_some()) {

@@ -12,6 +12,7 @@ use super::ast::{BinaryOp, Expr, OrderItem, Path, Segment, Select};
 use super::eval::{self, EvalError, Params};
 use crate::store::{canonical_id, encode_sort_key, prefix_end, IndexDef};
 use crate::value::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// How the driving collection is read.
@@ -260,11 +261,21 @@ fn shadowing_outputs(s: &Select) -> Option<Vec<String>> {
 /// form, each once, in the order written. A value no document can have as
 /// its id (null, a boolean, an array) matches nothing, so it is dropped.
 fn id_lookup(collection: &str, filter: Option<&Expr>, params: &Params) -> Result<Option<Vec<Value>>, EvalError> {
+    Ok(id_conjunct(collection, filter, params)?.map(|(_, ids)| ids))
+}
+
+/// The first conjunct that pins `_id` (`_id = c` or `_id IN (c, ..)`), by
+/// position, with the ids it pins.
+fn id_conjunct(
+    collection: &str,
+    filter: Option<&Expr>,
+    params: &Params,
+) -> Result<Option<(usize, Vec<Value>)>, EvalError> {
     let Some(filter) = filter else { return Ok(None) };
-    for c in conjuncts(filter) {
+    for (at, c) in conjuncts(filter).into_iter().enumerate() {
         if let Some((path, Bound::Eq(v))) = bound_of(c, params)? {
             if path == ["_id"] {
-                return Ok(Some(canonical_ids(collection, [v])));
+                return Ok(Some((at, canonical_ids(collection, [v]))));
             }
         }
         if let Expr::In {
@@ -281,7 +292,7 @@ fn id_lookup(collection: &str, filter: Option<&Expr>, params: &Params) -> Result
                         None => return Ok(None),
                     }
                 }
-                return Ok(Some(canonical_ids(collection, ids)));
+                return Ok(Some((at, canonical_ids(collection, ids))));
             }
         }
     }
@@ -296,24 +307,29 @@ fn canonical_ids(collection: &str, ids: impl IntoIterator<Item = Value>) -> Vec<
         .collect()
 }
 
-/// Chooses how to read the driving collection of `s`.
-pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access, EvalError> {
+/// How to read the driving collection of `s` when no index is involved:
+/// `USE IDS`, the ids the filter pins, or a scan for joins; `None`: ask
+/// [`plan`] with the indexes (so point reads never load the catalogue).
+pub fn direct(s: &Select, params: &Params) -> Result<Option<Access>, EvalError> {
     if let Some(ids) = &s.use_ids {
         let ids = ids
             .iter()
             .map(|e| eval::eval(e, &Value::Null, params))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Access::Ids(canonical_ids(
-            &s.from.collection,
-            ids.into_iter().flatten(),
-        )));
+        let ids = canonical_ids(&s.from.collection, ids.into_iter().flatten());
+        return Ok(Some(Access::Ids(ids)));
     }
     if !s.joins.is_empty() {
         // Filters of joins may name other collections; keep it simple and scan.
-        return Ok(Access::Scan);
+        return Ok(Some(Access::Scan));
     }
-    if let Some(ids) = id_lookup(&s.from.collection, s.filter.as_ref(), params)? {
-        return Ok(Access::Ids(ids));
+    Ok(id_lookup(&s.from.collection, s.filter.as_ref(), params)?.map(Access::Ids))
+}
+
+/// Chooses how to read the driving collection of `s`.
+pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access, EvalError> {
+    if let Some(a) = direct(s, params)? {
+        return Ok(a);
     }
     let bounds = bounds(s.filter.as_ref(), params)?;
     let order = if s.group_by.is_empty() && !s.distinct {
@@ -377,42 +393,55 @@ fn index_access(
     }
 }
 
-/// The filter left to check on the rows an access reads. An index range
-/// fixed by equalities holds exactly the documents with those values when
-/// the values are strings, numbers or booleans (their keys are exact), so
-/// the conjuncts the equalities came from are dropped; the rest stays.
-pub fn residual(filter: Option<&Expr>, access: &Access, params: &Params) -> Result<Option<Expr>, EvalError> {
-    let Some(filter) = filter else { return Ok(None) };
-    let Access::Index(a) = access else {
-        return Ok(Some(filter.clone()));
+/// The filter left to check on the rows an access reads. Point reads of
+/// the ids a conjunct pins (canonical ids, read by key) satisfy that
+/// conjunct. An index range fixed by equalities holds exactly the documents
+/// with those values when the values are strings, numbers or booleans
+/// (their keys are exact), so the conjuncts the equalities came from are
+/// dropped too; the rest stays.
+pub fn residual<'s>(s: &'s Select, access: &Access, params: &Params) -> Result<Option<Cow<'s, Expr>>, EvalError> {
+    let Some(filter) = s.filter.as_ref() else {
+        return Ok(None);
     };
+    let exact: Vec<usize> = match access {
+        Access::Ids(_) if s.use_ids.is_none() => id_conjunct(&s.from.collection, Some(filter), params)?
+            .map(|(at, _)| vec![at])
+            .unwrap_or_default(),
+        Access::Index(a) => index_conjuncts(filter, a, params)?,
+        _ => Vec::new(),
+    };
+    if exact.is_empty() {
+        return Ok(Some(Cow::Borrowed(filter)));
+    }
+    let kept = conjuncts(filter)
+        .into_iter()
+        .enumerate()
+        .filter(|(at, _)| !exact.contains(at))
+        .map(|(_, c)| c.clone());
+    Ok(kept
+        .reduce(|a, b| Expr::Binary(BinaryOp::And, Box::new(a), Box::new(b)))
+        .map(Cow::Owned))
+}
+
+/// Positions of the conjuncts an index range's equalities came from, when
+/// their values are scalars.
+fn index_conjuncts(filter: &Expr, a: &IndexAccess, params: &Params) -> Result<Vec<usize>, EvalError> {
     let fixed = &a.def.paths[..a.eq_paths];
     let mut used: Vec<&Vec<String>> = Vec::new();
-    let mut kept: Vec<&Expr> = Vec::new();
-    for c in conjuncts(filter) {
-        let exact = match bound_of(c, params)? {
-            // The index used the first equality on each path (see `index_access`).
-            Some((path, Bound::Eq(v))) => {
-                let scalar = matches!(v, Value::String(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_));
-                match fixed.iter().find(|p| **p == path) {
-                    // Only that first equality built the range; later ones stay.
-                    Some(p) if !used.contains(&p) => {
-                        used.push(p);
-                        scalar
-                    }
-                    _ => false,
-                }
-            }
-            _ => false,
+    let mut exact = Vec::new();
+    for (at, c) in conjuncts(filter).into_iter().enumerate() {
+        let Some((path, Bound::Eq(v))) = bound_of(c, params)? else {
+            continue;
         };
-        if !exact {
-            kept.push(c);
+        // Only the first equality on a path built the range; later ones stay.
+        if let Some(p) = fixed.iter().find(|p| **p == path).filter(|p| !used.contains(p)) {
+            used.push(p);
+            if matches!(v, Value::String(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)) {
+                exact.push(at);
+            }
         }
     }
-    Ok(kept
-        .into_iter()
-        .cloned()
-        .reduce(|a, b| Expr::Binary(BinaryOp::And, Box::new(a), Box::new(b))))
+    Ok(exact)
 }
 
 /// The plan as JSON, for `EXPLAIN` and `PROFILE`.
