@@ -23,18 +23,27 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Median time of `reps` runs of `f` (after one warm-up run).
-fn median(reps: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut t: Vec<Duration> = (0..reps)
-        .map(|_| {
+/// Median times of `reps` rounds of `run(0)` .. `run(k - 1)` (after one
+/// warm-up round). They take turns within each round, so a slow spell of a
+/// noisy machine falls on all of them alike.
+fn medians(reps: usize, k: usize, run: &mut dyn FnMut(usize)) -> Vec<Duration> {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(reps); k];
+    for round in 0..=reps {
+        for (i, t) in times.iter_mut().enumerate() {
             let s = Instant::now();
-            f();
-            s.elapsed()
+            run(i);
+            if round > 0 {
+                t.push(s.elapsed());
+            }
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2]
         })
-        .collect();
-    t.sort();
-    t[t.len() / 2]
+        .collect()
 }
 
 fn main() {
@@ -82,9 +91,12 @@ fn main() {
     let mut rows = Vec::new();
     let mut rng = Rng::new(3);
     let mut measure = |name: &str, reps: usize, ours: &mut dyn FnMut(bool), theirs: &mut dyn FnMut()| {
-        let t = median(reps, &mut *theirs);
-        rows.push(row(&format!("{name}: rows"), median(reps, || ours(false)), t));
-        rows.push(row(&format!("{name}: rows as JSON"), median(reps, || ours(true)), t));
+        let m = medians(reps, 3, &mut |i| match i {
+            0 => theirs(),
+            i => ours(i == 2),
+        });
+        rows.push(row(&format!("{name}: rows"), m[1], m[0]));
+        rows.push(row(&format!("{name}: rows as JSON"), m[2], m[0]));
     };
 
     // Point lookups by _id (1,000 random ids per measurement).
