@@ -640,7 +640,7 @@ fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, 
         if !r.bool()? {
             return Ok(false);
         }
-        let stamp = stamp_at(&stamps, r.u32()?)?;
+        let stamp = stamp_at(stamps, r.u32()?)?;
         let tag = r.varint()?;
         let shadowed = stack.iter().any(|(_, s, marker)| !marker || *s > stamp);
         if shadowed || (i == 0) != path.is_empty() || (path.is_empty() && tag != REG_OBJECT) {

@@ -127,6 +127,7 @@ pub fn run_read_with(
     params: &Params,
     clock: Option<ClockUs<'_>>,
 ) -> Result<Output, DqlError> {
+    eval::check(stmt)?;
     eval::check_params(stmt, params)?;
     read(docs, stmt, params, None, clock)
 }
@@ -170,6 +171,7 @@ pub fn run_write_with<K: Kv>(
     params: &Params,
     clock: Option<ClockUs<'_>>,
 ) -> Result<Output, DqlError> {
+    eval::check(stmt)?;
     eval::check_params(stmt, params)?;
     write(tx, stmt, params, None, clock)
 }
@@ -831,6 +833,9 @@ fn group_key(v: &[Option<Value>]) -> Vec<u8> {
     out
 }
 
+/// The row of the one group of an aggregate over no rows: `*` gives `{}`.
+static EMPTY_ROW: Value = Value::Object(BTreeMap::new());
+
 fn group(s: &Select, rows: &[Value], params: &Params) -> Result<Vec<Projected>, DqlError> {
     let mut aggs = Vec::new();
     for item in &s.items {
@@ -879,7 +884,7 @@ fn group(s: &Select, rows: &[Value], params: &Params) -> Result<Vec<Projected>, 
         groups.insert(
             Vec::new(),
             Group {
-                first: &Value::Null,
+                first: &EMPTY_ROW,
                 accs,
             },
         );
@@ -899,9 +904,11 @@ fn group(s: &Select, rows: &[Value], params: &Params) -> Result<Vec<Projected>, 
         let items: Vec<SelectItem> = s
             .items
             .iter()
-            .map(|i| match i {
+            .enumerate()
+            .map(|(n, i)| match i {
+                // Named as the ungrouped projection names them (`$1`, `$2`, ...).
                 SelectItem::Expr { expr, alias } => SelectItem::Expr {
-                    alias: Some(alias.clone().unwrap_or_else(|| output_name(expr, alias, 0))),
+                    alias: Some(alias.clone().unwrap_or_else(|| output_name(expr, alias, n + 1))),
                     expr: substitute(expr, &values),
                 },
                 other => other.clone(),

@@ -372,21 +372,23 @@ pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
         Value::Float(f) if f.fract() == 0.0 && (I64_MIN_F..-I64_MIN_F).contains(f) => Value::Int(*f as i64),
         Value::Float(_) => id.clone(),
         Value::Object(o) if o.is_empty() => return Err(bad("an object id needs at least one field")),
-        Value::Object(o) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in o {
-                let v = match v {
-                    Value::Object(_) | Value::Float(_) => canonical_id(collection, v)?,
-                    other => other.clone(),
-                };
-                out.insert(k.clone(), v);
-            }
-            Value::Object(out)
-        }
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), canonical_part(v))).collect()),
         _ => return Err(bad("an _id must be a string, a number or an object")),
     };
     canon.validate().map_err(|_| bad("an _id must be valid JSON"))?;
     Ok(canon)
+}
+
+/// Canonical form of a value inside an object id: integral floats an `i64`
+/// can hold become integers, at any depth (in arrays too), so ids that
+/// compare equal are one id.
+fn canonical_part(v: &Value) -> Value {
+    match v {
+        Value::Float(f) if f.fract() == 0.0 && (I64_MIN_F..-I64_MIN_F).contains(f) => Value::Int(*f as i64),
+        Value::Array(a) => Value::Array(a.iter().map(canonical_part).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), canonical_part(x))).collect()),
+        other => other.clone(),
+    }
 }
 
 fn check_collection(name: &str) -> Result<(), StoreError> {
