@@ -127,9 +127,15 @@ pub fn run_read_with(
     params: &Params,
     clock: Option<ClockUs<'_>>,
 ) -> Result<Output, DqlError> {
-    eval::check(stmt)?;
-    eval::check_params(stmt, params)?;
+    checked(stmt, params)?;
     read(docs, stmt, params, None, clock)
+}
+
+/// The checks every statement passes before it runs, whatever the data:
+/// functions, argument counts and literal arguments, then parameters.
+fn checked(stmt: &Statement, params: &Params) -> Result<(), DqlError> {
+    eval::check(stmt)?;
+    Ok(eval::check_params(stmt, params)?)
 }
 
 fn read(
@@ -171,8 +177,7 @@ pub fn run_write_with<K: Kv>(
     params: &Params,
     clock: Option<ClockUs<'_>>,
 ) -> Result<Output, DqlError> {
-    eval::check(stmt)?;
-    eval::check_params(stmt, params)?;
+    checked(stmt, params)?;
     write(tx, stmt, params, None, clock)
 }
 
