@@ -133,3 +133,25 @@ pub trait KvWrite: KvRead {
     /// When this returns `Ok`, a crash of the process loses none of it.
     fn commit(self) -> Result<(), KvError>;
 }
+
+/// A shared backend is a backend: an embedding layer keeps an `Arc` of an
+/// in-memory store so that its contents outlive the actor that had it open
+/// (a restarted store actor reopens the same data).
+impl<K: Kv> Kv for std::sync::Arc<K> {
+    type Read<'a>
+        = K::Read<'a>
+    where
+        Self: 'a;
+    type Write<'a>
+        = K::Write<'a>
+    where
+        Self: 'a;
+
+    fn read(&self) -> Result<Self::Read<'_>, KvError> {
+        K::read(self)
+    }
+
+    fn write(&self) -> Result<Self::Write<'_>, KvError> {
+        K::write(self)
+    }
+}

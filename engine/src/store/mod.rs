@@ -18,9 +18,11 @@
 
 mod index;
 mod layout;
+mod local;
 mod raw;
 
 pub use index::{encode_sort_key, prefix_end, IndexDef};
+pub use local::MAX_LOCAL_NAME_BYTES;
 pub use raw::{Fields, RawDoc};
 
 use crate::codec::{self, Change, CodecError};
@@ -126,6 +128,12 @@ pub enum StoreError {
         /// What was wrong.
         reason: CodecError,
     },
+    /// A local record's name is empty or longer than
+    /// [`MAX_LOCAL_NAME_BYTES`].
+    InvalidLocalName {
+        /// Its length.
+        length_bytes: usize,
+    },
     /// An index that cannot be created or dropped.
     InvalidIndex {
         /// Its name.
@@ -180,6 +188,10 @@ impl fmt::Display for StoreError {
             },
             StoreError::InvalidChange { collection, reason } => write!(f, "invalid change for {collection}: {reason}"),
             StoreError::InvalidIndex { name, reason } => write!(f, "index {name}: {reason}"),
+            StoreError::InvalidLocalName { length_bytes } => write!(
+                f,
+                "a local record's name has 1 to {MAX_LOCAL_NAME_BYTES} bytes, not {length_bytes}"
+            ),
         }
     }
 }

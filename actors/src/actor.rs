@@ -1,0 +1,449 @@
+//! The actor toolkit: typed messages, bounded mailboxes, supervision.
+//!
+//! An actor is a value that owns its state and handles one message at a time
+//! from a bounded mailbox, on its own task. Callers hold a typed [`Addr`]:
+//! [`Addr::tell`] queues a message (waiting for room: back-pressure is
+//! explicit, never an unbounded queue), [`Addr::try_tell`] hands the message
+//! back when the mailbox is full, and [`Addr::ask`] sends a request carrying
+//! a [`Reply`] and awaits the answer.
+//!
+//! Supervision is built in rather than bolted on: [`spawn`] takes a *factory*
+//! that builds the actor from its last durable state. A panic in a handler
+//! drops the actor (its in-memory state may be half-updated, so it is not
+//! trusted), waits a backoff, and builds a fresh one from the factory; the
+//! mailbox, and so every `Addr`, survives the restart. The message that
+//! panicked is lost and its asker gets [`AskError::NoReply`]. Too many
+//! restarts within a window is a *restart storm*: the actor stops and the
+//! storm is escalated to the parent through [`Spec::on_escalate`]. Every
+//! restart and escalation is logged with `tracing`.
+//!
+//! Handlers are async so an actor can await other actors, but the runtime is
+//! `madsim-tokio`: the same code runs on tokio in an app and inside the
+//! deterministic simulator. Nothing here reads a clock except through
+//! `tokio::time`, which madsim virtualizes.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// A unit of state with a typed message enum, run on its own task.
+pub trait Actor: Sized + Send + 'static {
+    /// The closed set of messages the actor takes.
+    type Msg: Send + 'static;
+
+    /// Handles one message. A panic here restarts the actor (see the module
+    /// doc); it must not hold a store write transaction across an `.await`.
+    fn handle(&mut self, msg: Self::Msg, ctx: &mut Ctx<Self>) -> impl Future<Output = ()> + Send;
+
+    /// Runs once when the actor stops cleanly, after its mailbox is drained:
+    /// the place to flush and close what it owns.
+    fn stopped(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// What a handler can do besides changing its own state.
+pub struct Ctx<A: Actor> {
+    addr: Addr<A>,
+    stop: bool,
+}
+
+impl<A: Actor> Ctx<A> {
+    /// The actor's own address (to hand out, or to message itself later).
+    pub fn addr(&self) -> &Addr<A> {
+        &self.addr
+    }
+
+    /// Stops the actor after this message: queued messages are still
+    /// handled, later ones are refused.
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+}
+
+/// The answer slot of an [`Addr::ask`] request.
+pub struct Reply<R>(oneshot::Sender<R>);
+
+impl<R> Reply<R> {
+    /// Answers the request. An asker that gave up is not an error.
+    pub fn send(self, value: R) {
+        let _ = self.0.send(value);
+    }
+
+    /// Whether the asker has given up (the answer would be thrown away).
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+impl<R> fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// Why [`Addr::tell`] or [`Addr::try_tell`] did not queue a message; the
+/// message is handed back.
+#[non_exhaustive]
+pub enum TellError<M> {
+    /// The mailbox is full (only from `try_tell`): slow down or drop it.
+    Full(M),
+    /// The actor has stopped.
+    Stopped(M),
+}
+
+impl<M> TellError<M> {
+    /// The message that was not queued.
+    pub fn into_inner(self) -> M {
+        match self {
+            TellError::Full(m) | TellError::Stopped(m) => m,
+        }
+    }
+}
+
+impl<M> fmt::Display for TellError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TellError::Full(_) => f.write_str("the actor's mailbox is full"),
+            TellError::Stopped(_) => f.write_str("the actor has stopped"),
+        }
+    }
+}
+
+impl<M> fmt::Debug for TellError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TellError::Full(_) => f.write_str("Full(..)"),
+            TellError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+impl<M> std::error::Error for TellError<M> {}
+
+/// Why an [`Addr::ask`] got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AskError {
+    /// The actor has stopped; the request was not queued.
+    Stopped {
+        /// The actor's name.
+        actor: Arc<str>,
+    },
+    /// The request was queued but dropped unanswered: the actor panicked on
+    /// it (and restarted) or stopped before answering.
+    NoReply {
+        /// The actor's name.
+        actor: Arc<str>,
+    },
+}
+
+impl fmt::Display for AskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AskError::Stopped { actor } => write!(f, "actor {actor} has stopped"),
+            AskError::NoReply { actor } => write!(f, "actor {actor} dropped the request unanswered"),
+        }
+    }
+}
+
+impl std::error::Error for AskError {}
+
+enum Envelope<M> {
+    Msg(M),
+    Stop(oneshot::Sender<()>),
+}
+
+/// A typed handle to an actor; cheap to clone.
+pub struct Addr<A: Actor> {
+    tx: mpsc::Sender<Envelope<A::Msg>>,
+    name: Arc<str>,
+}
+
+impl<A: Actor> Clone for Addr<A> {
+    fn clone(&self) -> Self {
+        Addr {
+            tx: self.tx.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for Addr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Addr({})", self.name)
+    }
+}
+
+impl<A: Actor> Addr<A> {
+    /// The actor's name (as given in its [`Spec`]).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Queues a message, waiting while the mailbox is full.
+    pub async fn tell(&self, msg: A::Msg) -> Result<(), TellError<A::Msg>> {
+        self.tx.send(Envelope::Msg(msg)).await.map_err(|e| match e.0 {
+            Envelope::Msg(m) => TellError::Stopped(m),
+            Envelope::Stop(_) => unreachable!("a message was sent"),
+        })
+    }
+
+    /// Queues a message if the mailbox has room, else hands it back.
+    pub fn try_tell(&self, msg: A::Msg) -> Result<(), TellError<A::Msg>> {
+        self.tx.try_send(Envelope::Msg(msg)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(Envelope::Msg(m)) => TellError::Full(m),
+            mpsc::error::TrySendError::Closed(Envelope::Msg(m)) => TellError::Stopped(m),
+            _ => unreachable!("a message was sent"),
+        })
+    }
+
+    /// Sends the request `make(reply)` and awaits its answer.
+    pub async fn ask<R>(&self, make: impl FnOnce(Reply<R>) -> A::Msg) -> Result<R, AskError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tell(make(Reply(tx))).await.is_err() {
+            return Err(AskError::Stopped {
+                actor: self.name.clone(),
+            });
+        }
+        rx.await.map_err(|_| AskError::NoReply {
+            actor: self.name.clone(),
+        })
+    }
+
+    /// Stops the actor cleanly: messages already queued are handled, then
+    /// [`Actor::stopped`] runs. Returns when it has finished (at once if the
+    /// actor had already stopped).
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Envelope::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether the actor has stopped (its mailbox is closed).
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Reported to the parent when a child's restarts exceed its budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Escalation {
+    /// The child's name.
+    pub actor: Arc<str>,
+    /// Restarts within the window when it gave up.
+    pub restarts: u32,
+    /// What the last failure was (panic message or start error).
+    pub reason: String,
+}
+
+/// How an actor is run and supervised.
+pub struct Spec {
+    /// Name used in logs and errors.
+    pub name: Arc<str>,
+    /// Mailbox capacity in messages (at least 1).
+    pub mailbox: usize,
+    /// Most restarts within `storm_window_ms` before escalating.
+    pub max_restarts: u32,
+    /// The window in which restarts are counted.
+    pub storm_window_ms: u64,
+    /// Backoff before the first restart; doubles per restart in the window.
+    pub backoff_min_ms: u64,
+    /// Cap of the backoff.
+    pub backoff_max_ms: u64,
+    /// Called once if the actor gives up after a restart storm.
+    pub on_escalate: Option<Box<dyn FnOnce(Escalation) + Send>>,
+}
+
+impl Spec {
+    /// Defaults: a mailbox of 64, at most 5 restarts in 10 s, backoff from
+    /// 10 ms to 1 s, no parent.
+    pub fn new(name: &str) -> Spec {
+        Spec {
+            name: name.into(),
+            mailbox: 64,
+            max_restarts: 5,
+            storm_window_ms: 10_000,
+            backoff_min_ms: 10,
+            backoff_max_ms: 1_000,
+            on_escalate: None,
+        }
+    }
+
+    /// Sets the mailbox capacity.
+    pub fn mailbox(mut self, capacity: usize) -> Spec {
+        self.mailbox = capacity;
+        self
+    }
+
+    /// Sets the restart budget.
+    pub fn restarts(mut self, max_restarts: u32, storm_window_ms: u64) -> Spec {
+        self.max_restarts = max_restarts;
+        self.storm_window_ms = storm_window_ms;
+        self
+    }
+
+    /// Sets the backoff range.
+    pub fn backoff(mut self, min_ms: u64, max_ms: u64) -> Spec {
+        self.backoff_min_ms = min_ms;
+        self.backoff_max_ms = max_ms.max(min_ms);
+        self
+    }
+
+    /// Sets the parent's escalation callback.
+    pub fn on_escalate(mut self, f: impl FnOnce(Escalation) + Send + 'static) -> Spec {
+        self.on_escalate = Some(Box::new(f));
+        self
+    }
+}
+
+/// Builds the actor: `restart` is 0 at first start, then counts restarts.
+pub trait Factory<A>: FnMut(u32) -> Result<A, String> + Send + 'static {}
+impl<A, F: FnMut(u32) -> Result<A, String> + Send + 'static> Factory<A> for F {}
+
+/// Starts an actor on its own task. The first build happens here, so a
+/// failure to start is returned to the caller rather than escalated.
+pub fn spawn<A: Actor>(spec: Spec, mut factory: impl Factory<A>) -> Result<Addr<A>, String> {
+    assert!(spec.mailbox > 0, "a mailbox holds at least one message");
+    let actor = factory(0)?;
+    let (tx, rx) = mpsc::channel(spec.mailbox);
+    let addr = Addr {
+        tx,
+        name: spec.name.clone(),
+    };
+    let ctx = Ctx {
+        addr: addr.clone(),
+        stop: false,
+    };
+    let sup = Supervisor {
+        spec,
+        factory: Box::new(factory),
+        restarts: VecDeque::new(),
+    };
+    tokio::spawn(run(actor, ctx, rx, sup));
+    Ok(addr)
+}
+
+struct Supervisor<A> {
+    spec: Spec,
+    factory: Box<dyn FnMut(u32) -> Result<A, String> + Send>,
+    /// When the restarts within the current window happened.
+    restarts: VecDeque<Instant>,
+}
+
+impl<A: Actor> Supervisor<A> {
+    /// A fresh actor after a failure, or `None` when the budget is spent
+    /// (the storm has then been escalated).
+    async fn restart(&mut self, mut reason: String) -> Option<A> {
+        loop {
+            let now = Instant::now();
+            let window = Duration::from_millis(self.spec.storm_window_ms);
+            while self.restarts.front().is_some_and(|t| now.duration_since(*t) > window) {
+                self.restarts.pop_front();
+            }
+            let count = self.restarts.len() as u32;
+            if count >= self.spec.max_restarts {
+                self.escalate(count, reason);
+                return None;
+            }
+            let backoff_ms = self
+                .spec
+                .backoff_min_ms
+                .saturating_mul(1 << count.min(20))
+                .min(self.spec.backoff_max_ms);
+            tracing::warn!(actor = %self.spec.name, restart = count + 1, backoff_ms, %reason, "restarting actor");
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            self.restarts.push_back(Instant::now());
+            match (self.factory)(count + 1) {
+                Ok(actor) => return Some(actor),
+                Err(e) => reason = format!("restart failed: {e}"),
+            }
+        }
+    }
+
+    fn escalate(&mut self, restarts: u32, reason: String) {
+        tracing::error!(actor = %self.spec.name, restarts, %reason, "restart storm: giving up and escalating");
+        if let Some(f) = self.spec.on_escalate.take() {
+            f(Escalation {
+                actor: self.spec.name.clone(),
+                restarts,
+                reason,
+            });
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+/// Handles one message, turning a panic into an error.
+async fn handle_caught<A: Actor>(actor: &mut A, msg: A::Msg, ctx: &mut Ctx<A>) -> Result<(), String> {
+    let mut fut = std::pin::pin!(actor.handle(msg, ctx));
+    std::future::poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => Poll::Ready(Err(panic_text(payload.as_ref()))),
+    })
+    .await
+}
+
+async fn run<A: Actor>(actor: A, mut ctx: Ctx<A>, mut rx: mpsc::Receiver<Envelope<A::Msg>>, mut sup: Supervisor<A>) {
+    let mut actor = Some(actor);
+    let mut acks = Vec::new();
+    while let Some(envelope) = rx.recv().await {
+        let Some(current) = actor.as_mut() else { break };
+        match envelope {
+            Envelope::Msg(msg) => {
+                if let Err(reason) = handle_caught(current, msg, &mut ctx).await {
+                    // The failed actor's state is not trusted: drop it
+                    // before building the next from durable state.
+                    drop(actor.take());
+                    actor = sup.restart(reason).await;
+                    if actor.is_none() {
+                        break;
+                    }
+                }
+            }
+            Envelope::Stop(ack) => {
+                acks.push(ack);
+                ctx.stop = true;
+            }
+        }
+        if ctx.stop {
+            // Refuse new messages; the loop drains what is queued.
+            rx.close();
+        }
+    }
+    if let Some(mut a) = actor {
+        a.stopped().await;
+    } else {
+        rx.close();
+    }
+    // Requests still queued (after an escalation) are dropped, so their
+    // askers get `NoReply` instead of waiting forever.
+    while let Ok(envelope) = rx.try_recv() {
+        if let Envelope::Stop(ack) = envelope {
+            acks.push(ack);
+        }
+    }
+    for ack in acks {
+        let _ = ack.send(());
+    }
+    tracing::debug!(actor = %sup.spec.name, "actor stopped");
+}
