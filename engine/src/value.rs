@@ -300,80 +300,266 @@ impl fmt::Display for Value {
 
 impl Value {
     /// Appends the value as compact JSON (what `Display` prints): keys in
-    /// order, strings escaped as serde_json escapes them.
+    /// order, strings escaped as serde_json escapes them, numbers as
+    /// serde_json prints them.
     pub fn write_json(&self, out: &mut String) {
-        use std::fmt::Write;
-        match self {
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::Float(f) => match serde_json::Number::from_f64(*f) {
-                Some(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                None => out.push_str("null"),
-            },
-            Value::String(s) => write_json_string(s, out),
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    x.write_json(out);
-                }
-                out.push(']');
-            }
-            Value::Object(o) => {
-                out.push('{');
-                for (i, (k, x)) in o.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_json_string(k, out);
-                    out.push(':');
-                    x.write_json(out);
-                }
-                out.push('}');
-            }
+        write_value(self, out);
+    }
+
+    /// [`Value::write_json`] into bytes (UTF-8 text).
+    pub fn write_json_bytes(&self, out: &mut Vec<u8>) {
+        write_value(self, out);
+    }
+}
+
+/// Where JSON text goes: a `String`, or bytes that hold UTF-8 text. One
+/// writer serves both, so text and bytes are always the same JSON.
+pub(crate) trait JsonOut {
+    /// Appends text.
+    fn text(&mut self, s: &str);
+    /// Appends one ASCII byte.
+    fn ascii(&mut self, b: u8);
+    /// Appends an integer as serde_json prints it.
+    fn int(&mut self, i: i64);
+    /// Appends a finite float as serde_json prints it.
+    fn float(&mut self, f: f64);
+}
+
+impl JsonOut for String {
+    fn text(&mut self, s: &str) {
+        self.push_str(s);
+    }
+    fn ascii(&mut self, b: u8) {
+        self.push(char::from(b));
+    }
+    fn int(&mut self, i: i64) {
+        let mut buf = NumBuf::new();
+        self.push_str(buf.int(i));
+    }
+    fn float(&mut self, f: f64) {
+        let mut buf = NumBuf::new();
+        match buf.float(f) {
+            Some(text) => self.push_str(text),
+            None => float_slow(f, self),
         }
     }
 }
 
-/// Appends `s` as a JSON string literal.
-pub fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push_str(s); // the common case: nothing to escape
-        out.push('"');
-        return;
+impl JsonOut for Vec<u8> {
+    fn text(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
     }
+    fn ascii(&mut self, b: u8) {
+        self.push(b);
+    }
+    fn int(&mut self, i: i64) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::ser::Formatter::write_i64(&mut serde_json::ser::CompactFormatter, self, i);
+    }
+    fn float(&mut self, f: f64) {
+        if f.is_finite() {
+            let _ = serde_json::ser::Formatter::write_f64(&mut serde_json::ser::CompactFormatter, self, f);
+        } else {
+            self.extend_from_slice(b"null");
+        }
+    }
+}
+
+/// A stack buffer for one number's text. serde_json's own formatter
+/// (itoa and its shortest-float printer) writes the digits, so the text is
+/// the same as printing a `serde_json::Number`, without `core::fmt`.
+struct NumBuf {
+    bytes: [u8; 40],
+}
+
+impl NumBuf {
+    fn new() -> NumBuf {
+        NumBuf { bytes: [0; 40] }
+    }
+
+    fn int(&mut self, i: i64) -> &str {
+        let mut w = &mut self.bytes[..];
+        let ok = serde_json::ser::Formatter::write_i64(&mut serde_json::ser::CompactFormatter, &mut w, i).is_ok();
+        let len = 40 - w.len();
+        match std::str::from_utf8(&self.bytes[..len]) {
+            Ok(s) if ok => s,
+            _ => "0", // cannot happen: 20 ASCII digits at most
+        }
+    }
+
+    /// `None` for a float that needs the slow path (not finite: `null`).
+    fn float(&mut self, f: f64) -> Option<&str> {
+        if !f.is_finite() {
+            return None;
+        }
+        let mut w = &mut self.bytes[..];
+        serde_json::ser::Formatter::write_f64(&mut serde_json::ser::CompactFormatter, &mut w, f).ok()?;
+        let len = 40 - w.len();
+        std::str::from_utf8(&self.bytes[..len]).ok()
+    }
+}
+
+/// Floats through `serde_json::Number`'s `Display` (non-finite: `null`).
+#[cold]
+fn float_slow(f: f64, out: &mut String) {
+    use std::fmt::Write;
+    match serde_json::Number::from_f64(f) {
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+fn write_value(v: &Value, out: &mut impl JsonOut) {
+    match v {
+        Value::Null => out.text("null"),
+        Value::Bool(b) => out.text(if *b { "true" } else { "false" }),
+        Value::Int(i) => out.int(*i),
+        Value::Float(f) => out.float(*f),
+        Value::String(s) => write_str(s, out),
+        Value::Array(a) => {
+            out.ascii(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.ascii(b',');
+                }
+                write_value(x, out);
+            }
+            out.ascii(b']');
+        }
+        Value::Object(o) => {
+            out.ascii(b'{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.ascii(b',');
+                }
+                write_str(k, out);
+                out.ascii(b':');
+                write_value(x, out);
+            }
+            out.ascii(b'}');
+        }
+    }
+}
+
+/// Bytes that must be escaped in a JSON string (as serde_json escapes):
+/// control characters, `"` and `\`.
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `s` must be escaped: eight bytes at a time (the
+/// classic "has a byte less than n" and "has a zero byte" word tricks,
+/// exact for the question whether any byte matches), then the tail.
+#[inline]
+pub(crate) fn any_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_le_bytes(w);
+        let control = x.wrapping_sub(ONES * 0x20) & !x;
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let quote = quote.wrapping_sub(ONES) & !quote;
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let backslash = backslash.wrapping_sub(ONES) & !backslash;
+        if (control | quote | backslash) & HIGH != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| needs_escape(b))
+}
+
+/// The escape sequence of a byte that needs one (`None`: `\u00XX`).
+fn escape_of(b: u8) -> Option<&'static str> {
+    Some(match b {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        b'\n' => "\\n",
+        b'\r' => "\\r",
+        b'\t' => "\\t",
+        0x08 => "\\b",
+        0x0c => "\\f",
+        _ => return None,
+    })
+}
+
+fn write_str(s: &str, out: &mut impl JsonOut) {
+    out.ascii(b'"');
+    if !any_escape(s.as_bytes()) {
+        out.text(s); // the common case: nothing to escape
+    } else {
+        write_escaped(s, out);
+    }
+    out.ascii(b'"');
+}
+
+#[cold]
+fn write_escaped(s: &str, out: &mut impl JsonOut) {
     let mut plain = 0;
     for (i, b) in s.bytes().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[plain..i]);
-        if escaped.is_empty() {
-            use std::fmt::Write;
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escaped);
+        if !needs_escape(b) {
+            continue;
+        }
+        // `i` is at an ASCII byte, so both slices are on char boundaries.
+        out.text(s.get(plain..i).unwrap_or_default());
+        match escape_of(b) {
+            Some(e) => out.text(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.text("\\u00");
+                out.ascii(HEX[usize::from(b >> 4)]);
+                out.ascii(HEX[usize::from(b & 0xf)]);
+            }
         }
         plain = i + 1;
     }
-    out.push_str(&s[plain..]);
-    out.push('"');
+    out.text(s.get(plain..).unwrap_or_default());
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(s: &str, out: &mut String) {
+    write_str(s, out);
+}
+
+/// Appends bytes as a JSON string literal, escaped as [`write_json_string`]
+/// escapes text. The bytes are not checked here: whoever turns `out` into
+/// text checks it is UTF-8 (escaping never splits a multi-byte character,
+/// whose bytes are all above 0x7f).
+pub(crate) fn push_json_string(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    if !any_escape(s) {
+        out.extend_from_slice(s);
+    } else {
+        push_escaped(s, out);
+    }
+    out.push(b'"');
+}
+
+#[cold]
+fn push_escaped(s: &[u8], out: &mut Vec<u8>) {
+    let mut plain = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
+        out.extend_from_slice(&s[plain..i]);
+        match escape_of(b) {
+            Some(e) => out.extend_from_slice(e.as_bytes()),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&s[plain..]);
 }
 
 impl From<&str> for Value {
@@ -621,6 +807,62 @@ mod tests {
         }
         bytes.push(0);
         assert!(postcard::from_bytes::<Value>(&bytes).is_err());
+    }
+
+    /// Text and bytes are serde_json's JSON, numbers and escapes included.
+    #[test]
+    fn json_text_is_serde_json_text() {
+        let floats = [
+            0.0,
+            -0.0,
+            1.5,
+            0.1,
+            -2.5e-7,
+            1e300,
+            123456789012345680.0,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            f64::MIN,
+        ];
+        let mut values: Vec<Value> = floats.iter().map(|&f| Value::Float(f)).collect();
+        values.extend([0, 1, -1, 42, i64::MIN, i64::MAX].map(Value::Int));
+        let strings = [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "\u{1}\u{1f}\n\r\t\u{8}\u{c}",
+            "é ☃ \u{7f}",
+            "long enough to take words: \" at 30",
+        ];
+        values.extend(strings.map(Value::from));
+        values.push(Value::Array(values.clone()));
+        for v in values {
+            let expected = serde_json::to_string(&v.to_json()).unwrap();
+            assert_eq!(v.to_string(), expected);
+            let mut bytes = b"x".to_vec();
+            v.write_json_bytes(&mut bytes);
+            assert_eq!(&bytes[1..], expected.as_bytes());
+        }
+    }
+
+    /// The word-at-a-time escape check agrees with the byte-wise one, for
+    /// every byte at every place of a word and of the tail.
+    #[test]
+    fn escape_check_is_exact() {
+        for len in [1usize, 7, 8, 9, 16, 19] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(any_escape(&s), needs_escape(b), "byte {b:#x} at {at} of {len}");
+                    // Bytes just above and below what is escaped, around it.
+                    s.iter_mut().filter(|c| **c == b'a').for_each(|c| *c = 0x80);
+                    assert_eq!(any_escape(&s), needs_escape(b), "byte {b:#x} among 0x80s");
+                }
+            }
+        }
     }
 
     #[test]

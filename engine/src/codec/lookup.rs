@@ -32,53 +32,112 @@ pub enum Lookup {
 
 /// Interning tables larger than this are left to the full decoder, so the
 /// lookup needs no allocation.
-const MAX_INTERNED: usize = 32;
+pub(super) const MAX_INTERNED: usize = 32;
 
-/// The stamps of a document body, when it is small and not deleted.
+/// Where the interning tables of a small, undeleted document body are,
+/// checked once. Stamps are decoded when a comparison needs one: most
+/// lookups compare none (a top-level field has no ancestor to be shadowed
+/// by), and a header this small is cheap to move around with its row.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Header {
-    stamps: [Stamp; MAX_INTERNED],
+    /// Position of the first peer.
+    peers_at: usize,
+    peer_count: usize,
+    /// Position of the first stamp.
+    stamps_at: usize,
     count: usize,
 }
 
 impl Header {
-    /// The interned stamps.
-    pub(super) fn stamps(&self) -> &[Stamp] {
-        &self.stamps[..self.count]
+    /// Whether `i` is a stamp index of this document.
+    #[inline]
+    fn check(&self, i: u32) -> Result<(), CodecError> {
+        if (i as usize) < self.count {
+            Ok(())
+        } else {
+            Err(malformed("stamp index"))
+        }
     }
 
-    fn stamp(&self, i: u32) -> Result<Stamp, CodecError> {
-        self.stamps[..self.count]
-            .get(i as usize)
-            .copied()
-            .ok_or_else(|| malformed("stamp index"))
+    /// Stamp `i` of the document whose body is `body`.
+    fn stamp(&self, body: &[u8], i: u32) -> Result<Stamp, CodecError> {
+        self.check(i)?;
+        let mut r = Reader {
+            buf: body,
+            pos: self.stamps_at,
+        };
+        for _ in 0..i {
+            r.varint()?;
+            r.varint()?;
+        }
+        let hlc = Hlc(r.varint()?);
+        let p = r.u32()?;
+        if p as usize >= self.peer_count {
+            return Err(malformed("peer index"));
+        }
+        let mut peers = Reader {
+            buf: body,
+            pos: self.peers_at,
+        };
+        for _ in 0..p {
+            peers.varint()?;
+        }
+        Ok(Stamp {
+            hlc,
+            peer: PeerId(peers.varint()?),
+        })
+    }
+
+    /// Every stamp, decoded into `out`.
+    pub(super) fn stamps<'s>(
+        &self,
+        body: &[u8],
+        out: &'s mut [Stamp; MAX_INTERNED],
+    ) -> Result<&'s [Stamp], CodecError> {
+        let mut peers = [0u64; MAX_INTERNED];
+        let mut r = Reader {
+            buf: body,
+            pos: self.peers_at,
+        };
+        for p in peers.iter_mut().take(self.peer_count) {
+            *p = r.varint()?;
+        }
+        r.pos = self.stamps_at;
+        for s in out.iter_mut().take(self.count) {
+            let hlc = Hlc(r.varint()?);
+            let p = r.u32()? as usize;
+            let peer = *peers[..self.peer_count].get(p).ok_or_else(|| malformed("peer index"))?;
+            *s = Stamp {
+                hlc,
+                peer: PeerId(peer),
+            };
+        }
+        Ok(&out[..self.count])
     }
 }
 
-/// Reads the interning tables, the version vector and the deletion flag;
-/// `None` when the document is deleted or its tables are large (the reader
-/// is then somewhere in the header).
+/// Reads and checks the interning tables, the version vector and the
+/// deletion flag; `None` when the document is deleted or its tables are
+/// large (the reader is then somewhere in the header).
 pub(super) fn read_header(r: &mut Reader<'_>) -> Result<Option<Header>, CodecError> {
     let peer_count = r.len()?;
     if peer_count > MAX_INTERNED {
         return Ok(None);
     }
-    let mut peers = [0u64; MAX_INTERNED];
-    for p in peers.iter_mut().take(peer_count) {
-        *p = r.varint()?;
+    let peers_at = r.pos;
+    for _ in 0..peer_count {
+        r.varint()?;
     }
     let count = r.len()?;
     if count > MAX_INTERNED {
         return Ok(None);
     }
-    let mut stamps = [Stamp::ZERO; MAX_INTERNED];
-    for s in stamps.iter_mut().take(count) {
-        let hlc = Hlc(r.varint()?);
-        let p = r.u32()? as usize;
-        let peer = *peers[..peer_count].get(p).ok_or_else(|| malformed("peer index"))?;
-        *s = Stamp {
-            hlc,
-            peer: PeerId(peer),
-        };
+    let stamps_at = r.pos;
+    for _ in 0..count {
+        r.varint()?;
+        if r.u32()? as usize >= peer_count {
+            return Err(malformed("peer index"));
+        }
     }
     for _ in 0..r.len()? {
         r.u32()?;
@@ -87,7 +146,12 @@ pub(super) fn read_header(r: &mut Reader<'_>) -> Result<Option<Header>, CodecErr
     if r.bool()? {
         return Ok(None);
     }
-    Ok(Some(Header { stamps, count }))
+    Ok(Some(Header {
+        peers_at,
+        peer_count,
+        stamps_at,
+        count,
+    }))
 }
 
 /// A document body with its header read once, for several lookups.
@@ -168,12 +232,14 @@ pub fn lookup_field(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {
 
 /// Walks the slots from `r` to the field at `keys`.
 fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, CodecError> {
+    let body = r.buf;
     let target = keys.len();
     let mut depth = 0usize;
     // Leading keys of the current path equal to `keys`.
     let mut matched = 0usize;
-    // The newest register above the field: older writes below it are hidden.
-    let mut shadow = Stamp::ZERO;
+    // The newest register above the field: older writes below it are
+    // hidden. Decoded only when there is one (a nested field).
+    let mut shadow: Option<Stamp> = None;
     let mut found: Option<Lookup> = None;
     let slots = r.len()?;
     for i in 0..slots {
@@ -211,13 +277,20 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
         let reg = read_reg(r, header)?;
         if depth < target {
             match reg {
-                Some((stamp, REG_OBJECT)) if !r.bool()? => shadow = shadow.max(stamp),
+                Some((at, REG_OBJECT)) if !r.bool()? => {
+                    let stamp = header.stamp(body, at)?;
+                    shadow = Some(shadow.map_or(stamp, |s| s.max(stamp)));
+                }
                 _ => return Ok(Lookup::Unknown),
             }
             continue;
         }
+        if let (Some((at, _)), Some(shadow)) = (reg, shadow) {
+            if header.stamp(body, at)? < shadow {
+                return Ok(Lookup::Unknown);
+            }
+        }
         let value = match reg {
-            Some((stamp, _)) if stamp < shadow => return Ok(Lookup::Unknown),
             Some((_, REG_ABSENT)) => Lookup::Missing,
             Some((_, REG_VALUE)) => Lookup::Value(r.value(0)?),
             Some((_, REG_ATTACHMENT)) => Lookup::Value(r.attachment()?.to_value()),
@@ -241,13 +314,16 @@ fn cmp_key(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
-/// A slot's register as (stamp, variant tag), its payload not yet read.
-fn read_reg(r: &mut Reader<'_>, header: &Header) -> Result<Option<(Stamp, u64)>, CodecError> {
+/// A slot's register as (stamp index, checked; variant tag), its payload
+/// not yet read.
+#[inline]
+fn read_reg(r: &mut Reader<'_>, header: &Header) -> Result<Option<(u32, u64)>, CodecError> {
     if !r.bool()? {
         return Ok(None);
     }
-    let stamp = header.stamp(r.u32()?)?;
-    Ok(Some((stamp, r.varint()?)))
+    let at = r.u32()?;
+    header.check(at)?;
+    Ok(Some((at, r.varint()?)))
 }
 
 /// Skips the register and counter of a slot whose path was read.
@@ -292,7 +368,7 @@ fn skip_counter(r: &mut Reader<'_>) -> Result<(), CodecError> {
 
 impl<'a> Reader<'a> {
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let b = self.buf.get(self.pos..self.pos + n).ok_or(CodecError::Truncated)?;
         self.pos += n;
         Ok(b)
@@ -300,7 +376,7 @@ impl<'a> Reader<'a> {
 
     /// A length-prefixed byte string (a key or string), unvalidated.
     #[inline]
-    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.len()?;
         self.take(n)
     }
@@ -318,9 +394,10 @@ impl<'a> Reader<'a> {
     fn skip_scalar_or_value(&mut self) -> Result<(), CodecError> {
         match self.buf.get(self.pos) {
             Some(0) => self.pos += 1,
+            Some(1) => self.take(2).map(drop)?,
             Some(2) => {
                 self.pos += 1;
-                self.varint()?;
+                self.skip_varint()?;
             }
             Some(3) => {
                 self.pos += 1;
@@ -333,6 +410,21 @@ impl<'a> Reader<'a> {
             _ => self.skip_value(0)?,
         }
         Ok(())
+    }
+
+    /// Skips a varint without decoding it: to its first byte below 0x80
+    /// (at most ten bytes, as [`Reader::varint`] reads).
+    #[inline]
+    fn skip_varint(&mut self) -> Result<(), CodecError> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        match rest.iter().take(10).position(|&b| b < 0x80) {
+            Some(i) => {
+                self.pos += i + 1;
+                Ok(())
+            }
+            None if rest.len() < 10 => Err(CodecError::Truncated),
+            None => Err(malformed("varint too long")),
+        }
     }
 
     fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {

@@ -325,6 +325,17 @@ pub type Part<'a> = Result<&'a [u8], CodecError>;
 /// Splits a stored record into its id bytes and body, checking the envelope.
 /// The id is returned even when the body is damaged, so errors can name it.
 pub fn split_record(bytes: &[u8]) -> (Part<'_>, Part<'_>) {
+    split(bytes, true)
+}
+
+/// [`split_record`] for a record already checked when it was read and
+/// kept unchanged since (a query result row): the checksum is not
+/// computed again.
+pub fn split_checked_record(bytes: &[u8]) -> (Part<'_>, Part<'_>) {
+    split(bytes, false)
+}
+
+fn split(bytes: &[u8], verify: bool) -> (Part<'_>, Part<'_>) {
     if bytes.len() < 6 {
         return (Err(CodecError::Truncated), Err(CodecError::Truncated));
     }
@@ -338,7 +349,7 @@ pub fn split_record(bytes: &[u8]) -> (Part<'_>, Part<'_>) {
     let id = id_and_body.as_ref().map(|(id, _)| *id).map_err(Clone::clone);
     let body = if bytes[0] != DOC_FORMAT {
         Err(CodecError::UnknownFormat { found: bytes[0] })
-    } else if crc32fast::hash(&bytes[5..]).to_le_bytes() != bytes[1..5] {
+    } else if verify && crc32fast::hash(&bytes[5..]).to_le_bytes() != bytes[1..5] {
         Err(CodecError::Checksum)
     } else {
         id_and_body.map(|(_, body)| body)
@@ -433,13 +444,6 @@ impl<'a> Reader<'a> {
             return Err(CodecError::Truncated);
         }
         Ok(n as usize)
-    }
-
-    fn str(&mut self) -> Result<&'a str, CodecError> {
-        let n = self.len()?;
-        let b = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        std::str::from_utf8(b).map_err(|_| malformed("invalid UTF-8"))
     }
 
     fn string(&mut self) -> Result<String, CodecError> {
@@ -552,7 +556,51 @@ pub fn decode_visible(body: &[u8]) -> Result<Option<BTreeMap<String, Value>>, Co
 /// simple. Byte for byte what rendering and printing the [`Value`] gives,
 /// without building it.
 pub fn visible_json(body: &[u8], id: &Value, out: &mut String) -> Result<bool, CodecError> {
-    let start = out.len();
+    json_text(body, Id::Value(id), out)
+}
+
+/// [`visible_json`] with the `_id` as a stored record holds it (encoded,
+/// see [`encode_id`]): it is written straight from its bytes too.
+pub fn visible_json_encoded_id(body: &[u8], id_bytes: &[u8], out: &mut String) -> Result<bool, CodecError> {
+    json_text(body, Id::Encoded(id_bytes), out)
+}
+
+/// The `_id` a document's JSON gets.
+#[derive(Clone, Copy)]
+enum Id<'v> {
+    Value(&'v Value),
+    /// As [`encode_id`] wrote it.
+    Encoded(&'v [u8]),
+}
+
+/// Writes the JSON as bytes, then checks once that the text is UTF-8: the
+/// strings in the body are copied unchecked, and one pass over the result
+/// is cheaper than one check per string. A bad string is an error, as
+/// decoding it would be.
+fn json_text(body: &[u8], id: Id<'_>, out: &mut String) -> Result<bool, CodecError> {
+    let mut bytes = std::mem::take(out).into_bytes();
+    let start = bytes.len();
+    let written = write_visible_json(body, id, &mut bytes);
+    if !matches!(written, Ok(true)) {
+        bytes.truncate(start);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => {
+            *out = text;
+            written
+        }
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            bytes.truncate(start); // what `out` held: text
+            *out = String::from_utf8(bytes).unwrap_or_default();
+            Err(malformed("invalid UTF-8"))
+        }
+    }
+}
+
+/// [`visible_json`] into bytes; on `Ok(false)` or an error, what was
+/// appended is for the caller to drop.
+fn write_visible_json(body: &[u8], id: Id<'_>, out: &mut Vec<u8>) -> Result<bool, CodecError> {
     out.reserve(body.len() + 32); // JSON is about as long as the body
     let mut json = Json {
         out,
@@ -560,40 +608,39 @@ pub fn visible_json(body: &[u8], id: &Value, out: &mut String) -> Result<bool, C
         first: true,
         depth: 0,
     };
-    json.out.push('{');
-    let simple = walk_visible(body, &mut json)?;
-    if !simple {
-        out.truncate(start);
+    json.out.push(b'{');
+    if !walk_visible(body, &mut json)? {
         return Ok(false);
     }
-    json.id_before(None);
-    json.out.push('}');
+    json.id_before(None)?;
+    json.out.push(b'}');
     Ok(true)
 }
 
 /// Receives the fields of a simple document in order: depth first, keys
-/// sorted, each object's fields before the next sibling.
+/// sorted, each object's fields before the next sibling. Keys are the
+/// stored bytes, not yet checked to be UTF-8.
 trait Visible<'a> {
     /// Opens an object at `key` inside the innermost open one.
-    fn open(&mut self, key: &'a str);
+    fn open(&mut self, key: &'a [u8]) -> Result<(), CodecError>;
     /// Closes the innermost open object.
     fn close(&mut self);
     /// A field of the innermost open object whose value is next in `r`;
     /// the sink reads it.
-    fn field(&mut self, key: &'a str, r: &mut Reader<'a>) -> Result<(), CodecError>;
+    fn field(&mut self, key: &'a [u8], r: &mut Reader<'a>) -> Result<(), CodecError>;
     /// A field of the innermost open object, its value decoded.
-    fn field_value(&mut self, key: &'a str, value: Value);
+    fn field_value(&mut self, key: &'a [u8], value: Value) -> Result<(), CodecError>;
 }
 
 /// Walks a simple document's slots into `sink`; false as soon as it turns
 /// out not to be simple (what the sink got is then to be dropped).
-fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, CodecError> {
+fn walk_visible<'a, S: Visible<'a>>(body: &'a [u8], sink: &mut S) -> Result<bool, CodecError> {
     let mut r = Reader { buf: body, pos: 0 };
     // Small tables (most documents) are read without allocating.
-    let small = lookup::read_header(&mut r)?;
+    let mut small = [Stamp::ZERO; lookup::MAX_INTERNED];
     let large: Vec<Stamp>;
-    let stamps: &[Stamp] = match &small {
-        Some(header) => header.stamps(),
+    let stamps: &[Stamp] = match lookup::read_header(&mut r)? {
+        Some(header) => header.stamps(body, &mut small)?,
         None => {
             r.pos = 0;
             let (peers, stamps) = read_interned(&mut r)?;
@@ -612,8 +659,11 @@ fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, 
     if n == 0 {
         return Ok(false); // never written: not visible
     }
-    let mut path: Vec<&str> = Vec::with_capacity(8);
-    // Registers on the current path: (depth, stamp, is an object marker).
+    let mut path: Vec<&'a [u8]> = Vec::with_capacity(8);
+    // Registers on the current path, outermost first, each with what it
+    // and those above it say about the slots below: (depth, newest stamp,
+    // whether one is not an object marker). A slot is shadowed by a
+    // register above it that is newer or is not an object.
     let mut stack: Vec<(usize, Stamp, bool)> = Vec::with_capacity(8);
     // Objects open below the root; slots come in pre-order with keys sorted,
     // so an object is complete when the walk leaves its prefix.
@@ -626,46 +676,55 @@ fn walk_visible<'a>(body: &'a [u8], sink: &mut dyn Visible<'a>) -> Result<bool, 
         }
         path.truncate(shared);
         for _ in 0..rest {
-            path.push(r.str()?);
+            path.push(r.bytes()?);
         }
-        if path.first() == Some(&"_id") {
+        if path.first() == Some(&b"_id".as_slice()) {
             return Ok(false); // a stored top-level `_id` field: rendering hides it
         }
         while open > shared {
             sink.close();
             open -= 1;
         }
-        stack.retain(|(depth, _, _)| *depth <= shared && (*depth < path.len() || path.is_empty()));
+        // Depths only grow along the stack: leaving a prefix pops its registers.
+        while stack.last().is_some_and(|&(depth, _, _)| depth > shared) {
+            stack.pop();
+        }
         // A slot without a register (a counter alone) is not simple.
         if !r.bool()? {
             return Ok(false);
         }
         let stamp = stamp_at(stamps, r.u32()?)?;
         let tag = r.varint()?;
-        let shadowed = stack.iter().any(|(_, s, marker)| !marker || *s > stamp);
+        let shadowed = stack
+            .last()
+            .is_some_and(|&(_, newest, blocked)| blocked || newest > stamp);
         if shadowed || (i == 0) != path.is_empty() || (path.is_empty() && tag != REG_OBJECT) {
             return Ok(false);
         }
+        // What this register adds for the slots below it.
+        let (newest, blocked) = stack
+            .last()
+            .map_or((stamp, false), |&(_, newest, blocked)| (newest.max(stamp), blocked));
         if tag == REG_ABSENT {
-            stack.push((path.len(), stamp, false));
+            stack.push((path.len(), newest, true));
         } else if let Some((last, parents)) = path.split_last() {
             // Objects above this field without a slot of their own.
             for k in parents.get(open..).unwrap_or_default() {
-                sink.open(k);
+                sink.open(k)?;
                 open += 1;
             }
             match tag {
                 REG_OBJECT => {
-                    sink.open(last);
+                    sink.open(last)?;
                     open += 1;
                 }
                 REG_VALUE => sink.field(last, &mut r)?,
-                REG_ATTACHMENT => sink.field_value(last, r.attachment()?.to_value()),
+                REG_ATTACHMENT => sink.field_value(last, r.attachment()?.to_value())?,
                 t => return Err(malformed(format!("register tag {t}"))),
             }
-            stack.push((path.len(), stamp, tag == REG_OBJECT));
+            stack.push((path.len(), newest, blocked || tag != REG_OBJECT));
         } else {
-            stack.push((0, stamp, true)); // the root's object marker
+            stack.push((0, newest, blocked)); // the root's object marker
         }
         if r.bool()? {
             return Ok(false); // a counter beside the register
@@ -694,9 +753,16 @@ impl Default for Objects {
     }
 }
 
+fn key_text(key: &[u8]) -> Result<String, CodecError> {
+    std::str::from_utf8(key)
+        .map(str::to_string)
+        .map_err(|_| malformed("invalid UTF-8"))
+}
+
 impl<'a> Visible<'a> for Objects {
-    fn open(&mut self, key: &'a str) {
-        self.frames.push((key.to_string(), Vec::new()));
+    fn open(&mut self, key: &'a [u8]) -> Result<(), CodecError> {
+        self.frames.push((key_text(key)?, Vec::new()));
+        Ok(())
     }
 
     fn close(&mut self) {
@@ -710,16 +776,17 @@ impl<'a> Visible<'a> for Objects {
         }
     }
 
-    fn field(&mut self, key: &'a str, r: &mut Reader<'a>) -> Result<(), CodecError> {
+    fn field(&mut self, key: &'a [u8], r: &mut Reader<'a>) -> Result<(), CodecError> {
         let value = r.value(0)?;
-        self.field_value(key, value);
-        Ok(())
+        self.field_value(key, value)
     }
 
-    fn field_value(&mut self, key: &'a str, value: Value) {
+    fn field_value(&mut self, key: &'a [u8], value: Value) -> Result<(), CodecError> {
+        let key = key_text(key)?;
         if let Some((_, fields)) = self.frames.last_mut() {
-            fields.push((key.to_string(), value));
+            fields.push((key, value));
         }
+        Ok(())
     }
 }
 
@@ -735,112 +802,124 @@ impl Objects {
     }
 }
 
-/// Writes the document as compact JSON, `_id` among the top-level keys in
-/// key order (a stored top-level `_id` field is hidden by it, as in
-/// rendering).
+/// Writes the document as compact JSON bytes, `_id` among the top-level
+/// keys in key order. (A stored top-level `_id` field, which rendering
+/// hides, makes the document not simple: the walk never passes one.)
 struct Json<'o, 'v> {
-    out: &'o mut String,
+    out: &'o mut Vec<u8>,
     /// The `_id`, until it is written.
-    id: Option<&'v Value>,
+    id: Option<Id<'v>>,
     /// Whether the innermost open object has no field written yet.
     first: bool,
     depth: usize,
 }
 
 impl Json<'_, '_> {
-    fn key(&mut self, key: &str) {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(',');
+    #[inline]
+    fn key(&mut self, key: &[u8]) {
+        let comma: &[u8] = if std::mem::take(&mut self.first) { b"" } else { b"," };
+        self.out.extend_from_slice(comma);
+        if crate::value::any_escape(key) {
+            crate::value::push_json_string(key, self.out);
+            self.out.push(b':');
+        } else {
+            // The common case in three copies: `"`, the key, `":`.
+            self.out.push(b'"');
+            self.out.extend_from_slice(key);
+            self.out.extend_from_slice(b"\":");
         }
-        crate::value::write_json_string(key, self.out);
-        self.out.push(':');
     }
 
     /// Writes the `_id` if the next top-level key sorts after it (`None`: the end).
-    fn id_before(&mut self, next: Option<&str>) {
-        if self.depth == 0 && next.is_none_or(|k| k > "_id") {
-            if let Some(id) = self.id.take() {
-                self.key("_id");
-                id.write_json(self.out);
-            }
+    #[inline]
+    fn id_before(&mut self, next: Option<&[u8]>) -> Result<(), CodecError> {
+        if self.depth > 0 || self.id.is_none() || next.is_some_and(|k| k <= b"_id".as_slice()) {
+            return Ok(());
         }
-    }
-
-    /// Whether a top-level `_id` field must be skipped.
-    fn hidden(&self, key: &str) -> bool {
-        self.depth == 0 && key == "_id"
+        self.key(b"_id");
+        match self.id.take() {
+            Some(Id::Value(id)) => id.write_json_bytes(self.out),
+            Some(Id::Encoded(bytes)) => {
+                let mut r = Reader { buf: bytes, pos: 0 };
+                r.json(self.out, 0)?;
+                if r.pos != bytes.len() {
+                    return Err(malformed("trailing bytes after id"));
+                }
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 
 impl<'a> Visible<'a> for Json<'_, '_> {
-    fn open(&mut self, key: &'a str) {
-        self.id_before(Some(key));
+    fn open(&mut self, key: &'a [u8]) -> Result<(), CodecError> {
+        self.id_before(Some(key))?;
         self.key(key);
-        self.out.push('{');
+        self.out.push(b'{');
         self.first = true;
         self.depth += 1;
+        Ok(())
     }
 
     fn close(&mut self) {
-        self.out.push('}');
+        self.out.push(b'}');
         self.first = false;
         self.depth = self.depth.saturating_sub(1);
     }
 
-    fn field(&mut self, key: &'a str, r: &mut Reader<'a>) -> Result<(), CodecError> {
-        if self.hidden(key) {
-            return r.value(0).map(drop);
-        }
-        self.id_before(Some(key));
+    fn field(&mut self, key: &'a [u8], r: &mut Reader<'a>) -> Result<(), CodecError> {
+        self.id_before(Some(key))?;
         self.key(key);
         r.json(self.out, 0)
     }
 
-    fn field_value(&mut self, key: &'a str, value: Value) {
-        if self.hidden(key) {
-            return;
-        }
-        self.id_before(Some(key));
+    fn field_value(&mut self, key: &'a [u8], value: Value) -> Result<(), CodecError> {
+        self.id_before(Some(key))?;
         self.key(key);
-        value.write_json(self.out);
+        value.write_json_bytes(self.out);
+        Ok(())
     }
 }
 
 impl Reader<'_> {
     /// Copies a value to `out` as JSON, as [`Value::write_json`] writes the
-    /// value [`Reader::value`] would build (same checks).
-    fn json(&mut self, out: &mut String, depth: usize) -> Result<(), CodecError> {
+    /// value [`Reader::value`] would build (same checks, except that
+    /// strings are copied unchecked: the caller checks the whole text is
+    /// UTF-8).
+    fn json(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), CodecError> {
+        use crate::value::{push_json_string, JsonOut};
         if depth > MAX_DEPTH {
             return Err(malformed("value nested too deep"));
         }
         match self.varint()? {
-            0 => out.push_str("null"),
-            1 => out.push_str(if self.bool()? { "true" } else { "false" }),
-            4 => crate::value::write_json_string(self.str()?, out),
+            0 => out.extend_from_slice(b"null"),
+            1 => out.extend_from_slice(if self.bool()? { b"true" } else { b"false" }),
+            2 => out.int(self.i64()?),
+            3 => out.float(self.f64()?),
+            4 => push_json_string(self.bytes()?, out),
             5 => {
-                out.push('[');
+                out.push(b'[');
                 for i in 0..self.len()? {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
                     self.json(out, depth + 1)?;
                 }
-                out.push(']');
+                out.push(b']');
             }
             6 => {
-                out.push('{');
+                out.push(b'{');
                 for i in 0..self.len()? {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
-                    crate::value::write_json_string(self.str()?, out);
-                    out.push(':');
+                    push_json_string(self.bytes()?, out);
+                    out.push(b':');
                     self.json(out, depth + 1)?;
                 }
-                out.push('}');
+                out.push(b'}');
             }
-            2 => Value::Int(self.i64()?).write_json(out),
-            3 => Value::Float(self.f64()?).write_json(out),
             t => return Err(malformed(format!("value tag {t}"))),
         }
         Ok(())

@@ -420,12 +420,15 @@ fn select_stream(
     params: &Params,
     prof: Option<&Profile<'_>>,
 ) -> Result<Vec<Item>, DqlError> {
-    let access = access(docs, s, params)?;
+    let (access, pinned) = access_pinned(docs, s, params)?;
     let limit = count_param(&s.limit, "LIMIT", params)?;
     let offset = count_param(&s.offset, "OFFSET", params)?.unwrap_or(0);
     let wanted = limit.map(|l| l.saturating_add(offset));
     let presorted = s.order_by.is_empty() || matches!(&access, Access::Index(a) if a.ordered);
-    let filter = plan::residual(s, &access, params)?;
+    let filter = match pinned {
+        Some(at) => plan::residual_pinned(s, at),
+        None => plan::residual(s, &access, params)?,
+    };
     let stream = Stream {
         s,
         filter: filter.as_deref(),
@@ -480,9 +483,15 @@ fn select_stream(
 /// How the driving collection is read; the index catalogue is only loaded
 /// when no point read decides.
 fn access(docs: &dyn Docs, s: &Select, params: &Params) -> Result<Access, DqlError> {
-    match plan::direct(s, params)? {
-        Some(a) => Ok(a),
-        None => Ok(plan::plan(s, &docs.indexes()?, params)?),
+    Ok(access_pinned(docs, s, params)?.0)
+}
+
+/// [`access`], with the position of the conjunct that pins the ids of
+/// point reads (see [`plan::direct_pinned`]).
+fn access_pinned(docs: &dyn Docs, s: &Select, params: &Params) -> Result<(Access, Option<usize>), DqlError> {
+    match plan::direct_pinned(s, params)? {
+        Some(planned) => Ok(planned),
+        None => Ok((plan::plan(s, &docs.indexes()?, params)?, None)),
     }
 }
 
@@ -1025,26 +1034,38 @@ struct TopK<'o, T> {
     k: Option<usize>,
     heap: BinaryHeap<Ranked<'o, T>>,
     seq: usize,
+    /// With no order to sort by, rows stay in arrival order (ties keep
+    /// it): a plain list, where the first `k` win.
+    arrived: Vec<T>,
 }
 
 impl<'o, T> TopK<'o, T> {
     fn new(order: &'o [OrderItem], k: Option<usize>) -> Self {
-        let capacity = k.unwrap_or(0).min(MAX_RESULT_ROWS).saturating_add(1);
+        let capacity = k.unwrap_or(0).min(MAX_RESULT_ROWS).saturating_add(1).min(1024);
+        let (heap, arrived) = if order.is_empty() {
+            (BinaryHeap::new(), Vec::with_capacity(capacity))
+        } else {
+            (BinaryHeap::with_capacity(capacity), Vec::new())
+        };
         TopK {
             order,
             k,
-            heap: BinaryHeap::with_capacity(capacity.min(1024)),
+            heap,
             seq: 0,
+            arrived,
         }
     }
 
     fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.arrived.len()
     }
 
     /// Whether a row with these keys, arriving now, would be held: it must
     /// beat the worst held row, since it loses ties (it arrived last).
     fn would_keep(&self, keys: &[Option<Value>]) -> bool {
+        if self.order.is_empty() {
+            return self.k.is_none_or(|k| self.arrived.len() < k);
+        }
         match (self.k, self.heap.peek()) {
             (Some(k), Some(worst)) if self.heap.len() >= k => cmp_keys(self.order, keys, &worst.keys) == Ordering::Less,
             (Some(0), _) => false,
@@ -1054,6 +1075,12 @@ impl<'o, T> TopK<'o, T> {
 
     fn push(&mut self, keys: Vec<Option<Value>>, item: T) {
         debug_assert_eq!(keys.len(), self.order.len(), "one key per ORDER BY term");
+        if self.order.is_empty() {
+            if self.would_keep(&keys) {
+                self.arrived.push(item);
+            }
+            return;
+        }
         self.heap.push(Ranked {
             order: self.order,
             seq: self.seq,
@@ -1068,6 +1095,9 @@ impl<'o, T> TopK<'o, T> {
 
     /// The held rows, best first.
     fn finish(self) -> Vec<T> {
+        if self.order.is_empty() {
+            return self.arrived;
+        }
         self.heap.into_sorted_vec().into_iter().map(|r| r.item).collect()
     }
 }

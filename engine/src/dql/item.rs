@@ -25,7 +25,8 @@ enum Repr {
     Stored(Arc<Stored>),
 }
 
-/// A stored record, checked when it was read (envelope and checksum).
+/// A stored record, checked when it was read (envelope and checksum), so
+/// reading it again skips the checksum.
 struct Stored {
     collection: Arc<str>,
     record: Box<[u8]>,
@@ -54,7 +55,9 @@ impl Item {
                 if let Some(v) = s.value.get() {
                     return Ok(v);
                 }
-                let v = RawDoc::open(&s.collection, &s.record)?.render()?.unwrap_or(Value::Null);
+                let v = RawDoc::reopen(&s.collection, &s.record)?
+                    .render()?
+                    .unwrap_or(Value::Null);
                 Ok(s.value.get_or_init(|| v))
             }
         }
@@ -67,7 +70,9 @@ impl Item {
             Repr::Stored(s) => match Arc::try_unwrap(s) {
                 Ok(s) => match s.value.into_inner() {
                     Some(v) => Ok(v),
-                    None => Ok(RawDoc::open(&s.collection, &s.record)?.render()?.unwrap_or(Value::Null)),
+                    None => Ok(RawDoc::reopen(&s.collection, &s.record)?
+                        .render()?
+                        .unwrap_or(Value::Null)),
                 },
                 Err(shared) => Item {
                     repr: Repr::Stored(shared),
@@ -84,9 +89,9 @@ impl Item {
         let mut out = String::new();
         if let Repr::Stored(s) = &self.repr {
             if s.value.get().is_none() {
-                let raw = RawDoc::open(&s.collection, &s.record)?;
-                let id = raw.id()?;
-                if codec::visible_json(raw.body(), &id, &mut out).map_err(|e| raw.damaged(e))? {
+                let raw = RawDoc::reopen(&s.collection, &s.record)?;
+                let written = codec::visible_json_encoded_id(raw.body(), raw.id_bytes(), &mut out);
+                if written.map_err(|e| raw.damaged(e))? {
                     return Ok(out);
                 }
             }

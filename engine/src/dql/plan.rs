@@ -10,7 +10,7 @@
 
 use super::ast::{BinaryOp, Expr, OrderItem, Path, Segment, Select};
 use super::eval::{self, EvalError, Params};
-use crate::store::{canonical_id, encode_sort_key, prefix_end, IndexDef};
+use crate::store::{encode_sort_key, into_canonical_id, prefix_end, IndexDef};
 use crate::value::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -257,15 +257,10 @@ fn shadowing_outputs(s: &Select) -> Option<Vec<String>> {
     Some(out)
 }
 
-/// The `_id`s the filter pins, if it pins them to constants: in canonical
-/// form, each once, in the order written. A value no document can have as
-/// its id (null, a boolean, an array) matches nothing, so it is dropped.
-fn id_lookup(collection: &str, filter: Option<&Expr>, params: &Params) -> Result<Option<Vec<Value>>, EvalError> {
-    Ok(id_conjunct(collection, filter, params)?.map(|(_, ids)| ids))
-}
-
 /// The first conjunct that pins `_id` (`_id = c` or `_id IN (c, ..)`), by
-/// position, with the ids it pins.
+/// position, with the ids it pins: in canonical form, each once, in the
+/// order written. A value no document can have as its id (null, a
+/// boolean, an array) matches nothing, so it is dropped.
 fn id_conjunct(
     collection: &str,
     filter: Option<&Expr>,
@@ -273,9 +268,14 @@ fn id_conjunct(
 ) -> Result<Option<(usize, Vec<Value>)>, EvalError> {
     let Some(filter) = filter else { return Ok(None) };
     for (at, c) in conjuncts(filter).into_iter().enumerate() {
-        if let Some((path, Bound::Eq(v))) = bound_of(c, params)? {
-            if path == ["_id"] {
-                return Ok(Some((at, canonical_ids(collection, [v]))));
+        // Only an equality with `_id` on one side can give an `_id` bound:
+        // anything else is passed over without evaluating it.
+        let eq_id = matches!(c, Expr::Binary(BinaryOp::Eq, a, b) if is_id(a) || is_id(b));
+        if eq_id {
+            if let Some((path, Bound::Eq(v))) = bound_of(c, params)? {
+                if path == ["_id"] {
+                    return Ok(Some((at, canonical_ids(collection, vec![v]))));
+                }
             }
         }
         if let Expr::In {
@@ -284,7 +284,7 @@ fn id_conjunct(
             negated: false,
         } = c
         {
-            if matches!(expr.as_ref(), Expr::Field(p) if p.segments == [Segment::Key("_id".into())]) {
+            if is_id(expr) {
                 let mut ids = Vec::new();
                 for i in items {
                     match constant(i, params)? {
@@ -299,31 +299,47 @@ fn id_conjunct(
     Ok(None)
 }
 
-fn canonical_ids(collection: &str, ids: impl IntoIterator<Item = Value>) -> Vec<Value> {
-    let mut seen = std::collections::BTreeSet::new();
-    ids.into_iter()
-        .filter_map(|v| canonical_id(collection, &v).ok())
-        .filter(|id| seen.insert(crate::codec::encode_id(id)))
-        .collect()
+/// Whether an expression is the path `_id`.
+fn is_id(e: &Expr) -> bool {
+    matches!(e, Expr::Field(p) if matches!(p.segments.as_slice(), [Segment::Key(k)] if k == "_id"))
+}
+
+fn canonical_ids(collection: &str, ids: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = ids
+        .into_iter()
+        .filter_map(|v| into_canonical_id(collection, v).ok())
+        .collect();
+    if out.len() > 1 {
+        // Each id once, where it first appears.
+        let mut seen = std::collections::BTreeSet::new();
+        out.retain(|id| seen.insert(crate::codec::encode_id(id)));
+    }
+    out
 }
 
 /// How to read the driving collection of `s` when no index is involved:
 /// `USE IDS`, the ids the filter pins, or a scan for joins; `None`: ask
 /// [`plan`] with the indexes (so point reads never load the catalogue).
 pub fn direct(s: &Select, params: &Params) -> Result<Option<Access>, EvalError> {
+    Ok(direct_pinned(s, params)?.map(|(a, _)| a))
+}
+
+/// [`direct`], with the position of the conjunct whose ids the point reads
+/// pin (for [`residual_pinned`], so it is not looked for again).
+pub fn direct_pinned(s: &Select, params: &Params) -> Result<Option<(Access, Option<usize>)>, EvalError> {
     if let Some(ids) = &s.use_ids {
         let ids = ids
             .iter()
             .map(|e| eval::eval(e, &Value::Null, params))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids = canonical_ids(&s.from.collection, ids.into_iter().flatten());
-        return Ok(Some(Access::Ids(ids)));
+        let ids = canonical_ids(&s.from.collection, ids.into_iter().flatten().collect());
+        return Ok(Some((Access::Ids(ids), None)));
     }
     if !s.joins.is_empty() {
         // Filters of joins may name other collections; keep it simple and scan.
-        return Ok(Some(Access::Scan));
+        return Ok(Some((Access::Scan, None)));
     }
-    Ok(id_lookup(&s.from.collection, s.filter.as_ref(), params)?.map(Access::Ids))
+    Ok(id_conjunct(&s.from.collection, s.filter.as_ref(), params)?.map(|(at, ids)| (Access::Ids(ids), Some(at))))
 }
 
 /// Chooses how to read the driving collection of `s`.
@@ -410,17 +426,27 @@ pub fn residual<'s>(s: &'s Select, access: &Access, params: &Params) -> Result<O
         Access::Index(a) => index_conjuncts(filter, a, params)?,
         _ => Vec::new(),
     };
+    Ok(without(filter, &exact))
+}
+
+/// [`residual`] of point reads whose ids conjunct `pinned` pins (as
+/// [`direct_pinned`] found it).
+pub fn residual_pinned(s: &Select, pinned: usize) -> Option<Cow<'_, Expr>> {
+    s.filter.as_ref().and_then(|f| without(f, &[pinned]))
+}
+
+/// The filter without the conjuncts at `exact`.
+fn without<'s>(filter: &'s Expr, exact: &[usize]) -> Option<Cow<'s, Expr>> {
     if exact.is_empty() {
-        return Ok(Some(Cow::Borrowed(filter)));
+        return Some(Cow::Borrowed(filter));
     }
     let kept = conjuncts(filter)
         .into_iter()
         .enumerate()
         .filter(|(at, _)| !exact.contains(at))
         .map(|(_, c)| c.clone());
-    Ok(kept
-        .reduce(|a, b| Expr::Binary(BinaryOp::And, Box::new(a), Box::new(b)))
-        .map(Cow::Owned))
+    kept.reduce(|a, b| Expr::Binary(BinaryOp::And, Box::new(a), Box::new(b)))
+        .map(Cow::Owned)
 }
 
 /// Positions of the conjuncts an index range's equalities came from, when

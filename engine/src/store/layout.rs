@@ -21,7 +21,9 @@
 //! pages absorb a commit's random inserts, and when it holds
 //! [`RECENT_MAX`] entries it is merged into the *main* level in one sorted
 //! pass, so each main page is rewritten once per merge instead of once per
-//! commit. Lookups read both levels.
+//! commit. Lookups read the main level first, and the recent one only when
+//! the main one has no record carrying the id (most documents are in the
+//! main level, so a hit costs one index read).
 
 use crate::hlc::{Hlc, PeerId};
 use siphasher::sip::SipHasher13;

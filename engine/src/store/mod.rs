@@ -33,7 +33,7 @@ use crate::value::{Value, ValueError, MAX_DEPTH};
 use crate::vv::VersionVector;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 /// Store format written by this build; a store of another format is refused.
 pub const STORE_FORMAT: u32 = 2;
@@ -391,6 +391,15 @@ pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
     Ok(canon)
 }
 
+/// [`canonical_id`] of an owned id: strings and integers, canonical as
+/// they are, are returned without a copy.
+pub fn into_canonical_id(collection: &str, id: Value) -> Result<Value, StoreError> {
+    match id {
+        Value::String(_) | Value::Int(_) => Ok(id),
+        other => canonical_id(collection, &other),
+    }
+}
+
 /// Canonical form of a value inside an object id: integral floats an `i64`
 /// can hold become integers, at any depth (in arrays too), so ids that
 /// compare equal are one id.
@@ -475,6 +484,34 @@ pub struct Store<K: Kv> {
     hasher: IdHasher,
     clock: Mutex<Clock>,
     ids: Mutex<IdGen>,
+    colls: CollIds,
+}
+
+/// Most collection ids [`CollIds`] keeps (a store has a few collections;
+/// past this, lookups just read `meta`).
+const MAX_CACHED_COLLS: usize = 256;
+
+/// Collection ids by name, as committed snapshots showed them. A
+/// collection's id never changes once committed (collections are never
+/// dropped or renumbered), so a read can skip the `meta` lookup. Only what
+/// a snapshot read is kept, never a write transaction's own creation, which
+/// is not committed yet. An older snapshot that predates a cached
+/// collection finds no documents under its id, as it would find no id.
+#[derive(Default)]
+struct CollIds(RwLock<Vec<(String, u32)>>);
+
+impl CollIds {
+    fn get(&self, name: &str) -> Option<u32> {
+        let cached = self.0.read().unwrap_or_else(|e| e.into_inner());
+        cached.iter().find(|(n, _)| n == name).map(|&(_, id)| id)
+    }
+
+    fn note(&self, name: &str, id: u32) {
+        let mut cached = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if cached.len() < MAX_CACHED_COLLS && !cached.iter().any(|(n, _)| n == name) {
+            cached.push((name.to_string(), id));
+        }
+    }
 }
 
 impl<K: Kv> Store<K> {
@@ -518,6 +555,7 @@ impl<K: Kv> Store<K> {
             hasher,
             clock: Mutex::new(clock),
             ids: Mutex::new(entropy),
+            colls: CollIds::default(),
         })
     }
 
@@ -546,6 +584,7 @@ impl<K: Kv> Store<K> {
         Ok(ReadTx {
             kv: self.kv.read()?,
             hasher: self.hasher,
+            colls: &self.colls,
         })
     }
 
@@ -634,34 +673,54 @@ fn coll_id<R: KvRead + ?Sized>(r: &R, name: &str) -> Result<Option<u32>, StoreEr
     Ok(r.get(Table::Meta, &coll_key(name))?.and_then(be_u32))
 }
 
+/// [`coll_id`] through the store's cache of committed ids, when `r` is a
+/// committed snapshot (`cache` is `None` for the write transaction).
+fn coll_id_cached<R: KvRead + ?Sized>(r: &R, cache: Option<&CollIds>, name: &str) -> Result<Option<u32>, StoreError> {
+    if let Some(id) = cache.and_then(|c| c.get(name)) {
+        return Ok(Some(id));
+    }
+    let id = coll_id(r, name)?;
+    if let (Some(cache), Some(id)) = (cache, id) {
+        cache.note(name, id);
+    }
+    Ok(id)
+}
+
 /// The document number and stored record of an encoded id: the bucket's
 /// candidate whose record carries exactly this id.
+///
+/// The main level is read first and a confirmed record ends the search
+/// (the record carries the id, so it is the document): the recent level
+/// holds at most [`RECENT_MAX`](layout::RECENT_MAX) entries, so most
+/// documents are in the main one, and a hit there costs one index read
+/// instead of two. The recent level is read when the main one has no
+/// confirmed record.
 fn locate<'r, R: KvRead + ?Sized>(
     r: &'r R,
     h: &IdHasher,
     coll: u32,
     id_bytes: &[u8],
 ) -> Result<Option<(u64, &'r [u8])>, StoreError> {
-    let recent = r
-        .get(Table::Ids, &h.key(LEVEL_RECENT, coll, id_bytes))?
-        .unwrap_or_default();
-    let main = r
-        .get(Table::Ids, &h.key(LEVEL_MAIN, coll, id_bytes))?
-        .unwrap_or_default();
-    let only_one = bucket_nums(recent).chain(bucket_nums(main)).count() == 1;
-    for num in bucket_nums(recent).chain(bucket_nums(main)) {
-        let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else {
-            continue;
-        };
-        // A record whose id cannot be read cannot be confirmed; if it is the
-        // only candidate it is taken, so that the damage is reported.
-        match codec::record_id(record) {
-            Ok(id) if id == id_bytes => return Ok(Some((num, record))),
-            Err(_) if only_one => return Ok(Some((num, record))),
-            _ => {}
+    // A record whose id cannot be read cannot be confirmed; if it is the
+    // only candidate of both levels it is taken, so that the damage is
+    // reported.
+    let mut candidates = 0usize;
+    let mut unreadable = None;
+    for level in [LEVEL_MAIN, LEVEL_RECENT] {
+        let bucket = r.get(Table::Ids, &h.key(level, coll, id_bytes))?.unwrap_or_default();
+        for num in bucket_nums(bucket) {
+            candidates += 1;
+            let Some(record) = r.get(Table::Docs, &doc_key(coll, num))? else {
+                continue;
+            };
+            match codec::record_id(record) {
+                Ok(id) if id == id_bytes => return Ok(Some((num, record))),
+                Ok(_) => {}
+                Err(_) => unreadable = Some((num, record)),
+            }
         }
     }
-    Ok(None)
+    Ok(unreadable.filter(|_| candidates == 1))
 }
 
 fn corrupt(collection: &str, id: Option<&[u8]>, reason: CodecError) -> StoreError {
@@ -693,14 +752,19 @@ fn split_checked<'b>(collection: &str, bytes: &'b [u8]) -> Result<(&'b [u8], &'b
 fn find_record<'r, R: KvRead + ?Sized>(
     r: &'r R,
     h: &IdHasher,
+    cache: Option<&CollIds>,
     collection: &str,
     id: &Value,
 ) -> Result<Option<&'r [u8]>, StoreError> {
-    let id = canonical_id(collection, id)?;
-    let Some(coll) = coll_id(r, collection)? else {
+    let id_bytes = match id {
+        // Already canonical: encoded without a copy.
+        Value::String(_) | Value::Int(_) => codec::encode_id(id),
+        _ => codec::encode_id(&canonical_id(collection, id)?),
+    };
+    let Some(coll) = coll_id_cached(r, cache, collection)? else {
         return Ok(None);
     };
-    Ok(locate(r, h, coll, &codec::encode_id(&id))?.map(|(_, record)| record))
+    Ok(locate(r, h, coll, &id_bytes)?.map(|(_, record)| record))
 }
 
 fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
@@ -708,15 +772,27 @@ fn with_id(id: &Value, mut fields: BTreeMap<String, Value>) -> Value {
     Value::Object(fields)
 }
 
-fn get_doc<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
-    let Some(record) = find_record(r, h, collection, id)? else {
+fn get_doc<R: KvRead + ?Sized>(
+    r: &R,
+    h: &IdHasher,
+    cache: Option<&CollIds>,
+    collection: &str,
+    id: &Value,
+) -> Result<Option<Doc>, StoreError> {
+    let Some(record) = find_record(r, h, cache, collection, id)? else {
         return Ok(None);
     };
     decode_record(collection, record).map(|(_, d)| Some(d))
 }
 
-fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-    match get_raw(r, h, collection, id)? {
+fn get<R: KvRead + ?Sized>(
+    r: &R,
+    h: &IdHasher,
+    cache: Option<&CollIds>,
+    collection: &str,
+    id: &Value,
+) -> Result<Option<Value>, StoreError> {
+    match get_raw(r, h, cache, collection, id)? {
         Some(raw) => raw.render(),
         None => Ok(None),
     }
@@ -725,10 +801,11 @@ fn get<R: KvRead + ?Sized>(r: &R, h: &IdHasher, collection: &str, id: &Value) ->
 fn get_raw<'r, R: KvRead + ?Sized>(
     r: &'r R,
     h: &IdHasher,
+    cache: Option<&CollIds>,
     collection: &'r str,
     id: &Value,
 ) -> Result<Option<RawDoc<'r>>, StoreError> {
-    match find_record(r, h, collection, id)? {
+    match find_record(r, h, cache, collection, id)? {
         Some(record) => RawDoc::open(collection, record).map(Some),
         None => Ok(None),
     }
@@ -738,10 +815,11 @@ fn get_raw<'r, R: KvRead + ?Sized>(
 /// order; a damaged record is passed as an error.
 fn scan_raw<'r, R: KvRead + ?Sized>(
     r: &'r R,
+    cache: Option<&CollIds>,
     collection: &'r str,
     visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
 ) -> Result<(), StoreError> {
-    let Some(coll) = coll_id(r, collection)? else {
+    let Some(coll) = coll_id_cached(r, cache, collection)? else {
         return Ok(());
     };
     let from = coll.to_be_bytes();
@@ -797,13 +875,14 @@ fn indexes<R: KvRead + ?Sized>(r: &R) -> Result<Vec<IndexDef>, StoreError> {
 /// are skipped; damaged records are passed as errors.
 fn index_scan_raw<'r, R: KvRead + ?Sized>(
     r: &'r R,
+    cache: Option<&CollIds>,
     def: &'r IndexDef,
     from: &[u8],
     to: Option<&[u8]>,
     reverse: bool,
     visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
 ) -> Result<(), StoreError> {
-    let Some(coll) = coll_id(r, &def.collection)? else {
+    let Some(coll) = coll_id_cached(r, cache, &def.collection)? else {
         return Ok(());
     };
     let mut failure = None;
@@ -960,17 +1039,18 @@ fn changes_since<R: KvRead + ?Sized>(
 pub struct ReadTx<'s, K: Kv> {
     kv: K::Read<'s>,
     hasher: IdHasher,
+    colls: &'s CollIds,
 }
 
 impl<K: Kv> ReadTx<'_, K> {
     /// The document with this `_id`, as JSON (with `_id`), if it exists.
     pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-        get(&self.kv, &self.hasher, collection, id)
+        get(&self.kv, &self.hasher, Some(self.colls), collection, id)
     }
 
     /// The document's full CRDT state (also for deleted documents).
     pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
-        get_doc(&self.kv, &self.hasher, collection, id)
+        get_doc(&self.kv, &self.hasher, Some(self.colls), collection, id)
     }
 
     /// Visits every live document of a collection until `visit` returns
@@ -980,12 +1060,12 @@ impl<K: Kv> ReadTx<'_, K> {
         collection: &str,
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        scan_raw(&self.kv, collection, &mut rendering(visit))
+        scan_raw(&self.kv, Some(self.colls), collection, &mut rendering(visit))
     }
 
     /// The stored record of the document with this `_id` (visible or not).
     pub fn get_raw<'r>(&'r self, collection: &'r str, id: &Value) -> Result<Option<RawDoc<'r>>, StoreError> {
-        get_raw(&self.kv, &self.hasher, collection, id)
+        get_raw(&self.kv, &self.hasher, Some(self.colls), collection, id)
     }
 
     /// Visits every stored record of a collection, visible or not, until
@@ -995,7 +1075,7 @@ impl<K: Kv> ReadTx<'_, K> {
         collection: &'r str,
         visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        scan_raw(&self.kv, collection, visit)
+        scan_raw(&self.kv, Some(self.colls), collection, visit)
     }
 
     /// Every collection ever written.
@@ -1023,7 +1103,15 @@ impl<K: Kv> ReadTx<'_, K> {
         reverse: bool,
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        index_scan_raw(&self.kv, def, from, to, reverse, &mut rendering(visit))
+        index_scan_raw(
+            &self.kv,
+            Some(self.colls),
+            def,
+            from,
+            to,
+            reverse,
+            &mut rendering(visit),
+        )
     }
 
     /// The stored records (visible or not) of an index range; see
@@ -1036,7 +1124,7 @@ impl<K: Kv> ReadTx<'_, K> {
         reverse: bool,
         visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        index_scan_raw(&self.kv, def, from, to, reverse, visit)
+        index_scan_raw(&self.kv, Some(self.colls), def, from, to, reverse, visit)
     }
 
     /// What this replica has completely received, per origin peer.
@@ -1172,12 +1260,12 @@ impl<'s, K: Kv> WriteTx<'s, K> {
 
     /// See [`ReadTx::get`]; sees this transaction's writes.
     pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
-        get(&self.view(), &self.store.hasher, collection, id)
+        get(&self.view(), &self.store.hasher, None, collection, id)
     }
 
     /// See [`ReadTx::get_doc`].
     pub fn get_doc(&self, collection: &str, id: &Value) -> Result<Option<Doc>, StoreError> {
-        get_doc(&self.view(), &self.store.hasher, collection, id)
+        get_doc(&self.view(), &self.store.hasher, None, collection, id)
     }
 
     /// See [`ReadTx::settings`]; sees this transaction's writes.
@@ -1200,7 +1288,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        index_scan_raw(&self.view(), def, from, to, reverse, &mut rendering(visit))
+        index_scan_raw(&self.view(), None, def, from, to, reverse, &mut rendering(visit))
     }
 
     /// See [`ReadTx::index_scan_raw`]; sees this transaction's writes.
@@ -1213,7 +1301,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        index_scan_raw(&self.view(), def, from, to, reverse, visit)
+        index_scan_raw(&self.view(), None, def, from, to, reverse, visit)
     }
 
     /// Creates an index and fills it from the documents already there.
@@ -1371,7 +1459,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        scan_raw(&self.view(), collection, &mut rendering(visit))
+        scan_raw(&self.view(), None, collection, &mut rendering(visit))
     }
 
     /// See [`ReadTx::scan_raw`]; sees this transaction's writes.
@@ -1381,7 +1469,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        scan_raw(&self.view(), collection, visit)
+        scan_raw(&self.view(), None, collection, visit)
     }
 
     /// See [`ReadTx::get_raw`]; sees this transaction's writes. The record
@@ -1394,7 +1482,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(RawDoc<'_>),
     ) -> Result<bool, StoreError> {
         let view = self.view();
-        let raw = get_raw(&view, &self.store.hasher, collection, id)?;
+        let raw = get_raw(&view, &self.store.hasher, None, collection, id)?;
         Ok(raw.map(visit).is_some())
     }
 

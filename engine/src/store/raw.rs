@@ -32,6 +32,21 @@ impl<'a> RawDoc<'a> {
         })
     }
 
+    /// Opens a record that [`RawDoc::open`] checked when it was read and
+    /// that was kept unchanged since ([`RawDoc::record`]): the envelope is
+    /// split again, the checksum not recomputed.
+    pub(crate) fn reopen(collection: &'a str, record: &'a [u8]) -> Result<RawDoc<'a>, StoreError> {
+        let (id, body) = codec::split_checked_record(record);
+        let body = body.map_err(|e| corrupt(collection, id.as_ref().ok().copied(), e))?;
+        let id = id.map_err(|e| corrupt(collection, None, e))?;
+        Ok(RawDoc {
+            collection,
+            record,
+            id,
+            body,
+        })
+    }
+
     /// The whole stored record, to keep the document without decoding it.
     pub fn record(&self) -> &'a [u8] {
         self.record
@@ -73,6 +88,11 @@ impl<'a> RawDoc<'a> {
             Some(f) => Ok(Some(with_id(&self.id()?, f))),
             None => Ok(None),
         }
+    }
+
+    /// The document's `_id` as stored (encoded).
+    pub(crate) fn id_bytes(&self) -> &'a [u8] {
+        self.id
     }
 
     /// The document body (after the envelope).
