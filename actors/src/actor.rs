@@ -42,6 +42,14 @@ pub trait Actor: Sized + Send + 'static {
     /// doc); it must not hold a store write transaction across an `.await`.
     fn handle(&mut self, msg: Self::Msg, ctx: &mut Ctx<Self>) -> impl Future<Output = ()> + Send;
 
+    /// Runs after every start and restart, before the next message: the
+    /// place to catch up with what changed while the actor was down. A
+    /// panic here counts as a failure like one in `handle`.
+    fn started(&mut self, ctx: &mut Ctx<Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
     /// Runs once when the actor stops cleanly, after its mailbox is drained:
     /// the place to flush and close what it owns.
     fn stopped(&mut self) -> impl Future<Output = ()> + Send {
@@ -51,14 +59,26 @@ pub trait Actor: Sized + Send + 'static {
 
 /// What a handler can do besides changing its own state.
 pub struct Ctx<A: Actor> {
-    addr: Addr<A>,
+    /// Weak, so that an actor whose every `Addr` is gone sees its mailbox
+    /// close and stops.
+    me: mpsc::WeakSender<Envelope<A::Msg>>,
+    name: Arc<str>,
     stop: bool,
 }
 
 impl<A: Actor> Ctx<A> {
-    /// The actor's own address (to hand out, or to message itself later).
-    pub fn addr(&self) -> &Addr<A> {
-        &self.addr
+    /// The actor's own address (to hand out, or to message itself later);
+    /// `None` once no one else holds one.
+    pub fn addr(&self) -> Option<Addr<A>> {
+        Some(Addr {
+            tx: self.me.upgrade()?,
+            name: self.name.clone(),
+        })
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// Stops the actor after this message: queued messages are still
@@ -320,7 +340,8 @@ pub fn spawn<A: Actor>(spec: Spec, mut factory: impl Factory<A>) -> Result<Addr<
         name: spec.name.clone(),
     };
     let ctx = Ctx {
-        addr: addr.clone(),
+        me: addr.tx.downgrade(),
+        name: addr.name.clone(),
         stop: false,
     };
     let sup = Supervisor {
@@ -382,7 +403,7 @@ impl<A: Actor> Supervisor<A> {
 }
 
 /// The text of a panic payload.
-fn panic_text(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -392,9 +413,9 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Handles one message, turning a panic into an error.
-async fn handle_caught<A: Actor>(actor: &mut A, msg: A::Msg, ctx: &mut Ctx<A>) -> Result<(), String> {
-    let mut fut = std::pin::pin!(actor.handle(msg, ctx));
+/// Runs a handler's future, turning a panic into an error.
+async fn caught(fut: impl Future<Output = ()>) -> Result<(), String> {
+    let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
         Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
         Ok(Poll::Pending) => Poll::Pending,
@@ -403,21 +424,35 @@ async fn handle_caught<A: Actor>(actor: &mut A, msg: A::Msg, ctx: &mut Ctx<A>) -
     .await
 }
 
+/// A started actor: runs `started` (restarting on failure), or `None` when
+/// the restart budget is spent.
+async fn start<A: Actor>(mut actor: A, ctx: &mut Ctx<A>, sup: &mut Supervisor<A>) -> Option<A> {
+    loop {
+        match caught(actor.started(ctx)).await {
+            Ok(()) => return Some(actor),
+            Err(reason) => {
+                drop(actor);
+                actor = sup.restart(reason).await?;
+            }
+        }
+    }
+}
+
 async fn run<A: Actor>(actor: A, mut ctx: Ctx<A>, mut rx: mpsc::Receiver<Envelope<A::Msg>>, mut sup: Supervisor<A>) {
-    let mut actor = Some(actor);
+    let mut actor = start(actor, &mut ctx, &mut sup).await;
     let mut acks = Vec::new();
-    while let Some(envelope) = rx.recv().await {
-        let Some(current) = actor.as_mut() else { break };
+    while let Some(current) = actor.as_mut() {
+        let Some(envelope) = rx.recv().await else { break };
         match envelope {
             Envelope::Msg(msg) => {
-                if let Err(reason) = handle_caught(current, msg, &mut ctx).await {
+                if let Err(reason) = caught(current.handle(msg, &mut ctx)).await {
                     // The failed actor's state is not trusted: drop it
                     // before building the next from durable state.
                     drop(actor.take());
-                    actor = sup.restart(reason).await;
-                    if actor.is_none() {
-                        break;
-                    }
+                    actor = match sup.restart(reason).await {
+                        Some(fresh) => start(fresh, &mut ctx, &mut sup).await,
+                        None => None,
+                    };
                 }
             }
             Envelope::Stop(ack) => {

@@ -3,6 +3,39 @@
 //!
 //! Every subsystem is an actor that owns its state and talks in typed
 //! messages; the same code runs on tokio in an app and inside madsim in the
-//! simulator (the `tokio` dependency is `madsim-tokio`).
+//! simulator (the `tokio` dependency is `madsim-tokio`). The actors:
+//!
+//! | actor | owns | module |
+//! |---|---|---|
+//! | store | the store (LMDB environment or in-memory tables) | `store` |
+//! | observer | live queries and their consumers' slots | `observer` |
+//! | merger | applying batches of remote changes | `merger` |
+//! | presence | the graph of connected peers and links | `presence` |
+//! | session (one per remote peer) | a sync session's state | `session` |
+//!
+//! Link actors (one per transport link) join them with the transports.
+
+#![warn(missing_docs)]
 
 pub mod actor;
+mod error;
+mod latest;
+mod merger;
+mod observer;
+mod peer;
+mod presence;
+pub mod rt;
+mod session;
+mod store;
+
+pub use actor::Addr;
+pub use error::PeerError;
+pub use merger::{MergeStats, MAX_BATCH_CHANGES};
+pub use observer::QueryEvent;
+pub use peer::{
+    InProcessLink, LiveQuery, ObserverHandle, Peer, PeerConfig, Presence, PresenceStream, QueryResult, Storage,
+    StoreApi, Subscription, Subsystem, SyncApi, SyncConfig, Tx,
+};
+pub use presence::{Link, LinkKind, PresenceGraph};
+pub use rhizome_engine::dql::observe::Diff;
+pub use rhizome_engine::hlc::PeerId;

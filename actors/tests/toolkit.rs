@@ -178,3 +178,17 @@ async fn stop_drains_the_mailbox_then_runs_stopped() {
     assert!(matches!(addr.tell(Msg::Push(1)).await, Err(TellError::Stopped(_))));
     assert!(matches!(addr.ask(Msg::Count).await, Err(AskError::Stopped { .. })));
 }
+
+#[tokio::test]
+async fn an_actor_whose_addresses_are_all_gone_stops() {
+    let (addr, log) = recorder(Spec::new("orphan"));
+    addr.tell(Msg::Push(7)).await.expect("tell");
+    drop(addr);
+    for _ in 0..100 {
+        if log.lock().unwrap().last() == Some(&u64::MAX) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the actor did not stop: {:?}", log.lock().unwrap());
+}

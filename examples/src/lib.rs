@@ -1,1 +1,2 @@
-//! Examples embedding Rhizome.
+//! Example apps embedding Rhizome; each is an `[[example]]` of this package
+//! (`cargo run --example tasks`).

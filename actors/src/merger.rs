@@ -1,0 +1,95 @@
+//! The merger actor: applies changes that arrive from other peers.
+//!
+//! Sync sessions hand it [`MergerMsg::Merge`] with one [`ChangeBatch`] each
+//! (already bounded in size by the session); it applies each batch in one
+//! write transaction through the store actor, so a batch is merged
+//! atomically and its version-vector claim is recorded only with it. It
+//! counts what each origin brought, for monitoring, and it is where merge
+//! work queues up (its bounded mailbox pushes back on the sessions) rather
+//! than in the store actor, whose mailbox also serves the app.
+
+use crate::actor::{Actor, Addr, Ctx, Reply};
+use crate::error::PeerError;
+use crate::store::{StoreActor, StoreMsg};
+use rhizome_engine::hlc::PeerId;
+use rhizome_engine::store::{BatchOutcome, ChangeBatch};
+use std::collections::BTreeMap;
+
+/// Most changes one batch may carry; larger batches are refused whole.
+pub const MAX_BATCH_CHANGES: usize = 10_000;
+
+/// What the merger counted for one origin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Batches applied.
+    pub batches: u64,
+    /// Changes that brought something new.
+    pub applied: u64,
+    /// Changes refused (invalid, or too large).
+    pub refused: u64,
+}
+
+/// Messages of the merger actor.
+pub(crate) enum MergerMsg {
+    /// Apply one batch from `from`.
+    Merge {
+        from: PeerId,
+        batch: ChangeBatch,
+        reply: Reply<Result<BatchOutcome, PeerError>>,
+    },
+    /// Counts per origin.
+    Stats(Reply<BTreeMap<PeerId, MergeStats>>),
+}
+
+/// The merger's state.
+pub(crate) struct MergerActor {
+    store: Addr<StoreActor>,
+    stats: BTreeMap<PeerId, MergeStats>,
+}
+
+impl MergerActor {
+    pub(crate) fn new(store: Addr<StoreActor>) -> MergerActor {
+        MergerActor {
+            store,
+            stats: BTreeMap::new(),
+        }
+    }
+
+    async fn merge(&mut self, from: PeerId, batch: ChangeBatch) -> Result<BatchOutcome, PeerError> {
+        if batch.changes.len() > MAX_BATCH_CHANGES {
+            return Err(PeerError::InvalidInput {
+                reason: format!(
+                    "a batch from {from} has {} changes; at most {MAX_BATCH_CHANGES} are taken",
+                    batch.changes.len()
+                ),
+            });
+        }
+        let mut outcomes = self
+            .store
+            .ask(|reply| StoreMsg::Apply {
+                batches: vec![batch],
+                reply,
+            })
+            .await??;
+        let outcome = outcomes.pop().unwrap_or_default();
+        let s = self.stats.entry(from).or_default();
+        s.batches += 1;
+        s.applied += outcome.applied as u64;
+        s.refused += outcome.refused.len() as u64;
+        Ok(outcome)
+    }
+}
+
+impl Actor for MergerActor {
+    type Msg = MergerMsg;
+
+    async fn handle(&mut self, msg: MergerMsg, _ctx: &mut Ctx<Self>) {
+        match msg {
+            MergerMsg::Merge { from, batch, reply } => {
+                let out = self.merge(from, batch).await;
+                reply.send(out);
+            }
+            MergerMsg::Stats(reply) => reply.send(self.stats.clone()),
+        }
+    }
+}

@@ -1,0 +1,830 @@
+//! [`Peer`]: the small peer as an app holds it.
+//!
+//! Opening a peer starts its actors (store, observer, merger, presence) under
+//! supervision and hands back one cloneable handle. Every call is a message
+//! to the actor that owns the state it touches; none panics on bad input,
+//! and every failure is a [`PeerError`].
+
+use crate::actor::{self, AskError, Escalation, Spec};
+use crate::error::PeerError;
+use crate::latest;
+use crate::merger::{MergeStats, MergerActor, MergerMsg};
+use crate::observer::{ObserverActor, ObserverMsg, PendingCommits, QueryEvent, Registry, Slot};
+use crate::presence::{Link, LinkKind, PresenceActor, PresenceGraph};
+use crate::session::{Remote, SessionActor, SessionMsg};
+use crate::store::{self, AnyResult, Backend, StoreActor, StoreMsg, TxExec};
+use crate::{rt, Addr};
+use rhizome_engine::dql::ast::{SelectItem, Statement};
+use rhizome_engine::dql::eval::Params;
+use rhizome_engine::dql::exec::Output;
+use rhizome_engine::dql::{self, parse};
+use rhizome_engine::hlc::PeerId;
+use rhizome_engine::mem::MemKv;
+use rhizome_engine::value::Value;
+use rhizome_lmdb::{LmdbConfig, LmdbKv};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// Where a peer keeps its data.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Storage {
+    /// An LMDB environment in this directory (created if missing). The
+    /// peer's identity is stored there too, so reopening keeps it.
+    Directory(PathBuf),
+    /// In memory, gone when the peer closes (tests, simulations, caches).
+    Memory,
+}
+
+/// Sync settings (used by the sync protocol; see ARCHITECTURE.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Whether this peer syncs at all (off: a purely local database).
+    pub enabled: bool,
+    /// Most sync sessions kept at once over Bluetooth LE.
+    pub max_sessions_ble: u32,
+    /// Most sync sessions kept at once over Wi-Fi and LAN links.
+    pub max_sessions_wifi: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            enabled: true,
+            max_sessions_ble: 3,
+            max_sessions_wifi: 4,
+        }
+    }
+}
+
+/// How to open a [`Peer`].
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Where the data lives.
+    pub storage: Storage,
+    /// Sync settings.
+    pub sync: SyncConfig,
+    /// Mailbox capacity of each actor, in messages.
+    pub mailbox: usize,
+}
+
+impl PeerConfig {
+    /// A peer stored in `dir`.
+    pub fn directory(dir: impl Into<PathBuf>) -> PeerConfig {
+        PeerConfig {
+            storage: Storage::Directory(dir.into()),
+            sync: SyncConfig::default(),
+            mailbox: 256,
+        }
+    }
+
+    /// A peer held in memory.
+    pub fn memory() -> PeerConfig {
+        PeerConfig {
+            storage: Storage::Memory,
+            ..PeerConfig::directory("")
+        }
+    }
+}
+
+/// A subsystem of the peer, for fault injection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subsystem {
+    /// The store actor.
+    Store,
+    /// The observer (live query) actor.
+    Observer,
+}
+
+struct Inner {
+    id: PeerId,
+    sync: SyncConfig,
+    store: Addr<StoreActor>,
+    observer: Addr<ObserverActor>,
+    merger: Addr<MergerActor>,
+    presence: Addr<PresenceActor>,
+    /// Only the presence actor (and its factory) hold the sender, so
+    /// receivers see the channel close when it stops.
+    graph: latest::Receiver<PresenceGraph>,
+    /// Counts commits that changed documents (sessions offer news on it).
+    commits: latest::Receiver<u64>,
+    next_link: AtomicU64,
+    /// Live sync sessions, stopped by `close`.
+    sessions: Mutex<Vec<Addr<SessionActor>>>,
+    failed: Arc<Mutex<Option<Escalation>>>,
+}
+
+/// An open small peer: a local-first document database that syncs with
+/// nearby peers. Cheap to clone; every clone is the same peer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rhizome_actors::PeerError> {
+/// use rhizome_actors::{Peer, PeerConfig};
+/// use serde_json::json;
+///
+/// let peer = Peer::open(PeerConfig::memory()).await?;
+/// peer.store()
+///     .execute("INSERT INTO tasks DOCUMENTS (:t)", json!({"t": {"_id": "t1", "title": "milk", "done": false}}))
+///     .await?;
+/// let open = peer.store().execute("SELECT * FROM tasks WHERE done = false", json!({})).await?;
+/// assert_eq!(open.items[0]["title"], "milk");
+/// peer.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Peer {
+    inner: Arc<Inner>,
+}
+
+fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>) -> Result<Box<dyn Backend>, PeerError> {
+    let fresh = rt::entropy() | 1;
+    match (storage, memory) {
+        (Storage::Directory(dir), _) => {
+            std::fs::create_dir_all(dir).map_err(|e| PeerError::InvalidInput {
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+            let kv = LmdbKv::open(dir, &LmdbConfig::default()).map_err(|e| PeerError::Store(e.into()))?;
+            Ok(store::open_backend(kv, fresh)?)
+        }
+        (_, Some(mem)) => Ok(store::open_backend(mem.clone(), fresh)?),
+        (Storage::Memory, None) => unreachable!("memory storage comes with its tables"),
+    }
+}
+
+fn spec(name: &str, config: &PeerConfig, failed: &Arc<Mutex<Option<Escalation>>>) -> Spec {
+    let failed = failed.clone();
+    Spec::new(name).mailbox(config.mailbox.max(1)).on_escalate(move |e| {
+        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    })
+}
+
+impl Peer {
+    /// Opens (or creates) a peer and starts its actors. Must be called
+    /// inside a tokio (or madsim) runtime.
+    pub async fn open(config: PeerConfig) -> Result<Peer, PeerError> {
+        let failed = Arc::new(Mutex::new(None));
+        let memory = matches!(config.storage, Storage::Memory).then(|| Arc::new(MemKv::new()));
+        let first = open_backend(&config.storage, &memory)?;
+        let id = first.peer();
+
+        let pending = Arc::new(PendingCommits::default());
+        // Filled once the observer actor exists; commits before that have
+        // no live query to update.
+        let wake: Arc<Mutex<Option<Addr<ObserverActor>>>> = Arc::default();
+        let (commits_tx, commits) = latest::channel(0u64);
+        let listener: store::CommitListener = {
+            let (pending, wake) = (pending.clone(), wake.clone());
+            Arc::new(move |c| {
+                commits_tx.send_modify(|n| *n += 1);
+                pending.add(c);
+                if let Some(obs) = wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    // Full means a message is queued, and every message
+                    // makes the observer look at the pending commits.
+                    let _ = obs.try_tell(ObserverMsg::Wake);
+                }
+            })
+        };
+        let mut first = Some(first);
+        let storage = config.storage.clone();
+        let store = actor::spawn(spec("store", &config, &failed), move |_| {
+            let backend = match first.take() {
+                Some(b) => b,
+                None => open_backend(&storage, &memory).map_err(|e| e.to_string())?,
+            };
+            Ok(StoreActor::new(backend, listener.clone()))
+        })
+        .map_err(|reason| PeerError::InvalidInput { reason })?;
+
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let observer = {
+            let store = store.clone();
+            let pending = pending.clone();
+            actor::spawn(spec("observer", &config, &failed), move |_| {
+                Ok(ObserverActor::new(store.clone(), registry.clone(), pending.clone()))
+            })
+            .map_err(|reason| PeerError::InvalidInput { reason })?
+        };
+        *wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer.clone());
+
+        let merger = {
+            let store = store.clone();
+            actor::spawn(spec("merger", &config, &failed), move |_| {
+                Ok(MergerActor::new(store.clone()))
+            })
+            .map_err(|reason| PeerError::InvalidInput { reason })?
+        };
+        let (graph_tx, graph) = latest::channel(PresenceGraph {
+            me: id,
+            ..PresenceGraph::default()
+        });
+        let presence = {
+            let graph = Arc::new(graph_tx);
+            actor::spawn(spec("presence", &config, &failed), move |_| {
+                Ok(PresenceActor::new(graph.clone()))
+            })
+            .map_err(|reason| PeerError::InvalidInput { reason })?
+        };
+        tracing::info!(peer = %id, "peer open");
+        Ok(Peer {
+            inner: Arc::new(Inner {
+                id,
+                sync: config.sync,
+                store,
+                observer,
+                merger,
+                presence,
+                graph,
+                commits,
+                next_link: AtomicU64::new(1),
+                sessions: Mutex::default(),
+                failed,
+            }),
+        })
+    }
+
+    /// Connects this peer with `other` in the same process and starts a
+    /// sync session on each side (tests, simulations, and apps that run
+    /// several peers). The link shows in both presence graphs until closed.
+    pub async fn connect_in_process(&self, other: &Peer) -> Result<InProcessLink, PeerError> {
+        if self.id() == other.id() {
+            return Err(PeerError::InvalidInput {
+                reason: "a peer cannot connect to itself".into(),
+            });
+        }
+        let (here, there): (Remote, Remote) = (Arc::default(), Arc::default());
+        let a = self.start_session(other.id(), here.clone())?;
+        let b = other.start_session(self.id(), there.clone())?;
+        // Wired after both exist; each then asks the other for news.
+        let _ = here.set(b.clone());
+        let _ = there.set(a.clone());
+        for s in [&a, &b] {
+            let _ = s.tell(SessionMsg::Poke).await;
+        }
+        Ok(InProcessLink { ends: [a, b] })
+    }
+
+    fn start_session(&self, remote_peer: PeerId, remote: Remote) -> Result<Addr<SessionActor>, PeerError> {
+        let i = &self.inner;
+        let link = Link {
+            id: i.next_link.fetch_add(1, Ordering::Relaxed),
+            kind: LinkKind::InProcess,
+        };
+        let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
+        let me = i.id;
+        let spec = Spec::new(&format!("session {me}->{remote_peer}")).mailbox(64);
+        let addr = actor::spawn(spec, move |_| {
+            Ok(SessionActor::new(
+                me,
+                remote_peer,
+                link.clone(),
+                remote.clone(),
+                actors.clone(),
+            ))
+        })
+        .map_err(|reason| PeerError::InvalidInput { reason })?;
+        let mut sessions = i.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|s| !s.is_stopped());
+        sessions.push(addr.clone());
+        drop(sessions);
+        // Offers local commits to the session; coalesced by the latest-value
+        // channel, and ends with the session or the store.
+        let (mut commits, session) = (i.commits.clone(), addr.clone());
+        tokio::spawn(async move {
+            while commits.changed().await.is_ok() {
+                if session.tell(SessionMsg::LocalCommit).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(addr)
+    }
+
+    /// This peer's identity (chosen at creation, persisted with the data).
+    pub fn id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// The sync settings the peer was opened with.
+    pub fn sync_config(&self) -> &SyncConfig {
+        &self.inner.sync
+    }
+
+    /// The document store: DQL statements, transactions, live queries.
+    pub fn store(&self) -> StoreApi<'_> {
+        StoreApi { peer: self }
+    }
+
+    /// Sync subscriptions: what this peer wants from others.
+    pub fn sync(&self) -> SyncApi<'_> {
+        SyncApi { peer: self }
+    }
+
+    /// Who this peer is connected to, now and as it changes.
+    pub fn presence(&self) -> Presence {
+        Presence {
+            rx: self.inner.graph.clone(),
+        }
+    }
+
+    /// Changes merged from each other peer so far.
+    pub async fn merge_stats(&self) -> Result<BTreeMap<PeerId, MergeStats>, PeerError> {
+        self.inner.merger.ask(MergerMsg::Stats).await.map_err(|e| self.error(e))
+    }
+
+    /// Closes the peer: its sync sessions end (links close), live queries
+    /// end, queued work is finished, and the store is closed last. Other clones of the handle get
+    /// [`PeerError::Stopped`] afterwards.
+    pub async fn close(&self) {
+        let sessions = std::mem::take(&mut *self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in &sessions {
+            s.stop().await;
+        }
+        self.inner.observer.stop().await;
+        self.inner.merger.stop().await;
+        self.inner.presence.stop().await;
+        self.inner.store.stop().await;
+        tracing::info!(peer = %self.inner.id, "peer closed");
+    }
+
+    /// Fault injection for tests and simulations: makes the subsystem's
+    /// actor panic on its next message. It is restarted from its durable
+    /// state, as after a real bug.
+    pub async fn inject_panic(&self, subsystem: Subsystem) -> Result<(), PeerError> {
+        let sent = match subsystem {
+            Subsystem::Store => self.inner.store.tell(StoreMsg::Panic).await.is_ok(),
+            Subsystem::Observer => self.inner.observer.tell(ObserverMsg::Panic).await.is_ok(),
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(PeerError::Stopped {
+                subsystem: format!("{subsystem:?}").to_lowercase(),
+            })
+        }
+    }
+
+    fn error(&self, e: AskError) -> PeerError {
+        match self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(esc) => PeerError::Failed(esc),
+            None => e.into(),
+        }
+    }
+}
+
+/// Converts app parameters (a JSON object, or null for none).
+fn params(json: serde_json::Value) -> Result<Params, PeerError> {
+    let v = Value::from_json(&json).map_err(|e| PeerError::InvalidInput {
+        reason: format!("parameters: {e}"),
+    })?;
+    Ok(dql::params_from_json(&v)?)
+}
+
+/// What a statement returned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryResult {
+    /// Result rows (`SELECT`, `RETURNING`, `EXPLAIN`, `SHOW`).
+    pub items: Vec<serde_json::Value>,
+    /// Ids of the documents a mutation changed.
+    pub mutated_ids: Vec<serde_json::Value>,
+}
+
+impl QueryResult {
+    fn from_output(out: Output) -> Result<QueryResult, PeerError> {
+        let items = out
+            .items
+            .iter()
+            .map(|i| i.value().map(Value::to_json))
+            .collect::<Result<_, _>>()?;
+        Ok(QueryResult {
+            items,
+            mutated_ids: out.mutated.iter().map(Value::to_json).collect(),
+        })
+    }
+}
+
+/// A live in-process link between two peers (see
+/// [`Peer::connect_in_process`]).
+pub struct InProcessLink {
+    ends: [Addr<SessionActor>; 2],
+}
+
+impl InProcessLink {
+    /// Takes the link down: both sessions finish what they queued and stop,
+    /// and the link leaves both presence graphs.
+    pub async fn close(self) {
+        for end in &self.ends {
+            end.stop().await;
+        }
+    }
+}
+
+/// The store of a peer (see [`Peer::store`]).
+pub struct StoreApi<'p> {
+    peer: &'p Peer,
+}
+
+impl StoreApi<'_> {
+    /// Runs one DQL statement; a mutation commits atomically on its own.
+    /// `params` is a JSON object of `:name` parameters (or null).
+    pub async fn execute(&self, dql: &str, params: serde_json::Value) -> Result<QueryResult, PeerError> {
+        let params = self::params(params)?;
+        let out = self
+            .peer
+            .inner
+            .store
+            .ask(|reply| StoreMsg::Execute {
+                text: dql.to_string(),
+                params,
+                reply,
+            })
+            .await
+            .map_err(|e| self.peer.error(e))??;
+        QueryResult::from_output(out)
+    }
+
+    /// Runs `f` in one write transaction: its statements see each other's
+    /// writes, and they commit together when `f` returns `Ok`, or not at all
+    /// when it returns `Err` (or a statement failed, or `f` panicked).
+    ///
+    /// `f` runs on the store actor and is synchronous, so it cannot hold the
+    /// transaction across an `.await`; keep it short, other writers wait.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rhizome_actors::PeerError> {
+    /// # let peer = rhizome_actors::Peer::open(rhizome_actors::PeerConfig::memory()).await?;
+    /// use serde_json::json;
+    /// let n = peer.store().transaction(|tx| {
+    ///     tx.execute("INSERT INTO tasks DOCUMENTS ({'_id': 'a', 'done': false})", json!({}))?;
+    ///     tx.execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))?;
+    ///     Ok(tx.execute("SELECT * FROM tasks WHERE done = true", json!({}))?.items.len())
+    /// }).await?;
+    /// assert_eq!(n, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T, PeerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, PeerError> + Send + 'static,
+    {
+        let run: store::TxFn = Box::new(move |exec: &mut dyn TxExec| -> AnyResult {
+            let value = f(&mut Tx { exec })?;
+            Ok(Box::new(value))
+        });
+        let out = self
+            .peer
+            .inner
+            .store
+            .ask(|reply| StoreMsg::Transaction { run, reply })
+            .await
+            .map_err(|e| self.peer.error(e))??;
+        match out.downcast::<T>() {
+            Ok(v) => Ok(*v),
+            Err(_) => unreachable!("the closure's own type comes back"),
+        }
+    }
+
+    /// Observes a `SELECT`: the returned [`LiveQuery`] yields the current
+    /// result first, then a new result with its diff after every commit
+    /// (local or merged from another peer) that changes it. Dropping it
+    /// cancels the query.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rhizome_actors::PeerError> {
+    /// # let peer = rhizome_actors::Peer::open(rhizome_actors::PeerConfig::memory()).await?;
+    /// use serde_json::json;
+    /// let mut open = peer.store().observe("SELECT * FROM tasks WHERE done = false", json!({})).await?;
+    /// assert!(open.next().await.unwrap().items.is_empty());
+    /// peer.store().execute("INSERT INTO tasks DOCUMENTS ({'_id': 'a', 'done': false})", json!({})).await?;
+    /// let event = open.next().await.unwrap();
+    /// assert_eq!(event.diff.inserted, vec![0]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn observe(&self, dql: &str, params: serde_json::Value) -> Result<LiveQuery, PeerError> {
+        let params = self::params(params)?;
+        let (id, slot) = self
+            .peer
+            .inner
+            .observer
+            .ask(|reply| ObserverMsg::Observe {
+                text: dql.to_string(),
+                params,
+                reply,
+            })
+            .await
+            .map_err(|e| self.peer.error(e))??;
+        Ok(LiveQuery {
+            id,
+            slot,
+            observer: self.peer.inner.observer.clone(),
+        })
+    }
+
+    /// [`StoreApi::observe`] with a callback, called on a task of its own
+    /// for every event. Dropping the returned handle cancels it.
+    pub async fn observe_with(
+        &self,
+        dql: &str,
+        params: serde_json::Value,
+        mut on_event: impl FnMut(QueryEvent) + Send + 'static,
+    ) -> Result<ObserverHandle, PeerError> {
+        let mut live = self.observe(dql, params).await?;
+        let slot = live.slot.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = live.next().await {
+                on_event(ev);
+            }
+        });
+        Ok(ObserverHandle { slot })
+    }
+}
+
+/// Statements inside [`StoreApi::transaction`].
+pub struct Tx<'a> {
+    exec: &'a mut dyn TxExec,
+}
+
+impl Tx<'_> {
+    /// Runs one statement in the transaction; it sees the writes of the
+    /// statements before it. An error aborts the transaction.
+    pub fn execute(&mut self, dql: &str, params: serde_json::Value) -> Result<QueryResult, PeerError> {
+        let params = self::params(params)?;
+        QueryResult::from_output(self.exec.execute(dql, &params)?)
+    }
+}
+
+/// A live query (see [`StoreApi::observe`]); also a [`futures_core::Stream`]
+/// of [`QueryEvent`]s. A slow consumer skips intermediate results but
+/// always gets the latest with a correct diff from the one it took last.
+pub struct LiveQuery {
+    id: u64,
+    slot: Arc<Slot>,
+    observer: Addr<ObserverActor>,
+}
+
+impl LiveQuery {
+    /// The next event; `None` once the peer is closed.
+    pub async fn next(&mut self) -> Option<QueryEvent> {
+        std::future::poll_fn(|cx| self.slot.poll_take(cx)).await
+    }
+}
+
+impl futures_core::Stream for LiveQuery {
+    type Item = QueryEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<QueryEvent>> {
+        self.slot.poll_take(cx)
+    }
+}
+
+impl Drop for LiveQuery {
+    fn drop(&mut self) {
+        self.slot.close();
+        // If the mailbox is full the actor still finds the slot closed the
+        // next time it has an event for it.
+        let _ = self.observer.try_tell(ObserverMsg::Cancel(self.id));
+    }
+}
+
+/// Keeps a callback observer alive (see [`StoreApi::observe_with`]).
+pub struct ObserverHandle {
+    slot: Arc<Slot>,
+}
+
+impl Drop for ObserverHandle {
+    fn drop(&mut self) {
+        // Ends the callback task's stream; the task drops its LiveQuery,
+        // which cancels the query.
+        self.slot.close();
+    }
+}
+
+/// Sync subscriptions of a peer (see [`Peer::sync`]).
+pub struct SyncApi<'p> {
+    peer: &'p Peer,
+}
+
+/// A sync subscription: documents matching its query are pulled from other
+/// peers. It is persisted, so it outlives the handle and restarts; cancel
+/// it to stop pulling.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    id: String,
+    query: String,
+    params: serde_json::Value,
+    store: Addr<StoreActor>,
+}
+
+const SUBSCRIPTION_PREFIX: &str = "sub/";
+
+impl Subscription {
+    /// Stable id (same query and parameters, same id).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The query text.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// Its parameters.
+    pub fn params(&self) -> &serde_json::Value {
+        &self.params
+    }
+
+    /// Stops pulling these documents (those already here stay).
+    pub async fn cancel(self) -> Result<(), PeerError> {
+        let name = format!("{SUBSCRIPTION_PREFIX}{}", self.id);
+        self.store
+            .ask(|reply| StoreMsg::PutLocal {
+                name,
+                value: None,
+                reply,
+            })
+            .await??;
+        Ok(())
+    }
+}
+
+/// Checks that a statement can be a sync subscription: `SELECT * FROM coll`
+/// with optional `USE IDS` and `WHERE`, nothing that is not a set of whole
+/// documents.
+fn check_subscription(text: &str) -> Result<(), PeerError> {
+    let stmt = parse::parse(text).map_err(rhizome_engine::dql::exec::DqlError::from)?;
+    let refuse = |what: &str| {
+        Err(PeerError::InvalidInput {
+            reason: format!("a sync subscription is a set of whole documents; it cannot have {what}"),
+        })
+    };
+    let Statement::Select(s) = stmt else {
+        return refuse("anything but a SELECT");
+    };
+    if !s.joins.is_empty() {
+        return refuse("a JOIN (subscribe to each collection instead)");
+    }
+    if !matches!(s.items.as_slice(), [SelectItem::All(_)]) {
+        return refuse("a projection (use SELECT *)");
+    }
+    if s.distinct || !s.group_by.is_empty() || s.having.is_some() {
+        return refuse("DISTINCT, GROUP BY or HAVING");
+    }
+    if !s.order_by.is_empty() || s.limit.is_some() || s.offset.is_some() {
+        return refuse("ORDER BY, LIMIT or OFFSET");
+    }
+    if s.from.collection.starts_with("system:") {
+        return refuse("a system collection");
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: a stable id for (query, parameters), the same on every
+/// platform and version.
+fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(&[0xFF]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl SyncApi<'_> {
+    /// Subscribes to the documents matching `dql` (a `SELECT * FROM coll
+    /// [WHERE ...]`) from other peers. Subscribing twice to the same query
+    /// and parameters gives the same subscription.
+    pub async fn subscribe(&self, dql: &str, params: serde_json::Value) -> Result<Subscription, PeerError> {
+        check_subscription(dql)?;
+        let canonical = Value::from_json(&params).map_err(|e| PeerError::InvalidInput {
+            reason: format!("parameters: {e}"),
+        })?;
+        self::params(params.clone())?;
+        let text = canonical.to_string();
+        let id = format!("{:016x}", fnv64(&[dql.as_bytes(), text.as_bytes()]));
+        let mut record = BTreeMap::new();
+        record.insert("query".to_string(), Value::String(dql.to_string()));
+        record.insert("params".to_string(), canonical);
+        let name = format!("{SUBSCRIPTION_PREFIX}{id}");
+        self.peer
+            .inner
+            .store
+            .ask(|reply| StoreMsg::PutLocal {
+                name,
+                value: Some(Value::Object(record)),
+                reply,
+            })
+            .await
+            .map_err(|e| self.peer.error(e))??;
+        Ok(Subscription {
+            id,
+            query: dql.to_string(),
+            params,
+            store: self.peer.inner.store.clone(),
+        })
+    }
+
+    /// Every subscription of this peer (persisted ones included), by id.
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, PeerError> {
+        let records = self
+            .peer
+            .inner
+            .store
+            .ask(|reply| StoreMsg::Locals {
+                prefix: SUBSCRIPTION_PREFIX.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|e| self.peer.error(e))??;
+        Ok(records
+            .into_iter()
+            .filter_map(|(name, v)| {
+                let o = v.as_object()?;
+                Some(Subscription {
+                    id: name.strip_prefix(SUBSCRIPTION_PREFIX)?.to_string(),
+                    query: o.get("query")?.as_str()?.to_string(),
+                    params: o.get("params").map(Value::to_json).unwrap_or_default(),
+                    store: self.peer.inner.store.clone(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// The mesh as this peer sees it (see [`Peer::presence`]).
+pub struct Presence {
+    rx: latest::Receiver<PresenceGraph>,
+}
+
+impl Presence {
+    /// The current graph.
+    pub fn graph(&self) -> PresenceGraph {
+        self.rx.current()
+    }
+
+    /// The next version of the graph (versions in between may be skipped);
+    /// `None` once the peer is closed.
+    pub async fn next(&mut self) -> Option<PresenceGraph> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_and_update())
+    }
+
+    /// The changes as a [`futures_core::Stream`].
+    pub fn into_stream(self) -> PresenceStream {
+        PresenceStream {
+            state: PresenceState::Idle(self),
+        }
+    }
+}
+
+enum PresenceState {
+    Idle(Presence),
+    Waiting(Pin<Box<dyn Future<Output = (Presence, Option<PresenceGraph>)> + Send>>),
+    Done,
+}
+
+/// Presence changes as a stream (see [`Presence::into_stream`]).
+pub struct PresenceStream {
+    state: PresenceState,
+}
+
+impl futures_core::Stream for PresenceStream {
+    type Item = PresenceGraph;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PresenceGraph>> {
+        loop {
+            match std::mem::replace(&mut self.state, PresenceState::Done) {
+                PresenceState::Idle(mut p) => {
+                    self.state = PresenceState::Waiting(Box::pin(async move {
+                        let g = p.next().await;
+                        (p, g)
+                    }));
+                }
+                PresenceState::Waiting(mut fut) => match fut.as_mut().poll(cx) {
+                    Poll::Ready((p, Some(g))) => {
+                        self.state = PresenceState::Idle(p);
+                        return Poll::Ready(Some(g));
+                    }
+                    Poll::Ready((_, None)) => return Poll::Ready(None),
+                    Poll::Pending => {
+                        self.state = PresenceState::Waiting(fut);
+                        return Poll::Pending;
+                    }
+                },
+                PresenceState::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}

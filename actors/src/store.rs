@@ -1,0 +1,287 @@
+//! The store actor: sole owner of the document store (the LMDB environment,
+//! or the in-memory backend of large simulations).
+//!
+//! It takes [`StoreMsg`]s: DQL statements, whole transactions (a closure run
+//! synchronously against one write transaction), reads lent to other actors
+//! (the observer actor's live queries), batches of remote changes from the
+//! merger, and the local records the peer keeps (sync subscriptions).
+//!
+//! Every write transaction opens and commits inside one synchronous call, so
+//! none is ever held across an `.await` (that would stall every other writer,
+//! and deadlock the simulator). After each commit that changed documents it
+//! tells the commit listener (the observer actor), without waiting on it.
+//!
+//! The backend's type is erased behind [`Backend`] so the rest of the peer
+//! is not generic over it. A restart reopens the store from disk (or from the
+//! shared in-memory tables): committed data is the durable state.
+
+use crate::actor::{Actor, Ctx, Reply};
+use crate::error::PeerError;
+use crate::rt;
+use rhizome_engine::dql::eval::Params;
+use rhizome_engine::dql::exec::Output;
+use rhizome_engine::dql::source::Docs;
+use rhizome_engine::dql::{self, Prepared};
+use rhizome_engine::hlc::PeerId;
+use rhizome_engine::kv::Kv;
+use rhizome_engine::store::{BatchOutcome, ChangeBatch, Committed, Store, StoreError, SyncCursor};
+use rhizome_engine::value::Value;
+use rhizome_engine::vv::VersionVector;
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// Runs statements inside one open transaction (see [`crate::Tx`]).
+pub(crate) trait TxExec {
+    fn execute(&mut self, text: &str, params: &Params) -> Result<Output, PeerError>;
+}
+
+struct DqlTx<'a, 's, K: Kv> {
+    tx: &'a mut dql::Transaction<'s, K>,
+    prepared: &'a Prepared,
+}
+
+impl<K: Kv> TxExec for DqlTx<'_, '_, K> {
+    fn execute(&mut self, text: &str, params: &Params) -> Result<Output, PeerError> {
+        let stmt = self.prepared.get(text)?;
+        Ok(self.tx.execute(&stmt, params)?)
+    }
+}
+
+/// The result of a transaction closure, type-erased for the mailbox.
+pub(crate) type AnyResult = Result<Box<dyn Any + Send>, PeerError>;
+/// A transaction closure, type-erased for the mailbox.
+pub(crate) type TxFn = Box<dyn FnOnce(&mut dyn TxExec) -> AnyResult + Send>;
+/// A read lent to another actor.
+pub(crate) type ReadFn = Box<dyn FnOnce(Result<&mut dyn Docs, PeerError>) + Send>;
+
+/// The store operations the actor needs, for any backend.
+pub(crate) trait Backend: Send {
+    fn peer(&self) -> PeerId;
+    fn execute(&self, prepared: &Prepared, text: &str, params: &Params) -> Result<(Output, Committed), PeerError>;
+    fn transaction(&self, prepared: &Prepared, run: TxFn) -> Result<(Box<dyn Any + Send>, Committed), PeerError>;
+    fn read(&self, run: ReadFn);
+    fn apply(&self, batches: &[ChangeBatch]) -> Result<(Vec<BatchOutcome>, Committed), PeerError>;
+    fn version_vector(&self) -> Result<VersionVector, PeerError>;
+    fn changes(
+        &self,
+        since: &VersionVector,
+        resume: Option<&SyncCursor>,
+        max_docs: usize,
+    ) -> Result<ChangeBatch, PeerError>;
+    fn put_local(&self, name: &str, value: Option<&Value>) -> Result<(), PeerError>;
+    fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError>;
+}
+
+impl<K: Kv> Backend for Store<K> {
+    fn peer(&self) -> PeerId {
+        Store::peer(self)
+    }
+
+    fn execute(&self, prepared: &Prepared, text: &str, params: &Params) -> Result<(Output, Committed), PeerError> {
+        let stmt = prepared.get(text)?;
+        let (out, committed) = dql::execute(self, &stmt, params, rt::now_ms())?;
+        Ok((out, committed.unwrap_or_default()))
+    }
+
+    fn transaction(&self, prepared: &Prepared, run: TxFn) -> Result<(Box<dyn Any + Send>, Committed), PeerError> {
+        let mut tx = dql::Transaction::begin(self, rt::now_ms())?;
+        // A panic in the app's closure rolls back and is the caller's error,
+        // not a failure of the store actor.
+        let ran = catch_unwind(AssertUnwindSafe(|| run(&mut DqlTx { tx: &mut tx, prepared })));
+        let value = ran.map_err(|payload| PeerError::InvalidInput {
+            reason: format!(
+                "the transaction closure panicked ({}); rolled back",
+                crate::actor::panic_text(payload.as_ref())
+            ),
+        })??;
+        // An error from a statement aborts the transaction even if the
+        // closure swallowed it: commit refuses, and the error says why.
+        let committed = tx.commit()?;
+        Ok((value, committed))
+    }
+
+    fn read(&self, run: ReadFn) {
+        match self.read() {
+            Ok(mut r) => run(Ok(&mut r)),
+            Err(e) => run(Err(e.into())),
+        }
+    }
+
+    fn apply(&self, batches: &[ChangeBatch]) -> Result<(Vec<BatchOutcome>, Committed), PeerError> {
+        let mut w = self.write(rt::now_ms())?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            outcomes.push(w.apply_batch(&batch.changes)?);
+            if batch.resume.is_none() {
+                w.mark_synced(&batch.upto);
+            }
+        }
+        Ok((outcomes, w.commit()?))
+    }
+
+    fn version_vector(&self) -> Result<VersionVector, PeerError> {
+        Ok(self.read()?.version_vector()?)
+    }
+
+    fn changes(
+        &self,
+        since: &VersionVector,
+        resume: Option<&SyncCursor>,
+        max_docs: usize,
+    ) -> Result<ChangeBatch, PeerError> {
+        Ok(self.read()?.changes_since(since, resume, max_docs)?)
+    }
+
+    fn put_local(&self, name: &str, value: Option<&Value>) -> Result<(), PeerError> {
+        let mut w = self.write(rt::now_ms())?;
+        match value {
+            Some(v) => w.put_local(name, v)?,
+            None => {
+                w.delete_local(name)?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError> {
+        Ok(self.read()?.locals(prefix)?)
+    }
+}
+
+/// Messages of the store actor.
+pub(crate) enum StoreMsg {
+    /// Run one statement (in its own transaction when it writes).
+    Execute {
+        text: String,
+        params: Params,
+        reply: Reply<Result<Output, PeerError>>,
+    },
+    /// Run a closure against one write transaction; commit if it returns
+    /// `Ok`, roll back otherwise.
+    Transaction { run: TxFn, reply: Reply<AnyResult> },
+    /// Lend a read snapshot.
+    Read(ReadFn),
+    /// Merge batches of remote changes in one write transaction.
+    Apply {
+        batches: Vec<ChangeBatch>,
+        reply: Reply<Result<Vec<BatchOutcome>, PeerError>>,
+    },
+    /// What this replica has completely received, per origin.
+    VersionVector(Reply<Result<VersionVector, PeerError>>),
+    /// The changes a replica that has seen `since` is missing (one batch of
+    /// at most `max_docs` documents, continuing from `resume`).
+    Changes {
+        since: VersionVector,
+        resume: Option<SyncCursor>,
+        max_docs: usize,
+        reply: Reply<Result<ChangeBatch, PeerError>>,
+    },
+    /// Write (`Some`) or remove (`None`) a local record.
+    PutLocal {
+        name: String,
+        value: Option<Value>,
+        reply: Reply<Result<(), PeerError>>,
+    },
+    /// Read local records by name prefix.
+    Locals {
+        prefix: String,
+        reply: Reply<Result<Vec<(String, Value)>, PeerError>>,
+    },
+    /// Fault injection for tests and simulations: panic in the handler.
+    Panic,
+}
+
+/// Told about every commit that changed documents.
+pub(crate) type CommitListener = Arc<dyn Fn(Committed) + Send + Sync>;
+
+/// The store actor's state: the open store and the statement cache.
+pub(crate) struct StoreActor {
+    backend: Option<Box<dyn Backend>>,
+    prepared: Prepared,
+    on_commit: CommitListener,
+}
+
+impl StoreActor {
+    pub(crate) fn new(backend: Box<dyn Backend>, on_commit: CommitListener) -> StoreActor {
+        StoreActor {
+            backend: Some(backend),
+            prepared: Prepared::new(),
+            on_commit,
+        }
+    }
+
+    fn notify(&self, committed: Committed) {
+        if !committed.changed.is_empty() {
+            (self.on_commit)(committed);
+        }
+    }
+
+    fn handle_now(&mut self, backend: &dyn Backend, msg: StoreMsg) {
+        match msg {
+            StoreMsg::Execute { text, params, reply } => {
+                let out = backend.execute(&self.prepared, &text, &params).map(|(out, c)| {
+                    self.notify(c);
+                    out
+                });
+                reply.send(out);
+            }
+            StoreMsg::Transaction { run, reply } => {
+                let out = backend.transaction(&self.prepared, run).map(|(v, c)| {
+                    self.notify(c);
+                    v
+                });
+                reply.send(out);
+            }
+            StoreMsg::Read(run) => backend.read(run),
+            StoreMsg::Apply { batches, reply } => {
+                let out = backend.apply(&batches).map(|(o, c)| {
+                    self.notify(c);
+                    o
+                });
+                reply.send(out);
+            }
+            StoreMsg::VersionVector(reply) => reply.send(backend.version_vector()),
+            StoreMsg::Changes {
+                since,
+                resume,
+                max_docs,
+                reply,
+            } => reply.send(backend.changes(&since, resume.as_ref(), max_docs)),
+            StoreMsg::PutLocal { name, value, reply } => reply.send(backend.put_local(&name, value.as_ref())),
+            StoreMsg::Locals { prefix, reply } => reply.send(backend.locals(&prefix)),
+            StoreMsg::Panic => panic!("fault injected into the store actor"),
+        }
+    }
+}
+
+impl Actor for StoreActor {
+    type Msg = StoreMsg;
+
+    async fn handle(&mut self, msg: StoreMsg, _ctx: &mut Ctx<Self>) {
+        let Some(backend) = self.backend.take() else {
+            return;
+        };
+        // Synchronous on purpose: no write transaction can live across an
+        // `.await` because there is none in here.
+        self.handle_now(backend.as_ref(), msg);
+        self.backend = Some(backend);
+    }
+
+    async fn stopped(&mut self) {
+        // Closing the store: LMDB's environment closes with its last handle.
+        drop(self.backend.take());
+    }
+}
+
+/// Opens a store over `kv` as a [`Backend`].
+pub(crate) fn open_backend<K: Kv>(kv: K, fresh_peer: u64) -> Result<Box<dyn Backend>, StoreError> {
+    let store = Store::open(
+        kv,
+        rhizome_engine::store::StoreConfig::default(),
+        PeerId(fresh_peer),
+        rt::entropy(),
+    )?;
+    Ok(Box::new(store))
+}

@@ -1,0 +1,466 @@
+//! The embedding API end to end: statements, transactions, live queries,
+//! sync subscriptions, presence, in-process sync, restarts after injected
+//! panics, and close. Runs on tokio and, built with `--cfg madsim`, inside
+//! the simulator.
+
+use rhizome_actors::{LinkKind, Peer, PeerConfig, PeerError, Subsystem};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn memory_peer() -> Peer {
+    Peer::open(PeerConfig::memory()).await.expect("open")
+}
+
+async fn insert(peer: &Peer, coll: &str, doc: Value) {
+    peer.store()
+        .execute(&format!("INSERT INTO {coll} DOCUMENTS (:d)"), json!({ "d": doc }))
+        .await
+        .expect("insert");
+}
+
+async fn titles(peer: &Peer, dql: &str) -> Vec<String> {
+    let out = peer.store().execute(dql, json!({})).await.expect("select");
+    out.items
+        .iter()
+        .map(|d| d["title"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Polls `cond` on the (virtual, under madsim) clock, up to 5 s.
+async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..500 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn statements_return_items_and_mutated_ids() {
+    let peer = memory_peer().await;
+    let out = peer
+        .store()
+        .execute(
+            "INSERT INTO tasks DOCUMENTS (:a), (:b)",
+            json!({"a": {"_id": "a", "title": "milk", "done": false}, "b": {"_id": "b", "title": "eggs", "done": true}}),
+        )
+        .await
+        .expect("insert");
+    assert_eq!(out.mutated_ids, vec![json!("a"), json!("b")]);
+    assert_eq!(titles(&peer, "SELECT * FROM tasks WHERE done = false").await, ["milk"]);
+    let out = peer
+        .store()
+        .execute("UPDATE tasks SET done = true WHERE _id = :id", json!({"id": "a"}))
+        .await
+        .expect("update");
+    assert_eq!(out.mutated_ids, vec![json!("a")]);
+    let n = peer
+        .store()
+        .execute("SELECT count(*) AS n FROM tasks WHERE done = true", Value::Null)
+        .await
+        .expect("count");
+    assert_eq!(n.items, vec![json!({"n": 2})]);
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_typed_error_not_a_panic() {
+    let peer = memory_peer().await;
+    let e = peer.store().execute("SELEC * FROM t", json!({})).await.unwrap_err();
+    assert!(matches!(e, PeerError::Dql(_)), "{e:?}");
+    assert!(e.to_string().contains("line 1"), "{e}");
+    let e = peer
+        .store()
+        .execute("SELECT * FROM t", json!([1, 2]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("parameters must be a JSON object"), "{e}");
+    let e = peer
+        .store()
+        .execute("SELECT * FROM t WHERE a = :missing", json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PeerError::Dql(_)), "{e:?}");
+    insert(&peer, "t", json!({"_id": 1})).await;
+    let e = peer
+        .store()
+        .execute("INSERT INTO t DOCUMENTS ({'_id': 1})", json!({}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+    // The peer still serves.
+    assert_eq!(
+        peer.store()
+            .execute("SELECT * FROM t", json!({}))
+            .await
+            .expect("select")
+            .items
+            .len(),
+        1
+    );
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn transactions_commit_together_or_not_at_all() {
+    let peer = memory_peer().await;
+    let seen = peer
+        .store()
+        .transaction(|tx| {
+            tx.execute("INSERT INTO tasks DOCUMENTS ({'_id': 'a', 'title': 'milk'})", json!({}))?;
+            tx.execute("UPDATE tasks SET title = 'oat milk' WHERE _id = 'a'", json!({}))?;
+            Ok(tx.execute("SELECT * FROM tasks", json!({}))?.items)
+        })
+        .await
+        .expect("transaction");
+    assert_eq!(seen[0]["title"], "oat milk", "reads see the transaction's writes");
+
+    let failed = peer
+        .store()
+        .transaction(|tx| {
+            tx.execute("INSERT INTO tasks DOCUMENTS ({'_id': 'b', 'title': 'eggs'})", json!({}))?;
+            Err::<(), _>(PeerError::InvalidInput {
+                reason: "changed my mind".into(),
+            })
+        })
+        .await;
+    assert!(failed.is_err());
+    // A statement error the closure swallows still aborts the transaction.
+    let swallowed = peer
+        .store()
+        .transaction(|tx| {
+            tx.execute(
+                "INSERT INTO tasks DOCUMENTS ({'_id': 'c', 'title': 'bread'})",
+                json!({}),
+            )?;
+            let _ = tx.execute("INSERT INTO tasks DOCUMENTS ({'_id': 'a'})", json!({}));
+            Ok(())
+        })
+        .await;
+    assert!(swallowed.is_err());
+    let panicked = peer
+        .store()
+        .transaction(|tx| -> Result<(), PeerError> {
+            tx.execute("INSERT INTO tasks DOCUMENTS ({'_id': 'd', 'title': 'jam'})", json!({}))?;
+            panic!("app bug")
+        })
+        .await;
+    assert!(matches!(panicked, Err(PeerError::InvalidInput { .. })), "{panicked:?}");
+    assert_eq!(
+        titles(&peer, "SELECT * FROM tasks").await,
+        ["oat milk"],
+        "only the first committed"
+    );
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn live_queries_deliver_results_with_diffs_and_stop_when_dropped() {
+    let peer = memory_peer().await;
+    insert(&peer, "tasks", json!({"_id": "a", "title": "milk", "done": false})).await;
+    let mut open = peer
+        .store()
+        .observe("SELECT * FROM tasks WHERE done = false ORDER BY title", json!({}))
+        .await
+        .expect("observe");
+    let first = open.next().await.expect("first");
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(first.diff.inserted, vec![0]);
+
+    insert(&peer, "tasks", json!({"_id": "b", "title": "eggs", "done": false})).await;
+    let ev = open.next().await.expect("insert event");
+    assert_eq!(
+        ev.json_items().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
+        [json!("eggs"), json!("milk")]
+    );
+    assert_eq!(ev.diff.inserted, vec![0]);
+
+    peer.store()
+        .execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))
+        .await
+        .expect("update");
+    let ev = open.next().await.expect("update event");
+    assert_eq!(ev.items.len(), 1);
+    assert_eq!(ev.diff.deleted, vec![1]);
+
+    // A write that does not change the result sends nothing.
+    insert(&peer, "other", json!({"_id": 1})).await;
+    peer.store()
+        .execute("UPDATE tasks SET title = 'toast' WHERE _id = 'b'", json!({}))
+        .await
+        .expect("update");
+    let ev = open.next().await.expect("title change");
+    assert_eq!(ev.diff.updated, vec![0]);
+    assert_eq!(ev.json_items()[0]["title"], "toast");
+
+    // The callback form, cancelled by dropping its handle.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let handle = peer
+        .store()
+        .observe_with("SELECT * FROM tasks", json!({}), move |ev| {
+            let _ = tx.try_send(ev.items.len());
+        })
+        .await
+        .expect("observe_with");
+    assert_eq!(rx.recv().await, Some(2));
+    insert(&peer, "tasks", json!({"_id": "c", "title": "jam", "done": true})).await;
+    assert_eq!(rx.recv().await, Some(3));
+    drop(handle);
+    assert_eq!(rx.recv().await, None, "the callback task ended with its handle");
+    drop(open);
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_gets_the_latest_result_with_a_correct_diff() {
+    let peer = memory_peer().await;
+    let mut live = peer
+        .store()
+        .observe("SELECT * FROM tasks ORDER BY _id", json!({}))
+        .await
+        .expect("observe");
+    assert!(live.next().await.expect("first").items.is_empty());
+    for i in 0..20 {
+        insert(&peer, "tasks", json!({"_id": i, "title": format!("t{i}")})).await;
+    }
+    // Let the observer catch up on every commit before reading.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ev = live.next().await.expect("event");
+    assert_eq!(ev.items.len(), 20, "the latest result, not the first of 20 queued");
+    assert_eq!(ev.diff.inserted, (0..20).collect::<Vec<_>>());
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn identity_data_and_subscriptions_persist_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = Peer::open(PeerConfig::directory(dir.path())).await.expect("open");
+    let id = peer.id();
+    insert(&peer, "tasks", json!({"_id": "a", "title": "milk"})).await;
+    let sub = peer
+        .sync()
+        .subscribe("SELECT * FROM tasks WHERE done = :d", json!({"d": false}))
+        .await
+        .expect("subscribe");
+    let again = peer
+        .sync()
+        .subscribe("SELECT * FROM tasks WHERE done = :d", json!({"d": false}))
+        .await
+        .expect("subscribe again");
+    assert_eq!(sub.id(), again.id(), "same query and parameters, same subscription");
+    peer.sync()
+        .subscribe("SELECT * FROM notes", json!({}))
+        .await
+        .expect("subscribe");
+    for refused in [
+        "SELECT * FROM a JOIN b ON a.x = b._id",
+        "SELECT title FROM tasks",
+        "SELECT * FROM tasks LIMIT 3",
+        "UPDATE tasks SET a = 1",
+    ] {
+        let e = peer.sync().subscribe(refused, json!({})).await.unwrap_err();
+        assert!(matches!(e, PeerError::InvalidInput { .. }), "{refused}: {e:?}");
+    }
+    peer.close().await;
+
+    let peer = Peer::open(PeerConfig::directory(dir.path())).await.expect("reopen");
+    assert_eq!(peer.id(), id, "the identity is persisted");
+    assert_eq!(titles(&peer, "SELECT * FROM tasks").await, ["milk"]);
+    let subs = peer.sync().subscriptions().await.expect("list");
+    assert_eq!(subs.len(), 2);
+    let sub = subs
+        .into_iter()
+        .find(|s| s.query().contains("done"))
+        .expect("persisted");
+    assert_eq!(sub.params(), &json!({"d": false}));
+    sub.cancel().await.expect("cancel");
+    let subs = peer.sync().subscriptions().await.expect("list");
+    assert_eq!(
+        subs.iter().map(|s| s.query()).collect::<Vec<_>>(),
+        ["SELECT * FROM notes"]
+    );
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn connected_peers_sync_multihop_and_show_in_presence() {
+    let (a, b, c) = (memory_peer().await, memory_peer().await, memory_peer().await);
+    let mut presence = a.presence();
+    assert!(presence.graph().peers.is_empty());
+    let ab = a.connect_in_process(&b).await.expect("connect");
+    let bc = b.connect_in_process(&c).await.expect("connect");
+    let graph = presence.next().await.expect("presence change");
+    assert_eq!(graph.me, a.id());
+    let links = graph.peers.get(&b.id()).expect("b is connected");
+    assert_eq!(links[0].kind, LinkKind::InProcess);
+
+    // A and C never meet; B carries the changes both ways.
+    insert(&a, "tasks", json!({"_id": "from-a", "title": "a"})).await;
+    insert(&c, "tasks", json!({"_id": "from-c", "title": "c"})).await;
+    for p in [&a, &b, &c] {
+        eventually("every peer has both tasks", async || {
+            titles(p, "SELECT * FROM tasks ORDER BY title").await == ["a", "c"]
+        })
+        .await;
+    }
+    // Concurrent edits of one field converge to one value everywhere.
+    a.store()
+        .execute("UPDATE tasks SET title = 'x' WHERE _id = 'from-c'", json!({}))
+        .await
+        .expect("edit");
+    c.store()
+        .execute("UPDATE tasks SET title = 'y' WHERE _id = 'from-c'", json!({}))
+        .await
+        .expect("edit");
+    let all = "SELECT * FROM tasks ORDER BY _id";
+    eventually("convergence", async || {
+        let (ra, rb, rc) = (titles(&a, all).await, titles(&b, all).await, titles(&c, all).await);
+        ra == rb && rb == rc && ra[1] != "c"
+    })
+    .await;
+    assert!(a.merge_stats().await.expect("stats").contains_key(&b.id()));
+
+    ab.close().await;
+    eventually("a sees b leave", async || presence.graph().peers.is_empty()).await;
+    bc.close().await;
+    for p in [a, b, c] {
+        p.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_peer_survives_a_panic_in_the_observer_actor() {
+    let peer = memory_peer().await;
+    insert(&peer, "tasks", json!({"_id": "a", "title": "milk", "done": false})).await;
+    let mut open = peer
+        .store()
+        .observe("SELECT * FROM tasks WHERE done = false ORDER BY title", json!({}))
+        .await
+        .expect("observe");
+    assert_eq!(open.next().await.expect("first").items.len(), 1);
+
+    peer.inject_panic(Subsystem::Observer).await.expect("inject");
+    // While the observer restarts, the peer keeps serving queries and writes.
+    insert(&peer, "tasks", json!({"_id": "b", "title": "eggs", "done": false})).await;
+    assert_eq!(
+        titles(&peer, "SELECT * FROM tasks ORDER BY title").await,
+        ["eggs", "milk"]
+    );
+
+    // The observer resumes with the correct result and a diff from what
+    // this consumer last saw (the write during the restart included).
+    let ev = open.next().await.expect("resumed");
+    assert_eq!(
+        ev.json_items().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
+        [json!("eggs"), json!("milk")]
+    );
+    assert_eq!(ev.diff.inserted, vec![0]);
+    // And it keeps going.
+    peer.store()
+        .execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))
+        .await
+        .expect("update");
+    let ev = open.next().await.expect("after restart");
+    assert_eq!(ev.items.len(), 1);
+    assert_eq!(ev.diff.deleted, vec![1]);
+    // New live queries work too.
+    let mut all = peer
+        .store()
+        .observe("SELECT * FROM tasks", json!({}))
+        .await
+        .expect("observe");
+    assert_eq!(all.next().await.expect("first").items.len(), 2);
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn the_store_actor_restarts_from_disk_after_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = Peer::open(PeerConfig::directory(dir.path())).await.expect("open");
+    insert(&peer, "tasks", json!({"_id": "a", "title": "milk"})).await;
+    let mut live = peer
+        .store()
+        .observe("SELECT * FROM tasks", json!({}))
+        .await
+        .expect("observe");
+    assert_eq!(live.next().await.expect("first").items.len(), 1);
+    peer.inject_panic(Subsystem::Store).await.expect("inject");
+    // The environment was closed and reopened; acknowledged data is there.
+    assert_eq!(titles(&peer, "SELECT * FROM tasks").await, ["milk"]);
+    insert(&peer, "tasks", json!({"_id": "b", "title": "eggs"})).await;
+    assert_eq!(live.next().await.expect("update").items.len(), 2);
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn close_ends_live_queries_and_refuses_later_calls() {
+    let peer = memory_peer().await;
+    let mut live = peer
+        .store()
+        .observe("SELECT * FROM tasks", json!({}))
+        .await
+        .expect("observe");
+    assert!(live.next().await.is_some());
+    let clone = peer.clone();
+    peer.close().await;
+    assert!(live.next().await.is_none(), "the stream ends");
+    let e = clone
+        .store()
+        .execute("SELECT * FROM tasks", json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PeerError::Stopped { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn closing_a_peer_takes_its_links_down_on_the_other_side() {
+    let (a, b) = (memory_peer().await, memory_peer().await);
+    let _link = a.connect_in_process(&b).await.expect("connect");
+    let presence = b.presence();
+    eventually("b sees a", async || presence.graph().peers.contains_key(&a.id())).await;
+    a.close().await;
+    eventually("b sees a leave", async || presence.graph().peers.is_empty()).await;
+    // b keeps working alone.
+    insert(&b, "tasks", json!({"_id": 1, "title": "alone"})).await;
+    assert_eq!(titles(&b, "SELECT * FROM tasks").await, ["alone"]);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn opening_bad_storage_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let e = Peer::open(PeerConfig::directory(&file)).await.err().expect("a file is not a data directory");
+    assert!(!e.to_string().is_empty());
+    // One directory, one open peer per process (LMDB's rule).
+    let first = Peer::open(PeerConfig::directory(dir.path().join("d"))).await.expect("open");
+    let second = Peer::open(PeerConfig::directory(dir.path().join("d"))).await;
+    assert!(matches!(second, Err(PeerError::Store(_))), "{:?}", second.err());
+    first.close().await;
+    let again = Peer::open(PeerConfig::directory(dir.path().join("d"))).await.expect("reopen after close");
+    again.close().await;
+}
+
+#[tokio::test]
+async fn a_restart_storm_shuts_the_subsystem_down_and_says_so() {
+    let peer = memory_peer().await;
+    let mut live = peer.store().observe("SELECT * FROM tasks", json!({})).await.expect("observe");
+    assert!(live.next().await.is_some());
+    for _ in 0..6 {
+        let _ = peer.inject_panic(Subsystem::Observer).await;
+    }
+    eventually("the observer gives up", async || {
+        matches!(
+            peer.store().observe("SELECT * FROM tasks", json!({})).await,
+            Err(PeerError::Failed(_))
+        )
+    })
+    .await;
+    // Statements are served by the store actor, which is fine.
+    insert(&peer, "tasks", json!({"_id": 1, "title": "still here"})).await;
+    assert_eq!(titles(&peer, "SELECT * FROM tasks").await, ["still here"]);
+    peer.close().await;
+}
