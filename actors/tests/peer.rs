@@ -433,21 +433,32 @@ async fn opening_bad_storage_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").expect("write");
-    let e = Peer::open(PeerConfig::directory(&file)).await.err().expect("a file is not a data directory");
+    let e = Peer::open(PeerConfig::directory(&file))
+        .await
+        .err()
+        .expect("a file is not a data directory");
     assert!(!e.to_string().is_empty());
     // One directory, one open peer per process (LMDB's rule).
-    let first = Peer::open(PeerConfig::directory(dir.path().join("d"))).await.expect("open");
+    let first = Peer::open(PeerConfig::directory(dir.path().join("d")))
+        .await
+        .expect("open");
     let second = Peer::open(PeerConfig::directory(dir.path().join("d"))).await;
     assert!(matches!(second, Err(PeerError::Store(_))), "{:?}", second.err());
     first.close().await;
-    let again = Peer::open(PeerConfig::directory(dir.path().join("d"))).await.expect("reopen after close");
+    let again = Peer::open(PeerConfig::directory(dir.path().join("d")))
+        .await
+        .expect("reopen after close");
     again.close().await;
 }
 
 #[tokio::test]
 async fn a_restart_storm_shuts_the_subsystem_down_and_says_so() {
     let peer = memory_peer().await;
-    let mut live = peer.store().observe("SELECT * FROM tasks", json!({})).await.expect("observe");
+    let mut live = peer
+        .store()
+        .observe("SELECT * FROM tasks", json!({}))
+        .await
+        .expect("observe");
     assert!(live.next().await.is_some());
     for _ in 0..6 {
         let _ = peer.inject_panic(Subsystem::Observer).await;
