@@ -70,6 +70,13 @@ async fn run(config: PeerConfig) -> Result<(), PeerError> {
     let printer = tokio::spawn(async move {
         let (mut n, mut previous) = (0, Vec::new());
         while let Some(ev) = live.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    eprintln!("  [live] {e}");
+                    continue;
+                }
+            };
             n += 1;
             print_event(n, &ev, &previous);
             previous = ev.json_items();

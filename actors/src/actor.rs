@@ -57,6 +57,9 @@ pub trait Actor: Sized + Send + 'static {
     }
 }
 
+// `Ctx` and the actor's run loop hold only weak senders of their own
+// mailbox; `WeakAddr` is the public form.
+
 /// What a handler can do besides changing its own state.
 pub struct Ctx<A: Actor> {
     /// Weak, so that an actor whose every `Addr` is gone sees its mailbox
@@ -252,6 +255,41 @@ impl<A: Actor> Addr<A> {
     pub fn is_stopped(&self) -> bool {
         self.tx.is_closed()
     }
+
+    /// A handle that does not keep the actor alive (for back-references
+    /// that would otherwise form a cycle).
+    pub fn downgrade(&self) -> WeakAddr<A> {
+        WeakAddr {
+            tx: self.tx.downgrade(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// An [`Addr`] that does not keep its actor alive: an actor stops when its
+/// last `Addr` is dropped, whatever `WeakAddr`s remain.
+pub struct WeakAddr<A: Actor> {
+    tx: mpsc::WeakSender<Envelope<A::Msg>>,
+    name: Arc<str>,
+}
+
+impl<A: Actor> Clone for WeakAddr<A> {
+    fn clone(&self) -> Self {
+        WeakAddr {
+            tx: self.tx.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<A: Actor> WeakAddr<A> {
+    /// The address, if the actor is still reachable.
+    pub fn upgrade(&self) -> Option<Addr<A>> {
+        Some(Addr {
+            tx: self.tx.upgrade()?,
+            name: self.name.clone(),
+        })
+    }
 }
 
 /// Reported to the parent when a child's restarts exceed its budget.
@@ -332,7 +370,9 @@ impl<A, F: FnMut(u32) -> Result<A, String> + Send + 'static> Factory<A> for F {}
 /// Starts an actor on its own task. The first build happens here, so a
 /// failure to start is returned to the caller rather than escalated.
 pub fn spawn<A: Actor>(spec: Spec, mut factory: impl Factory<A>) -> Result<Addr<A>, String> {
-    assert!(spec.mailbox > 0, "a mailbox holds at least one message");
+    if spec.mailbox == 0 {
+        return Err(format!("actor {}: a mailbox holds at least one message", spec.name));
+    }
     let actor = factory(0)?;
     let (tx, rx) = mpsc::channel(spec.mailbox);
     let addr = Addr {

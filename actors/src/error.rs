@@ -25,14 +25,30 @@ pub enum PeerError {
         /// The subsystem (actor) name.
         subsystem: String,
     },
-    /// The subsystem failed while serving this call and was restarted; the
-    /// call had no effect that was committed. Retrying is safe.
+    /// The subsystem failed while serving this call and was restarted. A
+    /// read had no effect; a write may or may not have committed (the
+    /// failure may have come after the commit), so check before retrying
+    /// one that is not idempotent.
     Interrupted {
         /// The subsystem (actor) name.
         subsystem: String,
     },
     /// A subsystem failed repeatedly and the peer shut it down.
     Failed(Escalation),
+    /// A result row does not have the shape of the requested type.
+    Decode {
+        /// The row's position in the result.
+        index: usize,
+        /// What serde said.
+        reason: String,
+    },
+    /// A live query could not be brought up to date (for instance a
+    /// function refused a value that just arrived). The query keeps its last
+    /// result and is tried again at the next commit.
+    LiveQuery {
+        /// Why, as the statement's error says it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for PeerError {
@@ -48,6 +64,8 @@ impl fmt::Display for PeerError {
                     "the {subsystem} failed while serving the call and restarted; nothing was committed"
                 )
             }
+            PeerError::Decode { index, reason } => write!(f, "row {index}: {reason}"),
+            PeerError::LiveQuery { reason } => write!(f, "live query not updated: {reason}"),
             PeerError::Failed(e) => write!(
                 f,
                 "the {} failed {} times and was shut down: {}",

@@ -28,7 +28,7 @@ pub mod rt;
 mod session;
 mod store;
 
-pub use actor::Addr;
+pub use actor::{Addr, WeakAddr};
 pub use error::PeerError;
 pub use merger::{MergeStats, MAX_BATCH_CHANGES};
 pub use observer::QueryEvent;
@@ -37,5 +37,8 @@ pub use peer::{
     StoreApi, Subscription, Subsystem, SyncApi, SyncConfig, Tx,
 };
 pub use presence::{Link, LinkKind, PresenceGraph};
+pub use rhizome_engine::dql::exec::DqlError;
 pub use rhizome_engine::dql::observe::Diff;
 pub use rhizome_engine::hlc::PeerId;
+pub use rhizome_engine::store::StoreError;
+pub use rhizome_engine::value::Value;

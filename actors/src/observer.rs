@@ -22,17 +22,16 @@
 //! gets the difference from what it last took, so nothing is lost or
 //! repeated.
 
-use crate::actor::{Actor, Addr, Ctx, Reply};
+use crate::actor::{Actor, Addr, AskError, Ctx, Reply};
 use crate::error::PeerError;
 use crate::store::{StoreActor, StoreMsg};
-use rhizome_engine::dql::ast::Statement;
 use rhizome_engine::dql::eval::Params;
 use rhizome_engine::dql::observe::{self, Diff, ObserverId, Observers};
 use rhizome_engine::dql::source::Docs;
 use rhizome_engine::dql::Prepared;
 use rhizome_engine::store::{Changed, Committed, MAX_LISTED_CHANGES};
 use rhizome_engine::value::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -59,16 +58,27 @@ impl QueryEvent {
     }
 }
 
+/// What a live query's consumer takes next.
+pub(crate) type Delivery = Result<QueryEvent, PeerError>;
+
 #[derive(Default)]
 struct SlotState {
     /// The result the consumer last took; `None` before the first.
     seen: Option<Arc<Vec<Value>>>,
-    pending: Option<QueryEvent>,
+    pending: Option<Delivery>,
     /// The consumer is gone (dropped its handle).
     closed: bool,
     /// The peer stopped; no event will come.
     ended: bool,
     waker: Option<Waker>,
+}
+
+impl SlotState {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
 }
 
 /// The one-event mailbox of a live query.
@@ -90,22 +100,37 @@ impl Slot {
             },
         };
         if diff.is_empty() && s.seen.is_some() {
+            // Back to what the consumer has: nothing to say (an error it
+            // has not taken is superseded too).
             s.pending = None;
         } else {
-            s.pending = Some(QueryEvent { items, diff });
-            if let Some(w) = s.waker.take() {
-                w.wake();
-            }
+            s.pending = Some(Ok(QueryEvent { items, diff }));
+            s.wake();
         }
         true
     }
 
-    fn end(&self) {
+    /// Tells the consumer its query failed (it keeps its last result; the
+    /// query is retried at the next commit). Returns `false` when the
+    /// consumer is gone.
+    fn fail(&self, error: PeerError) -> bool {
         let mut s = lock(&self.0);
-        s.ended = true;
-        if let Some(w) = s.waker.take() {
-            w.wake();
+        if s.closed {
+            return false;
         }
+        s.pending = Some(Err(error));
+        s.wake();
+        true
+    }
+
+    /// No event will come (the peer closed, or its observer gave up).
+    pub(crate) fn end(&self, error: Option<PeerError>) {
+        let mut s = lock(&self.0);
+        if let Some(e) = error {
+            s.pending = Some(Err(e));
+        }
+        s.ended = true;
+        s.wake();
     }
 
     /// The consumer is gone: no more events (and a waiting consumer task,
@@ -113,18 +138,26 @@ impl Slot {
     pub(crate) fn close(&self) {
         let mut s = lock(&self.0);
         s.closed = true;
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
+        s.pending = None;
+        s.wake();
     }
 
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<QueryEvent>> {
+    fn is_closed(&self) -> bool {
+        lock(&self.0).closed
+    }
+
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let mut s = lock(&self.0);
-        if let Some(ev) = s.pending.take() {
-            s.seen = Some(ev.items.clone());
-            return Poll::Ready(Some(ev));
+        if s.closed {
+            return Poll::Ready(None);
         }
-        if s.ended || s.closed {
+        if let Some(d) = s.pending.take() {
+            if let Ok(ev) = &d {
+                s.seen = Some(ev.items.clone());
+            }
+            return Poll::Ready(Some(d));
+        }
+        if s.ended {
             return Poll::Ready(None);
         }
         s.waker = Some(cx.waker().clone());
@@ -144,6 +177,20 @@ struct Registration {
 pub(crate) struct Registry {
     next: u64,
     queries: BTreeMap<u64, Registration>,
+}
+
+impl Registry {
+    /// Forgets a live query (its consumer dropped it).
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.queries.remove(&id);
+    }
+
+    /// Ends every live query, with `error` as their last delivery.
+    pub(crate) fn end_all(&mut self, error: impl Fn() -> Option<PeerError>) {
+        for r in std::mem::take(&mut self.queries).into_values() {
+            r.slot.end(error());
+        }
+    }
 }
 
 /// What commits changed since the observer actor last looked.
@@ -195,6 +242,8 @@ pub(crate) enum ObserverMsg {
     Cancel(u64),
     /// Commits are pending.
     Wake,
+    /// A delayed retry after a failed update.
+    Retry,
     /// Fault injection for tests and simulations: panic in the handler.
     Panic,
 }
@@ -209,7 +258,20 @@ pub(crate) struct ObserverActor {
     engine: Option<Observers>,
     /// Engine observer id -> handle id.
     handles: BTreeMap<ObserverId, u64>,
+    /// Registered queries whose first run failed; retried at each commit.
+    failed: BTreeSet<u64>,
+    /// A delayed `Wake` is on its way (after a failed update).
+    retry_scheduled: bool,
     prepared: Prepared,
+}
+
+/// Delay before retrying live-query updates that failed for want of the
+/// store (it was restarting).
+const RETRY_MS: u64 = 20;
+
+/// A query's failure as its consumer sees it.
+fn query_failed(e: &impl std::fmt::Display) -> PeerError {
+    PeerError::LiveQuery { reason: e.to_string() }
 }
 
 impl ObserverActor {
@@ -224,18 +286,74 @@ impl ObserverActor {
             pending,
             engine: None,
             handles: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            retry_scheduled: false,
             prepared: Prepared::new(),
         }
     }
 
-    /// Runs `f` on a snapshot lent by the store actor.
+    /// Runs `f` on a snapshot lent by the store actor. If the store drops
+    /// the request, `f` itself failed there (the store survives it): that is
+    /// a failure of this actor's work, so it panics into supervision.
     async fn with_docs<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Docs) -> Result<T, PeerError> + Send + 'static,
     ) -> Result<T, PeerError> {
-        self.store
+        let asked = self
+            .store
             .ask(|reply| StoreMsg::Read(Box::new(move |docs| reply.send(docs.and_then(f)))))
-            .await?
+            .await;
+        match asked {
+            Ok(out) => out,
+            Err(AskError::NoReply { .. }) => panic!("live-query evaluation failed inside a store read"),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn slot(&self, id: u64) -> Option<Arc<Slot>> {
+        lock(&self.registry).queries.get(&id).map(|r| r.slot.clone())
+    }
+
+    /// Runs registered queries into `engine`, each on its own: a query that
+    /// fails is reported to its consumer and remembered in `failed`.
+    async fn run_registered(&mut self, mut engine: Observers, ids: Vec<u64>) -> Result<Observers, PeerError> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some((text, params)) = lock(&self.registry)
+                .queries
+                .get(&id)
+                .map(|r| (r.text.clone(), r.params.clone()))
+            else {
+                continue;
+            };
+            let stmt = self.prepared.get(&text).map_err(|e| query_failed(&e));
+            runs.push((id, text, stmt, params));
+        }
+        let (engine, results) = self
+            .with_docs(move |docs| {
+                let mut results = Vec::with_capacity(runs.len());
+                for (id, text, stmt, params) in runs {
+                    let ev = stmt.and_then(|s| engine.observe(&text, s, params, docs).map_err(|e| query_failed(&e)));
+                    results.push((id, ev));
+                }
+                Ok((engine, results))
+            })
+            .await?;
+        for (id, result) in results {
+            let Some(slot) = self.slot(id) else { continue };
+            match result {
+                Ok(ev) => {
+                    self.failed.remove(&id);
+                    self.handles.insert(ev.observer, id);
+                    slot.publish(ev.items);
+                }
+                Err(e) => {
+                    self.failed.insert(id);
+                    slot.fail(e);
+                }
+            }
+        }
+        Ok(engine)
     }
 
     /// Re-runs every registered query into fresh engine state; each
@@ -243,35 +361,14 @@ impl ObserverActor {
     async fn rebuild(&mut self) -> Result<(), PeerError> {
         // Commits pending now are covered by the fresh runs.
         self.pending.take();
-        let regs: Vec<(u64, String, Params, Arc<Slot>)> = lock(&self.registry)
+        self.handles.clear();
+        let ids: Vec<u64> = lock(&self.registry)
             .queries
             .iter()
-            .map(|(id, r)| (*id, r.text.clone(), r.params.clone(), r.slot.clone()))
+            .filter(|(_, r)| !r.slot.is_closed())
+            .map(|(id, _)| *id)
             .collect();
-        let stmts = regs
-            .iter()
-            .map(|(_, text, _, _)| self.prepared.get(text))
-            .collect::<Result<Vec<_>, _>>()?;
-        let runs: Vec<(u64, String, Arc<Statement>, Params)> = regs
-            .iter()
-            .zip(stmts)
-            .map(|((id, text, params, _), stmt)| (*id, text.clone(), stmt, params.clone()))
-            .collect();
-        let (engine, events) = self
-            .with_docs(move |docs| {
-                let mut engine = Observers::new();
-                let mut events = Vec::with_capacity(runs.len());
-                for (id, text, stmt, params) in runs {
-                    events.push((id, engine.observe(&text, stmt, params, docs)?));
-                }
-                Ok((engine, events))
-            })
-            .await?;
-        self.handles.clear();
-        for ((id, ev), (_, _, _, slot)) in events.into_iter().zip(regs) {
-            self.handles.insert(ev.observer, id);
-            slot.publish(ev.items);
-        }
+        let engine = self.run_registered(Observers::new(), ids).await?;
         self.engine = Some(engine);
         Ok(())
     }
@@ -309,7 +406,8 @@ impl ObserverActor {
     }
 
     fn cancel(&mut self, id: u64) {
-        lock(&self.registry).queries.remove(&id);
+        lock(&self.registry).remove(id);
+        self.failed.remove(&id);
         let engine_ids: Vec<ObserverId> = self
             .handles
             .iter()
@@ -332,60 +430,110 @@ impl ObserverActor {
         let Some(mut engine) = self.engine.take() else {
             return self.rebuild().await;
         };
-        let (engine, events) = self
+        let c = committed.clone();
+        let updated = self
             .with_docs(move |docs| {
-                let events = engine.on_commit(&committed, docs);
-                Ok((engine, events))
+                let (events, failures) = engine.on_commit_each(&c, docs);
+                Ok((engine, events, failures))
             })
-            .await?;
+            .await;
+        let (engine, events, failures) = match updated {
+            Ok(u) => u,
+            Err(e) => {
+                // The engine state went with the request; look again later.
+                self.pending.add(committed);
+                return Err(e);
+            }
+        };
         self.engine = Some(engine);
         let mut gone = Vec::new();
-        for ev in events? {
+        for ev in events {
             let Some(id) = self.handles.get(&ev.observer).copied() else {
                 continue;
             };
-            let slot = lock(&self.registry).queries.get(&id).map(|r| r.slot.clone());
-            if !slot.is_some_and(|s| s.publish(ev.items)) {
+            if !self.slot(id).is_some_and(|s| s.publish(ev.items)) {
                 gone.push(id);
+            }
+        }
+        for (observers, e) in failures {
+            for o in observers {
+                let Some(id) = self.handles.get(&o).copied() else {
+                    continue;
+                };
+                if !self.slot(id).is_some_and(|s| s.fail(query_failed(&e))) {
+                    gone.push(id);
+                }
             }
         }
         for id in gone {
             self.cancel(id);
         }
+        self.retry_failed().await
+    }
+
+    /// Runs again the registered queries whose first run failed.
+    async fn retry_failed(&mut self) -> Result<(), PeerError> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<u64> = self.failed.iter().copied().collect();
+        let engine = self.engine.take().unwrap_or_default();
+        let engine = self.run_registered(engine, ids).await?;
+        self.engine = Some(engine);
         Ok(())
+    }
+
+    /// Catches up with pending commits; on failure, keeps them and asks
+    /// itself to try again shortly.
+    async fn catch_up(&mut self, ctx: &Ctx<Self>) {
+        if let Err(e) = self.wake().await {
+            tracing::warn!(error = %e, "live queries not updated; retrying");
+            self.schedule_retry(ctx);
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &Ctx<Self>) {
+        let Some(me) = ctx.addr() else { return };
+        if std::mem::replace(&mut self.retry_scheduled, true) {
+            return;
+        }
+        let me = me.downgrade();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(RETRY_MS)).await;
+            if let Some(me) = me.upgrade() {
+                let _ = me.try_tell(ObserverMsg::Retry);
+            }
+        });
     }
 }
 
 impl Actor for ObserverActor {
     type Msg = ObserverMsg;
 
-    async fn started(&mut self, _ctx: &mut Ctx<Self>) {
+    async fn started(&mut self, ctx: &mut Ctx<Self>) {
         if let Err(e) = self.rebuild().await {
-            tracing::warn!(error = %e, "live queries not rebuilt; retrying at the next commit");
+            tracing::warn!(error = %e, "live queries not rebuilt; retrying");
+            self.schedule_retry(ctx);
         }
     }
 
-    async fn handle(&mut self, msg: ObserverMsg, _ctx: &mut Ctx<Self>) {
+    async fn handle(&mut self, msg: ObserverMsg, ctx: &mut Ctx<Self>) {
         match msg {
             ObserverMsg::Observe { text, params, reply } => {
                 let out = self.observe(text, params).await;
                 reply.send(out);
             }
             ObserverMsg::Cancel(id) => self.cancel(id),
-            ObserverMsg::Wake => {
-                if let Err(e) = self.wake().await {
-                    // The engine state may be partial; rebuild next time.
-                    self.engine = None;
-                    tracing::warn!(error = %e, "live queries not updated; they are rebuilt at the next commit");
-                }
-            }
+            ObserverMsg::Wake => {}
+            ObserverMsg::Retry => self.retry_scheduled = false,
             ObserverMsg::Panic => panic!("fault injected into the observer actor"),
         }
+        // Every message catches up, not only `Wake`: when the mailbox was
+        // full, the store's `Wake` was dropped for one of these.
+        self.catch_up(ctx).await;
     }
 
     async fn stopped(&mut self) {
-        for r in lock(&self.registry).queries.values() {
-            r.slot.end();
-        }
+        lock(&self.registry).end_all(|| None);
     }
 }

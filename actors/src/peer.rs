@@ -5,17 +5,18 @@
 //! to the actor that owns the state it touches; none panics on bad input,
 //! and every failure is a [`PeerError`].
 
-use crate::actor::{self, AskError, Escalation, Spec};
+use crate::actor::{self, AskError, Escalation, Spec, WeakAddr};
 use crate::error::PeerError;
 use crate::latest;
 use crate::merger::{MergeStats, MergerActor, MergerMsg};
 use crate::observer::{ObserverActor, ObserverMsg, PendingCommits, QueryEvent, Registry, Slot};
 use crate::presence::{Link, LinkKind, PresenceActor, PresenceGraph};
-use crate::session::{Remote, SessionActor, SessionMsg};
+use crate::session::{self, Remote, SessionActor, SessionMsg};
 use crate::store::{self, AnyResult, Backend, StoreActor, StoreMsg, TxExec};
 use crate::{rt, Addr};
 use rhizome_engine::dql::ast::{SelectItem, Statement};
-use rhizome_engine::dql::eval::Params;
+use rhizome_engine::dql::eval::{check, check_params, Params};
+use rhizome_engine::dql::exec::DqlError;
 use rhizome_engine::dql::exec::Output;
 use rhizome_engine::dql::{self, parse};
 use rhizome_engine::hlc::PeerId;
@@ -41,14 +42,18 @@ pub enum Storage {
     Memory,
 }
 
-/// Sync settings (used by the sync protocol; see ARCHITECTURE.md).
+/// Sync settings. Build from `SyncConfig::default()` and set fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncConfig {
-    /// Whether this peer syncs at all (off: a purely local database).
+    /// Whether this peer syncs at all (off: a purely local database, and
+    /// connecting it is refused).
     pub enabled: bool,
-    /// Most sync sessions kept at once over Bluetooth LE.
+    /// Most sync sessions kept at once over Bluetooth LE (enforced by the
+    /// transports, which open those sessions).
     pub max_sessions_ble: u32,
-    /// Most sync sessions kept at once over Wi-Fi and LAN links.
+    /// Most sync sessions kept at once over Wi-Fi and LAN links (enforced
+    /// by the transports, which open those sessions).
     pub max_sessions_wifi: u32,
 }
 
@@ -62,8 +67,10 @@ impl Default for SyncConfig {
     }
 }
 
-/// How to open a [`Peer`].
+/// How to open a [`Peer`]: build with [`PeerConfig::directory`] or
+/// [`PeerConfig::memory`], then set fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PeerConfig {
     /// Where the data lives.
     pub storage: Storage,
@@ -112,12 +119,14 @@ struct Inner {
     /// Only the presence actor (and its factory) hold the sender, so
     /// receivers see the channel close when it stops.
     graph: latest::Receiver<PresenceGraph>,
+    /// Live queries (so a dropped handle forgets its query at once).
+    registry: Arc<Mutex<Registry>>,
     /// Counts commits that changed documents (sessions offer news on it).
     commits: latest::Receiver<u64>,
     next_link: AtomicU64,
     /// Live sync sessions, stopped by `close`.
     sessions: Mutex<Vec<Addr<SessionActor>>>,
-    failed: Arc<Mutex<Option<Escalation>>>,
+    failed: Failures,
 }
 
 /// An open small peer: a local-first document database that syncs with
@@ -159,10 +168,28 @@ fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>) -> Result<Box<dy
     }
 }
 
-fn spec(name: &str, config: &PeerConfig, failed: &Arc<Mutex<Option<Escalation>>>) -> Spec {
+/// Escalations of the peer's actors, by actor name.
+type Failures = Arc<Mutex<BTreeMap<String, Escalation>>>;
+
+fn spec(name: &str, config: &PeerConfig, failed: &Failures) -> Spec {
+    spec_then(name, config, failed, |_| {})
+}
+
+/// A supervised actor's spec whose escalation is recorded, then handed to
+/// `then`.
+fn spec_then(
+    name: &str,
+    config: &PeerConfig,
+    failed: &Failures,
+    then: impl FnOnce(&Escalation) + Send + 'static,
+) -> Spec {
     let failed = failed.clone();
     Spec::new(name).mailbox(config.mailbox.max(1)).on_escalate(move |e| {
-        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        then(&e);
+        failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(e.actor.to_string(), e);
     })
 }
 
@@ -170,22 +197,28 @@ impl Peer {
     /// Opens (or creates) a peer and starts its actors. Must be called
     /// inside a tokio (or madsim) runtime.
     pub async fn open(config: PeerConfig) -> Result<Peer, PeerError> {
-        let failed = Arc::new(Mutex::new(None));
+        let failed: Failures = Arc::default();
         let memory = matches!(config.storage, Storage::Memory).then(|| Arc::new(MemKv::new()));
         let first = open_backend(&config.storage, &memory)?;
         let id = first.peer();
 
         let pending = Arc::new(PendingCommits::default());
         // Filled once the observer actor exists; commits before that have
-        // no live query to update.
-        let wake: Arc<Mutex<Option<Addr<ObserverActor>>>> = Arc::default();
+        // no live query to update. Weak: the observer holds the store, so a
+        // strong handle back would keep both alive forever.
+        let wake: Arc<Mutex<Option<WeakAddr<ObserverActor>>>> = Arc::default();
         let (commits_tx, commits) = latest::channel(0u64);
         let listener: store::CommitListener = {
             let (pending, wake) = (pending.clone(), wake.clone());
             Arc::new(move |c| {
                 commits_tx.send_modify(|n| *n += 1);
                 pending.add(c);
-                if let Some(obs) = wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let obs = wake
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .and_then(WeakAddr::upgrade);
+                if let Some(obs) = obs {
                     // Full means a message is queued, and every message
                     // makes the observer look at the pending commits.
                     let _ = obs.try_tell(ObserverMsg::Wake);
@@ -205,14 +238,22 @@ impl Peer {
 
         let registry = Arc::new(Mutex::new(Registry::default()));
         let observer = {
-            let store = store.clone();
-            let pending = pending.clone();
-            actor::spawn(spec("observer", &config, &failed), move |_| {
-                Ok(ObserverActor::new(store.clone(), registry.clone(), pending.clone()))
+            let (store, pending, reg) = (store.clone(), pending.clone(), registry.clone());
+            // When the observer gives up, every live query ends with why.
+            let ended = registry.clone();
+            let give_up = move |e: &Escalation| {
+                let e = e.clone();
+                ended
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_all(|| Some(PeerError::Failed(e.clone())));
+            };
+            actor::spawn(spec_then("observer", &config, &failed, give_up), move |_| {
+                Ok(ObserverActor::new(store.clone(), reg.clone(), pending.clone()))
             })
             .map_err(|reason| PeerError::InvalidInput { reason })?
         };
-        *wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer.clone());
+        *wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer.downgrade());
 
         let merger = {
             let store = store.clone();
@@ -242,6 +283,7 @@ impl Peer {
                 merger,
                 presence,
                 graph,
+                registry,
                 commits,
                 next_link: AtomicU64::new(1),
                 sessions: Mutex::default(),
@@ -259,12 +301,25 @@ impl Peer {
                 reason: "a peer cannot connect to itself".into(),
             });
         }
+        for p in [self, other] {
+            if p.inner.store.is_stopped() {
+                return Err(PeerError::Stopped {
+                    subsystem: "store".into(),
+                });
+            }
+            if !p.inner.sync.enabled {
+                return Err(PeerError::InvalidInput {
+                    reason: format!("sync is disabled on peer {}", p.id()),
+                });
+            }
+        }
         let (here, there): (Remote, Remote) = (Arc::default(), Arc::default());
         let a = self.start_session(other.id(), here.clone())?;
         let b = other.start_session(self.id(), there.clone())?;
-        // Wired after both exist; each then asks the other for news.
-        let _ = here.set(b.clone());
-        let _ = there.set(a.clone());
+        // Wired after both exist (each holds the other weakly: its own peer
+        // owns it); each then asks the other for news.
+        let _ = here.set(b.downgrade());
+        let _ = there.set(a.downgrade());
         for s in [&a, &b] {
             let _ = s.tell(SessionMsg::Poke).await;
         }
@@ -279,14 +334,17 @@ impl Peer {
         };
         let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
         let me = i.id;
-        let spec = Spec::new(&format!("session {me}->{remote_peer}")).mailbox(64);
-        let addr = actor::spawn(spec, move |_| {
+        let give_up = session::on_give_up(remote.clone(), i.presence.downgrade(), remote_peer, link.id);
+        let spec = Spec::new(&format!("session {me}->{remote_peer}"))
+            .mailbox(64)
+            .on_escalate(give_up);
+        let addr = actor::spawn(spec, move |restart| {
             Ok(SessionActor::new(
-                me,
-                remote_peer,
+                (me, remote_peer),
                 link.clone(),
                 remote.clone(),
                 actors.clone(),
+                restart,
             ))
         })
         .map_err(|reason| PeerError::InvalidInput { reason })?;
@@ -295,11 +353,13 @@ impl Peer {
         sessions.push(addr.clone());
         drop(sessions);
         // Offers local commits to the session; coalesced by the latest-value
-        // channel, and ends with the session or the store.
-        let (mut commits, session) = (i.commits.clone(), addr.clone());
+        // channel, and ends with the session or the store. Weak, so it does
+        // not keep the session alive.
+        let (mut commits, session) = (i.commits.clone(), addr.downgrade());
         tokio::spawn(async move {
             while commits.changed().await.is_ok() {
-                if session.tell(SessionMsg::LocalCommit).await.is_err() {
+                let Some(s) = session.upgrade() else { break };
+                if s.tell(SessionMsg::LocalCommit).await.is_err() {
                     break;
                 }
             }
@@ -329,9 +389,10 @@ impl Peer {
 
     /// Who this peer is connected to, now and as it changes.
     pub fn presence(&self) -> Presence {
-        Presence {
-            rx: self.inner.graph.clone(),
-        }
+        let mut rx = self.inner.graph.clone();
+        // `next` waits for a change after this call, not before.
+        rx.borrow_and_update();
+        Presence { rx }
     }
 
     /// Changes merged from each other peer so far.
@@ -372,8 +433,11 @@ impl Peer {
     }
 
     fn error(&self, e: AskError) -> PeerError {
-        match self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            Some(esc) => PeerError::Failed(esc),
+        let actor = match &e {
+            AskError::Stopped { actor } | AskError::NoReply { actor } => actor.to_string(),
+        };
+        match self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).get(&actor) {
+            Some(esc) => PeerError::Failed(esc.clone()),
             None => e.into(),
         }
     }
@@ -397,6 +461,35 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
+    /// The rows as values of an app type (through serde).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rhizome_actors::PeerError> {
+    /// # let peer = rhizome_actors::Peer::open(rhizome_actors::PeerConfig::memory()).await?;
+    /// #[derive(serde::Deserialize)]
+    /// struct Task { title: String, done: bool }
+    ///
+    /// use serde_json::json;
+    /// peer.store().execute("INSERT INTO tasks DOCUMENTS ({'title': 'milk', 'done': false})", json!({})).await?;
+    /// let tasks: Vec<Task> = peer.store().execute("SELECT * FROM tasks", json!({})).await?.items_as()?;
+    /// assert_eq!(tasks[0].title, "milk");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn items_as<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, PeerError> {
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(index, v)| {
+                T::deserialize(v).map_err(|e| PeerError::Decode {
+                    index,
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     fn from_output(out: Output) -> Result<QueryResult, PeerError> {
         let items = out
             .items
@@ -504,9 +597,9 @@ impl StoreApi<'_> {
     /// # let peer = rhizome_actors::Peer::open(rhizome_actors::PeerConfig::memory()).await?;
     /// use serde_json::json;
     /// let mut open = peer.store().observe("SELECT * FROM tasks WHERE done = false", json!({})).await?;
-    /// assert!(open.next().await.unwrap().items.is_empty());
+    /// assert!(open.next().await.unwrap()?.items.is_empty());
     /// peer.store().execute("INSERT INTO tasks DOCUMENTS ({'_id': 'a', 'done': false})", json!({})).await?;
-    /// let event = open.next().await.unwrap();
+    /// let event = open.next().await.unwrap()?;
     /// assert_eq!(event.diff.inserted, vec![0]);
     /// # Ok(())
     /// # }
@@ -528,16 +621,18 @@ impl StoreApi<'_> {
             id,
             slot,
             observer: self.peer.inner.observer.clone(),
+            registry: self.peer.inner.registry.clone(),
         })
     }
 
     /// [`StoreApi::observe`] with a callback, called on a task of its own
-    /// for every event. Dropping the returned handle cancels it.
+    /// for every item of the stream. Dropping the returned handle cancels
+    /// it; no call starts after that.
     pub async fn observe_with(
         &self,
         dql: &str,
         params: serde_json::Value,
-        mut on_event: impl FnMut(QueryEvent) + Send + 'static,
+        mut on_event: impl FnMut(Result<QueryEvent, PeerError>) + Send + 'static,
     ) -> Result<ObserverHandle, PeerError> {
         let mut live = self.observe(dql, params).await?;
         let slot = live.slot.clone();
@@ -564,26 +659,32 @@ impl Tx<'_> {
     }
 }
 
-/// A live query (see [`StoreApi::observe`]); also a [`futures_core::Stream`]
-/// of [`QueryEvent`]s. A slow consumer skips intermediate results but
-/// always gets the latest with a correct diff from the one it took last.
+/// A live query (see [`StoreApi::observe`]); also a [`futures_core::Stream`].
+/// A slow consumer skips intermediate results but always gets the latest
+/// with a correct diff from the one it took last.
+///
+/// An `Err` item says the query could not be brought up to date
+/// ([`PeerError::LiveQuery`]: it keeps its last result and is retried at
+/// the next commit) or that the peer's observer gave up
+/// ([`PeerError::Failed`], the last item).
 pub struct LiveQuery {
     id: u64,
     slot: Arc<Slot>,
     observer: Addr<ObserverActor>,
+    registry: Arc<Mutex<Registry>>,
 }
 
 impl LiveQuery {
     /// The next event; `None` once the peer is closed.
-    pub async fn next(&mut self) -> Option<QueryEvent> {
+    pub async fn next(&mut self) -> Option<Result<QueryEvent, PeerError>> {
         std::future::poll_fn(|cx| self.slot.poll_take(cx)).await
     }
 }
 
 impl futures_core::Stream for LiveQuery {
-    type Item = QueryEvent;
+    type Item = Result<QueryEvent, PeerError>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<QueryEvent>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.slot.poll_take(cx)
     }
 }
@@ -591,6 +692,7 @@ impl futures_core::Stream for LiveQuery {
 impl Drop for LiveQuery {
     fn drop(&mut self) {
         self.slot.close();
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(self.id);
         // If the mailbox is full the actor still finds the slot closed the
         // next time it has an event for it.
         let _ = self.observer.try_tell(ObserverMsg::Cancel(self.id));
@@ -615,9 +717,10 @@ pub struct SyncApi<'p> {
     peer: &'p Peer,
 }
 
-/// A sync subscription: documents matching its query are pulled from other
-/// peers. It is persisted, so it outlives the handle and restarts; cancel
-/// it to stop pulling.
+/// A sync subscription: declares that this peer wants the documents
+/// matching its query from other peers. It is persisted, so it outlives the
+/// handle and restarts; cancel it to stop wanting them. (Today's sessions
+/// exchange every document; the subscription-scoped protocol reads these.)
 #[derive(Clone, Debug)]
 pub struct Subscription {
     id: String,
@@ -661,8 +764,12 @@ impl Subscription {
 /// Checks that a statement can be a sync subscription: `SELECT * FROM coll`
 /// with optional `USE IDS` and `WHERE`, nothing that is not a set of whole
 /// documents.
-fn check_subscription(text: &str) -> Result<(), PeerError> {
-    let stmt = parse::parse(text).map_err(rhizome_engine::dql::exec::DqlError::from)?;
+fn check_subscription(text: &str, params: &Params) -> Result<(), PeerError> {
+    let stmt = parse::parse(text).map_err(DqlError::from)?;
+    // The checks every statement passes before it runs: known functions,
+    // argument counts, literals, and every parameter given.
+    check(&stmt).map_err(DqlError::from)?;
+    check_params(&stmt, params).map_err(DqlError::from)?;
     let refuse = |what: &str| {
         Err(PeerError::InvalidInput {
             reason: format!("a sync subscription is a set of whole documents; it cannot have {what}"),
@@ -707,11 +814,10 @@ impl SyncApi<'_> {
     /// [WHERE ...]`) from other peers. Subscribing twice to the same query
     /// and parameters gives the same subscription.
     pub async fn subscribe(&self, dql: &str, params: serde_json::Value) -> Result<Subscription, PeerError> {
-        check_subscription(dql)?;
         let canonical = Value::from_json(&params).map_err(|e| PeerError::InvalidInput {
             reason: format!("parameters: {e}"),
         })?;
-        self::params(params.clone())?;
+        check_subscription(dql, &self::params(params.clone())?)?;
         let text = canonical.to_string();
         let id = format!("{:016x}", fnv64(&[dql.as_bytes(), text.as_bytes()]));
         let mut record = BTreeMap::new();

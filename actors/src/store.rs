@@ -102,9 +102,15 @@ impl<K: Kv> Backend for Store<K> {
     }
 
     fn read(&self, run: ReadFn) {
-        match self.read() {
+        // The lent read runs another actor's code (live-query evaluation);
+        // its panic is that actor's failure: its request goes unanswered
+        // (the asker sees `NoReply`), and the store carries on.
+        let lent = catch_unwind(AssertUnwindSafe(|| match self.read() {
             Ok(mut r) => run(Ok(&mut r)),
             Err(e) => run(Err(e.into())),
+        }));
+        if let Err(payload) = lent {
+            tracing::error!(panic = %crate::actor::panic_text(payload.as_ref()), "a lent read panicked");
         }
     }
 
@@ -112,10 +118,14 @@ impl<K: Kv> Backend for Store<K> {
         let mut w = self.write(rt::now_ms())?;
         let mut outcomes = Vec::with_capacity(batches.len());
         for batch in batches {
-            outcomes.push(w.apply_batch(&batch.changes)?);
-            if batch.resume.is_none() {
+            let outcome = w.apply_batch(&batch.changes)?;
+            // A refused change (too far in the future, say) may be taken
+            // later; claiming the round would stop it from ever being sent
+            // again, so the claim waits for a round with no refusal.
+            if batch.resume.is_none() && outcome.refused.is_empty() {
                 w.mark_synced(&batch.upto);
             }
+            outcomes.push(outcome);
         }
         Ok((outcomes, w.commit()?))
     }

@@ -165,12 +165,16 @@ async fn live_queries_deliver_results_with_diffs_and_stop_when_dropped() {
         .observe("SELECT * FROM tasks WHERE done = false ORDER BY title", json!({}))
         .await
         .expect("observe");
-    let first = open.next().await.expect("first");
+    let first = open.next().await.expect("first").expect("an event, not an error");
     assert_eq!(first.items.len(), 1);
     assert_eq!(first.diff.inserted, vec![0]);
 
     insert(&peer, "tasks", json!({"_id": "b", "title": "eggs", "done": false})).await;
-    let ev = open.next().await.expect("insert event");
+    let ev = open
+        .next()
+        .await
+        .expect("insert event")
+        .expect("an event, not an error");
     assert_eq!(
         ev.json_items().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
         [json!("eggs"), json!("milk")]
@@ -181,7 +185,11 @@ async fn live_queries_deliver_results_with_diffs_and_stop_when_dropped() {
         .execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))
         .await
         .expect("update");
-    let ev = open.next().await.expect("update event");
+    let ev = open
+        .next()
+        .await
+        .expect("update event")
+        .expect("an event, not an error");
     assert_eq!(ev.items.len(), 1);
     assert_eq!(ev.diff.deleted, vec![1]);
 
@@ -191,7 +199,11 @@ async fn live_queries_deliver_results_with_diffs_and_stop_when_dropped() {
         .execute("UPDATE tasks SET title = 'toast' WHERE _id = 'b'", json!({}))
         .await
         .expect("update");
-    let ev = open.next().await.expect("title change");
+    let ev = open
+        .next()
+        .await
+        .expect("title change")
+        .expect("an event, not an error");
     assert_eq!(ev.diff.updated, vec![0]);
     assert_eq!(ev.json_items()[0]["title"], "toast");
 
@@ -200,7 +212,7 @@ async fn live_queries_deliver_results_with_diffs_and_stop_when_dropped() {
     let handle = peer
         .store()
         .observe_with("SELECT * FROM tasks", json!({}), move |ev| {
-            let _ = tx.try_send(ev.items.len());
+            let _ = tx.try_send(ev.map(|e| e.items.len()).unwrap_or(usize::MAX));
         })
         .await
         .expect("observe_with");
@@ -221,13 +233,19 @@ async fn a_slow_consumer_gets_the_latest_result_with_a_correct_diff() {
         .observe("SELECT * FROM tasks ORDER BY _id", json!({}))
         .await
         .expect("observe");
-    assert!(live.next().await.expect("first").items.is_empty());
+    assert!(live
+        .next()
+        .await
+        .expect("first")
+        .expect("an event, not an error")
+        .items
+        .is_empty());
     for i in 0..20 {
         insert(&peer, "tasks", json!({"_id": i, "title": format!("t{i}")})).await;
     }
     // Let the observer catch up on every commit before reading.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let ev = live.next().await.expect("event");
+    let ev = live.next().await.expect("event").expect("an event, not an error");
     assert_eq!(ev.items.len(), 20, "the latest result, not the first of 20 queued");
     assert_eq!(ev.diff.inserted, (0..20).collect::<Vec<_>>());
     peer.close().await;
@@ -255,13 +273,18 @@ async fn identity_data_and_subscriptions_persist_across_reopen() {
         .await
         .expect("subscribe");
     for refused in [
+        "SELECT * FROM tasks WHERE no_such_function(done)",
+        "SELECT * FROM tasks WHERE done = :not_given",
         "SELECT * FROM a JOIN b ON a.x = b._id",
         "SELECT title FROM tasks",
         "SELECT * FROM tasks LIMIT 3",
         "UPDATE tasks SET a = 1",
     ] {
         let e = peer.sync().subscribe(refused, json!({})).await.unwrap_err();
-        assert!(matches!(e, PeerError::InvalidInput { .. }), "{refused}: {e:?}");
+        assert!(
+            matches!(e, PeerError::InvalidInput { .. } | PeerError::Dql(_)),
+            "{refused}: {e:?}"
+        );
     }
     peer.close().await;
 
@@ -339,7 +362,15 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
         .observe("SELECT * FROM tasks WHERE done = false ORDER BY title", json!({}))
         .await
         .expect("observe");
-    assert_eq!(open.next().await.expect("first").items.len(), 1);
+    assert_eq!(
+        open.next()
+            .await
+            .expect("first")
+            .expect("an event, not an error")
+            .items
+            .len(),
+        1
+    );
 
     peer.inject_panic(Subsystem::Observer).await.expect("inject");
     // While the observer restarts, the peer keeps serving queries and writes.
@@ -351,7 +382,7 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
 
     // The observer resumes with the correct result and a diff from what
     // this consumer last saw (the write during the restart included).
-    let ev = open.next().await.expect("resumed");
+    let ev = open.next().await.expect("resumed").expect("an event, not an error");
     assert_eq!(
         ev.json_items().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
         [json!("eggs"), json!("milk")]
@@ -362,7 +393,11 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
         .execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))
         .await
         .expect("update");
-    let ev = open.next().await.expect("after restart");
+    let ev = open
+        .next()
+        .await
+        .expect("after restart")
+        .expect("an event, not an error");
     assert_eq!(ev.items.len(), 1);
     assert_eq!(ev.diff.deleted, vec![1]);
     // New live queries work too.
@@ -371,7 +406,15 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
         .observe("SELECT * FROM tasks", json!({}))
         .await
         .expect("observe");
-    assert_eq!(all.next().await.expect("first").items.len(), 2);
+    assert_eq!(
+        all.next()
+            .await
+            .expect("first")
+            .expect("an event, not an error")
+            .items
+            .len(),
+        2
+    );
     peer.close().await;
 }
 
@@ -385,12 +428,28 @@ async fn the_store_actor_restarts_from_disk_after_a_panic() {
         .observe("SELECT * FROM tasks", json!({}))
         .await
         .expect("observe");
-    assert_eq!(live.next().await.expect("first").items.len(), 1);
+    assert_eq!(
+        live.next()
+            .await
+            .expect("first")
+            .expect("an event, not an error")
+            .items
+            .len(),
+        1
+    );
     peer.inject_panic(Subsystem::Store).await.expect("inject");
     // The environment was closed and reopened; acknowledged data is there.
     assert_eq!(titles(&peer, "SELECT * FROM tasks").await, ["milk"]);
     insert(&peer, "tasks", json!({"_id": "b", "title": "eggs"})).await;
-    assert_eq!(live.next().await.expect("update").items.len(), 2);
+    assert_eq!(
+        live.next()
+            .await
+            .expect("update")
+            .expect("an event, not an error")
+            .items
+            .len(),
+        2
+    );
     peer.close().await;
 }
 
@@ -470,8 +529,140 @@ async fn a_restart_storm_shuts_the_subsystem_down_and_says_so() {
         )
     })
     .await;
+    // Its live queries end, saying why, instead of hanging.
+    let mut last = None;
+    while let Some(item) = live.next().await {
+        last = Some(item);
+    }
+    assert!(matches!(last, Some(Err(PeerError::Failed(_)))), "{last:?}");
     // Statements are served by the store actor, which is fine.
     insert(&peer, "tasks", json!({"_id": 1, "title": "still here"})).await;
     assert_eq!(titles(&peer, "SELECT * FROM tasks").await, ["still here"]);
     peer.close().await;
+    // After close, the store's own error, not the observer's.
+    let e = peer
+        .store()
+        .execute("SELECT * FROM tasks", json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PeerError::Stopped { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_failing_live_query_does_not_stop_the_others() {
+    let peer = memory_peer().await;
+    let mut all = peer
+        .store()
+        .observe("SELECT * FROM t ORDER BY _id", json!({}))
+        .await
+        .expect("observe");
+    let mut parsed = peer
+        .store()
+        .observe("SELECT * FROM t WHERE deserialize_json(raw) IS NOT NULL", json!({}))
+        .await
+        .expect("observe");
+    assert!(all.next().await.expect("first").is_ok());
+    assert!(parsed.next().await.expect("first").is_ok());
+    insert(&peer, "t", json!({"_id": 1, "raw": "not json"})).await;
+    let ev = all.next().await.expect("event").expect("the plain query is updated");
+    assert_eq!(ev.items.len(), 1);
+    let failed = parsed.next().await.expect("event");
+    assert!(matches!(failed, Err(PeerError::LiveQuery { .. })), "{failed:?}");
+    // New live queries work, and the others keep going.
+    let mut more = peer
+        .store()
+        .observe("SELECT * FROM t", json!({}))
+        .await
+        .expect("observe");
+    assert_eq!(more.next().await.expect("first").expect("ok").items.len(), 1);
+    insert(&peer, "t", json!({"_id": 2, "raw": "[1]"})).await;
+    assert_eq!(all.next().await.expect("event").expect("ok").items.len(), 2);
+    // Once the bad row is fixed, the failed query recovers.
+    peer.store()
+        .execute("UPDATE t SET raw = '{}' WHERE _id = 1", json!({}))
+        .await
+        .expect("fix");
+    eventually(
+        "the failed query recovers",
+        async || matches!(parsed.next().await, Some(Ok(ev)) if ev.items.len() == 2),
+    )
+    .await;
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn live_queries_keep_up_with_a_mailbox_of_one() {
+    let mut config = PeerConfig::memory();
+    config.mailbox = 1;
+    let peer = Peer::open(config).await.expect("open");
+    let mut live = peer
+        .store()
+        .observe("SELECT * FROM t", json!({}))
+        .await
+        .expect("observe");
+    assert!(live.next().await.expect("first").is_ok());
+    for i in 0..20 {
+        // Dropped live queries fill the observer's mailbox with cancels.
+        let extra = peer
+            .store()
+            .observe("SELECT * FROM t", json!({}))
+            .await
+            .expect("observe");
+        drop(extra);
+        insert(&peer, "t", json!({"_id": i})).await;
+    }
+    eventually(
+        "the live query has every row",
+        async || matches!(live.next().await, Some(Ok(ev)) if ev.items.len() == 20),
+    )
+    .await;
+    peer.close().await;
+}
+
+#[tokio::test]
+async fn a_peer_dropped_without_close_releases_its_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Peer::open(PeerConfig::directory(dir.path())).await.expect("open");
+    let b = memory_peer().await;
+    let link = a.connect_in_process(&b).await.expect("connect");
+    insert(&a, "t", json!({"_id": 1})).await;
+    let mut live = a.store().observe("SELECT * FROM t", json!({})).await.expect("observe");
+    assert!(live.next().await.is_some());
+    drop((a, link, live));
+    // Every actor stops once no handle is left, and LMDB lets go of the
+    // directory; reopening then succeeds.
+    let mut reopened = None;
+    for _ in 0..500 {
+        if let Ok(p) = Peer::open(PeerConfig::directory(dir.path())).await {
+            reopened = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a = reopened.expect("the directory was released");
+    assert_eq!(
+        a.store()
+            .execute("SELECT * FROM t", json!({}))
+            .await
+            .expect("read")
+            .items
+            .len(),
+        1
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn presence_next_waits_for_a_change() {
+    let (a, b) = (memory_peer().await, memory_peer().await);
+    let mut presence = a.presence();
+    let waited = tokio::time::timeout(Duration::from_millis(50), presence.next()).await;
+    assert!(waited.is_err(), "no change yet");
+    let link = a.connect_in_process(&b).await.expect("connect");
+    let g = presence.next().await.expect("change");
+    assert!(g.peers.contains_key(&b.id()));
+    link.close().await;
+    a.close().await;
+    b.close().await;
 }

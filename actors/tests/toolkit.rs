@@ -18,6 +18,8 @@ enum Msg {
     /// (to fill its mailbox).
     Hold(tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>),
     Panic,
+    /// Panics while holding a request's reply.
+    PanicAsked(Reply<()>),
     Count(Reply<(usize, u64)>),
 }
 
@@ -35,6 +37,7 @@ impl Actor for Recorder {
                 let _ = rx.await;
             }
             Msg::Panic => panic!("injected"),
+            Msg::PanicAsked(_reply) => panic!("injected while asked"),
             Msg::Count(r) => r.send((self.durable.lock().unwrap().len(), self.volatile)),
         }
     }
@@ -122,11 +125,8 @@ async fn a_panicking_actor_restarts_from_durable_state() {
     addr.tell(Msg::Push(2)).await.expect("tell");
     assert_eq!(addr.ask(Msg::Count).await, Ok((2, 2)));
     // The panicking request is answered with NoReply, not a hang.
-    let lost = addr.ask(|r: Reply<()>| {
-        drop(r);
-        Msg::Panic
-    });
-    assert!(lost.await.is_err());
+    let lost = addr.ask(Msg::PanicAsked).await;
+    assert!(matches!(lost, Err(AskError::NoReply { .. })), "{lost:?}");
     // Same address, fresh actor: durable state kept, volatile state reset.
     addr.tell(Msg::Push(3)).await.expect("tell after restart");
     assert_eq!(addr.ask(Msg::Count).await, Ok((3, 1)));

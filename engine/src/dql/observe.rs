@@ -172,6 +172,9 @@ struct Query {
     ids: BTreeSet<Vec<u8>>,
     /// The `ORDER BY` keys of `items` when the result can be patched.
     keys: Vec<Keys>,
+    /// An update failed midway: `items` may not match the store, so the
+    /// next commit re-runs the query whatever it changed.
+    stale: bool,
 }
 
 impl Query {
@@ -391,6 +394,7 @@ impl Observers {
                 items: Arc::default(),
                 ids: BTreeSet::new(),
                 keys: Vec::new(),
+                stale: false,
             };
             q.set_items(items)?;
             self.queries.insert(key.clone(), q);
@@ -440,44 +444,85 @@ impl Observers {
     }
 
     /// After a commit: re-runs the queries it can affect and returns an
-    /// event for every observer whose result changed.
+    /// event for every observer whose result changed. The first query that
+    /// fails fails the whole call; see [`Observers::on_commit_each`] to keep
+    /// the others going.
     pub fn on_commit(&mut self, committed: &Committed, docs: &mut dyn Docs) -> Result<Vec<Event>, DqlError> {
-        let mut events = Vec::new();
+        let (events, mut failures) = self.on_commit_each(committed, docs);
+        match failures.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(events),
+        }
+    }
+
+    /// [`Observers::on_commit`] with each query on its own: a query whose
+    /// update fails (a function refusing a value that just arrived, say)
+    /// reports its observers and the error, keeps its previous result, and
+    /// is re-run in full at the next commit; the other queries are updated.
+    pub fn on_commit_each(
+        &mut self,
+        committed: &Committed,
+        docs: &mut dyn Docs,
+    ) -> (Vec<Event>, Vec<(Vec<ObserverId>, DqlError)>) {
+        let (mut events, mut failures) = (Vec::new(), Vec::new());
+        let (mut runs, mut patches) = (0, 0);
         for q in self.queries.values_mut() {
-            if !q.affected_by(committed, docs)? {
-                continue;
-            }
-            let patched = match q.select().map(|s| committed.changed.get(&s.from.collection)) {
-                Some(Some(Changed::Docs(ids))) => q.patched(ids, docs)?,
-                _ => None,
-            };
-            let d = match patched {
-                Some(rows) => {
-                    self.patches += 1;
-                    q.apply_patch(rows)?
-                }
-                None => {
-                    self.runs += 1;
-                    let items = super::item::values(run_read(docs, &q.stmt, &q.params)?.items)?;
-                    let d = diff(&q.items, &items);
-                    if !d.is_empty() {
-                        q.set_items(items)?;
-                    }
-                    d
-                }
-            };
-            if d.is_empty() {
-                continue;
-            }
-            for &o in &q.observers {
-                events.push(Event {
+            match q.update(committed, docs, &mut runs, &mut patches) {
+                Ok(d) if d.is_empty() => {}
+                Ok(d) => events.extend(q.observers.iter().map(|&o| Event {
                     observer: o,
                     items: q.items.clone(),
                     diff: d.clone(),
-                });
+                })),
+                Err(e) => {
+                    q.stale = true;
+                    failures.push((q.observers.iter().copied().collect(), e));
+                }
             }
         }
-        Ok(events)
+        self.runs += runs;
+        self.patches += patches;
+        (events, failures)
+    }
+}
+
+impl Query {
+    /// Brings the result up to date with a commit; the diff is empty when
+    /// nothing changed.
+    fn update(
+        &mut self,
+        committed: &Committed,
+        docs: &mut dyn Docs,
+        runs: &mut u64,
+        patches: &mut u64,
+    ) -> Result<Diff, DqlError> {
+        if !self.stale && !self.affected_by(committed, docs)? {
+            return Ok(Diff::default());
+        }
+        let patched = match (
+            self.stale,
+            self.select().map(|s| committed.changed.get(&s.from.collection)),
+        ) {
+            (false, Some(Some(Changed::Docs(ids)))) => self.patched(ids, docs)?,
+            _ => None,
+        };
+        let d = match patched {
+            Some(rows) => {
+                *patches += 1;
+                self.apply_patch(rows)?
+            }
+            None => {
+                *runs += 1;
+                let items = super::item::values(run_read(docs, &self.stmt, &self.params)?.items)?;
+                let d = diff(&self.items, &items);
+                if !d.is_empty() || self.stale {
+                    self.set_items(items)?;
+                }
+                d
+            }
+        };
+        self.stale = false;
+        Ok(d)
     }
 }
 
