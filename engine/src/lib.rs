@@ -12,6 +12,7 @@ pub mod hlc;
 pub mod kv;
 pub mod mem;
 pub mod store;
+pub mod sync;
 pub mod testing;
 pub mod value;
 pub mod vv;

@@ -1,0 +1,6 @@
+//! The sync protocol, as pure code: its wire format ([`wire`]) and one
+//! session as a sans-IO state machine ([`session`]). The session actor
+//! drives it over a link; tests and the simulator drive it directly.
+
+pub mod session;
+pub mod wire;

@@ -1,0 +1,349 @@
+//! The sync protocol's bytes: messages, their frames, and the chunks a frame
+//! is cut into for links with a small MTU (Bluetooth LE).
+//!
+//! Every byte here may come from a hostile or broken peer. Decoding checks
+//! the frame's length against the receiver's limit before reading anything
+//! else, then its checksum, then the body; it returns an error, never
+//! panics, and allocates nothing larger than the frame it was given. The
+//! format is in `docs/format.md` ("Sync frames").
+
+use crate::codec::Change;
+use crate::hlc::PeerId;
+use crate::vv::VersionVector;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Largest frame a peer accepts unless it says otherwise in its `Hello`.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 << 20;
+/// Largest frame any peer may ask for.
+pub const MAX_FRAME_BYTES: u32 = 64 << 20;
+/// Frame header: magic (2), protocol version (2), body length (4), CRC-32 (4).
+pub const FRAME_HEADER_BYTES: usize = 12;
+const MAGIC: [u8; 2] = *b"RZ";
+
+/// A sync subscription as sent to the other side: a query and its
+/// parameters (JSON text).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubscriptionSpec {
+    /// `SELECT * FROM coll [WHERE ...]`.
+    pub query: String,
+    /// Parameters as a JSON object.
+    pub params: String,
+}
+
+/// The first message of each side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol versions the sender speaks, oldest and newest.
+    pub versions: (u16, u16),
+    /// The sender.
+    pub peer: PeerId,
+    /// What the sender wants from the receiver.
+    pub subscriptions: Vec<SubscriptionSpec>,
+    /// Largest frame the sender accepts.
+    pub max_frame_bytes: u32,
+}
+
+/// Why a side ends the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No protocol version in common.
+    UnsupportedVersion {
+        /// The refusing side's (oldest, newest).
+        ours: (u16, u16),
+        /// The other side's (oldest, newest).
+        theirs: (u16, u16),
+    },
+    /// A message broke the protocol; `reason` says how.
+    ProtocolViolation {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A peer cannot sync with itself.
+    SamePeer,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::UnsupportedVersion { ours, theirs } => write!(
+                f,
+                "no protocol version in common: we speak {}..={}, the peer {}..={}",
+                ours.0, ours.1, theirs.0, theirs.1
+            ),
+            Refusal::ProtocolViolation { reason } => write!(f, "protocol violation: {reason}"),
+            Refusal::SamePeer => f.write_str("a peer cannot sync with itself"),
+        }
+    }
+}
+
+/// A protocol message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// Opens the session.
+    Hello(Hello),
+    /// Ends the session, saying why.
+    Refuse(Refusal),
+    /// "Send me what I lack since `since`", in round `round`.
+    Request {
+        /// The asker's round number.
+        round: u64,
+        /// What the asker has completely received.
+        since: VersionVector,
+    },
+    /// Changes answering a request.
+    Changes {
+        /// The request's round.
+        round: u64,
+        /// One change per document.
+        changes: Vec<Change>,
+        /// The sender's version vector when this batch was read.
+        upto: VersionVector,
+        /// Whether this batch completes the round.
+        last: bool,
+    },
+    /// "I have news": the receiver asks with a `Request` when it is ready.
+    Poke,
+}
+
+/// Why bytes are not a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Fewer bytes than the frame says.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes there.
+        got: usize,
+    },
+    /// Not a frame of this protocol.
+    BadMagic,
+    /// The frame is larger than the receiver accepts.
+    TooLarge {
+        /// Its size.
+        size_bytes: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// Bytes after the frame's end.
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// The checksum does not match: the bytes were damaged.
+    Checksum,
+    /// The body does not decode as a message; `reason` says where.
+    Malformed {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A chunk came out of order (a middle chunk with no first one, or a
+    /// first one while a message was being reassembled).
+    ChunkOrder,
+    /// A chunk with no payload, or an unknown flag.
+    BadChunk,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Truncated { needed, got } => write!(f, "truncated frame: {got} of {needed} bytes"),
+            WireError::BadMagic => f.write_str("not a Rhizome sync frame (bad magic)"),
+            WireError::TooLarge {
+                size_bytes,
+                limit_bytes,
+            } => {
+                write!(f, "frame of {size_bytes} bytes exceeds the limit of {limit_bytes}")
+            }
+            WireError::TrailingBytes { count } => write!(f, "{count} bytes after the frame"),
+            WireError::Checksum => f.write_str("frame checksum mismatch (damaged bytes)"),
+            WireError::Malformed { reason } => write!(f, "malformed message: {reason}"),
+            WireError::ChunkOrder => f.write_str("chunk out of order"),
+            WireError::BadChunk => f.write_str("bad chunk header"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Encodes a message as one frame (protocol version `version`).
+pub fn encode(msg: &Message, version: u16) -> Vec<u8> {
+    let mut out = vec![0; FRAME_HEADER_BYTES];
+    // Serializing our own message types into a Vec cannot fail.
+    out = postcard::to_extend(msg, out).unwrap_or_default();
+    let body_len = out.len().saturating_sub(FRAME_HEADER_BYTES);
+    let crc = crc32fast::hash(&out[FRAME_HEADER_BYTES..]);
+    out[..2].copy_from_slice(&MAGIC);
+    out[2..4].copy_from_slice(&version.to_be_bytes());
+    out[4..8].copy_from_slice(&(body_len as u32).to_be_bytes());
+    out[8..12].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The header of a frame: (protocol version, total frame length). Enough to
+/// know how many bytes to wait for on a stream.
+pub fn frame_header(bytes: &[u8], limit_bytes: usize) -> Result<(u16, usize), WireError> {
+    let header = bytes.get(..FRAME_HEADER_BYTES).ok_or(WireError::Truncated {
+        needed: FRAME_HEADER_BYTES,
+        got: bytes.len(),
+    })?;
+    if header[..2] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let version = u16::from_be_bytes([header[2], header[3]]);
+    let body_len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let size_bytes = FRAME_HEADER_BYTES.saturating_add(body_len);
+    if size_bytes > limit_bytes {
+        return Err(WireError::TooLarge {
+            size_bytes,
+            limit_bytes,
+        });
+    }
+    Ok((version, size_bytes))
+}
+
+/// Decodes exactly one frame of at most `limit_bytes`: (protocol version,
+/// message).
+pub fn decode(bytes: &[u8], limit_bytes: usize) -> Result<(u16, Message), WireError> {
+    let (version, size) = frame_header(bytes, limit_bytes)?;
+    if bytes.len() < size {
+        return Err(WireError::Truncated {
+            needed: size,
+            got: bytes.len(),
+        });
+    }
+    if bytes.len() > size {
+        return Err(WireError::TrailingBytes {
+            count: bytes.len() - size,
+        });
+    }
+    let crc = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let body = &bytes[FRAME_HEADER_BYTES..];
+    if crc32fast::hash(body) != crc {
+        return Err(WireError::Checksum);
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes::<Message>(body).map_err(|e| WireError::Malformed { reason: e.to_string() })?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed {
+            reason: format!("{} bytes after the message", rest.len()),
+        });
+    }
+    Ok((version, msg))
+}
+
+/// Chunk flag: the first chunk of a frame.
+const CHUNK_FIRST: u8 = 0b01;
+/// Chunk flag: the last chunk of a frame.
+const CHUNK_LAST: u8 = 0b10;
+/// Smallest MTU chunking works with (a flag byte and one payload byte).
+pub const MIN_MTU: usize = 2;
+
+/// Cuts a frame into chunks of at most `mtu` bytes, each a flag byte
+/// (first/last) and a piece of the frame, for links that carry small
+/// ordered packets (a BLE characteristic). `mtu` below [`MIN_MTU`] is
+/// raised to it.
+pub fn chunks(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    let piece = mtu.max(MIN_MTU) - 1;
+    let count = frame.len().div_ceil(piece).max(1);
+    (0..count)
+        .map(|i| {
+            let part = frame
+                .get(i * piece..((i + 1) * piece).min(frame.len()))
+                .unwrap_or_default();
+            let mut flags = 0;
+            if i == 0 {
+                flags |= CHUNK_FIRST;
+            }
+            if i + 1 == count {
+                flags |= CHUNK_LAST;
+            }
+            let mut chunk = Vec::with_capacity(part.len() + 1);
+            chunk.push(flags);
+            chunk.extend_from_slice(part);
+            chunk
+        })
+        .collect()
+}
+
+/// Rebuilds frames from chunks arriving in order. Holds at most one partial
+/// frame, never larger than the limit.
+#[derive(Debug)]
+pub struct Reassembler {
+    limit_bytes: usize,
+    partial: Option<Vec<u8>>,
+}
+
+impl Reassembler {
+    /// A reassembler of frames up to `limit_bytes`.
+    pub fn new(limit_bytes: usize) -> Reassembler {
+        Reassembler {
+            limit_bytes,
+            partial: None,
+        }
+    }
+
+    /// Takes the next chunk; returns a frame when this chunk completed one.
+    /// After an error the partial frame is dropped (the session should end:
+    /// the link lost or damaged data).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+        let out = self.push_inner(chunk);
+        if out.is_err() {
+            self.partial = None;
+        }
+        out
+    }
+
+    fn push_inner(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+        let (&flags, piece) = chunk.split_first().ok_or(WireError::BadChunk)?;
+        if flags & !(CHUNK_FIRST | CHUNK_LAST) != 0 {
+            return Err(WireError::BadChunk);
+        }
+        let mut frame = match (flags & CHUNK_FIRST != 0, self.partial.take()) {
+            (true, None) => Vec::new(),
+            (false, Some(partial)) => partial,
+            _ => return Err(WireError::ChunkOrder),
+        };
+        if frame.len() + piece.len() > self.limit_bytes {
+            return Err(WireError::TooLarge {
+                size_bytes: frame.len() + piece.len(),
+                limit_bytes: self.limit_bytes,
+            });
+        }
+        frame.extend_from_slice(piece);
+        // Refuse a frame whose header already says it is too large, before
+        // buffering the rest of it.
+        if frame.len() >= FRAME_HEADER_BYTES {
+            frame_header(&frame, self.limit_bytes)?;
+        }
+        if flags & CHUNK_LAST != 0 {
+            return Ok(Some(frame));
+        }
+        self.partial = Some(frame);
+        Ok(None)
+    }
+}
+
+/// The version both sides speak (the newest in common), or why there is
+/// none.
+pub fn negotiate(ours: &Hello, theirs: &Hello) -> Result<u16, Refusal> {
+    if ours.peer == theirs.peer {
+        return Err(Refusal::SamePeer);
+    }
+    let low = ours.versions.0.max(theirs.versions.0);
+    let high = ours.versions.1.min(theirs.versions.1);
+    if low > high || theirs.versions.0 > theirs.versions.1 {
+        return Err(Refusal::UnsupportedVersion {
+            ours: ours.versions,
+            theirs: theirs.versions,
+        });
+    }
+    Ok(high)
+}
