@@ -1,18 +1,18 @@
 //! The merger actor: applies changes that arrive from other peers.
 //!
-//! Sync sessions hand it [`MergerMsg::Merge`] with one [`ChangeBatch`] each
-//! (already bounded in size by the session); it applies each batch in one
-//! write transaction through the store actor, so a batch is merged
-//! atomically and its version-vector claim is recorded only with it. It
+//! Sync sessions hand it [`MergerMsg::Merge`] with one batch each (bounded
+//! by the frame it arrived in); it applies each batch in one write
+//! transaction through the store actor, so a batch is merged atomically and
+//! its version-vector claim is recorded only with it. It
 //! counts what each origin brought, for monitoring, and it is where merge
 //! work queues up (its bounded mailbox pushes back on the sessions) rather
 //! than in the store actor, whose mailbox also serves the app.
 
 use crate::actor::{Actor, Addr, Ctx, Reply};
 use crate::error::PeerError;
-use crate::store::{StoreActor, StoreMsg};
+use crate::store::{RemoteBatch, StoreActor, StoreMsg};
 use rhizome_engine::hlc::PeerId;
-use rhizome_engine::store::{BatchOutcome, ChangeBatch};
+use rhizome_engine::store::BatchOutcome;
 use std::collections::BTreeMap;
 
 /// Most changes one batch may carry; larger batches are refused whole.
@@ -34,7 +34,7 @@ pub(crate) enum MergerMsg {
     /// Apply one batch from `from`.
     Merge {
         from: PeerId,
-        batch: ChangeBatch,
+        batch: RemoteBatch,
         reply: Reply<Result<BatchOutcome, PeerError>>,
     },
     /// Counts per origin.
@@ -55,7 +55,7 @@ impl MergerActor {
         }
     }
 
-    async fn merge(&mut self, from: PeerId, batch: ChangeBatch) -> Result<BatchOutcome, PeerError> {
+    async fn merge(&mut self, from: PeerId, batch: RemoteBatch) -> Result<BatchOutcome, PeerError> {
         if batch.changes.len() > MAX_BATCH_CHANGES {
             return Err(PeerError::InvalidInput {
                 reason: format!(
@@ -64,14 +64,7 @@ impl MergerActor {
                 ),
             });
         }
-        let mut outcomes = self
-            .store
-            .ask(|reply| StoreMsg::Apply {
-                batches: vec![batch],
-                reply,
-            })
-            .await??;
-        let outcome = outcomes.pop().unwrap_or_default();
+        let outcome = self.store.ask(|reply| StoreMsg::Apply { batch, reply }).await??;
         let s = self.stats.entry(from).or_default();
         s.batches += 1;
         s.applied += outcome.applied as u64;

@@ -321,7 +321,7 @@ impl Peer {
         let _ = here.set(b.downgrade());
         let _ = there.set(a.downgrade());
         for s in [&a, &b] {
-            let _ = s.tell(SessionMsg::Poke).await;
+            let _ = s.tell(SessionMsg::Start).await;
         }
         Ok(InProcessLink { ends: [a, b] })
     }
@@ -335,16 +335,18 @@ impl Peer {
         let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
         let me = i.id;
         let give_up = session::on_give_up(remote.clone(), i.presence.downgrade(), remote_peer, link.id);
+        // No restarts: a session's state belongs to its link, so a failed
+        // session takes the link down (to be reconnected afresh).
         let spec = Spec::new(&format!("session {me}->{remote_peer}"))
             .mailbox(64)
+            .restarts(0, 1)
             .on_escalate(give_up);
-        let addr = actor::spawn(spec, move |restart| {
+        let addr = actor::spawn(spec, move |_| {
             Ok(SessionActor::new(
                 (me, remote_peer),
                 link.clone(),
                 remote.clone(),
                 actors.clone(),
-                restart,
             ))
         })
         .map_err(|reason| PeerError::InvalidInput { reason })?;

@@ -1,75 +1,73 @@
 //! The sync session actor: one per remote peer this peer is syncing with.
 //!
-//! It owns the session's state (who the remote is, the link it runs over,
-//! the sync round in progress) and takes [`SessionMsg`]s: local commits (so
-//! it offers news), and the remote's messages: a *poke* ("I have news"), a
-//! *request* ("send what I lack since this version vector"), and *batches*
-//! of changes answering our own request, which it hands to the merger.
+//! It owns the session's state: the engine's sans-IO
+//! [`Session`](rhizome_engine::sync::session::Session) (handshake, rounds,
+//! claims), the link it runs over, and the frames the link has not taken
+//! yet. It takes [`SessionMsg`]s: local commits, frames from the link,
+//! timers, batches read for the remote, and close. It does what the machine
+//! asks: sends frames, reads changes for the remote (on a task of its own),
+//! hands received batches to the merger, sets timers.
 //!
-//! This is the version-vector exchange the engine offers today
-//! (`changes_since` / `apply_batch` / `mark_synced`); the subscription-scoped,
-//! sans-IO protocol of the sync issue replaces the message set, not the
-//! actor's place. Changes this peer merged from one neighbour commit like
-//! local ones, so every other session offers them on: sync is multihop.
+//! Frames are bytes, the same whatever the link: an in-process link passes
+//! them to the remote session actor; transports put them on QUIC or cut
+//! them into BLE chunks. Merged changes commit like local ones, so every
+//! other session offers them on: sync is multihop.
 //!
-//! Two sessions message each other through bounded mailboxes, so a handler
-//! never waits on the remote (two handlers waiting on each other's full
-//! mailbox would deadlock): control messages go out with `try_tell`, and
-//! what does not fit waits in a coalesced outbox (one poke, the latest
-//! request, one close) flushed after every message and on a short timer.
-//! Batches are sent by a serving task, which may wait: the remote's handler
-//! never waits on us, so it always drains them. Each request carries a round
-//! number; batches of an abandoned round (after a failed merge or a restart)
-//! are ignored, so a claim never covers changes that were not applied.
+//! No handler waits on the remote (two sessions waiting on each other's
+//! full mailboxes would deadlock): frames go out with `try_tell`, and what
+//! does not fit waits in a bounded outbox flushed after every message and
+//! on a short timer. The serving task is paced by the outbox: it waits
+//! while more than [`OUTBOX_FRAMES`] frames are unsent, so a slow link never
+//! buffers a whole sync. A session that fails is not restarted: its state
+//! belongs to the link, so the link goes down and is reconnected afresh.
 
-use crate::actor::{Actor, Addr, Ctx, WeakAddr};
+use crate::actor::{Actor, Addr, Ctx, Reply, WeakAddr};
 use crate::error::PeerError;
 use crate::merger::{MergerActor, MergerMsg};
 use crate::presence::{Link, PresenceActor, PresenceMsg};
-use crate::store::{StoreActor, StoreMsg};
+use crate::store::{RemoteBatch, StoreActor, StoreMsg};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::ChangeBatch;
+use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer};
+use rhizome_engine::sync::wire;
 use rhizome_engine::vv::VersionVector;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Documents per batch a session sends.
+/// Documents per batch a session reads for the remote.
 pub const BATCH_DOCS: usize = 500;
-
-/// Delay before retrying what did not fit in the remote's mailbox, or a
-/// round abandoned after a failed merge.
+/// Unsent frames past which the serving task waits.
+pub const OUTBOX_FRAMES: usize = 16;
+/// Delay before retrying frames the remote's mailbox did not take.
 const RETRY_MS: u64 = 5;
 
 /// Messages of a session actor.
 pub(crate) enum SessionMsg {
-    /// This peer committed something (local or merged): poke the remote.
+    /// The link is wired: start the handshake.
+    Start,
+    /// This peer committed something (local or merged).
     LocalCommit,
-    /// The remote has news: ask for it.
-    Poke,
-    /// The remote asks, in round `round`, for what it lacks since `since`.
-    Request { round: u64, since: VersionVector },
-    /// A batch answering our request of round `round`.
-    Batch { round: u64, batch: ChangeBatch },
-    /// Our serving task finished.
-    Served,
-    /// Time to retry the outbox (and an abandoned round).
+    /// A frame from the remote.
+    Frame(Vec<u8>),
+    /// A timer the session machine asked for.
+    Timer(Timer),
+    /// One batch read for the remote's round; answered once the outbox has
+    /// room for more (this paces the serving task).
+    Served {
+        round: u64,
+        batch: ChangeBatch,
+        reply: Reply<bool>,
+    },
+    /// Time to retry the outbox.
     Flush,
     /// Close the session (the link went down).
     Close,
 }
 
-/// The other end of the session. For an in-process link it is the remote
-/// session actor itself, held weakly (the remote peer owns it); a transport
-/// link puts a codec and a socket here.
+/// The other end of the link. For an in-process link it is the remote
+/// session actor, held weakly (the remote peer owns it).
 pub(crate) type Remote = Arc<OnceLock<WeakAddr<SessionActor>>>;
-
-/// What the remote has not been sent yet, coalesced.
-#[derive(Default)]
-struct Outbox {
-    poke: bool,
-    request: Option<(u64, VersionVector)>,
-    close: bool,
-}
 
 /// A session's state.
 pub(crate) struct SessionActor {
@@ -80,18 +78,11 @@ pub(crate) struct SessionActor {
     store: Addr<StoreActor>,
     merger: Addr<MergerActor>,
     presence: Addr<PresenceActor>,
-    /// Round numbers are unique across restarts of this session.
-    next_round: u64,
-    /// The round being received, with its first `upto`: the claim recorded
-    /// when its last batch is applied (later batches may be read from a
-    /// newer state, which must not be claimed in full).
-    round: Option<(u64, Option<VersionVector>)>,
-    serving: bool,
-    /// A request that came while serving.
-    queued: Option<(u64, VersionVector)>,
-    /// News arrived while a round was running: ask again when it ends.
-    poked: bool,
-    outbox: Outbox,
+    session: Session,
+    /// Frames the remote's mailbox has not taken yet.
+    outbox: VecDeque<Vec<u8>>,
+    /// Serving tasks waiting for the outbox to drain.
+    paced: Vec<Reply<bool>>,
     flush_scheduled: bool,
 }
 
@@ -101,8 +92,13 @@ impl SessionActor {
         link: Link,
         remote: Remote,
         actors: (Addr<StoreActor>, Addr<MergerActor>, Addr<PresenceActor>),
-        restart: u32,
     ) -> SessionActor {
+        let config = SessionConfig {
+            me: ids.0,
+            subscriptions: Vec::new(),
+            max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
+            retry_ms: 50,
+        };
         SessionActor {
             me: ids.0,
             remote_peer: ids.1,
@@ -111,12 +107,9 @@ impl SessionActor {
             store: actors.0,
             merger: actors.1,
             presence: actors.2,
-            next_round: u64::from(restart) << 32,
-            round: None,
-            serving: false,
-            queued: None,
-            poked: false,
-            outbox: Outbox::default(),
+            session: Session::new(config, 0),
+            outbox: VecDeque::new(),
+            paced: Vec::new(),
             flush_scheduled: false,
         }
     }
@@ -125,120 +118,149 @@ impl SessionActor {
         self.remote.get()?.upgrade()
     }
 
-    /// Sends what the outbox holds, as far as the remote's mailbox takes
-    /// it; returns whether anything is left.
-    fn flush(&mut self, ctx: &mut Ctx<Self>) -> bool {
-        let Some(remote) = self.remote() else {
-            // Not wired yet, or the remote is gone (its link is down).
-            if self.remote.get().is_some() {
-                ctx.stop();
-            }
-            return false;
-        };
-        let sent = |msg| remote.try_tell(msg).is_ok();
-        if self.outbox.close && sent(SessionMsg::Close) {
-            self.outbox.close = false;
-        }
-        if self.outbox.poke && sent(SessionMsg::Poke) {
-            self.outbox.poke = false;
-        }
-        if let Some((round, since)) = self.outbox.request.take() {
-            if let Err(e) = remote.try_tell(SessionMsg::Request { round, since }) {
-                if let SessionMsg::Request { round, since } = e.into_inner() {
-                    self.outbox.request = Some((round, since));
+    async fn local_vv(&self) -> Result<VersionVector, PeerError> {
+        self.store.ask(StoreMsg::VersionVector).await?
+    }
+
+    /// Does what the session machine asks, until it asks nothing more.
+    async fn drive(&mut self, ctx: &mut Ctx<Self>) -> Result<(), PeerError> {
+        // Bounded: each output is handled once; applying a batch can queue
+        // at most a request and a timer.
+        for _ in 0..10_000 {
+            let Some(out) = self.session.poll_output() else {
+                return Ok(());
+            };
+            match out {
+                Output::Send(frame) => self.outbox.push_back(frame),
+                Output::Established { remote, version, .. } => {
+                    tracing::debug!(me = %self.me, %remote, version, "sync session established");
+                }
+                Output::Serve { round, since } => self.serve(round, since, ctx),
+                Output::Apply { round, changes, claim } => self.apply(round, changes, claim).await?,
+                Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
+                Output::Closed { refusal } => {
+                    if let Some(r) = refusal {
+                        tracing::warn!(me = %self.me, remote = %self.remote_peer, %r, "sync session refused");
+                    }
+                    ctx.stop();
                 }
             }
         }
-        self.outbox.close || self.outbox.poke || self.outbox.request.is_some()
+        Ok(())
     }
 
-    /// Flushes, and arranges a retry if something is left (or a round was
-    /// abandoned and must be asked again).
-    fn flush_or_retry(&mut self, ctx: &mut Ctx<Self>, retry_round: bool) {
-        let left = self.flush(ctx);
-        if !(left || retry_round) || std::mem::replace(&mut self.flush_scheduled, true) {
-            return;
+    async fn apply(
+        &mut self,
+        round: u64,
+        changes: Vec<rhizome_engine::codec::Change>,
+        claim: Option<VersionVector>,
+    ) -> Result<(), PeerError> {
+        let last = claim.is_some();
+        let from = self.remote_peer;
+        let batch = RemoteBatch { changes, claim };
+        let merged = self.merger.ask(|reply| MergerMsg::Merge { from, batch, reply }).await;
+        let ok = matches!(&merged, Ok(Ok(outcome)) if outcome.refused.is_empty());
+        if let Ok(Err(e)) | Err(e) = merged.map_err(PeerError::from) {
+            tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
         }
+        let local = self.local_vv().await?;
+        self.session.handle_applied(round, last, ok, &local);
+        Ok(())
+    }
+
+    /// Reads what the remote lacks on a task of its own, batch by batch;
+    /// each batch comes back as `Served` to be framed in order.
+    fn serve(&mut self, round: u64, since: VersionVector, ctx: &Ctx<Self>) {
         let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
             return;
         };
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
-            if let Some(me) = me.upgrade() {
-                let _ = me.try_tell(SessionMsg::Flush);
-            }
-        });
-    }
-
-    async fn ask_for_news(&mut self) -> Result<(), PeerError> {
-        if self.round.is_some() {
-            self.poked = true;
-            return Ok(());
-        }
-        if self.remote.get().is_none() {
-            return Ok(());
-        }
-        let since = self.store.ask(StoreMsg::VersionVector).await??;
-        let round = self.next_round;
-        self.next_round += 1;
-        self.round = Some((round, None));
-        self.outbox.request = Some((round, since));
-        Ok(())
-    }
-
-    fn serve(&mut self, round: u64, since: VersionVector, ctx: &Ctx<Self>) {
-        if self.serving {
-            self.queued = Some((round, since));
-            return;
-        }
-        let (Some(me), Some(remote)) = (ctx.addr(), self.remote()) else {
-            return;
-        };
-        self.serving = true;
         let store = self.store.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(&store, &remote, round, since).await {
+            if let Err(e) = serve(&store, &me, round, since).await {
                 tracing::warn!(error = %e, "sync: serving a request failed");
             }
-            let _ = me.tell(SessionMsg::Served).await;
         });
     }
 
-    /// Applies a batch of the current round; a batch of any other round is
-    /// stale and ignored.
-    async fn receive(&mut self, round: u64, mut batch: ChangeBatch) -> Result<(), PeerError> {
-        let Some((current, first)) = self.round.as_mut().filter(|(r, _)| *r == round) else {
-            return Ok(());
+    /// Hands frames to the remote as far as its mailbox takes them, then
+    /// releases serving tasks if the outbox has room; arranges a retry if
+    /// frames are left.
+    fn flush(&mut self, ctx: &mut Ctx<Self>) {
+        let Some(remote) = self.remote() else {
+            if self.remote.get().is_some() {
+                // The remote end is gone: the link is down.
+                ctx.stop();
+            }
+            self.outbox.clear();
+            return;
         };
-        debug_assert_eq!(*current, round);
-        let first = first.get_or_insert_with(|| batch.upto.clone());
-        let last = batch.resume.is_none();
-        if last {
-            batch.upto = first.clone();
-        }
-        let from = self.remote_peer;
-        let merged = self.merger.ask(|reply| MergerMsg::Merge { from, batch, reply }).await;
-        if let Err(e) = merged.map_err(PeerError::from).and_then(|r| r) {
-            // Abandon the round: nothing more of it is applied or claimed,
-            // and a fresh one is asked for after a pause.
-            self.round = None;
-            self.poked = true;
-            return Err(e);
-        }
-        if last {
-            self.round = None;
-            if std::mem::take(&mut self.poked) {
-                self.ask_for_news().await?;
+        while let Some(frame) = self.outbox.pop_front() {
+            if let Err(e) = remote.try_tell(SessionMsg::Frame(frame)) {
+                if let SessionMsg::Frame(frame) = e.into_inner() {
+                    self.outbox.push_front(frame);
+                }
+                break;
             }
         }
-        Ok(())
+        if self.outbox.len() <= OUTBOX_FRAMES {
+            for r in self.paced.drain(..) {
+                r.send(true);
+            }
+        }
+        if !self.outbox.is_empty() && !std::mem::replace(&mut self.flush_scheduled, true) {
+            after(ctx, RETRY_MS, SessionMsg::Flush);
+        }
+    }
+
+    async fn handle_msg(&mut self, msg: SessionMsg, ctx: &mut Ctx<Self>) -> Result<(), PeerError> {
+        match msg {
+            SessionMsg::Start => self.session.handle_connected(),
+            SessionMsg::LocalCommit => self.session.handle_local_commit(),
+            SessionMsg::Frame(frame) => {
+                let local = self.local_vv().await?;
+                self.session.handle_frame(&frame, &local);
+            }
+            SessionMsg::Timer(timer) => {
+                let local = self.local_vv().await?;
+                self.session.handle_timer(timer, &local);
+            }
+            SessionMsg::Served { round, batch, reply } => {
+                let last = batch.resume.is_none();
+                if let Err(e) = self.session.send_changes(round, batch.changes, batch.upto, last) {
+                    tracing::warn!(error = %e, "sync: a batch does not fit the remote's frame limit");
+                    reply.send(false);
+                } else {
+                    self.paced.push(reply);
+                }
+            }
+            SessionMsg::Flush => self.flush_scheduled = false,
+            SessionMsg::Close => {
+                self.session.handle_close();
+                ctx.stop();
+            }
+        }
+        self.drive(ctx).await
     }
 }
 
-/// Sends the remote every change it lacks since `since`, batch by batch.
+/// Sends `msg` to the actor after `ms` (weakly: a stopped actor gets none).
+fn after(ctx: &Ctx<SessionActor>, ms: u64, msg: SessionMsg) {
+    let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if let Some(me) = me.upgrade() {
+            let _ = me.try_tell(msg);
+        }
+    });
+}
+
+/// Reads every change the remote lacks since `since`, batch by batch, each
+/// paced by the session's outbox.
 async fn serve(
     store: &Addr<StoreActor>,
-    remote: &Addr<SessionActor>,
+    session: &WeakAddr<SessionActor>,
     round: u64,
     since: VersionVector,
 ) -> Result<(), PeerError> {
@@ -256,7 +278,9 @@ async fn serve(
             })
             .await??;
         resume = batch.resume.clone();
-        if remote.tell(SessionMsg::Batch { round, batch }).await.is_err() || resume.is_none() {
+        let Some(s) = session.upgrade() else { return Ok(()) };
+        let go_on = s.ask(|reply| SessionMsg::Served { round, batch, reply }).await?;
+        if !go_on || resume.is_none() {
             return Ok(());
         }
     }
@@ -266,7 +290,7 @@ async fn serve(
 impl Actor for SessionActor {
     type Msg = SessionMsg;
 
-    async fn started(&mut self, ctx: &mut Ctx<Self>) {
+    async fn started(&mut self, _ctx: &mut Ctx<Self>) {
         let link = self.link.clone();
         let _ = self
             .presence
@@ -275,55 +299,13 @@ impl Actor for SessionActor {
                 link,
             })
             .await;
-        // Until the session is wired to its remote (at connect), the first
-        // request waits for the connect's poke; after a restart it goes now.
-        match self.ask_for_news().await {
-            Ok(()) => self.flush_or_retry(ctx, false),
-            Err(e) => tracing::warn!(error = %e, "sync: first request failed"),
-        }
     }
 
     async fn handle(&mut self, msg: SessionMsg, ctx: &mut Ctx<Self>) {
-        let mut retry_round = false;
-        let outcome = match msg {
-            SessionMsg::LocalCommit => {
-                self.outbox.poke = true;
-                Ok(())
-            }
-            SessionMsg::Poke => self.ask_for_news().await,
-            SessionMsg::Request { round, since } => {
-                self.serve(round, since, ctx);
-                Ok(())
-            }
-            SessionMsg::Batch { round, batch } => {
-                let r = self.receive(round, batch).await;
-                retry_round = r.is_err();
-                r
-            }
-            SessionMsg::Served => {
-                self.serving = false;
-                if let Some((round, since)) = self.queued.take() {
-                    self.serve(round, since, ctx);
-                }
-                Ok(())
-            }
-            SessionMsg::Flush => {
-                self.flush_scheduled = false;
-                if self.round.is_none() && std::mem::take(&mut self.poked) {
-                    self.ask_for_news().await
-                } else {
-                    Ok(())
-                }
-            }
-            SessionMsg::Close => {
-                ctx.stop();
-                Ok(())
-            }
-        };
-        if let Err(e) = outcome {
+        if let Err(e) = self.handle_msg(msg, ctx).await {
             tracing::warn!(me = %self.me, remote = %self.remote_peer, error = %e, "sync session error");
         }
-        self.flush_or_retry(ctx, retry_round);
+        self.flush(ctx);
     }
 
     async fn stopped(&mut self) {
@@ -343,8 +325,8 @@ impl Actor for SessionActor {
     }
 }
 
-/// What to do when a session gives up after a restart storm: the same as a
-/// clean stop, without the actor (the remote and presence are told).
+/// What to do when a session fails: the same as a clean stop, without the
+/// actor (the remote and presence are told).
 pub(crate) fn on_give_up(
     remote: Remote,
     presence: WeakAddr<PresenceActor>,

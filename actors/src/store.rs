@@ -18,6 +18,7 @@
 use crate::actor::{Actor, Ctx, Reply};
 use crate::error::PeerError;
 use crate::rt;
+use rhizome_engine::codec::Change;
 use rhizome_engine::dql::eval::Params;
 use rhizome_engine::dql::exec::Output;
 use rhizome_engine::dql::source::Docs;
@@ -48,6 +49,14 @@ impl<K: Kv> TxExec for DqlTx<'_, '_, K> {
     }
 }
 
+/// Changes from another peer, and the claim to record with them (after
+/// the last batch of a sync round; see `engine::sync::session`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RemoteBatch {
+    pub(crate) changes: Vec<Change>,
+    pub(crate) claim: Option<VersionVector>,
+}
+
 /// The result of a transaction closure, type-erased for the mailbox.
 pub(crate) type AnyResult = Result<Box<dyn Any + Send>, PeerError>;
 /// A transaction closure, type-erased for the mailbox.
@@ -61,7 +70,7 @@ pub(crate) trait Backend: Send {
     fn execute(&self, prepared: &Prepared, text: &str, params: &Params) -> Result<(Output, Committed), PeerError>;
     fn transaction(&self, prepared: &Prepared, run: TxFn) -> Result<(Box<dyn Any + Send>, Committed), PeerError>;
     fn read(&self, run: ReadFn);
-    fn apply(&self, batches: &[ChangeBatch]) -> Result<(Vec<BatchOutcome>, Committed), PeerError>;
+    fn apply(&self, batch: &RemoteBatch) -> Result<(BatchOutcome, Committed), PeerError>;
     fn version_vector(&self) -> Result<VersionVector, PeerError>;
     fn changes(
         &self,
@@ -114,20 +123,16 @@ impl<K: Kv> Backend for Store<K> {
         }
     }
 
-    fn apply(&self, batches: &[ChangeBatch]) -> Result<(Vec<BatchOutcome>, Committed), PeerError> {
+    fn apply(&self, batch: &RemoteBatch) -> Result<(BatchOutcome, Committed), PeerError> {
         let mut w = self.write(rt::now_ms())?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let outcome = w.apply_batch(&batch.changes)?;
-            // A refused change (too far in the future, say) may be taken
-            // later; claiming the round would stop it from ever being sent
-            // again, so the claim waits for a round with no refusal.
-            if batch.resume.is_none() && outcome.refused.is_empty() {
-                w.mark_synced(&batch.upto);
-            }
-            outcomes.push(outcome);
+        let outcome = w.apply_batch(&batch.changes)?;
+        // A refused change (too far in the future, say) may be taken later;
+        // recording the claim would stop it from ever being sent again, so
+        // the claim waits for a round with no refusal.
+        if let (Some(claim), true) = (&batch.claim, outcome.refused.is_empty()) {
+            w.mark_synced(claim);
         }
-        Ok((outcomes, w.commit()?))
+        Ok((outcome, w.commit()?))
     }
 
     fn version_vector(&self) -> Result<VersionVector, PeerError> {
@@ -173,10 +178,10 @@ pub(crate) enum StoreMsg {
     Transaction { run: TxFn, reply: Reply<AnyResult> },
     /// Lend a read snapshot.
     Read(ReadFn),
-    /// Merge batches of remote changes in one write transaction.
+    /// Merge a batch of remote changes in one write transaction.
     Apply {
-        batches: Vec<ChangeBatch>,
-        reply: Reply<Result<Vec<BatchOutcome>, PeerError>>,
+        batch: RemoteBatch,
+        reply: Reply<Result<BatchOutcome, PeerError>>,
     },
     /// What this replica has completely received, per origin.
     VersionVector(Reply<Result<VersionVector, PeerError>>),
@@ -245,8 +250,8 @@ impl StoreActor {
                 reply.send(out);
             }
             StoreMsg::Read(run) => backend.read(run),
-            StoreMsg::Apply { batches, reply } => {
-                let out = backend.apply(&batches).map(|(o, c)| {
+            StoreMsg::Apply { batch, reply } => {
+                let out = backend.apply(&batch).map(|(o, c)| {
                     self.notify(c);
                     o
                 });

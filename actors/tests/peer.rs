@@ -666,3 +666,32 @@ async fn presence_next_waits_for_a_change() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_large_first_sync_arrives_in_paced_batches() {
+    let (a, b) = (memory_peer().await, memory_peer().await);
+    a.store()
+        .transaction(|tx| {
+            for i in 0..1_200 {
+                tx.execute("INSERT INTO t DOCUMENTS (:d)", json!({"d": {"_id": i, "v": i * 2}}))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("insert");
+    let link = a.connect_in_process(&b).await.expect("connect");
+    eventually("b has every document", async || {
+        let n = b
+            .store()
+            .execute("SELECT count(*) AS n FROM t", json!({}))
+            .await
+            .expect("count");
+        n.items == vec![json!({"n": 1200})]
+    })
+    .await;
+    let stats = b.merge_stats().await.expect("stats");
+    assert!(stats[&a.id()].batches >= 3, "{stats:?}");
+    link.close().await;
+    a.close().await;
+    b.close().await;
+}
