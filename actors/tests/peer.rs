@@ -3,7 +3,7 @@
 //! panics, and close. Runs on tokio and, built with `--cfg madsim`, inside
 //! the simulator.
 
-use rhizome_actors::{LinkKind, Peer, PeerConfig, PeerError, Subsystem};
+use rhizome_actors::{LinkKind, LiveQuery, Peer, PeerConfig, PeerError, QueryEvent, Subsystem};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -24,6 +24,24 @@ async fn titles(peer: &Peer, dql: &str) -> Vec<String> {
         .iter()
         .map(|d| d["title"].as_str().unwrap_or("?").to_string())
         .collect()
+}
+
+/// The next live-query event, which must be a result (not an error).
+async fn next_event(live: &mut LiveQuery, what: &str) -> QueryEvent {
+    match live.next().await {
+        Some(Ok(ev)) => ev,
+        other => panic!("{what}: expected an event, got {other:?}"),
+    }
+}
+
+/// The titles of a live-query event's rows.
+fn event_titles(ev: &QueryEvent) -> Vec<Value> {
+    ev.json_items().iter().map(|d| d["title"].clone()).collect()
+}
+
+/// Runs a statement without parameters that must succeed.
+async fn run(peer: &Peer, dql: &str, what: &str) {
+    peer.store().execute(dql, json!({})).await.expect(what);
 }
 
 /// Polls `cond` on the (virtual, under madsim) clock, up to 5 s.
@@ -165,45 +183,24 @@ async fn live_queries_deliver_results_with_diffs_and_stop_when_dropped() {
         .observe("SELECT * FROM tasks WHERE done = false ORDER BY title", json!({}))
         .await
         .expect("observe");
-    let first = open.next().await.expect("first").expect("an event, not an error");
+    let first = next_event(&mut open, "first").await;
     assert_eq!(first.items.len(), 1);
     assert_eq!(first.diff.inserted, vec![0]);
 
     insert(&peer, "tasks", json!({"_id": "b", "title": "eggs", "done": false})).await;
-    let ev = open
-        .next()
-        .await
-        .expect("insert event")
-        .expect("an event, not an error");
-    assert_eq!(
-        ev.json_items().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
-        [json!("eggs"), json!("milk")]
-    );
+    let ev = next_event(&mut open, "insert event").await;
+    assert_eq!(event_titles(&ev), [json!("eggs"), json!("milk")]);
     assert_eq!(ev.diff.inserted, vec![0]);
 
-    peer.store()
-        .execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))
-        .await
-        .expect("update");
-    let ev = open
-        .next()
-        .await
-        .expect("update event")
-        .expect("an event, not an error");
+    run(&peer, "UPDATE tasks SET done = true WHERE _id = 'a'", "update").await;
+    let ev = next_event(&mut open, "update event").await;
     assert_eq!(ev.items.len(), 1);
     assert_eq!(ev.diff.deleted, vec![1]);
 
     // A write that does not change the result sends nothing.
     insert(&peer, "other", json!({"_id": 1})).await;
-    peer.store()
-        .execute("UPDATE tasks SET title = 'toast' WHERE _id = 'b'", json!({}))
-        .await
-        .expect("update");
-    let ev = open
-        .next()
-        .await
-        .expect("title change")
-        .expect("an event, not an error");
+    run(&peer, "UPDATE tasks SET title = 'toast' WHERE _id = 'b'", "update").await;
+    let ev = next_event(&mut open, "title change").await;
     assert_eq!(ev.diff.updated, vec![0]);
     assert_eq!(ev.json_items()[0]["title"], "toast");
 
@@ -233,19 +230,13 @@ async fn a_slow_consumer_gets_the_latest_result_with_a_correct_diff() {
         .observe("SELECT * FROM tasks ORDER BY _id", json!({}))
         .await
         .expect("observe");
-    assert!(live
-        .next()
-        .await
-        .expect("first")
-        .expect("an event, not an error")
-        .items
-        .is_empty());
+    assert!(next_event(&mut live, "first").await.items.is_empty());
     for i in 0..20 {
         insert(&peer, "tasks", json!({"_id": i, "title": format!("t{i}")})).await;
     }
     // Let the observer catch up on every commit before reading.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let ev = live.next().await.expect("event").expect("an event, not an error");
+    let ev = next_event(&mut live, "event").await;
     assert_eq!(ev.items.len(), 20, "the latest result, not the first of 20 queued");
     assert_eq!(ev.diff.inserted, (0..20).collect::<Vec<_>>());
     peer.close().await;
@@ -329,14 +320,8 @@ async fn connected_peers_sync_multihop_and_show_in_presence() {
         .await;
     }
     // Concurrent edits of one field converge to one value everywhere.
-    a.store()
-        .execute("UPDATE tasks SET title = 'x' WHERE _id = 'from-c'", json!({}))
-        .await
-        .expect("edit");
-    c.store()
-        .execute("UPDATE tasks SET title = 'y' WHERE _id = 'from-c'", json!({}))
-        .await
-        .expect("edit");
+    run(&a, "UPDATE tasks SET title = 'x' WHERE _id = 'from-c'", "edit").await;
+    run(&c, "UPDATE tasks SET title = 'y' WHERE _id = 'from-c'", "edit").await;
     let all = "SELECT * FROM tasks ORDER BY _id";
     eventually("convergence", async || {
         let (ra, rb, rc) = (titles(&a, all).await, titles(&b, all).await, titles(&c, all).await);
@@ -362,15 +347,7 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
         .observe("SELECT * FROM tasks WHERE done = false ORDER BY title", json!({}))
         .await
         .expect("observe");
-    assert_eq!(
-        open.next()
-            .await
-            .expect("first")
-            .expect("an event, not an error")
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(next_event(&mut open, "first").await.items.len(), 1);
 
     peer.inject_panic(Subsystem::Observer).await.expect("inject");
     // While the observer restarts, the peer keeps serving queries and writes.
@@ -382,22 +359,12 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
 
     // The observer resumes with the correct result and a diff from what
     // this consumer last saw (the write during the restart included).
-    let ev = open.next().await.expect("resumed").expect("an event, not an error");
-    assert_eq!(
-        ev.json_items().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
-        [json!("eggs"), json!("milk")]
-    );
+    let ev = next_event(&mut open, "resumed").await;
+    assert_eq!(event_titles(&ev), [json!("eggs"), json!("milk")]);
     assert_eq!(ev.diff.inserted, vec![0]);
     // And it keeps going.
-    peer.store()
-        .execute("UPDATE tasks SET done = true WHERE _id = 'a'", json!({}))
-        .await
-        .expect("update");
-    let ev = open
-        .next()
-        .await
-        .expect("after restart")
-        .expect("an event, not an error");
+    run(&peer, "UPDATE tasks SET done = true WHERE _id = 'a'", "update").await;
+    let ev = next_event(&mut open, "after restart").await;
     assert_eq!(ev.items.len(), 1);
     assert_eq!(ev.diff.deleted, vec![1]);
     // New live queries work too.
@@ -406,15 +373,7 @@ async fn the_peer_survives_a_panic_in_the_observer_actor() {
         .observe("SELECT * FROM tasks", json!({}))
         .await
         .expect("observe");
-    assert_eq!(
-        all.next()
-            .await
-            .expect("first")
-            .expect("an event, not an error")
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(next_event(&mut all, "first").await.items.len(), 2);
     peer.close().await;
 }
 
@@ -428,28 +387,12 @@ async fn the_store_actor_restarts_from_disk_after_a_panic() {
         .observe("SELECT * FROM tasks", json!({}))
         .await
         .expect("observe");
-    assert_eq!(
-        live.next()
-            .await
-            .expect("first")
-            .expect("an event, not an error")
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(next_event(&mut live, "first").await.items.len(), 1);
     peer.inject_panic(Subsystem::Store).await.expect("inject");
     // The environment was closed and reopened; acknowledged data is there.
     assert_eq!(titles(&peer, "SELECT * FROM tasks").await, ["milk"]);
     insert(&peer, "tasks", json!({"_id": "b", "title": "eggs"})).await;
-    assert_eq!(
-        live.next()
-            .await
-            .expect("update")
-            .expect("an event, not an error")
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(next_event(&mut live, "update").await.items.len(), 2);
     peer.close().await;
 }
 
@@ -578,10 +521,7 @@ async fn a_failing_live_query_does_not_stop_the_others() {
     insert(&peer, "t", json!({"_id": 2, "raw": "[1]"})).await;
     assert_eq!(all.next().await.expect("event").expect("ok").items.len(), 2);
     // Once the bad row is fixed, the failed query recovers.
-    peer.store()
-        .execute("UPDATE t SET raw = '{}' WHERE _id = 1", json!({}))
-        .await
-        .expect("fix");
+    run(&peer, "UPDATE t SET raw = '{}' WHERE _id = 1", "fix").await;
     eventually(
         "the failed query recovers",
         async || matches!(parsed.next().await, Some(Ok(ev)) if ev.items.len() == 2),

@@ -23,11 +23,22 @@ fn key(name: &str) -> Result<Vec<u8>, StoreError> {
 /// Every local record whose name starts with `prefix`, in name order.
 fn scan<R: KvRead + ?Sized>(r: &R, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
     let from = [b"l/".as_slice(), prefix.as_bytes()].concat();
-    let to = super::prefix_end(&from);
+    json_records(r, &from, "local record")
+}
+
+/// The meta records whose keys start with `from`, named by their key after
+/// its two-byte kind (`s/`, `l/`), each a JSON value; `what` names them in
+/// the error a damaged one gives.
+pub(super) fn json_records<R: KvRead + ?Sized>(
+    r: &R,
+    from: &[u8],
+    what: &str,
+) -> Result<Vec<(String, Value)>, StoreError> {
+    let to = super::prefix_end(from);
     let mut out = Vec::new();
     let mut bad = None;
-    r.scan(Table::Meta, &from, to.as_deref(), false, &mut |k, v| {
-        let name = String::from_utf8_lossy(&k[2..]).into_owned();
+    r.scan(Table::Meta, from, to.as_deref(), false, &mut |k, v| {
+        let name = String::from_utf8_lossy(k.get(2..).unwrap_or_default()).into_owned();
         match std::str::from_utf8(v).ok().and_then(|t| Value::parse(t).ok()) {
             Some(value) => out.push((name, value)),
             None => bad = Some(name),
@@ -36,10 +47,10 @@ fn scan<R: KvRead + ?Sized>(r: &R, prefix: &str) -> Result<Vec<(String, Value)>,
     })?;
     match bad {
         Some(name) => Err(corrupt(
-            "(local)",
+            &format!("({what}s)"),
             None,
             CodecError::Malformed {
-                reason: format!("local record {name}"),
+                reason: format!("{what} {name}"),
             },
         )),
         None => Ok(out),

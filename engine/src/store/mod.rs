@@ -903,26 +903,7 @@ fn index_scan_raw<'r, R: KvRead + ?Sized>(
 }
 
 fn settings<R: KvRead + ?Sized>(r: &R) -> Result<Vec<(String, Value)>, StoreError> {
-    let mut out = Vec::new();
-    let mut bad = None;
-    r.scan(Table::Meta, b"s/", Some(b"s0"), false, &mut |k, v| {
-        let name = String::from_utf8_lossy(&k[2..]).into_owned();
-        match std::str::from_utf8(v).ok().and_then(|t| Value::parse(t).ok()) {
-            Some(value) => out.push((name, value)),
-            None => bad = Some(name),
-        }
-        true
-    })?;
-    match bad {
-        Some(name) => Err(corrupt(
-            "(settings)",
-            None,
-            CodecError::Malformed {
-                reason: format!("setting {name}"),
-            },
-        )),
-        None => Ok(out),
-    }
+    local::json_records(r, b"s/", "setting")
 }
 
 fn collections<R: KvRead + ?Sized>(r: &R) -> Result<Vec<String>, StoreError> {
