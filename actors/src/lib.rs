@@ -20,6 +20,7 @@
 pub mod actor;
 mod error;
 mod latest;
+mod link;
 mod merger;
 mod observer;
 mod peer;
@@ -30,6 +31,7 @@ mod store;
 
 pub use actor::{Addr, WeakAddr};
 pub use error::PeerError;
+pub use link::{LinkModel, LinkStats};
 pub use merger::{MergeStats, MAX_BATCH_CHANGES};
 pub use observer::QueryEvent;
 pub use peer::{

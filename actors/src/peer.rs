@@ -8,6 +8,7 @@
 use crate::actor::{self, AskError, Escalation, Spec, WeakAddr};
 use crate::error::PeerError;
 use crate::latest;
+use crate::link::{self, LinkModel, LinkStats};
 use crate::merger::{MergeStats, MergerActor, MergerMsg};
 use crate::observer::{ObserverActor, ObserverMsg, PendingCommits, QueryEvent, Registry, Slot};
 use crate::presence::{Link, LinkKind, PresenceActor, PresenceGraph};
@@ -296,6 +297,17 @@ impl Peer {
     /// sync session on each side (tests, simulations, and apps that run
     /// several peers). The link shows in both presence graphs until closed.
     pub async fn connect_in_process(&self, other: &Peer) -> Result<InProcessLink, PeerError> {
+        self.connect(other, None).await
+    }
+
+    /// [`Peer::connect_in_process`] over a modelled link: frames are cut to
+    /// its MTU and take its serialization time and latency (virtual time
+    /// under the simulator).
+    pub async fn connect_in_process_with(&self, other: &Peer, model: LinkModel) -> Result<InProcessLink, PeerError> {
+        self.connect(other, Some(model)).await
+    }
+
+    async fn connect(&self, other: &Peer, model: Option<LinkModel>) -> Result<InProcessLink, PeerError> {
         if self.id() == other.id() {
             return Err(PeerError::InvalidInput {
                 reason: "a peer cannot connect to itself".into(),
@@ -313,24 +325,35 @@ impl Peer {
                 });
             }
         }
+        let kind = model.map_or(LinkKind::InProcess, |m| m.kind);
         let (here, there): (Remote, Remote) = (Arc::default(), Arc::default());
-        let a = self.start_session(other.id(), here.clone())?;
-        let b = other.start_session(self.id(), there.clone())?;
+        let a = self.start_session(other.id(), here.clone(), kind)?;
+        let b = other.start_session(self.id(), there.clone(), kind)?;
         // Wired after both exist (each holds the other weakly: its own peer
-        // owns it); each then asks the other for news.
-        let _ = here.set(b.downgrade());
-        let _ = there.set(a.downgrade());
+        // owns it); each then starts the handshake.
+        let _ = here.session.set(b.downgrade());
+        let _ = there.session.set(a.downgrade());
+        let stats = Arc::new(LinkStats::default());
+        if let Some(model) = model {
+            let _ = here.pipe.set(link::pipe(model, b.downgrade(), stats.clone()));
+            let _ = there.pipe.set(link::pipe(model, a.downgrade(), stats.clone()));
+        }
         for s in [&a, &b] {
             let _ = s.tell(SessionMsg::Start).await;
         }
-        Ok(InProcessLink { ends: [a, b] })
+        Ok(InProcessLink { ends: [a, b], stats })
     }
 
-    fn start_session(&self, remote_peer: PeerId, remote: Remote) -> Result<Addr<SessionActor>, PeerError> {
+    fn start_session(
+        &self,
+        remote_peer: PeerId,
+        remote: Remote,
+        kind: LinkKind,
+    ) -> Result<Addr<SessionActor>, PeerError> {
         let i = &self.inner;
         let link = Link {
             id: i.next_link.fetch_add(1, Ordering::Relaxed),
-            kind: LinkKind::InProcess,
+            kind,
         };
         let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
         let me = i.id;
@@ -509,9 +532,15 @@ impl QueryResult {
 /// [`Peer::connect_in_process`]).
 pub struct InProcessLink {
     ends: [Addr<SessionActor>; 2],
+    stats: Arc<LinkStats>,
 }
 
 impl InProcessLink {
+    /// What crossed the link so far (counted on modelled links only).
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
     /// Takes the link down: both sessions finish what they queued and stop,
     /// and the link leaves both presence graphs.
     pub async fn close(self) {

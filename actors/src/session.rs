@@ -21,8 +21,9 @@
 //! buffers a whole sync. A session that fails is not restarted: its state
 //! belongs to the link, so the link goes down and is reconnected afresh.
 
-use crate::actor::{Actor, Addr, Ctx, Reply, WeakAddr};
+use crate::actor::{Actor, Addr, Ctx, Reply, TellError, WeakAddr};
 use crate::error::PeerError;
+use crate::link::Pipe;
 use crate::merger::{MergerActor, MergerMsg};
 use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
@@ -34,6 +35,7 @@ use rhizome_engine::vv::VersionVector;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Documents per batch a session reads for the remote.
 pub const BATCH_DOCS: usize = 500;
@@ -65,9 +67,17 @@ pub(crate) enum SessionMsg {
     Close,
 }
 
-/// The other end of the link. For an in-process link it is the remote
-/// session actor, held weakly (the remote peer owns it).
-pub(crate) type Remote = Arc<OnceLock<WeakAddr<SessionActor>>>;
+/// The other end of the link: the remote session actor, held weakly (the
+/// remote peer owns it), and, on a modelled link, the pipe frames travel
+/// through (else they go to the remote session directly).
+#[derive(Default)]
+pub(crate) struct RemoteEnd {
+    pub(crate) session: OnceLock<WeakAddr<SessionActor>>,
+    pub(crate) pipe: OnceLock<Pipe>,
+}
+
+/// A session's link to its remote.
+pub(crate) type Remote = Arc<RemoteEnd>;
 
 /// A session's state.
 pub(crate) struct SessionActor {
@@ -115,7 +125,22 @@ impl SessionActor {
     }
 
     fn remote(&self) -> Option<Addr<SessionActor>> {
-        self.remote.get()?.upgrade()
+        self.remote.session.get()?.upgrade()
+    }
+
+    /// Hands one frame to the link; gives it back if the link cannot take
+    /// it now, `Err(None)` if the link is gone.
+    fn send_frame(&self, remote: &Addr<SessionActor>, frame: Vec<u8>) -> Result<(), Option<Vec<u8>>> {
+        match self.remote.pipe.get() {
+            Some(pipe) => pipe.try_send(frame).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(f) => Some(f),
+                mpsc::error::TrySendError::Closed(_) => None,
+            }),
+            None => remote.try_tell(SessionMsg::Frame(frame)).map_err(|e| match e {
+                TellError::Full(SessionMsg::Frame(f)) => Some(f),
+                _ => None,
+            }),
+        }
     }
 
     async fn local_vv(&self) -> Result<VersionVector, PeerError> {
@@ -187,7 +212,7 @@ impl SessionActor {
     /// frames are left.
     fn flush(&mut self, ctx: &mut Ctx<Self>) {
         let Some(remote) = self.remote() else {
-            if self.remote.get().is_some() {
+            if self.remote.session.get().is_some() {
                 // The remote end is gone: the link is down.
                 ctx.stop();
             }
@@ -195,11 +220,18 @@ impl SessionActor {
             return;
         };
         while let Some(frame) = self.outbox.pop_front() {
-            if let Err(e) = remote.try_tell(SessionMsg::Frame(frame)) {
-                if let SessionMsg::Frame(frame) = e.into_inner() {
+            match self.send_frame(&remote, frame) {
+                Ok(()) => {}
+                Err(Some(frame)) => {
                     self.outbox.push_front(frame);
+                    break;
                 }
-                break;
+                Err(None) => {
+                    // The link is gone.
+                    self.outbox.clear();
+                    ctx.stop();
+                    break;
+                }
             }
         }
         if self.outbox.len() <= OUTBOX_FRAMES {
@@ -334,7 +366,7 @@ pub(crate) fn on_give_up(
     link_id: u64,
 ) -> impl FnOnce(crate::actor::Escalation) + Send + 'static {
     move |_| {
-        if let Some(r) = remote.get().and_then(WeakAddr::upgrade) {
+        if let Some(r) = remote.session.get().and_then(WeakAddr::upgrade) {
             let _ = r.try_tell(SessionMsg::Close);
         }
         if let Some(p) = presence.upgrade() {

@@ -635,3 +635,48 @@ async fn a_large_first_sync_arrives_in_paced_batches() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_modelled_ble_link_carries_a_sync_at_its_pace() {
+    use rhizome_actors::LinkModel;
+    let (a, b) = (memory_peer().await, memory_peer().await);
+    a.store()
+        .transaction(|tx| {
+            for i in 0..300 {
+                tx.execute(
+                    "INSERT INTO t DOCUMENTS (:d)",
+                    json!({"d": {"_id": i, "text": "x".repeat(200)}}),
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("insert");
+    let started = tokio::time::Instant::now();
+    let link = a.connect_in_process_with(&b, LinkModel::ble()).await.expect("connect");
+    let presence = b.presence();
+    eventually("b has every document", async || {
+        let n = b
+            .store()
+            .execute("SELECT count(*) AS n FROM t", json!({}))
+            .await
+            .expect("count");
+        n.items == vec![json!({"n": 300})]
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let stats = link.stats();
+    // Over 60 kB of documents cross in 244-byte chunks at about 100 kB/s.
+    assert!(stats.bytes() > 60_000, "{} bytes", stats.bytes());
+    assert!(stats.chunks() > stats.bytes() / 244, "chunks are at most the MTU");
+    assert!(stats.frames() >= 4, "hello, request and changes each way");
+    assert!(
+        elapsed >= Duration::from_millis(600),
+        "took {elapsed:?}, faster than the link allows"
+    );
+    let links = presence.graph().peers[&a.id()].clone();
+    assert_eq!(links[0].kind, LinkKind::Ble);
+    link.close().await;
+    a.close().await;
+    b.close().await;
+}

@@ -3,13 +3,14 @@
 //! drawn from one seed. Built with `--cfg madsim` it runs in virtual time
 //! and the same seed gives the same run; built normally it runs on tokio.
 //!
-//! This is the first part of the simulator: meshes over in-process links,
-//! cut and healed (a cut link is a closed session; healing connects
-//! afresh, as a transport reconnecting does), concurrent writers, and the
-//! convergence check. Link models with MTU, bandwidth, latency and range,
-//! movement, crashes and clock skew come next.
+//! This is the first part of the simulator: meshes over modelled links
+//! (Bluetooth LE or peer-to-peer Wi-Fi: MTU, throughput, latency), cut and
+//! healed (a cut link is a closed session; healing connects afresh, as a
+//! transport reconnecting does), concurrent writers, traffic counts, and
+//! the convergence check. Range and movement, loss, crashes and clock skew
+//! come next.
 
-use rhizome_actors::{InProcessLink, Peer, PeerConfig, PeerError};
+use rhizome_actors::{InProcessLink, LinkModel, Peer, PeerConfig, PeerError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct Mesh {
     /// The peers.
     pub peers: Vec<Peer>,
     links: BTreeMap<(usize, usize), InProcessLink>,
+    /// Bytes and frames of links already cut.
+    carried: (u64, u64),
 }
 
 /// Collection every scenario writes to.
@@ -58,6 +61,7 @@ impl Mesh {
         Ok(Mesh {
             peers,
             links: BTreeMap::new(),
+            carried: (0, 0),
         })
     }
 
@@ -65,13 +69,16 @@ impl Mesh {
         (a.min(b), a.max(b))
     }
 
-    /// Connects peers `a` and `b` (no-op if they are).
-    pub async fn connect(&mut self, a: usize, b: usize) -> Result<(), PeerError> {
+    /// Connects peers `a` and `b` over a link of `model` (no-op if they
+    /// are linked).
+    pub async fn connect(&mut self, a: usize, b: usize, model: LinkModel) -> Result<(), PeerError> {
         let key = Mesh::key(a, b);
         if a == b || self.links.contains_key(&key) {
             return Ok(());
         }
-        let link = self.peers[key.0].connect_in_process(&self.peers[key.1]).await?;
+        let link = self.peers[key.0]
+            .connect_in_process_with(&self.peers[key.1], model)
+            .await?;
         self.links.insert(key, link);
         Ok(())
     }
@@ -79,8 +86,17 @@ impl Mesh {
     /// Cuts the link between `a` and `b`, if any.
     pub async fn cut(&mut self, a: usize, b: usize) {
         if let Some(link) = self.links.remove(&Mesh::key(a, b)) {
+            self.carried.0 += link.stats().bytes();
+            self.carried.1 += link.stats().frames();
             link.close().await;
         }
+    }
+
+    /// Bytes and frames carried by every link so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        self.links.values().fold(self.carried, |(b, f), l| {
+            (b + l.stats().bytes(), f + l.stats().frames())
+        })
     }
 
     /// Whether `a` and `b` are linked.
@@ -160,6 +176,18 @@ pub struct Report {
     pub cuts: u64,
     /// Writes made while the mesh was split.
     pub split_writes: u64,
+    /// Bytes the links carried (chunk headers included).
+    pub bytes: u64,
+    /// Protocol messages (frames) the links carried.
+    pub messages: u64,
+}
+
+/// A link model drawn for one link: Bluetooth LE or peer-to-peer Wi-Fi.
+fn draw_link(rng: &mut Rng) -> LinkModel {
+    match rng.below(2) {
+        0 => LinkModel::ble().with_latency_ms(10 + rng.below(41)),
+        _ => LinkModel::p2p_wifi().with_latency_ms(2 + rng.below(9)),
+    }
 }
 
 /// `chain`: peers on a line (each linked to the next only); random peers
@@ -169,10 +197,12 @@ pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
     let mut rng = Rng::new(seed);
     let mut mesh = Mesh::new(peers).await?;
     for i in 1..peers {
-        mesh.connect(i - 1, i).await?;
+        let model = draw_link(&mut rng);
+        mesh.connect(i - 1, i, model).await?;
     }
     let writes = write_burst(&mesh, &mut rng, peers as u64 * 3).await?;
     let converged = mesh.settle(20, 500).await?;
+    let (bytes, messages) = mesh.traffic();
     mesh.close().await;
     Ok(Report {
         scenario: "chain",
@@ -182,6 +212,8 @@ pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
         writes,
         cuts: 0,
         split_writes: 0,
+        bytes,
+        messages,
     })
 }
 
@@ -191,8 +223,10 @@ pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
 pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError> {
     let mut rng = Rng::new(seed);
     let mut mesh = Mesh::new(peers).await?;
-    for i in 1..peers {
-        mesh.connect(i - 1, i).await?;
+    // models[i] is the link between peers i - 1 and i.
+    let models: Vec<LinkModel> = (0..peers).map(|_| draw_link(&mut rng)).collect();
+    for (i, model) in models.iter().enumerate().skip(1) {
+        mesh.connect(i - 1, i, *model).await?;
     }
     let mut writes = write_burst(&mesh, &mut rng, peers as u64).await?;
     mesh.settle(20, 500).await?;
@@ -209,9 +243,10 @@ pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError
     writes += split_writes;
     tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
     for i in &cut {
-        mesh.connect(i - 1, *i).await?;
+        mesh.connect(i - 1, *i, models[*i]).await?;
     }
     let converged = mesh.settle(20, 500).await?;
+    let (bytes, messages) = mesh.traffic();
     mesh.close().await;
     Ok(Report {
         scenario: "partition-heal",
@@ -221,6 +256,8 @@ pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError
         writes,
         cuts: cut.len() as u64,
         split_writes,
+        bytes,
+        messages,
     })
 }
 

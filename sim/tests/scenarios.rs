@@ -13,6 +13,7 @@ async fn chains_converge() {
     for seed in SEEDS {
         let r = chain(5, seed).await.expect("run");
         assert!(r.converged, "chain did not converge: {r:?}");
+        assert!(r.bytes > 0 && r.messages > 0, "{r:?}");
     }
 }
 
