@@ -12,7 +12,7 @@
 //!
 //! A `SELECT *` result with an `ORDER BY` is patched in place from the
 //! changed documents when that provably gives what a re-run would (see
-//! [`Query::patched`]); only the doubtful cases re-run.
+//! `Query::patched`); only the doubtful cases re-run.
 
 use super::ast::SelectItem;
 use super::ast::{Select, Statement};

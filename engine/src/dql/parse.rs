@@ -1,6 +1,6 @@
 //! The DQL parser: statement text to [`Statement`].
 //!
-//! Hand-written recursive descent over the tokens of [`super::lex`], one
+//! Hand-written recursive descent over the tokens of `lex`, one
 //! function per grammar rule, so that every error can say where it is and
 //! what would have been accepted there (`line 1, column 10: expected FROM,
 //! found FORM`). The grammar is documented in `docs/dql.md`.

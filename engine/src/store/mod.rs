@@ -8,7 +8,7 @@
 //! Documents are keyed by a sequential number rather than by `_id`: inserts
 //! append to the end of the `docs` B-tree instead of touching random pages,
 //! and only the small hashed entries of the id index land at random places
-//! (see [`layout`]). The log keeps one entry per (document, origin peer): the
+//! (see `layout.rs`). The log keeps one entry per (document, origin peer): the
 //! newest, so it stays as large as the data, not as long as the history, and
 //! "what changed after version V" is a range scan per origin.
 //!
