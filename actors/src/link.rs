@@ -118,12 +118,18 @@ pub(crate) fn pipe(model: LinkModel, to: WeakAddr<SessionActor>, stats: Arc<Link
     let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(PIPE_FRAMES);
     let (air_tx, mut air_rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT_CHUNKS);
     let latency = Duration::from_millis(model.latency_ms);
-    // Transmitter: serialization time per chunk, in order.
+    // Transmitter: serialization time per chunk, in order. Times under a
+    // millisecond are owed and slept in one go (a real timer's resolution;
+    // the rate is the same).
     tokio::spawn(async move {
+        let mut owed = Duration::ZERO;
         while let Some(frame) = frames_rx.recv().await {
             stats.frames.fetch_add(1, Ordering::Relaxed);
             for chunk in chunks(&frame, model.mtu_bytes) {
-                tokio::time::sleep(model.serialization(chunk.len())).await;
+                owed += model.serialization(chunk.len());
+                if owed >= Duration::from_millis(1) {
+                    tokio::time::sleep(std::mem::take(&mut owed)).await;
+                }
                 stats.chunks.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if air_tx.send((Instant::now() + latency, chunk)).await.is_err() {
