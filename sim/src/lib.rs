@@ -195,26 +195,9 @@ fn draw_link(rng: &mut Rng) -> LinkModel {
 /// the whole line.
 pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
     let mut rng = Rng::new(seed);
-    let mut mesh = Mesh::new(peers).await?;
-    for i in 1..peers {
-        let model = draw_link(&mut rng);
-        mesh.connect(i - 1, i, model).await?;
-    }
+    let (mesh, _) = line(peers, &mut rng).await?;
     let writes = write_burst(&mesh, &mut rng, peers as u64 * 3).await?;
-    let converged = mesh.settle(20, 500).await?;
-    let (bytes, messages) = mesh.traffic();
-    mesh.close().await;
-    Ok(Report {
-        scenario: "chain",
-        peers,
-        seed,
-        converged,
-        writes,
-        cuts: 0,
-        split_writes: 0,
-        bytes,
-        messages,
-    })
+    finish(mesh, report("chain", peers, seed, writes)).await
 }
 
 /// `partition-heal`: a connected line is cut in one or more places, both
@@ -222,13 +205,8 @@ pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
 /// cuts heal and every peer must converge.
 pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError> {
     let mut rng = Rng::new(seed);
-    let mut mesh = Mesh::new(peers).await?;
-    // models[i] is the link between peers i - 1 and i.
-    let models: Vec<LinkModel> = (0..peers).map(|_| draw_link(&mut rng)).collect();
-    for (i, model) in models.iter().enumerate().skip(1) {
-        mesh.connect(i - 1, i, *model).await?;
-    }
-    let mut writes = write_burst(&mesh, &mut rng, peers as u64).await?;
+    let (mut mesh, models) = line(peers, &mut rng).await?;
+    let writes = write_burst(&mesh, &mut rng, peers as u64).await?;
     mesh.settle(20, 500).await?;
     let cuts = 1 + rng.below(peers.saturating_sub(1).max(1) as u64 / 2 + 1);
     let mut cut = Vec::new();
@@ -240,25 +218,48 @@ pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError
         }
     }
     let split_writes = write_burst(&mesh, &mut rng, peers as u64 * 2).await?;
-    writes += split_writes;
     tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
     for i in &cut {
         mesh.connect(i - 1, *i, models[*i]).await?;
     }
-    let converged = mesh.settle(20, 500).await?;
-    let (bytes, messages) = mesh.traffic();
-    mesh.close().await;
-    Ok(Report {
-        scenario: "partition-heal",
+    let mut r = report("partition-heal", peers, seed, writes + split_writes);
+    r.cuts = cut.len() as u64;
+    r.split_writes = split_writes;
+    finish(mesh, r).await
+}
+
+/// `peers` peers on a line over drawn links; `models[i]` links peers
+/// `i - 1` and `i`.
+async fn line(peers: usize, rng: &mut Rng) -> Result<(Mesh, Vec<LinkModel>), PeerError> {
+    let mut mesh = Mesh::new(peers).await?;
+    let models: Vec<LinkModel> = (0..peers).map(|_| draw_link(rng)).collect();
+    for (i, model) in models.iter().enumerate().skip(1) {
+        mesh.connect(i - 1, i, *model).await?;
+    }
+    Ok((mesh, models))
+}
+
+/// A report of a run not yet finished.
+fn report(scenario: &'static str, peers: usize, seed: u64, writes: u64) -> Report {
+    Report {
+        scenario,
         peers,
         seed,
-        converged,
+        converged: false,
         writes,
-        cuts: cut.len() as u64,
-        split_writes,
-        bytes,
-        messages,
-    })
+        cuts: 0,
+        split_writes: 0,
+        bytes: 0,
+        messages: 0,
+    }
+}
+
+/// Waits for convergence, counts the traffic and closes the mesh.
+async fn finish(mesh: Mesh, mut report: Report) -> Result<Report, PeerError> {
+    report.converged = mesh.settle(20, 500).await?;
+    (report.bytes, report.messages) = mesh.traffic();
+    mesh.close().await;
+    Ok(report)
 }
 
 /// `count` writes by random peers to random fields of a few documents (so
