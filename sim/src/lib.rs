@@ -13,7 +13,15 @@
 use rhizome_actors::{InProcessLink, LinkModel, Peer, PeerConfig, PeerError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+fn config(dir: &Option<PathBuf>) -> PeerConfig {
+    match dir {
+        Some(d) => PeerConfig::directory(d),
+        None => PeerConfig::memory(),
+    }
+}
 
 /// A small deterministic generator (xorshift64*), seeded by the scenario.
 #[derive(Clone, Debug)]
@@ -43,29 +51,94 @@ impl Rng {
 pub struct Mesh {
     /// The peers.
     pub peers: Vec<Peer>,
+    /// Where each peer keeps its data (`None`: in memory).
+    dirs: Vec<Option<PathBuf>>,
     links: BTreeMap<(usize, usize), InProcessLink>,
     /// Bytes and frames of links already cut.
     carried: (u64, u64),
+    /// Every (document, field) an acknowledged write set.
+    written: std::collections::BTreeSet<(String, String)>,
 }
 
 /// Collection every scenario writes to.
 pub const COLLECTION: &str = "docs";
+/// Documents the scenarios share (`d0` .. `d3`).
+const DOCS: usize = 4;
 
 impl Mesh {
     /// `n` fresh in-memory peers, unconnected.
     pub async fn new(n: usize) -> Result<Mesh, PeerError> {
-        let mut peers = Vec::with_capacity(n);
-        for _ in 0..n {
-            peers.push(Peer::open(PeerConfig::memory()).await?);
+        Mesh::open(vec![None; n]).await
+    }
+
+    /// `n` peers on LMDB, each in a folder of `root` (for crash and
+    /// restart scenarios).
+    pub async fn on_disk(n: usize, root: &Path) -> Result<Mesh, PeerError> {
+        Mesh::open((0..n).map(|i| Some(root.join(format!("peer{i}")))).collect()).await
+    }
+
+    async fn open(dirs: Vec<Option<PathBuf>>) -> Result<Mesh, PeerError> {
+        let mut peers = Vec::with_capacity(dirs.len());
+        for dir in &dirs {
+            let peer = Peer::open(config(dir)).await?;
+            // The shared documents exist everywhere from the start (as
+            // default data, which never overrides real edits), so writers
+            // edit fields rather than create documents: two peers inserting
+            // one id concurrently is a whole-document replace today (see
+            // the note of issue 5).
+            let initial: Vec<Value> = (0..DOCS).map(|i| json!({ "_id": format!("d{i}") })).collect();
+            peer.store()
+                .execute(
+                    &format!("INSERT INTO {COLLECTION} INITIAL DOCUMENTS (:a), (:b), (:c), (:d)"),
+                    json!({"a": initial[0], "b": initial[1], "c": initial[2], "d": initial[3]}),
+                )
+                .await?;
+            peers.push(peer);
         }
         Ok(Mesh {
             peers,
+            dirs,
             links: BTreeMap::new(),
             carried: (0, 0),
+            written: Default::default(),
         })
     }
 
-    fn key(a: usize, b: usize) -> (usize, usize) {
+    /// Acknowledged writes missing from some peer: (document, field) pairs
+    /// written but absent there. Scenarios never delete, so with merging by
+    /// field every written field must be present everywhere.
+    pub async fn lost_writes(&self) -> Result<u64, PeerError> {
+        let mut lost = 0;
+        for docs in self.states().await? {
+            for (id, field) in &self.written {
+                let doc = docs.iter().find(|d| d["_id"] == json!(id));
+                if doc.is_none_or(|d| d.get(field).is_none()) {
+                    lost += 1;
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Peer `i` goes down and comes back from its data (on disk: everything
+    /// it acknowledged; in memory: nothing). Its links are cut, and come
+    /// back with the same models.
+    pub async fn restart(&mut self, i: usize, models: &BTreeMap<(usize, usize), LinkModel>) -> Result<(), PeerError> {
+        let linked: Vec<(usize, usize)> = self.links.keys().copied().filter(|(a, b)| *a == i || *b == i).collect();
+        for (a, b) in &linked {
+            self.cut(*a, *b).await;
+        }
+        self.peers[i].close().await;
+        self.peers[i] = Peer::open(config(&self.dirs[i])).await?;
+        for (a, b) in linked {
+            let model = models.get(&(a, b)).copied().unwrap_or_else(LinkModel::lan);
+            self.connect(a, b, model).await?;
+        }
+        Ok(())
+    }
+
+    /// The key of the link between `a` and `b`.
+    pub fn key(a: usize, b: usize) -> (usize, usize) {
         (a.min(b), a.max(b))
     }
 
@@ -105,7 +178,7 @@ impl Mesh {
     }
 
     /// Peer `i` sets `field` of document `id` to `value` (creating it).
-    pub async fn write(&self, i: usize, id: &str, field: &str, value: Value) -> Result<(), PeerError> {
+    pub async fn write(&mut self, i: usize, id: &str, field: &str, value: Value) -> Result<(), PeerError> {
         let store = self.peers[i].store();
         let doc = json!({ "_id": id, field: value.clone() });
         let updated = store
@@ -122,6 +195,7 @@ impl Mesh {
                 )
                 .await?;
         }
+        self.written.insert((id.to_string(), field.to_string()));
         Ok(())
     }
 
@@ -180,6 +254,8 @@ pub struct Report {
     pub bytes: u64,
     /// Protocol messages (frames) the links carried.
     pub messages: u64,
+    /// Acknowledged writes missing somewhere at the end (must be 0).
+    pub lost_writes: u64,
 }
 
 /// A link model drawn for one link: Bluetooth LE or peer-to-peer Wi-Fi.
@@ -195,8 +271,8 @@ fn draw_link(rng: &mut Rng) -> LinkModel {
 /// the whole line.
 pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
     let mut rng = Rng::new(seed);
-    let (mesh, _) = line(peers, &mut rng).await?;
-    let writes = write_burst(&mesh, &mut rng, peers as u64 * 3).await?;
+    let (mut mesh, _) = line(peers, &mut rng).await?;
+    let writes = write_burst(&mut mesh, &mut rng, peers as u64 * 3).await?;
     finish(mesh, report("chain", peers, seed, writes)).await
 }
 
@@ -206,7 +282,7 @@ pub async fn chain(peers: usize, seed: u64) -> Result<Report, PeerError> {
 pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError> {
     let mut rng = Rng::new(seed);
     let (mut mesh, models) = line(peers, &mut rng).await?;
-    let writes = write_burst(&mesh, &mut rng, peers as u64).await?;
+    let writes = write_burst(&mut mesh, &mut rng, peers as u64).await?;
     mesh.settle(20, 500).await?;
     let cuts = 1 + rng.below(peers.saturating_sub(1).max(1) as u64 / 2 + 1);
     let mut cut = Vec::new();
@@ -217,7 +293,7 @@ pub async fn partition_heal(peers: usize, seed: u64) -> Result<Report, PeerError
             cut.push(i);
         }
     }
-    let split_writes = write_burst(&mesh, &mut rng, peers as u64 * 2).await?;
+    let split_writes = write_burst(&mut mesh, &mut rng, peers as u64 * 2).await?;
     tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
     for i in &cut {
         mesh.connect(i - 1, *i, models[*i]).await?;
@@ -251,23 +327,51 @@ fn report(scenario: &'static str, peers: usize, seed: u64, writes: u64) -> Repor
         split_writes: 0,
         bytes: 0,
         messages: 0,
+        lost_writes: 0,
     }
 }
 
 /// Waits for convergence, counts the traffic and closes the mesh.
 async fn finish(mesh: Mesh, mut report: Report) -> Result<Report, PeerError> {
     report.converged = mesh.settle(20, 500).await?;
+    report.lost_writes = mesh.lost_writes().await?;
     (report.bytes, report.messages) = mesh.traffic();
     mesh.close().await;
     Ok(report)
 }
 
+/// `crash-restart`: peers on LMDB on a line; random peers go down and come
+/// back from disk while others keep writing; every acknowledged write must
+/// survive and every peer converge.
+pub async fn crash_restart(peers: usize, seed: u64, root: &Path) -> Result<Report, PeerError> {
+    let mut rng = Rng::new(seed);
+    let mut mesh = Mesh::on_disk(peers, root).await?;
+    let mut models = BTreeMap::new();
+    for i in 1..peers {
+        let model = draw_link(&mut rng);
+        models.insert(Mesh::key(i - 1, i), model);
+        mesh.connect(i - 1, i, model).await?;
+    }
+    let mut writes = 0;
+    let mut crashes = 0;
+    for _ in 0..3 {
+        writes += write_burst(&mut mesh, &mut rng, peers as u64).await?;
+        let victim = rng.below(peers as u64) as usize;
+        mesh.restart(victim, &models).await?;
+        crashes += 1;
+    }
+    writes += write_burst(&mut mesh, &mut rng, peers as u64).await?;
+    let mut r = report("crash-restart", peers, seed, writes);
+    r.cuts = crashes;
+    finish(mesh, r).await
+}
+
 /// `count` writes by random peers to random fields of a few documents (so
 /// many of them conflict), with short random pauses.
-async fn write_burst(mesh: &Mesh, rng: &mut Rng, count: u64) -> Result<u64, PeerError> {
+async fn write_burst(mesh: &mut Mesh, rng: &mut Rng, count: u64) -> Result<u64, PeerError> {
     for n in 0..count {
         let peer = rng.below(mesh.peers.len() as u64) as usize;
-        let id = format!("d{}", rng.below(4));
+        let id = format!("d{}", rng.below(DOCS as u64));
         let field = ["a", "b", "c"][rng.below(3) as usize];
         mesh.write(peer, &id, field, json!(n)).await?;
         if rng.below(4) == 0 {
