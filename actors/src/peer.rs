@@ -79,6 +79,9 @@ pub struct PeerConfig {
     pub sync: SyncConfig,
     /// Mailbox capacity of each actor, in messages.
     pub mailbox: usize,
+    /// Added to the system clock when stamping writes (0 in an app): the
+    /// simulator gives peers clocks that are minutes apart.
+    pub clock_skew_ms: i64,
 }
 
 impl PeerConfig {
@@ -88,6 +91,7 @@ impl PeerConfig {
             storage: Storage::Directory(dir.into()),
             sync: SyncConfig::default(),
             mailbox: 256,
+            clock_skew_ms: 0,
         }
     }
 
@@ -228,12 +232,13 @@ impl Peer {
         };
         let mut first = Some(first);
         let storage = config.storage.clone();
+        let clock_skew_ms = config.clock_skew_ms;
         let store = actor::spawn(spec("store", &config, &failed), move |_| {
             let backend = match first.take() {
                 Some(b) => b,
                 None => open_backend(&storage, &memory).map_err(|e| e.to_string())?,
             };
-            Ok(StoreActor::new(backend, listener.clone()))
+            Ok(StoreActor::new(backend, listener.clone(), clock_skew_ms))
         })
         .map_err(|reason| PeerError::InvalidInput { reason })?;
 

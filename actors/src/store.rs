@@ -67,10 +67,21 @@ pub(crate) type ReadFn = Box<dyn FnOnce(Result<&mut dyn Docs, PeerError>) + Send
 /// The store operations the actor needs, for any backend.
 pub(crate) trait Backend: Send {
     fn peer(&self) -> PeerId;
-    fn execute(&self, prepared: &Prepared, text: &str, params: &Params) -> Result<(Output, Committed), PeerError>;
-    fn transaction(&self, prepared: &Prepared, run: TxFn) -> Result<(Box<dyn Any + Send>, Committed), PeerError>;
+    fn execute(
+        &self,
+        prepared: &Prepared,
+        text: &str,
+        params: &Params,
+        now_ms: u64,
+    ) -> Result<(Output, Committed), PeerError>;
+    fn transaction(
+        &self,
+        prepared: &Prepared,
+        run: TxFn,
+        now_ms: u64,
+    ) -> Result<(Box<dyn Any + Send>, Committed), PeerError>;
     fn read(&self, run: ReadFn);
-    fn apply(&self, batch: &RemoteBatch) -> Result<(BatchOutcome, Committed), PeerError>;
+    fn apply(&self, batch: &RemoteBatch, now_ms: u64) -> Result<(BatchOutcome, Committed), PeerError>;
     fn version_vector(&self) -> Result<VersionVector, PeerError>;
     fn changes(
         &self,
@@ -78,7 +89,7 @@ pub(crate) trait Backend: Send {
         resume: Option<&SyncCursor>,
         max_docs: usize,
     ) -> Result<ChangeBatch, PeerError>;
-    fn put_local(&self, name: &str, value: Option<&Value>) -> Result<(), PeerError>;
+    fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError>;
     fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError>;
 }
 
@@ -87,14 +98,25 @@ impl<K: Kv> Backend for Store<K> {
         Store::peer(self)
     }
 
-    fn execute(&self, prepared: &Prepared, text: &str, params: &Params) -> Result<(Output, Committed), PeerError> {
+    fn execute(
+        &self,
+        prepared: &Prepared,
+        text: &str,
+        params: &Params,
+        now_ms: u64,
+    ) -> Result<(Output, Committed), PeerError> {
         let stmt = prepared.get(text)?;
-        let (out, committed) = dql::execute(self, &stmt, params, rt::now_ms())?;
+        let (out, committed) = dql::execute(self, &stmt, params, now_ms)?;
         Ok((out, committed.unwrap_or_default()))
     }
 
-    fn transaction(&self, prepared: &Prepared, run: TxFn) -> Result<(Box<dyn Any + Send>, Committed), PeerError> {
-        let mut tx = dql::Transaction::begin(self, rt::now_ms())?;
+    fn transaction(
+        &self,
+        prepared: &Prepared,
+        run: TxFn,
+        now_ms: u64,
+    ) -> Result<(Box<dyn Any + Send>, Committed), PeerError> {
+        let mut tx = dql::Transaction::begin(self, now_ms)?;
         // A panic in the app's closure rolls back and is the caller's error,
         // not a failure of the store actor.
         let ran = catch_unwind(AssertUnwindSafe(|| run(&mut DqlTx { tx: &mut tx, prepared })));
@@ -123,8 +145,8 @@ impl<K: Kv> Backend for Store<K> {
         }
     }
 
-    fn apply(&self, batch: &RemoteBatch) -> Result<(BatchOutcome, Committed), PeerError> {
-        let mut w = self.write(rt::now_ms())?;
+    fn apply(&self, batch: &RemoteBatch, now_ms: u64) -> Result<(BatchOutcome, Committed), PeerError> {
+        let mut w = self.write(now_ms)?;
         let outcome = w.apply_batch(&batch.changes)?;
         // A refused change (too far in the future, say) may be taken later;
         // recording the claim would stop it from ever being sent again, so
@@ -148,8 +170,8 @@ impl<K: Kv> Backend for Store<K> {
         Ok(self.read()?.changes_since(since, resume, max_docs)?)
     }
 
-    fn put_local(&self, name: &str, value: Option<&Value>) -> Result<(), PeerError> {
-        let mut w = self.write(rt::now_ms())?;
+    fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError> {
+        let mut w = self.write(now_ms)?;
         match value {
             Some(v) => w.put_local(name, v)?,
             None => {
@@ -216,15 +238,23 @@ pub(crate) struct StoreActor {
     backend: Option<Box<dyn Backend>>,
     prepared: Prepared,
     on_commit: CommitListener,
+    /// Added to the runtime's clock: a simulated peer whose clock is wrong.
+    clock_skew_ms: i64,
 }
 
 impl StoreActor {
-    pub(crate) fn new(backend: Box<dyn Backend>, on_commit: CommitListener) -> StoreActor {
+    pub(crate) fn new(backend: Box<dyn Backend>, on_commit: CommitListener, clock_skew_ms: i64) -> StoreActor {
         StoreActor {
             backend: Some(backend),
             prepared: Prepared::new(),
             on_commit,
+            clock_skew_ms,
         }
+    }
+
+    /// This peer's wall clock, in milliseconds since the epoch.
+    fn now_ms(&self) -> u64 {
+        rt::now_ms().saturating_add_signed(self.clock_skew_ms)
     }
 
     fn notify(&self, committed: Committed) {
@@ -236,14 +266,14 @@ impl StoreActor {
     fn handle_now(&mut self, backend: &dyn Backend, msg: StoreMsg) {
         match msg {
             StoreMsg::Execute { text, params, reply } => {
-                let out = backend.execute(&self.prepared, &text, &params).map(|(out, c)| {
+                let out = backend.execute(&self.prepared, &text, &params, self.now_ms()).map(|(out, c)| {
                     self.notify(c);
                     out
                 });
                 reply.send(out);
             }
             StoreMsg::Transaction { run, reply } => {
-                let out = backend.transaction(&self.prepared, run).map(|(v, c)| {
+                let out = backend.transaction(&self.prepared, run, self.now_ms()).map(|(v, c)| {
                     self.notify(c);
                     v
                 });
@@ -251,7 +281,7 @@ impl StoreActor {
             }
             StoreMsg::Read(run) => backend.read(run),
             StoreMsg::Apply { batch, reply } => {
-                let out = backend.apply(&batch).map(|(o, c)| {
+                let out = backend.apply(&batch, self.now_ms()).map(|(o, c)| {
                     self.notify(c);
                     o
                 });
@@ -264,7 +294,7 @@ impl StoreActor {
                 max_docs,
                 reply,
             } => reply.send(backend.changes(&since, resume.as_ref(), max_docs)),
-            StoreMsg::PutLocal { name, value, reply } => reply.send(backend.put_local(&name, value.as_ref())),
+            StoreMsg::PutLocal { name, value, reply } => reply.send(backend.put_local(&name, value.as_ref(), self.now_ms())),
             StoreMsg::Locals { prefix, reply } => reply.send(backend.locals(&prefix)),
             StoreMsg::Panic => panic!("fault injected into the store actor"),
         }
