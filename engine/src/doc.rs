@@ -12,9 +12,12 @@
 //! deletion saw), so merging is commutative, associative and idempotent. The
 //! visible JSON is a pure function of the state, computed by [`Doc::render`]:
 //!
-//! * a register at path `p` shadows every entry below `p` with an older stamp
-//!   (setting `a = {..}` or `a = 5` replaces what was under `a`; a concurrent,
-//!   newer write below `a` survives and turns `a` back into a map);
+//! * replacing what is under a path (setting `a = {..}` or `a = 5`, unsetting
+//!   `a`, inserting a document) writes an *absent* register at every path
+//!   below it that the writer sees: removal is observed-remove, so a
+//!   concurrent write below `a` that the writer had not seen survives (two
+//!   peers creating the same document keep both peers' fields); a register
+//!   never hides entries below it by stamp order alone;
 //! * at one path, the kind with the newest stamp wins: a scalar, the map of
 //!   its visible children, or the counter (ties: counter, then map, then scalar);
 //! * a document deletion records the version vector its writer had seen; every
@@ -487,7 +490,7 @@ impl Doc {
     /// (never written, or deleted with nothing written concurrently).
     pub fn render(&self) -> Option<BTreeMap<String, Value>> {
         let items: Vec<(&Path, &Slot)> = self.slots.iter().collect();
-        match self.render_node(&items, 0, Stamp::ZERO) {
+        match self.render_node(&items, 0) {
             Some(Rendered {
                 value: Value::Object(o),
                 ..
@@ -503,15 +506,17 @@ impl Doc {
 
     /// `items` are the slots whose paths start with one prefix of length
     /// `depth`, in order; the first may be the prefix itself.
-    fn render_node(&self, items: &[(&Path, &Slot)], depth: usize, shadow: Stamp) -> Option<Rendered> {
+    fn render_node(&self, items: &[(&Path, &Slot)], depth: usize) -> Option<Rendered> {
         let (own, rest) = match items.first() {
             Some((p, s)) if p.len() == depth => (Some(*s), &items[1..]),
             _ => (None, items),
         };
         let reg = own.and_then(|s| s.reg.as_ref());
-        let below = reg.map_or(shadow, |r| shadow.max(r.stamp));
-        // Equal stamps come from one op (an object and its keys), so they stay visible.
-        let reg = reg.filter(|r| r.stamp >= shadow && !self.covered(r.stamp));
+        // A register ends the counter parts older than it at its own path
+        // (an unset or overwritten counter); entries below are ended only
+        // by the absent registers their remover wrote.
+        let own_shadow = reg.map_or(Stamp::ZERO, |r| r.stamp);
+        let reg = reg.filter(|r| !self.covered(r.stamp));
 
         let mut children = BTreeMap::new();
         let mut children_stamp = Stamp::ZERO;
@@ -519,7 +524,7 @@ impl Doc {
         while i < rest.len() {
             let key = &rest[i].0[depth];
             let end = i + rest[i..].iter().take_while(|(p, _)| &p[depth] == key).count();
-            if let Some(r) = self.render_node(&rest[i..end], depth + 1, below) {
+            if let Some(r) = self.render_node(&rest[i..end], depth + 1) {
                 children.insert(key.clone(), r.value);
                 children_stamp = children_stamp.max(r.stamp);
             }
@@ -561,7 +566,7 @@ impl Doc {
             });
         }
         if let Some(c) = own.and_then(|s| s.counter.as_ref()) {
-            if let Some(r) = self.render_counter(c, below) {
+            if let Some(r) = self.render_counter(c, own_shadow) {
                 offer(r);
             }
         }
@@ -594,14 +599,8 @@ impl Doc {
 
     /// Which kind of content is visible at `path` (`None`: nothing).
     fn kind_at(&self, path: &[String]) -> Option<Kind> {
-        let mut shadow = Stamp::ZERO;
-        for depth in 0..path.len() {
-            if let Some(r) = self.slots.get(&path[..depth]).and_then(|s| s.reg.as_ref()) {
-                shadow = shadow.max(r.stamp);
-            }
-        }
         let items: Vec<(&Path, &Slot)> = self.subtree(path).collect();
-        self.render_node(&items, path.len(), shadow).map(|r| r.kind)
+        self.render_node(&items, path.len()).map(|r| r.kind)
     }
 
     /// The slots at and below `path`.
@@ -640,11 +639,39 @@ impl Doc {
         }
     }
 
-    /// Sets `path` to `value`. Objects become maps (their keys merge one by
-    /// one) unless `as_register`, which stores the value whole.
+    /// Absent registers for every path strictly below `path` that holds a
+    /// value or a counter, except those `keep` says the caller writes anew:
+    /// removal is observed-remove, so a replace or unset ends exactly what
+    /// its writer sees, and a concurrent write below survives.
+    fn clears_under(&self, path: &[String], stamp: Stamp, keep: &dyn Fn(&Path) -> bool, out: &mut Vec<Op>) {
+        for (p, slot) in self.subtree(path).filter(|(p, _)| p.len() > path.len()) {
+            let live_reg = slot.reg.as_ref().is_some_and(|r| r.val != RegVal::Absent);
+            if (live_reg || slot.counter.is_some()) && !keep(p) {
+                out.push(Op::Set {
+                    path: p.clone(),
+                    stamp,
+                    val: RegVal::Absent,
+                });
+            }
+        }
+    }
+
+    /// Sets `path` to `value`, replacing what was under it. Objects become
+    /// maps (their keys merge one by one) unless the schema makes the field
+    /// a register, which stores the value whole.
     pub fn ops_set(&self, path: &[String], value: &Value, stamp: Stamp, schema: &dyn Schema, out: &mut Vec<Op>) {
         self.floors_under(path, stamp, out);
+        let from = out.len();
         push_set(path.to_vec(), value, stamp, schema, out);
+        self.clears_not_written(path, stamp, from, out);
+    }
+
+    /// Clears below `path` what the ops from `out[from..]` do not write.
+    fn clears_not_written(&self, path: &[String], stamp: Stamp, from: usize, out: &mut Vec<Op>) {
+        let written: std::collections::BTreeSet<&Path> = out[from..].iter().filter_map(Op::path).collect();
+        let mut clears = Vec::new();
+        self.clears_under(path, stamp, &|p| written.contains(p), &mut clears);
+        out.extend(clears);
     }
 
     /// Like [`Doc::ops_set`], but writes only what differs from the visible
@@ -670,6 +697,7 @@ impl Doc {
     /// Replaces the whole document with `fields`.
     pub fn ops_replace(&self, fields: &BTreeMap<String, Value>, stamp: Stamp, schema: &dyn Schema, out: &mut Vec<Op>) {
         self.floors_under(&[], stamp, out);
+        let from = out.len();
         out.push(Op::Set {
             path: Vec::new(),
             stamp,
@@ -678,9 +706,10 @@ impl Doc {
         for (k, v) in fields {
             push_set(vec![k.clone()], v, stamp, schema, out);
         }
+        self.clears_not_written(&[], stamp, from, out);
     }
 
-    /// Removes `path` (and everything below it).
+    /// Removes `path` (and everything below it that this replica sees).
     pub fn ops_unset(&self, path: &[String], stamp: Stamp, out: &mut Vec<Op>) {
         self.floors_under(path, stamp, out);
         out.push(Op::Set {
@@ -688,6 +717,7 @@ impl Doc {
             stamp,
             val: RegVal::Absent,
         });
+        self.clears_under(path, stamp, &|_| false, out);
     }
 
     /// Sets `path` to an attachment token.
@@ -698,6 +728,7 @@ impl Doc {
             stamp,
             val: RegVal::Attachment(token),
         });
+        self.clears_under(path, stamp, &|_| false, out);
     }
 
     /// Adds `by` to the counter at `path`. A field that is not currently a

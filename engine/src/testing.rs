@@ -709,8 +709,8 @@ fn diff_updates_and_initial_documents<K: Kv>(a: &Store<K>, b: &Store<K>) {
         let got = s.read().unwrap().get("cfg", &v(r#""theme""#)).unwrap().unwrap();
         assert_eq!(
             got,
-            v(r#"{"_id":"theme","color":"red"}"#),
-            "the real edit wins, even with an earlier clock"
+            v(r#"{"_id":"theme","color":"red","size":1}"#),
+            "the real edit wins, even with an earlier clock; a default it did not write stays"
         );
     }
 }

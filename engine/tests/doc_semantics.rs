@@ -105,6 +105,46 @@ fn setting_an_object_replaces_older_keys_but_keeps_concurrent_newer_ones() {
 }
 
 #[test]
+fn concurrent_creation_of_one_document_keeps_both_peers_fields() {
+    // Two peers insert the same `_id` offline: neither saw the other's
+    // fields, so neither insert removes them (whatever the clocks say).
+    let mut a = Replica::new(1);
+    let mut b = Replica::new(2);
+    let ea = a.local(10, |d, s, o| {
+        d.ops_replace(&obj(r#"{"x":1,"m":{"p":1}}"#), s, &Inferred, o)
+    });
+    let eb = b.local(90, |d, s, o| {
+        d.ops_replace(&obj(r#"{"y":2,"m":{"q":2}}"#), s, &Inferred, o)
+    });
+    a.recv(&eb);
+    b.recv(&ea);
+    assert_eq!(a.json().unwrap(), r#"{"m":{"p":1,"q":2},"x":1,"y":2}"#);
+    assert_eq!(a.doc, b.doc);
+}
+
+#[test]
+fn replacing_an_object_removes_only_what_its_writer_saw() {
+    let mut a = Replica::new(1);
+    let mut b = Replica::new(2);
+    let base = a.local(10, |d, s, o| d.ops_set(&p("m"), &v(r#"{"seen":1}"#), s, &Inferred, o));
+    b.recv(&base);
+    // b adds a key a has not seen, with an *older* clock than a's replace.
+    let eb = b.local(11, |d, s, o| d.ops_set(&p("m.unseen"), &v("1"), s, &Inferred, o));
+    let ea = a.local(50, |d, s, o| d.ops_set(&p("m"), &v(r#"{"new":1}"#), s, &Inferred, o));
+    a.recv(&eb);
+    b.recv(&ea);
+    assert_eq!(a.json().unwrap(), r#"{"m":{"new":1,"unseen":1}}"#);
+    assert_eq!(a.doc, b.doc);
+    // Unsetting removes what the writer sees, nested counters included.
+    let inc = a.local(60, |d, s, o| d.ops_increment(&p("m.n"), Num::Int(3), s, o));
+    b.recv(&inc);
+    let un = b.local(70, |d, s, o| d.ops_unset(&p("m"), s, o));
+    a.recv(&un);
+    assert_eq!(a.doc.get(&p("m")), None, "m and the counter below it are gone");
+    assert_eq!(a.doc, b.doc);
+}
+
+#[test]
 fn scalar_over_map_and_newer_child_turns_it_back_into_a_map() {
     let mut a = Replica::new(1);
     let mut b = Replica::new(2);

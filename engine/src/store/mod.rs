@@ -36,7 +36,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 /// Store format written by this build; a store of another format is refused.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 /// Default limit on a stored document's size.
 pub const DEFAULT_MAX_DOC_BYTES: usize = 5 * 1024 * 1024;
 /// Longest encoded `_id` (LMDB keys are at most 511 bytes).
