@@ -770,6 +770,18 @@ impl Doc {
         out.push(Op::Delete { stamp, seen });
     }
 
+    /// [`Doc::delta_since`] restricted to the writes of `origin` (and the
+    /// deletions that saw writes of `origin` the other side lacks): sync
+    /// ships a document once per origin with news, in each origin's order.
+    pub fn delta_from(&self, since: &VersionVector, origin: PeerId) -> Vec<Op> {
+        let mut ops = self.delta_since(since);
+        ops.retain(|op| match op {
+            Op::Delete { stamp, seen } => stamp.peer == origin || seen.get(origin) > since.get(origin),
+            op => op.stamp().peer == origin,
+        });
+        ops
+    }
+
     /// The ops that bring a replica which has seen `since` up to this state:
     /// only writes newer than `since`, never the whole document.
     pub fn delta_since(&self, since: &VersionVector) -> Vec<Op> {

@@ -922,14 +922,16 @@ fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError
     }
 }
 
-/// Documents (collection id, number) to send, and where the next batch starts.
+/// Log entries to send (origin, collection id, document number), and where
+/// the next batch starts.
 struct LogDocs {
-    docs: Vec<(u32, u64)>,
+    docs: Vec<(PeerId, u32, u64)>,
     next: Option<SyncCursor>,
 }
 
-/// Documents whose log entries are newer than `since`, in log order
-/// (origins ascending, then oldest first), each once, at most `max_docs`.
+/// Log entries newer than `since`, in log order (origins ascending, then
+/// oldest first), at most `max_docs`. A document has one entry per origin
+/// (its latest write from there), so it comes once per origin with news.
 fn log_docs<R: KvRead + ?Sized>(
     r: &R,
     upto: &VersionVector,
@@ -937,8 +939,7 @@ fn log_docs<R: KvRead + ?Sized>(
     resume: Option<&SyncCursor>,
     max_docs: usize,
 ) -> Result<LogDocs, StoreError> {
-    let mut docs: Vec<(u32, u64)> = Vec::new();
-    let mut seen: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let mut docs: Vec<(PeerId, u32, u64)> = Vec::new();
     let mut next: Option<SyncCursor> = None;
     let mut last = [0u8; 28];
     let resume_peer = resume.and_then(|c| be_u64(&c.0)).unwrap_or(0);
@@ -956,15 +957,11 @@ fn log_docs<R: KvRead + ?Sized>(
             let (Some(c), Some(n)) = (be_u32(&k[16..]), be_u64(&k[20..])) else {
                 return true;
             };
-            if seen.contains(&(c, n)) {
-                return true;
-            }
             if docs.len() == max_docs {
                 next = Some(SyncCursor(last));
                 return false;
             }
-            seen.insert((c, n));
-            docs.push((c, n));
+            docs.push((peer, c, n));
             last.copy_from_slice(k);
             true
         })?;
@@ -986,7 +983,7 @@ fn changes_since<R: KvRead + ?Sized>(
     let LogDocs { docs, next } = log_docs(r, &upto, since, resume, max_docs)?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut changes = Vec::with_capacity(docs.len());
-    for (coll, num) in docs {
+    for (origin, coll, num) in docs {
         if let std::collections::btree_map::Entry::Vacant(e) = names.entry(coll) {
             let name = r
                 .get(Table::Meta, &coll_name_key(coll))?
@@ -1000,7 +997,10 @@ fn changes_since<R: KvRead + ?Sized>(
         };
         let (id, doc) = decode_record(collection, bytes)?;
         let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
-        let ops = doc.delta_since(since);
+        // Only this origin's writes: the batch is then a prefix of every
+        // origin's writes (log order), so a receiver never exposes a change
+        // without the earlier ones from its origin, even mid-round.
+        let ops = doc.delta_from(since, origin);
         if !ops.is_empty() {
             changes.push(Change {
                 collection: collection.clone(),
