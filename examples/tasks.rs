@@ -63,6 +63,8 @@ async fn wait_for(peer: &Peer, dql: &str, ok: impl Fn(usize) -> bool) -> Result<
 async fn run(config: PeerConfig) -> Result<(), PeerError> {
     let laptop = Peer::open(config).await?;
     println!("laptop peer {} open", laptop.id());
+    // A peer receives only what it subscribes to.
+    laptop.sync().subscribe("SELECT * FROM tasks", json!({})).await?;
 
     // The live query: print every change of the open tasks.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<usize>(64);
@@ -107,6 +109,7 @@ async fn run(config: PeerConfig) -> Result<(), PeerError> {
 
     // A second device joins; both edit while connected.
     let phone = Peer::open(PeerConfig::memory()).await?;
+    phone.sync().subscribe("SELECT * FROM tasks", json!({})).await?;
     println!("phone peer {} connects", phone.id());
     let link = laptop.connect_in_process(&phone).await?;
     wait_for(&phone, "SELECT * FROM tasks WHERE _id = 'tax'", |n| n == 1).await?;

@@ -15,13 +15,13 @@ use crate::presence::{Link, LinkKind, PresenceActor, PresenceGraph};
 use crate::session::{self, Remote, SessionActor, SessionMsg};
 use crate::store::{self, AnyResult, Backend, StoreActor, StoreMsg, TxExec};
 use crate::{rt, Addr};
-use rhizome_engine::dql::ast::{SelectItem, Statement};
-use rhizome_engine::dql::eval::{check, check_params, Params};
-use rhizome_engine::dql::exec::DqlError;
+use rhizome_engine::dql;
+use rhizome_engine::dql::eval::Params;
 use rhizome_engine::dql::exec::Output;
-use rhizome_engine::dql::{self, parse};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::mem::MemKv;
+use rhizome_engine::sync::scope;
+use rhizome_engine::sync::wire::SubscriptionSpec;
 use rhizome_engine::value::Value;
 use rhizome_lmdb::{LmdbConfig, LmdbKv};
 use std::collections::BTreeMap;
@@ -131,6 +131,8 @@ struct Inner {
     next_link: AtomicU64,
     /// Live sync sessions, stopped by `close`.
     sessions: Mutex<Vec<Addr<SessionActor>>>,
+    /// This peer's sync subscriptions, as announced to other peers.
+    subscriptions: Mutex<Vec<SubscriptionSpec>>,
     failed: Failures,
 }
 
@@ -279,6 +281,7 @@ impl Peer {
             })
             .map_err(|reason| PeerError::InvalidInput { reason })?
         };
+        let subscriptions = Mutex::new(load_subscriptions(&store).await?);
         tracing::info!(peer = %id, "peer open");
         Ok(Peer {
             inner: Arc::new(Inner {
@@ -293,6 +296,7 @@ impl Peer {
                 commits,
                 next_link: AtomicU64::new(1),
                 sessions: Mutex::default(),
+                subscriptions,
                 failed,
             }),
         })
@@ -361,6 +365,7 @@ impl Peer {
             kind,
         };
         let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
+        let subscriptions = i.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let me = i.id;
         let give_up = session::on_give_up(remote.clone(), i.presence.downgrade(), remote_peer, link.id);
         // No restarts: a session's state belongs to its link, so a failed
@@ -375,6 +380,7 @@ impl Peer {
                 link.clone(),
                 remote.clone(),
                 actors.clone(),
+                subscriptions.clone(),
             ))
         })
         .map_err(|reason| PeerError::InvalidInput { reason })?;
@@ -754,15 +760,15 @@ pub struct SyncApi<'p> {
 }
 
 /// A sync subscription: declares that this peer wants the documents
-/// matching its query from other peers. It is persisted, so it outlives the
-/// handle and restarts; cancel it to stop wanting them. (Today's sessions
-/// exchange every document; the subscription-scoped protocol reads these.)
+/// matching its query from other peers (a peer sends another only what
+/// that peer subscribes to). It is persisted, so it outlives the handle and
+/// restarts; cancel it to stop wanting them.
 #[derive(Clone, Debug)]
 pub struct Subscription {
     id: String,
     query: String,
     params: serde_json::Value,
-    store: Addr<StoreActor>,
+    peer: Peer,
 }
 
 const SUBSCRIPTION_PREFIX: &str = "sub/";
@@ -786,95 +792,87 @@ impl Subscription {
     /// Stops pulling these documents (those already here stay).
     pub async fn cancel(self) -> Result<(), PeerError> {
         let name = format!("{SUBSCRIPTION_PREFIX}{}", self.id);
-        self.store
-            .ask(|reply| StoreMsg::PutLocal {
-                name,
-                value: None,
-                reply,
+        self.peer.put_local(name, None).await?;
+        self.peer.announce_subscriptions().await
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The persisted subscriptions of the peer whose store this is, as
+/// announced to other peers (in id order).
+async fn load_subscriptions(store: &Addr<StoreActor>) -> Result<Vec<SubscriptionSpec>, PeerError> {
+    let records = store
+        .ask(|reply| StoreMsg::Locals {
+            prefix: SUBSCRIPTION_PREFIX.to_string(),
+            reply,
+        })
+        .await??;
+    Ok(records
+        .into_iter()
+        .filter_map(|(_, v)| {
+            let o = v.as_object()?;
+            Some(SubscriptionSpec {
+                query: o.get("query")?.as_str()?.to_string(),
+                params: o.get("params").map(Value::to_string).unwrap_or_else(|| "{}".into()),
             })
-            .await??;
+        })
+        .collect())
+}
+
+impl Peer {
+    async fn put_local(&self, name: String, value: Option<Value>) -> Result<(), PeerError> {
+        self.inner
+            .store
+            .ask(|reply| StoreMsg::PutLocal { name, value, reply })
+            .await
+            .map_err(|e| self.error(e))?
+    }
+
+    /// Reloads the subscriptions and tells every live session.
+    async fn announce_subscriptions(&self) -> Result<(), PeerError> {
+        let specs = load_subscriptions(&self.inner.store).await?;
+        *self.inner.subscriptions.lock().unwrap_or_else(|p| p.into_inner()) = specs.clone();
+        let sessions = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for s in sessions {
+            let _ = s.tell(SessionMsg::Subscriptions(specs.clone())).await;
+        }
         Ok(())
     }
 }
 
-/// Checks that a statement can be a sync subscription: `SELECT * FROM coll`
-/// with optional `USE IDS` and `WHERE`, nothing that is not a set of whole
-/// documents.
-fn check_subscription(text: &str, params: &Params) -> Result<(), PeerError> {
-    let stmt = parse::parse(text).map_err(DqlError::from)?;
-    // The checks every statement passes before it runs: known functions,
-    // argument counts, literals, and every parameter given.
-    check(&stmt).map_err(DqlError::from)?;
-    check_params(&stmt, params).map_err(DqlError::from)?;
-    let refuse = |what: &str| {
-        Err(PeerError::InvalidInput {
-            reason: format!("a sync subscription is a set of whole documents; it cannot have {what}"),
-        })
-    };
-    let Statement::Select(s) = stmt else {
-        return refuse("anything but a SELECT");
-    };
-    if !s.joins.is_empty() {
-        return refuse("a JOIN (subscribe to each collection instead)");
-    }
-    if !matches!(s.items.as_slice(), [SelectItem::All(_)]) {
-        return refuse("a projection (use SELECT *)");
-    }
-    if s.distinct || !s.group_by.is_empty() || s.having.is_some() {
-        return refuse("DISTINCT, GROUP BY or HAVING");
-    }
-    if !s.order_by.is_empty() || s.limit.is_some() || s.offset.is_some() {
-        return refuse("ORDER BY, LIMIT or OFFSET");
-    }
-    if s.from.collection.starts_with("system:") {
-        return refuse("a system collection");
-    }
-    Ok(())
-}
-
-/// FNV-1a, 64 bits: a stable id for (query, parameters), the same on every
-/// platform and version.
-fn fnv64(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.iter().chain(&[0xFF]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    h
-}
-
 impl SyncApi<'_> {
     /// Subscribes to the documents matching `dql` (a `SELECT * FROM coll
-    /// [WHERE ...]`) from other peers. Subscribing twice to the same query
-    /// and parameters gives the same subscription.
+    /// [USE IDS ...] [WHERE ...]`) from other peers. Subscribing twice to
+    /// the same query and parameters gives the same subscription.
     pub async fn subscribe(&self, dql: &str, params: serde_json::Value) -> Result<Subscription, PeerError> {
         let canonical = Value::from_json(&params).map_err(|e| PeerError::InvalidInput {
             reason: format!("parameters: {e}"),
         })?;
-        check_subscription(dql, &self::params(params.clone())?)?;
         let text = canonical.to_string();
+        let spec = SubscriptionSpec {
+            query: dql.to_string(),
+            params: text.clone(),
+        };
+        scope::check(&spec).map_err(|e| PeerError::InvalidInput { reason: e.to_string() })?;
         let id = format!("{:016x}", fnv64(&[dql.as_bytes(), text.as_bytes()]));
         let mut record = BTreeMap::new();
         record.insert("query".to_string(), Value::String(dql.to_string()));
         record.insert("params".to_string(), canonical);
         let name = format!("{SUBSCRIPTION_PREFIX}{id}");
-        self.peer
-            .inner
-            .store
-            .ask(|reply| StoreMsg::PutLocal {
-                name,
-                value: Some(Value::Object(record)),
-                reply,
-            })
-            .await
-            .map_err(|e| self.peer.error(e))??;
+        self.peer.put_local(name, Some(Value::Object(record))).await?;
+        self.peer.announce_subscriptions().await?;
         Ok(Subscription {
             id,
             query: dql.to_string(),
             params,
-            store: self.peer.inner.store.clone(),
+            peer: self.peer.clone(),
         })
     }
 
@@ -898,11 +896,24 @@ impl SyncApi<'_> {
                     id: name.strip_prefix(SUBSCRIPTION_PREFIX)?.to_string(),
                     query: o.get("query")?.as_str()?.to_string(),
                     params: o.get("params").map(Value::to_json).unwrap_or_default(),
-                    store: self.peer.inner.store.clone(),
+                    peer: self.peer.clone(),
                 })
             })
             .collect())
     }
+}
+
+/// FNV-1a, 64 bits: a stable id for (query, parameters), the same on every
+/// platform and version.
+fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(&[0xFF]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// The mesh as this peer sees it (see [`Peer::presence`]).

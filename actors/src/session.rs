@@ -29,8 +29,9 @@ use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::ChangeBatch;
+use rhizome_engine::sync::scope::Interest;
 use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer};
-use rhizome_engine::sync::wire;
+use rhizome_engine::sync::wire::{self, Role, SubscriptionSpec};
 use rhizome_engine::vv::VersionVector;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -43,6 +44,9 @@ pub const BATCH_DOCS: usize = 500;
 pub const OUTBOX_FRAMES: usize = 16;
 /// Delay before retrying frames the remote's mailbox did not take.
 const RETRY_MS: u64 = 5;
+/// How long a handshake, round or poke goes unanswered before it is
+/// repeated (links may lose frames).
+const STALL_MS: u64 = 2_000;
 
 /// Messages of a session actor.
 pub(crate) enum SessionMsg {
@@ -52,6 +56,13 @@ pub(crate) enum SessionMsg {
     LocalCommit,
     /// A frame from the remote.
     Frame(Vec<u8>),
+    /// This peer's subscriptions changed (all of them).
+    Subscriptions(Vec<SubscriptionSpec>),
+    /// This peer's version vector, read for the request of `round`.
+    VersionVector {
+        round: u64,
+        vv: Result<VersionVector, PeerError>,
+    },
     /// A timer the session machine asked for.
     Timer(Timer),
     /// One batch read for the remote's round; answered once the outbox has
@@ -89,6 +100,8 @@ pub(crate) struct SessionActor {
     merger: Addr<MergerActor>,
     presence: Addr<PresenceActor>,
     session: Session,
+    /// What the remote wants (served with every batch read for it).
+    interest: Arc<Interest>,
     /// Frames the remote's mailbox has not taken yet.
     outbox: VecDeque<Vec<u8>>,
     /// Serving tasks waiting for the outbox to drain.
@@ -102,12 +115,15 @@ impl SessionActor {
         link: Link,
         remote: Remote,
         actors: (Addr<StoreActor>, Addr<MergerActor>, Addr<PresenceActor>),
+        subscriptions: Vec<SubscriptionSpec>,
     ) -> SessionActor {
         let config = SessionConfig {
             me: ids.0,
-            subscriptions: Vec::new(),
+            role: Role::SmallPeer,
+            subscriptions,
             max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
             retry_ms: 50,
+            stall_ms: STALL_MS,
         };
         SessionActor {
             me: ids.0,
@@ -118,6 +134,7 @@ impl SessionActor {
             merger: actors.1,
             presence: actors.2,
             session: Session::new(config, 0),
+            interest: Arc::new(Interest::none()),
             outbox: VecDeque::new(),
             paced: Vec::new(),
             flush_scheduled: false,
@@ -143,8 +160,22 @@ impl SessionActor {
         }
     }
 
-    async fn local_vv(&self) -> Result<VersionVector, PeerError> {
-        self.store.ask(StoreMsg::VersionVector).await?
+    /// Reads this peer's version vector on a task of its own (the store
+    /// may be busy); it comes back as `SessionMsg::VersionVector`.
+    fn read_vv(&self, round: u64, ctx: &Ctx<Self>) {
+        let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
+            return;
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let vv = match store.ask(StoreMsg::VersionVector).await {
+                Ok(r) => r,
+                Err(e) => Err(e.into()),
+            };
+            if let Some(me) = me.upgrade() {
+                let _ = me.tell(SessionMsg::VersionVector { round, vv }).await;
+            }
+        });
     }
 
     /// Does what the session machine asks, until it asks nothing more.
@@ -160,8 +191,13 @@ impl SessionActor {
                 Output::Established { remote, version, .. } => {
                     tracing::debug!(me = %self.me, %remote, version, "sync session established");
                 }
+                Output::Interest(interest) => self.interest = interest,
+                Output::ReadVersionVector { round } => self.read_vv(round, ctx),
                 Output::Serve { round, since } => self.serve(round, since, ctx),
-                Output::Apply { round, changes, claim } => self.apply(round, changes, claim).await?,
+                Output::Apply {
+                    round, changes, claim, ..
+                } => self.apply(round, changes, claim).await,
+                Output::CaughtUp => {}
                 Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
                 Output::Closed { refusal } => {
                     if let Some(r) = refusal {
@@ -174,13 +210,7 @@ impl SessionActor {
         Ok(())
     }
 
-    async fn apply(
-        &mut self,
-        round: u64,
-        changes: Vec<rhizome_engine::codec::Change>,
-        claim: Option<VersionVector>,
-    ) -> Result<(), PeerError> {
-        let last = claim.is_some();
+    async fn apply(&mut self, round: u64, changes: Vec<rhizome_engine::codec::Change>, claim: Option<VersionVector>) {
         let from = self.remote_peer;
         let batch = RemoteBatch { changes, claim };
         let merged = self.merger.ask(|reply| MergerMsg::Merge { from, batch, reply }).await;
@@ -188,9 +218,7 @@ impl SessionActor {
         if let Ok(Err(e)) | Err(e) = merged.map_err(PeerError::from) {
             tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
         }
-        let local = self.local_vv().await?;
-        self.session.handle_applied(round, last, ok, &local);
-        Ok(())
+        self.session.handle_applied(round, ok);
     }
 
     /// Reads what the remote lacks on a task of its own, batch by batch;
@@ -200,8 +228,9 @@ impl SessionActor {
             return;
         };
         let store = self.store.clone();
+        let interest = self.interest.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(&store, &me, round, since).await {
+            if let Err(e) = serve(&store, &me, round, since, interest).await {
                 tracing::warn!(error = %e, "sync: serving a request failed");
             }
         });
@@ -248,21 +277,20 @@ impl SessionActor {
         match msg {
             SessionMsg::Start => self.session.handle_connected(),
             SessionMsg::LocalCommit => self.session.handle_local_commit(),
-            SessionMsg::Frame(frame) => {
-                let local = self.local_vv().await?;
-                self.session.handle_frame(&frame, &local);
-            }
-            SessionMsg::Timer(timer) => {
-                let local = self.local_vv().await?;
-                self.session.handle_timer(timer, &local);
-            }
+            SessionMsg::Frame(frame) => self.session.handle_frame(&frame),
+            SessionMsg::Subscriptions(specs) => self.session.handle_subscriptions(specs),
+            SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &vv?),
+            SessionMsg::Timer(timer) => self.session.handle_timer(timer),
             SessionMsg::Served { round, batch, reply } => {
                 let last = batch.resume.is_none();
-                if let Err(e) = self.session.send_changes(round, batch.changes, batch.upto, last) {
-                    tracing::warn!(error = %e, "sync: a batch does not fit the remote's frame limit");
-                    reply.send(false);
-                } else {
-                    self.paced.push(reply);
+                match self.session.send_changes(round, &batch.changes, batch.upto, last) {
+                    Ok(true) => self.paced.push(reply),
+                    // A newer request superseded this one: stop reading.
+                    Ok(false) => reply.send(false),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sync: a batch does not fit the remote's frame limit");
+                        reply.send(false);
+                    }
                 }
             }
             SessionMsg::Flush => self.flush_scheduled = false,
@@ -295,6 +323,7 @@ async fn serve(
     session: &WeakAddr<SessionActor>,
     round: u64,
     since: VersionVector,
+    interest: Arc<Interest>,
 ) -> Result<(), PeerError> {
     let mut resume = None;
     // Bounded: each batch advances the cursor through a finite log; the cap
@@ -306,6 +335,7 @@ async fn serve(
                 since,
                 resume,
                 max_docs: BATCH_DOCS,
+                interest: interest.clone(),
                 reply,
             })
             .await??;

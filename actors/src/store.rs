@@ -26,6 +26,7 @@ use rhizome_engine::dql::{self, Prepared};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::kv::Kv;
 use rhizome_engine::store::{BatchOutcome, ChangeBatch, Committed, Store, StoreError, SyncCursor};
+use rhizome_engine::sync::scope::Interest;
 use rhizome_engine::value::Value;
 use rhizome_engine::vv::VersionVector;
 use std::any::Any;
@@ -88,6 +89,7 @@ pub(crate) trait Backend: Send {
         since: &VersionVector,
         resume: Option<&SyncCursor>,
         max_docs: usize,
+        interest: &Interest,
     ) -> Result<ChangeBatch, PeerError>;
     fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError>;
     fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError>;
@@ -166,8 +168,9 @@ impl<K: Kv> Backend for Store<K> {
         since: &VersionVector,
         resume: Option<&SyncCursor>,
         max_docs: usize,
+        interest: &Interest,
     ) -> Result<ChangeBatch, PeerError> {
-        Ok(self.read()?.changes_since(since, resume, max_docs)?)
+        Ok(self.read()?.changes_for(since, resume, max_docs, interest)?)
     }
 
     fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError> {
@@ -207,12 +210,14 @@ pub(crate) enum StoreMsg {
     },
     /// What this replica has completely received, per origin.
     VersionVector(Reply<Result<VersionVector, PeerError>>),
-    /// The changes a replica that has seen `since` is missing (one batch of
-    /// at most `max_docs` documents, continuing from `resume`).
+    /// The changes a replica that has seen `since` and wants `interest` is
+    /// missing (one batch of at most `max_docs` documents, continuing from
+    /// `resume`).
     Changes {
         since: VersionVector,
         resume: Option<SyncCursor>,
         max_docs: usize,
+        interest: Arc<Interest>,
         reply: Reply<Result<ChangeBatch, PeerError>>,
     },
     /// Write (`Some`) or remove (`None`) a local record.
@@ -240,6 +245,9 @@ pub(crate) struct StoreActor {
     on_commit: CommitListener,
     /// Added to the runtime's clock: a simulated peer whose clock is wrong.
     clock_skew_ms: i64,
+    /// The version vector as of the last message that could not change it
+    /// (sessions ask for it with every frame; reading it decodes a record).
+    vv: Option<VersionVector>,
 }
 
 impl StoreActor {
@@ -249,6 +257,7 @@ impl StoreActor {
             prepared: Prepared::new(),
             on_commit,
             clock_skew_ms,
+            vv: None,
         }
     }
 
@@ -264,12 +273,21 @@ impl StoreActor {
     }
 
     fn handle_now(&mut self, backend: &dyn Backend, msg: StoreMsg) {
+        // Anything that may write may move the version vector.
+        if !matches!(
+            msg,
+            StoreMsg::VersionVector(_) | StoreMsg::Changes { .. } | StoreMsg::Read(_) | StoreMsg::Locals { .. }
+        ) {
+            self.vv = None;
+        }
         match msg {
             StoreMsg::Execute { text, params, reply } => {
-                let out = backend.execute(&self.prepared, &text, &params, self.now_ms()).map(|(out, c)| {
-                    self.notify(c);
-                    out
-                });
+                let out = backend
+                    .execute(&self.prepared, &text, &params, self.now_ms())
+                    .map(|(out, c)| {
+                        self.notify(c);
+                        out
+                    });
                 reply.send(out);
             }
             StoreMsg::Transaction { run, reply } => {
@@ -287,14 +305,26 @@ impl StoreActor {
                 });
                 reply.send(out);
             }
-            StoreMsg::VersionVector(reply) => reply.send(backend.version_vector()),
+            StoreMsg::VersionVector(reply) => match &self.vv {
+                Some(vv) => reply.send(Ok(vv.clone())),
+                None => {
+                    let vv = backend.version_vector();
+                    if let Ok(v) = &vv {
+                        self.vv = Some(v.clone());
+                    }
+                    reply.send(vv);
+                }
+            },
             StoreMsg::Changes {
                 since,
                 resume,
                 max_docs,
+                interest,
                 reply,
-            } => reply.send(backend.changes(&since, resume.as_ref(), max_docs)),
-            StoreMsg::PutLocal { name, value, reply } => reply.send(backend.put_local(&name, value.as_ref(), self.now_ms())),
+            } => reply.send(backend.changes(&since, resume.as_ref(), max_docs, &interest)),
+            StoreMsg::PutLocal { name, value, reply } => {
+                reply.send(backend.put_local(&name, value.as_ref(), self.now_ms()))
+            }
             StoreMsg::Locals { prefix, reply } => reply.send(backend.locals(&prefix)),
             StoreMsg::Panic => panic!("fault injected into the store actor"),
         }

@@ -775,10 +775,18 @@ impl Doc {
     /// ships a document once per origin with news, in each origin's order.
     pub fn delta_from(&self, since: &VersionVector, origin: PeerId) -> Vec<Op> {
         let mut ops = self.delta_since(since);
-        ops.retain(|op| match op {
-            Op::Delete { stamp, seen } => stamp.peer == origin || seen.get(origin) > since.get(origin),
-            op => op.stamp().peer == origin,
-        });
+        ops.retain(|op| op.stamp().peer == origin);
+        ops
+    }
+
+    /// The whole state as far as it does not run ahead of `since` for an
+    /// origin other than `origin`: every write `since` covers (the other
+    /// side may lack them all) and `origin`'s writes. Filtered
+    /// subscriptions take a matching document this way, once per origin
+    /// with news, so each origin's writes still arrive in order.
+    pub fn whole_from(&self, since: &VersionVector, origin: PeerId) -> Vec<Op> {
+        let mut ops = self.delta_since(&VersionVector::new());
+        ops.retain(|op| op.stamp().peer == origin || since.covers(op.stamp()));
         ops
     }
 

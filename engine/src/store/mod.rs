@@ -29,6 +29,7 @@ use crate::codec::{self, Change, CodecError};
 use crate::doc::{Attachment, Doc, Inferred, Num, Op, OpError, Path, Schema, Whole};
 use crate::hlc::{Clock, ClockError, Hlc, PeerId, Stamp, DEFAULT_MAX_DRIFT_MS};
 use crate::kv::{Kv, KvError, KvRead, KvWrite, Table};
+use crate::sync::scope::{Interest, Selection};
 use crate::value::{Value, ValueError, MAX_DEPTH};
 use crate::vv::VersionVector;
 use std::collections::{BTreeMap, BTreeSet};
@@ -977,6 +978,7 @@ fn changes_since<R: KvRead + ?Sized>(
     since: &VersionVector,
     resume: Option<&SyncCursor>,
     max_docs: usize,
+    interest: Option<&Interest>,
 ) -> Result<ChangeBatch, StoreError> {
     assert!(max_docs > 0, "a batch must be allowed at least one document");
     let upto = version_vector(r)?;
@@ -991,16 +993,24 @@ fn changes_since<R: KvRead + ?Sized>(
             e.insert(name.unwrap_or_default());
         }
         let collection = &names[&coll];
+        if interest.is_some_and(|i| !i.wants_collection(collection)) {
+            continue;
+        }
         // A log entry may outlive its document (eviction): skip it.
         let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else {
             continue;
         };
         let (id, doc) = decode_record(collection, bytes)?;
         let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
-        // Only this origin's writes: the batch is then a prefix of every
-        // origin's writes (log order), so a receiver never exposes a change
-        // without the earlier ones from its origin, even mid-round.
-        let ops = doc.delta_from(since, origin);
+        // Only this origin's writes (and, sent whole, what `since` covers):
+        // the batch is then a prefix of every origin's writes (log order),
+        // so a receiver never exposes a change without the earlier ones
+        // from its origin, even mid-round.
+        let ops = match interest.map_or(Selection::Delta, |i| i.select(collection, &id, &doc)) {
+            Selection::Skip => continue,
+            Selection::Delta => doc.delta_from(since, origin),
+            Selection::Whole => doc.whole_from(since, origin),
+        };
         if !ops.is_empty() {
             changes.push(Change {
                 collection: collection.clone(),
@@ -1122,7 +1132,20 @@ impl<K: Kv> ReadTx<'_, K> {
         resume: Option<&SyncCursor>,
         max_docs: usize,
     ) -> Result<ChangeBatch, StoreError> {
-        changes_since(&self.kv, since, resume, max_docs)
+        changes_since(&self.kv, since, resume, max_docs, None)
+    }
+
+    /// [`ReadTx::changes_since`] for a peer that wants only `interest`:
+    /// documents it does not want are skipped, and those matching a
+    /// filtered subscription are sent whole (see [`crate::sync::scope`]).
+    pub fn changes_for(
+        &self,
+        since: &VersionVector,
+        resume: Option<&SyncCursor>,
+        max_docs: usize,
+        interest: &Interest,
+    ) -> Result<ChangeBatch, StoreError> {
+        changes_since(&self.kv, since, resume, max_docs, Some(interest))
     }
 }
 

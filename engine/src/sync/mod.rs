@@ -2,5 +2,8 @@
 //! session as a sans-IO state machine ([`session`]). The session actor
 //! drives it over a link; tests and the simulator drive it directly.
 
+pub mod conns;
+pub mod pack;
+pub mod scope;
 pub mod session;
 pub mod wire;

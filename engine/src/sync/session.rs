@@ -3,47 +3,80 @@
 //! or store inside; the driver (the session actor, a test, the simulator)
 //! feeds it with `handle_*` and drains [`Session::poll_output`].
 //!
-//! The exchange: both sides send `Hello`, agree on the newest protocol
-//! version both speak (or refuse with the reason), then either side may
-//! *poke* ("I have news"); the other answers with a `Request` carrying its
-//! version vector and a fresh round number, and the poked side sends the
-//! changes it lacks in `Changes` batches of that round, the last one marked.
-//! The receiver applies each batch and, after the last, records the claim
-//! of the round's *first* batch (later batches may come from a newer state
-//! that was not sent in full). A batch of another round is ignored; a
-//! failed apply abandons the round and asks again after a pause.
+//! The exchange: both sides send `Hello` (version range, peer id, role,
+//! subscriptions), agree on the newest protocol version both speak (or
+//! refuse with the reason), then either side may *poke* ("I have news");
+//! the other answers with a `Request` carrying its version vector and a
+//! fresh round number, and the poked side sends the changes it lacks and
+//! wants (its subscriptions) in `Changes` batches numbered 0, 1, ... of
+//! that round, the last one marked. The receiver applies each batch in
+//! sequence and, after the last, records the claim of the round's *first*
+//! batch (later batches may come from a newer state that was not sent in
+//! full) when the sender holds completely what the receiver wants.
+//!
+//! Links may lose, duplicate, reorder and delay frames, so nothing waits
+//! forever: a `Hello` is repeated until the other side answers; a batch
+//! out of sequence or of another round is ignored, and a round that makes
+//! no progress for `stall_ms` is abandoned and asked again; a poke nobody
+//! answered is repeated; a repeated request is served once. Every one of
+//! those repeats is idempotent (merging is a join).
 //!
 //! Any malformed, oversized or out-of-place message ends the session with a
-//! `Refuse` saying why, and changes nothing.
+//! `Refuse` saying why, and changes nothing. (Messages of the open session
+//! that arrive during the handshake are ignored: a lost `Hello` makes that
+//! normal.)
 
-use super::wire::{self, Hello, Message, Refusal, SubscriptionSpec, WireError};
+use super::pack::{self, UnpackLimits};
+use super::scope::Interest;
+use super::wire::{self, Hello, Message, Refusal, Role, SubscriptionSpec, WireError};
 use crate::codec::Change;
 use crate::hlc::PeerId;
 use crate::vv::VersionVector;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// How the session behaves.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// This peer.
     pub me: PeerId,
+    /// What kind of peer this is.
+    pub role: Role,
     /// What this peer wants from the other.
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Largest frame this peer accepts.
     pub max_frame_bytes: u32,
     /// Pause before asking again after a failed apply.
     pub retry_ms: u64,
+    /// How long a handshake, a round or a poke may go unanswered before it
+    /// is repeated.
+    pub stall_ms: u64,
 }
 
-/// Timers the session asks for.
+/// Hellos sent before the handshake is given up.
+const MAX_HELLOS: u32 = 20;
+
+/// Timers the session asks for; each carries what it checks, so a stale
+/// one is recognised and ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {
     /// Ask again after an abandoned round.
     Retry,
+    /// Repeat the `Hello` if the handshake is not done (attempt number).
+    Handshake(u32),
+    /// Abandon round `round` if it made no progress since `progress`.
+    Stall {
+        /// The round.
+        round: u64,
+        /// Batches received when the timer was set.
+        progress: u32,
+    },
+    /// Poke again if poke `nonce` is still unanswered.
+    Poke(u64),
 }
 
 /// What the driver must do.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Output {
     /// Put this frame on the link.
     Send(Vec<u8>),
@@ -51,30 +84,45 @@ pub enum Output {
     Established {
         /// The other peer.
         remote: PeerId,
+        /// Its role.
+        role: Role,
         /// The protocol version in use.
         version: u16,
-        /// What the other peer wants from us.
-        subscriptions: Vec<SubscriptionSpec>,
     },
-    /// Read the changes the remote lacks since `since` and hand them to
-    /// [`Session::send_changes`], batch by batch, with this round.
+    /// What the other peer wants from this one, compiled (at the handshake
+    /// and whenever it changes its subscriptions). Serve with it.
+    Interest(Arc<Interest>),
+    /// Read this peer's version vector and hand it to
+    /// [`Session::send_request`] with this round.
+    ReadVersionVector {
+        /// The round to ask in.
+        round: u64,
+    },
+    /// Read the changes the remote lacks since `since` and wants (the last
+    /// [`Output::Interest`]) and hand them to [`Session::send_changes`],
+    /// batch by batch, with this round.
     Serve {
         /// The remote's round.
         round: u64,
         /// The remote's version vector.
         since: VersionVector,
     },
-    /// Merge these changes; after the last batch of a round, record
-    /// `claim` (with `WriteTx::mark_synced`) if nothing was refused. Report
-    /// with [`Session::handle_applied`].
+    /// Merge these changes, then report with [`Session::handle_applied`];
+    /// if `claim` is given and nothing was refused, record it (with
+    /// `WriteTx::mark_synced`) in the same transaction.
     Apply {
         /// The round.
         round: u64,
         /// The changes.
         changes: Vec<Change>,
-        /// The claim to record once applied (last batch only).
+        /// Whether this batch completes the round.
+        last: bool,
+        /// The claim to record once applied (last batch of a complete round).
         claim: Option<VersionVector>,
     },
+    /// A round ended with this peer up to date with the remote (as far as
+    /// it wants): a connection planner may rotate the session out.
+    CaughtUp,
     /// Call [`Session::handle_timer`] after this long.
     SetTimer {
         /// Which.
@@ -99,6 +147,27 @@ enum State {
     Closed,
 }
 
+/// The round this side is receiving.
+#[derive(Debug)]
+struct Receiving {
+    round: u64,
+    /// The version vector is being read; the request is not sent yet.
+    asking: bool,
+    /// Ask from nothing (subscriptions grew): every wanted document comes.
+    fresh: bool,
+    next_seq: u32,
+    /// The first batch's `upto` (the claim of a complete round).
+    first: Option<VersionVector>,
+    /// Applies handed out and not yet reported.
+    applying: u32,
+    /// The last batch was received.
+    done: bool,
+    /// Every batch so far was sent by a side holding all we want.
+    complete: bool,
+    /// Changes received this round.
+    changes: u64,
+}
+
 /// Bound on outputs queued between drains (a driver that never drains is
 /// a bug; the bound makes it loud instead of unbounded memory).
 const MAX_QUEUED_OUTPUTS: usize = 4_096;
@@ -107,30 +176,52 @@ const MAX_QUEUED_OUTPUTS: usize = 4_096;
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
+    /// What this peer wants, compiled (to tell whether the remote holds it).
+    ours: Arc<Interest>,
     state: State,
     remote: Option<PeerId>,
+    /// What the remote wants.
+    theirs: Arc<Interest>,
     /// The limit the remote announced for frames we send.
     remote_max_frame_bytes: u32,
     next_round: u64,
-    /// The round we are receiving, with its first batch's claim.
-    receiving: Option<(u64, Option<VersionVector>)>,
+    receiving: Option<Receiving>,
     /// News came while receiving: ask again when the round ends.
     poked: bool,
+    /// The next round must ask from nothing (subscriptions grew).
+    fresh: bool,
+    /// What the remote sent us in full, by round claim, this session (a
+    /// narrower remote's rounds are never complete, yet need not repeat).
+    acked: VersionVector,
+    /// Our unanswered poke, by nonce.
+    poke_pending: Option<u64>,
+    next_poke: u64,
+    /// The newest request we serve, and the next batch number in it.
+    serving: Option<(u64, u32)>,
     outputs: VecDeque<Output>,
 }
 
 impl Session {
     /// A session that has not started; `first_round` makes round numbers
-    /// unique across restarts of the driver.
+    /// unique across restarts of the driver. Our subscriptions must compile
+    /// (they were checked when made).
     pub fn new(config: SessionConfig, first_round: u64) -> Session {
+        let ours = Arc::new(Interest::compile(&config.subscriptions).unwrap_or_default());
         Session {
             config,
+            ours,
             state: State::Handshake,
             remote: None,
+            theirs: Arc::new(Interest::none()),
             remote_max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
             next_round: first_round,
             receiving: None,
             poked: false,
+            fresh: false,
+            acked: VersionVector::new(),
+            poke_pending: None,
+            next_poke: 0,
+            serving: None,
             outputs: VecDeque::new(),
         }
     }
@@ -158,6 +249,10 @@ impl Session {
         self.outputs.push_back(out);
     }
 
+    fn is_open(&self) -> bool {
+        matches!(self.state, State::Open { .. })
+    }
+
     fn version(&self) -> u16 {
         match self.state {
             State::Open { version } => version,
@@ -168,6 +263,10 @@ impl Session {
     fn send(&mut self, msg: &Message) {
         let frame = wire::encode(msg, self.version());
         self.push(Output::Send(frame));
+    }
+
+    fn timer(&mut self, timer: Timer, after_ms: u64) {
+        self.push(Output::SetTimer { timer, after_ms });
     }
 
     fn close(&mut self, refusal: Option<Refusal>) {
@@ -185,160 +284,314 @@ impl Session {
         self.close(Some(Refusal::ProtocolViolation { reason: reason.into() }));
     }
 
-    /// The link is up: say hello.
-    pub fn handle_connected(&mut self) {
-        let hello = Hello {
+    fn hello(&self, heard: bool) -> Hello {
+        Hello {
             versions: (wire::MIN_PROTOCOL_VERSION, wire::PROTOCOL_VERSION),
             peer: self.config.me,
             subscriptions: self.config.subscriptions.clone(),
             max_frame_bytes: self.config.max_frame_bytes,
-        };
-        self.send(&Message::Hello(hello));
+            heard,
+            role: self.config.role,
+        }
+    }
+
+    /// The link is up: say hello.
+    pub fn handle_connected(&mut self) {
+        self.send(&Message::Hello(self.hello(false)));
+        self.timer(Timer::Handshake(1), self.config.stall_ms);
     }
 
     /// This peer committed something the remote may want.
     pub fn handle_local_commit(&mut self) {
-        if matches!(self.state, State::Open { .. }) {
-            self.send(&Message::Poke);
+        // One unanswered poke is enough: the remote asks when it can.
+        if self.is_open() && self.poke_pending.is_none() {
+            self.poke();
         }
     }
 
-    /// A frame from the remote. `local` is this peer's version vector now
-    /// (sent with a request the frame may trigger).
-    pub fn handle_frame(&mut self, frame: &[u8], local: &VersionVector) {
+    fn poke(&mut self) {
+        let nonce = self.next_poke;
+        self.next_poke += 1;
+        self.poke_pending = Some(nonce);
+        self.send(&Message::Poke);
+        self.timer(Timer::Poke(nonce), self.config.stall_ms);
+    }
+
+    /// This peer's subscriptions changed: tell the remote, and if they now
+    /// want more, ask for everything they want (documents that did not
+    /// interest this peer were never claimed from anyone... but the claims
+    /// made cover them, so the next round starts from nothing).
+    pub fn handle_subscriptions(&mut self, subscriptions: Vec<SubscriptionSpec>) {
+        let Ok(ours) = Interest::compile(&subscriptions) else {
+            return; // checked when made; a bad one is never announced
+        };
+        let grew = !self.ours.covers(&ours);
+        self.ours = Arc::new(ours);
+        self.config.subscriptions = subscriptions.clone();
+        if !self.is_open() {
+            return;
+        }
+        self.send(&Message::Subscribe { subscriptions });
+        if grew {
+            self.fresh = true;
+            self.ask();
+        }
+    }
+
+    /// A frame from the remote.
+    pub fn handle_frame(&mut self, frame: &[u8]) {
         if self.state == State::Closed {
             return;
         }
         match wire::decode(frame, self.config.max_frame_bytes as usize) {
-            Ok((_, msg)) => self.handle_message(msg, local),
+            Ok((_, msg)) => self.handle_message(msg),
             Err(e) => self.violation(describe(&e)),
         }
     }
 
-    fn handle_message(&mut self, msg: Message, local: &VersionVector) {
+    fn handle_message(&mut self, msg: Message) {
         match (self.state.clone(), msg) {
             (_, Message::Refuse(r)) => {
                 self.state = State::Closed;
                 self.push(Output::Closed { refusal: Some(r) });
             }
-            (State::Handshake, Message::Hello(theirs)) => self.handle_hello(theirs, local),
-            (State::Open { .. }, Message::Poke) => self.ask(local),
-            (State::Open { .. }, Message::Request { round, since }) => self.push(Output::Serve { round, since }),
+            (State::Handshake, Message::Hello(theirs)) => self.handle_hello(theirs),
+            // The other side is open and our Hello got lost: answer it.
+            (State::Open { .. }, Message::Hello(theirs)) if !theirs.heard => {
+                if Some(theirs.peer) == self.remote {
+                    self.send(&Message::Hello(self.hello(true)));
+                }
+            }
+            (State::Open { .. }, Message::Hello(_)) => {}
+            (State::Open { .. }, Message::Poke) => self.ask(),
+            (State::Open { .. }, Message::Request { round, since }) => self.handle_request(round, since),
             (
                 State::Open { .. },
                 Message::Changes {
                     round,
+                    seq,
                     changes,
                     upto,
                     last,
+                    complete,
                 },
-            ) => self.receive(round, changes, upto, last),
+            ) => self.receive(round, seq, &changes, upto, last, complete),
+            (State::Open { .. }, Message::Subscribe { subscriptions }) => {
+                self.take_interest(&subscriptions);
+            }
+            // Before our Hello is answered, the other side may be open.
+            (State::Handshake, _) => {}
             (state, msg) => self.violation(format!("{} during {}", kind(&msg), phase(&state))),
         }
     }
 
-    fn handle_hello(&mut self, theirs: Hello, local: &VersionVector) {
-        let ours = Hello {
-            versions: (wire::MIN_PROTOCOL_VERSION, wire::PROTOCOL_VERSION),
-            peer: self.config.me,
-            subscriptions: Vec::new(),
-            max_frame_bytes: self.config.max_frame_bytes,
-        };
-        match wire::negotiate(&ours, &theirs) {
+    fn handle_hello(&mut self, theirs: Hello) {
+        match wire::negotiate(&self.hello(true), &theirs) {
             Ok(version) => {
                 self.state = State::Open { version };
                 self.remote = Some(theirs.peer);
                 self.remote_max_frame_bytes = theirs.max_frame_bytes.clamp(1024, wire::MAX_FRAME_BYTES);
                 self.push(Output::Established {
                     remote: theirs.peer,
+                    role: theirs.role,
                     version,
-                    subscriptions: theirs.subscriptions,
                 });
+                if !self.take_interest(&theirs.subscriptions) {
+                    return;
+                }
                 // First contact: ask for what we lack.
-                self.ask(local);
+                self.ask();
             }
             Err(refusal) => self.close(Some(refusal)),
         }
     }
 
+    /// Compiles what the remote wants; a subscription that does not
+    /// compile ends the session. Returns whether it compiled.
+    fn take_interest(&mut self, subscriptions: &[SubscriptionSpec]) -> bool {
+        match Interest::compile(subscriptions) {
+            Ok(theirs) => {
+                self.theirs = Arc::new(theirs);
+                self.push(Output::Interest(self.theirs.clone()));
+                true
+            }
+            Err(e) => {
+                self.violation(e.to_string());
+                false
+            }
+        }
+    }
+
+    fn handle_request(&mut self, round: u64, since: VersionVector) {
+        self.poke_pending = None;
+        // Rounds only grow: an older or repeated request was served already.
+        if self.serving.is_some_and(|(r, _)| round <= r) {
+            return;
+        }
+        self.serving = Some((round, 0));
+        self.push(Output::Serve { round, since });
+    }
+
     /// Asks the remote for what this peer lacks, unless a round is running.
-    fn ask(&mut self, local: &VersionVector) {
+    fn ask(&mut self) {
         if self.receiving.is_some() {
             self.poked = true;
             return;
         }
         let round = self.next_round;
         self.next_round += 1;
-        self.receiving = Some((round, None));
-        self.send(&Message::Request {
+        let fresh = std::mem::take(&mut self.fresh);
+        self.receiving = Some(Receiving {
             round,
-            since: local.clone(),
+            asking: true,
+            fresh,
+            next_seq: 0,
+            first: None,
+            applying: 0,
+            done: false,
+            complete: true,
+            changes: 0,
+        });
+        if fresh {
+            self.send_request(round, &VersionVector::new());
+        } else {
+            self.push(Output::ReadVersionVector { round });
+        }
+    }
+
+    /// Sends the request of `round` with this peer's version vector.
+    pub fn send_request(&mut self, round: u64, local: &VersionVector) {
+        let Some(r) = self.receiving.as_mut().filter(|r| r.round == round && r.asking) else {
+            return;
+        };
+        r.asking = false;
+        let mut since = if r.fresh { VersionVector::new() } else { local.clone() };
+        if !r.fresh {
+            since.join(&self.acked);
+        }
+        self.send(&Message::Request { round, since });
+        self.timer(Timer::Stall { round, progress: 0 }, self.config.stall_ms);
+    }
+
+    fn receive(&mut self, round: u64, seq: u32, packed: &[u8], upto: VersionVector, last: bool, complete: bool) {
+        let Some(r) = self.receiving.as_mut() else {
+            return; // a batch of an abandoned round, or a repeat
+        };
+        if r.round != round || r.next_seq != seq || r.done {
+            return;
+        }
+        let limits = UnpackLimits {
+            max_body_bytes: 16 * self.config.max_frame_bytes as usize,
+            ..UnpackLimits::default()
+        };
+        let changes = match pack::unpack(packed, limits) {
+            Ok(c) => c,
+            Err(e) => return self.violation(format!("undecodable changes: {e}")),
+        };
+        r.next_seq += 1;
+        r.applying += 1;
+        r.done = last;
+        r.complete &= complete;
+        r.changes += changes.len() as u64;
+        let first = r.first.get_or_insert(upto).clone();
+        let claim = (last && r.complete).then_some(first);
+        self.push(Output::Apply {
+            round,
+            changes,
+            last,
+            claim,
         });
     }
 
-    fn receive(&mut self, round: u64, changes: Vec<Change>, upto: VersionVector, last: bool) {
-        let Some((current, first)) = self.receiving.as_mut() else {
-            return; // a batch of an abandoned round
+    /// The driver applied a batch of `round` (`ok` false: it failed, or a
+    /// change was refused).
+    pub fn handle_applied(&mut self, round: u64, ok: bool) {
+        let Some(r) = self.receiving.as_mut().filter(|r| r.round == round) else {
+            return;
         };
-        if *current != round {
-            return;
-        }
-        let first = first.get_or_insert(upto);
-        let claim = last.then(|| first.clone());
-        self.push(Output::Apply { round, changes, claim });
-    }
-
-    /// The driver applied a batch (`ok` false: it failed, or a change was
-    /// refused). `local` is this peer's version vector now.
-    pub fn handle_applied(&mut self, round: u64, last: bool, ok: bool, local: &VersionVector) {
-        if self.receiving.as_ref().map(|r| r.0) != Some(round) {
-            return;
-        }
+        r.applying = r.applying.saturating_sub(1);
         if !ok {
             // Nothing more of this round is applied or claimed.
             self.receiving = None;
-            self.push(Output::SetTimer {
-                timer: Timer::Retry,
-                after_ms: self.config.retry_ms,
-            });
+            let retry_ms = self.config.retry_ms;
+            self.timer(Timer::Retry, retry_ms);
             return;
         }
-        if last {
+        if r.done && r.applying == 0 {
+            let (first, changes) = (r.first.take(), r.changes);
             self.receiving = None;
+            if let Some(first) = first {
+                self.acked.join(&first);
+            }
             if std::mem::take(&mut self.poked) {
-                self.ask(local);
+                self.ask();
+            } else if changes == 0 {
+                self.push(Output::CaughtUp);
             }
         }
     }
 
     /// A timer fired.
-    pub fn handle_timer(&mut self, timer: Timer, local: &VersionVector) {
+    pub fn handle_timer(&mut self, timer: Timer) {
         match timer {
-            Timer::Retry if matches!(self.state, State::Open { .. }) => self.ask(local),
-            Timer::Retry => {}
+            Timer::Retry if self.is_open() => self.ask(),
+            Timer::Handshake(n) if self.state == State::Handshake => {
+                if n >= MAX_HELLOS {
+                    return self.close(Some(Refusal::HandshakeTimedOut));
+                }
+                self.send(&Message::Hello(self.hello(false)));
+                self.timer(Timer::Handshake(n + 1), self.config.stall_ms);
+            }
+            Timer::Stall { round, progress } => self.check_stall(round, progress),
+            Timer::Poke(nonce) if self.is_open() && self.poke_pending == Some(nonce) => self.poke(),
+            Timer::Retry | Timer::Handshake(_) | Timer::Poke(_) => {}
         }
     }
 
-    /// Sends one batch answering the remote's request of `round`. The
-    /// driver keeps batches under the remote's frame limit
+    fn check_stall(&mut self, round: u64, progress: u32) {
+        let Some(r) = self.receiving.as_ref().filter(|r| r.round == round) else {
+            return;
+        };
+        let now = r.next_seq;
+        if now != progress || r.applying > 0 || r.asking {
+            // Moving (or waiting on this side): look again later.
+            self.timer(Timer::Stall { round, progress: now }, self.config.stall_ms);
+            return;
+        }
+        // Lost, reordered or never answered: abandon and ask afresh.
+        let fresh = r.fresh;
+        self.receiving = None;
+        self.fresh |= fresh;
+        self.ask();
+    }
+
+    /// Sends one batch answering the remote's request of `round`; returns
+    /// `Ok(false)` when that request was superseded by a newer one (stop
+    /// serving it). The driver keeps batches under the remote's frame limit
     /// ([`Session::remote_max_frame_bytes`]); a batch that would exceed it
     /// is refused here rather than sent.
     pub fn send_changes(
         &mut self,
         round: u64,
-        changes: Vec<Change>,
+        changes: &[Change],
         upto: VersionVector,
         last: bool,
-    ) -> Result<(), WireError> {
-        if !matches!(self.state, State::Open { .. }) {
-            return Ok(());
+    ) -> Result<bool, WireError> {
+        if !self.is_open() {
+            return Ok(false);
         }
+        let seq = match self.serving {
+            Some((r, seq)) if r == round => seq,
+            _ => return Ok(false),
+        };
         let frame = wire::encode(
             &Message::Changes {
                 round,
-                changes,
+                seq,
+                changes: pack::pack(changes),
                 upto,
                 last,
+                complete: self.ours.covers(&self.theirs),
             },
             self.version(),
         );
@@ -349,8 +602,9 @@ impl Session {
                 limit_bytes: limit,
             });
         }
+        self.serving = Some((round, seq + 1));
         self.push(Output::Send(frame));
-        Ok(())
+        Ok(true)
     }
 
     /// Largest frame the remote accepts.
@@ -375,6 +629,7 @@ fn kind(msg: &Message) -> &'static str {
         Message::Request { .. } => "Request",
         Message::Changes { .. } => "Changes",
         Message::Poke => "Poke",
+        Message::Subscribe { .. } => "Subscribe",
     }
 }
 

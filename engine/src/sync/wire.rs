@@ -7,16 +7,16 @@
 //! panics, and allocates nothing larger than the frame it was given. The
 //! format is in `docs/format.md` ("Sync frames").
 
-use crate::codec::Change;
 use crate::hlc::PeerId;
 use crate::vv::VersionVector;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The oldest protocol version this build still speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build still speaks (version 1 never
+/// shipped: it carried changes unpacked and had no batch sequence).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// Largest frame a peer accepts unless it says otherwise in its `Hello`.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 << 20;
 /// Largest frame any peer may ask for.
@@ -46,6 +46,21 @@ pub struct Hello {
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Largest frame the sender accepts.
     pub max_frame_bytes: u32,
+    /// Whether the sender has received the receiver's `Hello` (a side that
+    /// has not is answered with one: a lost `Hello` is sent again).
+    pub heard: bool,
+    /// What kind of peer the sender is (sync scopes depend on it).
+    pub role: Role,
+}
+
+/// What kind of peer a peer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Role {
+    /// A device embedding the database.
+    SmallPeer,
+    /// A server of the big peer (cloud sync).
+    BigPeer,
 }
 
 /// Why a side ends the session.
@@ -66,6 +81,8 @@ pub enum Refusal {
     },
     /// A peer cannot sync with itself.
     SamePeer,
+    /// The other side never completed the handshake.
+    HandshakeTimedOut,
 }
 
 impl fmt::Display for Refusal {
@@ -78,6 +95,7 @@ impl fmt::Display for Refusal {
             ),
             Refusal::ProtocolViolation { reason } => write!(f, "protocol violation: {reason}"),
             Refusal::SamePeer => f.write_str("a peer cannot sync with itself"),
+            Refusal::HandshakeTimedOut => f.write_str("the peer did not complete the handshake"),
         }
     }
 }
@@ -101,15 +119,28 @@ pub enum Message {
     Changes {
         /// The request's round.
         round: u64,
-        /// One change per document.
-        changes: Vec<Change>,
+        /// This batch's place in the round (0, 1, ...): a batch out of
+        /// sequence (lost, duplicated, reordered) is ignored.
+        seq: u32,
+        /// The changes, packed ([`super::pack`]; "Packed changes" in
+        /// `docs/format.md`).
+        changes: Vec<u8>,
         /// The sender's version vector when this batch was read.
         upto: VersionVector,
         /// Whether this batch completes the round.
         last: bool,
+        /// Whether the sender holds completely what the receiver wants (it
+        /// wants at least as much): only then may the receiver record the
+        /// round's `upto` as complete for every peer.
+        complete: bool,
     },
     /// "I have news": the receiver asks with a `Request` when it is ready.
     Poke,
+    /// The sender's subscriptions changed: from now on it wants these.
+    Subscribe {
+        /// Every subscription of the sender.
+        subscriptions: Vec<SubscriptionSpec>,
+    },
 }
 
 /// Why bytes are not a message.
