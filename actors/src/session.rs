@@ -102,6 +102,8 @@ pub(crate) struct SessionActor {
     session: Session,
     /// What the remote wants (served with every batch read for it).
     interest: Arc<Interest>,
+    /// What kind of peer the remote is (collections' sync scopes).
+    remote_role: Role,
     /// Frames the remote's mailbox has not taken yet.
     outbox: VecDeque<Vec<u8>>,
     /// Serving tasks waiting for the outbox to drain.
@@ -135,6 +137,7 @@ impl SessionActor {
             presence: actors.2,
             session: Session::new(config, 0),
             interest: Arc::new(Interest::none()),
+            remote_role: Role::SmallPeer,
             outbox: VecDeque::new(),
             paced: Vec::new(),
             flush_scheduled: false,
@@ -188,8 +191,9 @@ impl SessionActor {
             };
             match out {
                 Output::Send(frame) => self.outbox.push_back(frame),
-                Output::Established { remote, version, .. } => {
+                Output::Established { remote, version, role } => {
                     tracing::debug!(me = %self.me, %remote, version, "sync session established");
+                    self.remote_role = role;
                 }
                 Output::Interest(interest) => self.interest = interest,
                 Output::ReadVersionVector { round } => self.read_vv(round, ctx),
@@ -228,9 +232,9 @@ impl SessionActor {
             return;
         };
         let store = self.store.clone();
-        let interest = self.interest.clone();
+        let wants = (self.interest.clone(), self.remote_role);
         tokio::spawn(async move {
-            if let Err(e) = serve(&store, &me, round, since, interest).await {
+            if let Err(e) = serve(&store, &me, round, since, wants).await {
                 tracing::warn!(error = %e, "sync: serving a request failed");
             }
         });
@@ -323,7 +327,7 @@ async fn serve(
     session: &WeakAddr<SessionActor>,
     round: u64,
     since: VersionVector,
-    interest: Arc<Interest>,
+    (interest, role): (Arc<Interest>, Role),
 ) -> Result<(), PeerError> {
     let mut resume = None;
     // Bounded: each batch advances the cursor through a finite log; the cap
@@ -336,6 +340,7 @@ async fn serve(
                 resume,
                 max_docs: BATCH_DOCS,
                 interest: interest.clone(),
+                role,
                 reply,
             })
             .await??;

@@ -27,6 +27,7 @@ use rhizome_engine::hlc::PeerId;
 use rhizome_engine::kv::Kv;
 use rhizome_engine::store::{BatchOutcome, ChangeBatch, Committed, Store, StoreError, SyncCursor};
 use rhizome_engine::sync::scope::Interest;
+use rhizome_engine::sync::wire::Role;
 use rhizome_engine::value::Value;
 use rhizome_engine::vv::VersionVector;
 use std::any::Any;
@@ -90,6 +91,7 @@ pub(crate) trait Backend: Send {
         resume: Option<&SyncCursor>,
         max_docs: usize,
         interest: &Interest,
+        role: Role,
     ) -> Result<ChangeBatch, PeerError>;
     fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError>;
     fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError>;
@@ -169,8 +171,9 @@ impl<K: Kv> Backend for Store<K> {
         resume: Option<&SyncCursor>,
         max_docs: usize,
         interest: &Interest,
+        role: Role,
     ) -> Result<ChangeBatch, PeerError> {
-        Ok(self.read()?.changes_for(since, resume, max_docs, interest)?)
+        Ok(self.read()?.changes_for(since, resume, max_docs, interest, role)?)
     }
 
     fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError> {
@@ -218,6 +221,7 @@ pub(crate) enum StoreMsg {
         resume: Option<SyncCursor>,
         max_docs: usize,
         interest: Arc<Interest>,
+        role: Role,
         reply: Reply<Result<ChangeBatch, PeerError>>,
     },
     /// Write (`Some`) or remove (`None`) a local record.
@@ -320,8 +324,9 @@ impl StoreActor {
                 resume,
                 max_docs,
                 interest,
+                role,
                 reply,
-            } => reply.send(backend.changes(&since, resume.as_ref(), max_docs, &interest)),
+            } => reply.send(backend.changes(&since, resume.as_ref(), max_docs, &interest, role)),
             StoreMsg::PutLocal { name, value, reply } => {
                 reply.send(backend.put_local(&name, value.as_ref(), self.now_ms()))
             }

@@ -714,7 +714,10 @@ async fn a_peer_receives_only_what_it_subscribes_to_and_a_new_subscription_catch
     .await;
     assert!(titles_of(&b, "SELECT * FROM notes").await.is_empty(), "not subscribed");
     // A later subscription pulls what was skipped before.
-    b.sync().subscribe("SELECT * FROM notes", json!({})).await.expect("subscribe");
+    b.sync()
+        .subscribe("SELECT * FROM notes", json!({}))
+        .await
+        .expect("subscribe");
     eventually("b caught up on notes", async || {
         titles_of(&b, "SELECT * FROM notes").await == ["n1"]
     })
@@ -727,5 +730,54 @@ async fn a_peer_receives_only_what_it_subscribes_to_and_a_new_subscription_catch
 /// The `_id`s a query returns.
 async fn titles_of(peer: &Peer, dql: &str) -> Vec<String> {
     let r = peer.store().execute(dql, json!({})).await.expect("query");
-    r.items.iter().map(|d| d["_id"].as_str().unwrap_or("?").to_string()).collect()
+    r.items
+        .iter()
+        .map(|d| d["_id"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_scopes_keep_collections_from_other_peers() {
+    let (a, b) = (memory_peer().await, memory_peer().await);
+    for coll in ["secrets", "cloud", "mesh"] {
+        let q = format!("SELECT * FROM {coll}");
+        b.sync().subscribe(&q, json!({})).await.expect("subscribe");
+    }
+    a.store()
+        .execute(
+            "ALTER SYSTEM SET USER_COLLECTION_SYNC_SCOPES = :s",
+            json!({"s": {"secrets": "LocalPeerOnly", "cloud": "BigPeerOnly", "mesh": "SmallPeersOnly"}}),
+        )
+        .await
+        .expect("set scopes");
+    let bad = a
+        .store()
+        .execute(
+            "ALTER SYSTEM SET USER_COLLECTION_SYNC_SCOPES = {'x': 'Nowhere'}",
+            json!({}),
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("Nowhere"), "{bad}");
+    for coll in ["secrets", "cloud", "mesh", "t"] {
+        insert(&a, coll, json!({"_id": coll})).await;
+    }
+    let link = a.connect_in_process(&b).await.expect("connect");
+    eventually("b has the shared collections", async || {
+        titles_of(&b, "SELECT * FROM mesh").await == ["mesh"] && titles_of(&b, "SELECT * FROM t").await == ["t"]
+    })
+    .await;
+    // Another round cannot bring them either.
+    insert(&a, "t", json!({"_id": "later"})).await;
+    eventually("the later write arrived", async || {
+        titles_of(&b, "SELECT * FROM t").await.len() == 2
+    })
+    .await;
+    for coll in ["secrets", "cloud"] {
+        let q = format!("SELECT * FROM {coll}");
+        assert!(titles_of(&b, &q).await.is_empty(), "{coll} stays off other small peers");
+    }
+    link.close().await;
+    a.close().await;
+    b.close().await;
 }

@@ -1397,6 +1397,9 @@ fn alter<K: Kv>(tx: &mut WriteTx<'_, K>, name: &str, value: &Expr, params: &Para
     if v.type_rank() != default.type_rank() {
         return Err(invalid(format!("{name} takes a value like {default}, got {v}")));
     }
+    if name == crate::sync::scope::SYNC_SCOPES_SETTING {
+        crate::sync::scope::check_sync_scopes(&v).map_err(invalid)?;
+    }
     tx.set_setting(name, &v)?;
     Ok(Output::default())
 }

@@ -29,7 +29,8 @@ use crate::codec::{self, Change, CodecError};
 use crate::doc::{Attachment, Doc, Inferred, Num, Op, OpError, Path, Schema, Whole};
 use crate::hlc::{Clock, ClockError, Hlc, PeerId, Stamp, DEFAULT_MAX_DRIFT_MS};
 use crate::kv::{Kv, KvError, KvRead, KvWrite, Table};
-use crate::sync::scope::{Interest, Selection};
+use crate::sync::scope::{Interest, Selection, SyncScopes};
+use crate::sync::wire::Role;
 use crate::value::{Value, ValueError, MAX_DEPTH};
 use crate::vv::VersionVector;
 use std::collections::{BTreeMap, BTreeSet};
@@ -978,11 +979,15 @@ fn changes_since<R: KvRead + ?Sized>(
     since: &VersionVector,
     resume: Option<&SyncCursor>,
     max_docs: usize,
-    interest: Option<&Interest>,
+    interest: Option<(&Interest, Role)>,
 ) -> Result<ChangeBatch, StoreError> {
     assert!(max_docs > 0, "a batch must be allowed at least one document");
     let upto = version_vector(r)?;
     let LogDocs { docs, next } = log_docs(r, &upto, since, resume, max_docs)?;
+    let scopes = match interest {
+        Some(_) => SyncScopes::from_settings(&settings(r)?),
+        None => SyncScopes::default(),
+    };
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut changes = Vec::with_capacity(docs.len());
     for (origin, coll, num) in docs {
@@ -993,7 +998,7 @@ fn changes_since<R: KvRead + ?Sized>(
             e.insert(name.unwrap_or_default());
         }
         let collection = &names[&coll];
-        if interest.is_some_and(|i| !i.wants_collection(collection)) {
+        if interest.is_some_and(|(i, role)| !i.wants_collection(collection) || !scopes.of(collection).allows(role)) {
             continue;
         }
         // A log entry may outlive its document (eviction): skip it.
@@ -1006,7 +1011,7 @@ fn changes_since<R: KvRead + ?Sized>(
         // the batch is then a prefix of every origin's writes (log order),
         // so a receiver never exposes a change without the earlier ones
         // from its origin, even mid-round.
-        let ops = match interest.map_or(Selection::Delta, |i| i.select(collection, &id, &doc)) {
+        let ops = match interest.map_or(Selection::Delta, |(i, _)| i.select(collection, &id, &doc)) {
             Selection::Skip => continue,
             Selection::Delta => doc.delta_from(since, origin),
             Selection::Whole => doc.whole_from(since, origin),
@@ -1135,17 +1140,19 @@ impl<K: Kv> ReadTx<'_, K> {
         changes_since(&self.kv, since, resume, max_docs, None)
     }
 
-    /// [`ReadTx::changes_since`] for a peer that wants only `interest`:
-    /// documents it does not want are skipped, and those matching a
-    /// filtered subscription are sent whole (see [`crate::sync::scope`]).
+    /// [`ReadTx::changes_since`] for a peer of `role` that wants only
+    /// `interest`: documents it does not want, or that the collection's
+    /// sync scope keeps from it, are skipped, and those matching a filtered
+    /// subscription are sent whole (see [`crate::sync::scope`]).
     pub fn changes_for(
         &self,
         since: &VersionVector,
         resume: Option<&SyncCursor>,
         max_docs: usize,
         interest: &Interest,
+        role: Role,
     ) -> Result<ChangeBatch, StoreError> {
-        changes_since(&self.kv, since, resume, max_docs, Some(interest))
+        changes_since(&self.kv, since, resume, max_docs, Some((interest, role)))
     }
 }
 

@@ -14,7 +14,7 @@
 //! Subscriptions come from the remote, so compiling one is validation: a
 //! malformed or unsupported query is an error that names it.
 
-use super::wire::SubscriptionSpec;
+use super::wire::{Role, SubscriptionSpec};
 use crate::doc::Doc;
 use crate::dql::ast::{Expr, SelectItem, Statement};
 use crate::dql::eval::{self, Params};
@@ -232,5 +232,86 @@ impl Filter {
                 .filter
                 .as_ref()
                 .is_none_or(|f| eval::truthy(&eval::eval(f, row, &self.params).unwrap_or(None)))
+    }
+}
+
+/// The setting that gives collections a sync scope.
+pub const SYNC_SCOPES_SETTING: &str = "USER_COLLECTION_SYNC_SCOPES";
+
+/// Where a collection's documents may go (`USER_COLLECTION_SYNC_SCOPES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncScope {
+    /// Every peer (the default).
+    AllPeers,
+    /// Only the big peer (cloud sync), never other devices.
+    BigPeerOnly,
+    /// Only other small peers, never the big peer.
+    SmallPeersOnly,
+    /// Nowhere: the collection never leaves the device.
+    LocalPeerOnly,
+}
+
+impl SyncScope {
+    /// The scope named `name`, as written in the setting.
+    pub fn parse(name: &str) -> Option<SyncScope> {
+        match name {
+            "AllPeers" => Some(SyncScope::AllPeers),
+            "BigPeerOnly" => Some(SyncScope::BigPeerOnly),
+            "SmallPeersOnly" => Some(SyncScope::SmallPeersOnly),
+            "LocalPeerOnly" => Some(SyncScope::LocalPeerOnly),
+            _ => None,
+        }
+    }
+
+    /// Whether documents in this scope may be sent to a peer of `role`.
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            SyncScope::AllPeers => true,
+            SyncScope::BigPeerOnly => role == Role::BigPeer,
+            SyncScope::SmallPeersOnly => role == Role::SmallPeer,
+            SyncScope::LocalPeerOnly => false,
+        }
+    }
+}
+
+/// Checks a value for [`SYNC_SCOPES_SETTING`]: an object from collection
+/// names to scope names. The error says which entry is wrong and why.
+pub fn check_sync_scopes(value: &Value) -> Result<(), String> {
+    let Value::Object(o) = value else {
+        return Err(format!(
+            "{SYNC_SCOPES_SETTING} is an object of collection names to scopes, got {value}"
+        ));
+    };
+    for (coll, scope) in o {
+        if scope.as_str().and_then(SyncScope::parse).is_none() {
+            return Err(format!(
+                "{SYNC_SCOPES_SETTING}: collection {coll}: {scope} is not a scope \
+                 (AllPeers, BigPeerOnly, SmallPeersOnly or LocalPeerOnly)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The scope of every collection, from the store's settings.
+#[derive(Clone, Debug, Default)]
+pub struct SyncScopes(BTreeMap<String, SyncScope>);
+
+impl SyncScopes {
+    /// From the settings (an unreadable entry counts as the default).
+    pub fn from_settings(settings: &[(String, Value)]) -> SyncScopes {
+        let Some((_, Value::Object(o))) = settings.iter().find(|(n, _)| n == SYNC_SCOPES_SETTING) else {
+            return SyncScopes::default();
+        };
+        SyncScopes(
+            o.iter()
+                .filter_map(|(c, s)| Some((c.clone(), s.as_str().and_then(SyncScope::parse)?)))
+                .collect(),
+        )
+    }
+
+    /// The scope of `collection`.
+    pub fn of(&self, collection: &str) -> SyncScope {
+        self.0.get(collection).copied().unwrap_or(SyncScope::AllPeers)
     }
 }
