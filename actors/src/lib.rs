@@ -31,7 +31,7 @@ mod store;
 
 pub use actor::{Addr, WeakAddr};
 pub use error::PeerError;
-pub use link::{LinkModel, LinkStats};
+pub use link::{Direction, Faults, LinkModel, LinkStats};
 pub use merger::{MergeStats, MAX_BATCH_CHANGES};
 pub use observer::QueryEvent;
 pub use peer::{

@@ -82,6 +82,12 @@ pub struct PeerConfig {
     /// Added to the system clock when stamping writes (0 in an app): the
     /// simulator gives peers clocks that are minutes apart.
     pub clock_skew_ms: i64,
+    /// How long a deleted document's tombstone is kept, from its deletion's
+    /// HLC (default 7 days). A peer that returns after longer rebases: see
+    /// ARCHITECTURE.md, "Tombstones".
+    pub tombstone_ttl_ms: u64,
+    /// How often tombstones past their lifetime are reaped (default hourly).
+    pub reap_interval_ms: u64,
 }
 
 impl PeerConfig {
@@ -92,6 +98,8 @@ impl PeerConfig {
             sync: SyncConfig::default(),
             mailbox: 256,
             clock_skew_ms: 0,
+            tombstone_ttl_ms: rhizome_engine::store::DEFAULT_TOMBSTONE_TTL_MS,
+            reap_interval_ms: 60 * 60 * 1000,
         }
     }
 
@@ -160,7 +168,7 @@ pub struct Peer {
     inner: Arc<Inner>,
 }
 
-fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>) -> Result<Box<dyn Backend>, PeerError> {
+fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>, ttl_ms: u64) -> Result<Box<dyn Backend>, PeerError> {
     let fresh = rt::entropy() | 1;
     match (storage, memory) {
         (Storage::Directory(dir), _) => {
@@ -168,9 +176,9 @@ fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>) -> Result<Box<dy
                 reason: format!("cannot create {}: {e}", dir.display()),
             })?;
             let kv = LmdbKv::open(dir, &LmdbConfig::default()).map_err(|e| PeerError::Store(e.into()))?;
-            Ok(store::open_backend(kv, fresh)?)
+            Ok(store::open_backend(kv, fresh, ttl_ms)?)
         }
-        (_, Some(mem)) => Ok(store::open_backend(mem.clone(), fresh)?),
+        (_, Some(mem)) => Ok(store::open_backend(mem.clone(), fresh, ttl_ms)?),
         (Storage::Memory, None) => unreachable!("memory storage comes with its tables"),
     }
 }
@@ -206,7 +214,8 @@ impl Peer {
     pub async fn open(config: PeerConfig) -> Result<Peer, PeerError> {
         let failed: Failures = Arc::default();
         let memory = matches!(config.storage, Storage::Memory).then(|| Arc::new(MemKv::new()));
-        let first = open_backend(&config.storage, &memory)?;
+        let ttl_ms = config.tombstone_ttl_ms;
+        let first = open_backend(&config.storage, &memory, ttl_ms)?;
         let id = first.peer();
 
         let pending = Arc::new(PendingCommits::default());
@@ -238,7 +247,7 @@ impl Peer {
         let store = actor::spawn(spec("store", &config, &failed), move |_| {
             let backend = match first.take() {
                 Some(b) => b,
-                None => open_backend(&storage, &memory).map_err(|e| e.to_string())?,
+                None => open_backend(&storage, &memory, ttl_ms).map_err(|e| e.to_string())?,
             };
             Ok(StoreActor::new(backend, listener.clone(), clock_skew_ms))
         })
@@ -282,6 +291,7 @@ impl Peer {
             .map_err(|reason| PeerError::InvalidInput { reason })?
         };
         let subscriptions = Mutex::new(load_subscriptions(&store).await?);
+        spawn_reaper(store.downgrade(), config.reap_interval_ms);
         tracing::info!(peer = %id, "peer open");
         Ok(Peer {
             inner: Arc::new(Inner {
@@ -803,6 +813,32 @@ impl std::fmt::Debug for Peer {
             .field("id", &self.inner.id)
             .finish_non_exhaustive()
     }
+}
+
+/// Tombstones past their lifetime per reaping pass (bounds one write
+/// transaction; the next pass takes the rest).
+const REAP_BATCH_DOCS: usize = 10_000;
+
+/// Reaps tombstones every `interval_ms` while the store lives.
+fn spawn_reaper(store: WeakAddr<StoreActor>, interval_ms: u64) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(interval_ms.max(1))).await;
+            let Some(store) = store.upgrade() else { return };
+            match store
+                .ask(|reply| StoreMsg::Reap {
+                    max_docs: REAP_BATCH_DOCS,
+                    reply,
+                })
+                .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(reaped = n, "tombstones reaped"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "reaping tombstones failed"),
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// The persisted subscriptions of the peer whose store this is, as

@@ -201,6 +201,7 @@ impl SessionActor {
                 Output::Apply {
                     round, changes, claim, ..
                 } => self.apply(round, changes, claim).await,
+                Output::Rebase { round, upto, interest } => self.rebase(round, upto, interest).await,
                 Output::CaughtUp => {}
                 Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
                 Output::Closed { refusal } => {
@@ -223,6 +224,26 @@ impl SessionActor {
             tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
         }
         self.session.handle_applied(round, ok);
+    }
+
+    /// Evicts what the remote knows in full (it reaped deletions we never
+    /// saw); the session then asks afresh.
+    async fn rebase(&mut self, round: u64, upto: VersionVector, interest: Arc<Interest>) {
+        let evicted = self
+            .store
+            .ask(|reply| StoreMsg::EvictCovered { upto, interest, reply })
+            .await;
+        let ok = match evicted.map_err(PeerError::from).and_then(|r| r) {
+            Ok(n) => {
+                tracing::info!(me = %self.me, remote = %self.remote_peer, evicted = n, "sync: rebased past reaped deletions");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(me = %self.me, error = %e, "sync: rebase failed");
+                false
+            }
+        };
+        self.session.handle_rebased(round, ok);
     }
 
     /// Reads what the remote lacks on a task of its own, batch by batch;
@@ -285,6 +306,10 @@ impl SessionActor {
             SessionMsg::Subscriptions(specs) => self.session.handle_subscriptions(specs),
             SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &vv?),
             SessionMsg::Timer(timer) => self.session.handle_timer(timer),
+            SessionMsg::Served { round, batch, reply } if batch.behind_reaped => {
+                self.session.send_rebase(round, batch.upto);
+                reply.send(false);
+            }
             SessionMsg::Served { round, batch, reply } => {
                 let last = batch.resume.is_none();
                 match self.session.send_changes(round, &batch.changes, batch.upto, last) {

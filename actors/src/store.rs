@@ -94,6 +94,13 @@ pub(crate) trait Backend: Send {
         role: Role,
     ) -> Result<ChangeBatch, PeerError>;
     fn put_local(&self, name: &str, value: Option<&Value>, now_ms: u64) -> Result<(), PeerError>;
+    fn reap(&self, max_docs: usize, now_ms: u64) -> Result<(usize, Committed), PeerError>;
+    fn evict_covered(
+        &self,
+        upto: &VersionVector,
+        interest: &Interest,
+        now_ms: u64,
+    ) -> Result<(usize, Committed), PeerError>;
     fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError>;
 }
 
@@ -191,6 +198,23 @@ impl<K: Kv> Backend for Store<K> {
     fn locals(&self, prefix: &str) -> Result<Vec<(String, Value)>, PeerError> {
         Ok(self.read()?.locals(prefix)?)
     }
+
+    fn reap(&self, max_docs: usize, now_ms: u64) -> Result<(usize, Committed), PeerError> {
+        let mut w = self.write(now_ms)?;
+        let n = w.reap_tombstones(max_docs)?;
+        Ok((n, w.commit()?))
+    }
+
+    fn evict_covered(
+        &self,
+        upto: &VersionVector,
+        interest: &Interest,
+        now_ms: u64,
+    ) -> Result<(usize, Committed), PeerError> {
+        let mut w = self.write(now_ms)?;
+        let n = w.evict_covered(upto, interest)?;
+        Ok((n, w.commit()?))
+    }
 }
 
 /// Messages of the store actor.
@@ -234,6 +258,19 @@ pub(crate) enum StoreMsg {
     Locals {
         prefix: String,
         reply: Reply<Result<Vec<(String, Value)>, PeerError>>,
+    },
+    /// Remove tombstones older than the store's lifetime for them (at most
+    /// `max_docs`); answers how many went.
+    Reap {
+        max_docs: usize,
+        reply: Reply<Result<usize, PeerError>>,
+    },
+    /// Rebase on a peer at `upto`: evict what it knows in full of the
+    /// collections `interest` wants; answers how many went.
+    EvictCovered {
+        upto: VersionVector,
+        interest: Arc<Interest>,
+        reply: Reply<Result<usize, PeerError>>,
     },
     /// Fault injection for tests and simulations: panic in the handler.
     Panic,
@@ -331,6 +368,20 @@ impl StoreActor {
                 reply.send(backend.put_local(&name, value.as_ref(), self.now_ms()))
             }
             StoreMsg::Locals { prefix, reply } => reply.send(backend.locals(&prefix)),
+            StoreMsg::Reap { max_docs, reply } => {
+                let out = backend.reap(max_docs, self.now_ms()).map(|(n, c)| {
+                    self.notify(c);
+                    n
+                });
+                reply.send(out);
+            }
+            StoreMsg::EvictCovered { upto, interest, reply } => {
+                let out = backend.evict_covered(&upto, &interest, self.now_ms()).map(|(n, c)| {
+                    self.notify(c);
+                    n
+                });
+                reply.send(out);
+            }
             StoreMsg::Panic => panic!("fault injected into the store actor"),
         }
     }
@@ -356,12 +407,15 @@ impl Actor for StoreActor {
 }
 
 /// Opens a store over `kv` as a [`Backend`].
-pub(crate) fn open_backend<K: Kv>(kv: K, fresh_peer: u64) -> Result<Box<dyn Backend>, StoreError> {
-    let store = Store::open(
-        kv,
-        rhizome_engine::store::StoreConfig::default(),
-        PeerId(fresh_peer),
-        rt::entropy(),
-    )?;
+pub(crate) fn open_backend<K: Kv>(
+    kv: K,
+    fresh_peer: u64,
+    tombstone_ttl_ms: u64,
+) -> Result<Box<dyn Backend>, StoreError> {
+    let config = rhizome_engine::store::StoreConfig {
+        tombstone_ttl_ms,
+        ..Default::default()
+    };
+    let store = Store::open(kv, config, PeerId(fresh_peer), rt::entropy())?;
     Ok(Box::new(store))
 }

@@ -781,3 +781,62 @@ async fn sync_scopes_keep_collections_from_other_peers() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_peer_back_after_the_tombstone_lifetime_rebases_and_deleted_documents_stay_deleted() {
+    let open = async || {
+        let mut config = PeerConfig::memory();
+        config.tombstone_ttl_ms = 50;
+        config.reap_interval_ms = 20;
+        let peer = Peer::open(config).await.expect("open");
+        peer.sync()
+            .subscribe("SELECT * FROM t", json!({}))
+            .await
+            .expect("subscribe");
+        peer
+    };
+    let (a, r) = (open().await, open().await);
+    for id in ["x", "y"] {
+        insert(&a, "t", json!({"_id": id, "v": 1})).await;
+    }
+    let link = a.connect_in_process(&r).await.expect("connect");
+    eventually("r has x and y", async || {
+        titles_of(&r, "SELECT * FROM t ORDER BY _id").await == ["x", "y"]
+    })
+    .await;
+    link.close().await;
+
+    // While r is away: a deletes x; r edits y and adds z.
+    run(&a, "DELETE FROM t WHERE _id = 'x'", "delete").await;
+    run(&r, "UPDATE t SET w = 2 WHERE _id = 'y'", "edit").await;
+    insert(&r, "t", json!({"_id": "z"})).await;
+    // Longer than the lifetime: a reaps x's tombstone and forgets it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let link = a.connect_in_process(&r).await.expect("reconnect");
+    for p in [&a, &r] {
+        eventually("both hold y and z, and x is gone", async || {
+            titles_of(p, "SELECT * FROM t ORDER BY _id").await == ["y", "z"]
+        })
+        .await;
+    }
+    let y = r
+        .store()
+        .execute("SELECT * FROM t WHERE _id = 'y'", json!({}))
+        .await
+        .expect("y");
+    assert_eq!(
+        y.items,
+        vec![json!({"_id": "y", "v": 1, "w": 2})],
+        "r's offline edit survives"
+    );
+    let y = a
+        .store()
+        .execute("SELECT * FROM t WHERE _id = 'y'", json!({}))
+        .await
+        .expect("y");
+    assert_eq!(y.items, vec![json!({"_id": "y", "v": 1, "w": 2})]);
+    link.close().await;
+    a.close().await;
+    r.close().await;
+}

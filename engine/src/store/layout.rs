@@ -33,6 +33,8 @@ pub(super) const META_FORMAT: &[u8] = b"format";
 pub(super) const META_PEER: &[u8] = b"peer";
 pub(super) const META_HLC: &[u8] = b"hlc";
 pub(super) const META_VV: &[u8] = b"vv";
+/// Version vectors of every document reaped after its deletion, joined.
+pub(super) const META_REAPED: &[u8] = b"reaped";
 pub(super) const META_NEXT_DOC: &[u8] = b"next_doc";
 pub(super) const META_NEXT_COLL: &[u8] = b"next_coll";
 pub(super) const META_ID_KEY: &[u8] = b"idkey";

@@ -53,13 +53,20 @@ pub struct StoreConfig {
     pub max_doc_bytes: usize,
     /// How far ahead of local time a remote timestamp may be.
     pub max_drift_ms: u64,
+    /// How long a deleted document's tombstone is kept (from its deletion's
+    /// HLC) before [`WriteTx::reap_tombstones`] removes it.
+    pub tombstone_ttl_ms: u64,
 }
+
+/// Default tombstone lifetime: 7 days.
+pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_drift_ms: DEFAULT_MAX_DRIFT_MS,
+            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
         }
     }
 }
@@ -328,6 +335,10 @@ pub struct Inserted {
 pub struct ChangeBatch {
     /// The changes, one per document.
     pub changes: Vec<Change>,
+    /// The asker has not seen deletions this replica has since reaped: it
+    /// may hold documents that are gone, so instead of changes it must
+    /// rebase (see [`WriteTx::evict_covered`]). `changes` is then empty.
+    pub behind_reaped: bool,
     /// The sender's version vector when the batch was read.
     pub upto: VersionVector,
     /// Where the next batch starts; `None` when this batch completes the sync.
@@ -441,7 +452,7 @@ fn check_path(path: &[String]) -> Result<(), StoreError> {
 use layout::{
     be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, LEVEL_MAIN,
     LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_NEXT_COLL, META_NEXT_DOC, META_PEER,
-    META_VV, RECENT_MAX,
+    META_REAPED, META_VV, RECENT_MAX,
 };
 
 fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -917,6 +928,13 @@ fn collections<R: KvRead + ?Sized>(r: &R) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
+fn reaped<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
+    match r.get(Table::Meta, META_REAPED)? {
+        None => Ok(VersionVector::new()),
+        Some(b) => postcard::from_bytes(b).map_err(|e| corrupt("(meta)", None, CodecError::from(e))),
+    }
+}
+
 fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
     match r.get(Table::Meta, META_VV)? {
         None => Ok(VersionVector::new()),
@@ -983,6 +1001,15 @@ fn changes_since<R: KvRead + ?Sized>(
 ) -> Result<ChangeBatch, StoreError> {
     assert!(max_docs > 0, "a batch must be allowed at least one document");
     let upto = version_vector(r)?;
+    // A fresh asker (nothing seen) holds nothing that was deleted.
+    if resume.is_none() && !since.is_empty() && !since.dominates(&reaped(r)?) {
+        return Ok(ChangeBatch {
+            changes: Vec::new(),
+            behind_reaped: true,
+            upto,
+            resume: None,
+        });
+    }
     let LogDocs { docs, next } = log_docs(r, &upto, since, resume, max_docs)?;
     let scopes = match interest {
         Some(_) => SyncScopes::from_settings(&settings(r)?),
@@ -1026,6 +1053,7 @@ fn changes_since<R: KvRead + ?Sized>(
     }
     Ok(ChangeBatch {
         changes,
+        behind_reaped: false,
         upto,
         resume: next,
     })
@@ -1126,6 +1154,11 @@ impl<K: Kv> ReadTx<'_, K> {
     /// What this replica has completely received, per origin peer.
     pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
         version_vector(&self.kv)
+    }
+
+    /// Joined version vectors of every document reaped after deletion.
+    pub fn reaped(&self) -> Result<VersionVector, StoreError> {
+        reaped(&self.kv)
     }
 
     /// Field-level changes a replica that has seen `since` is missing, for
@@ -1878,6 +1911,72 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         // Local readers (live queries) must see the document go.
         self.note_change(collection, &id_bytes);
         Ok(true)
+    }
+
+    /// Removes the deleted documents whose deletion is older than the
+    /// tombstone lifetime and that nothing concurrent brought back, at most
+    /// `max_docs` of them; returns how many. Their version vectors join the
+    /// *reaped horizon*: a peer that has not seen all of it is told to
+    /// rebase instead of given changes (it could hold a document whose
+    /// deletion it will never hear of). Scans every record: run it rarely.
+    pub fn reap_tombstones(&mut self, max_docs: usize) -> Result<usize, StoreError> {
+        let ttl_ms = self.store.config.tombstone_ttl_ms;
+        let cutoff_ms = self.now_ms.saturating_sub(ttl_ms);
+        let mut doomed: Vec<(String, Value, VersionVector)> = Vec::new();
+        for collection in collections(&self.kv)? {
+            self.scan_raw(&collection, &mut |raw| {
+                let Ok(raw) = raw else { return true };
+                let Ok((_, doc)) = decode_record(raw.collection(), raw.record()) else {
+                    return true;
+                };
+                let old = doc.deleted.as_ref().is_some_and(|d| d.stamp.hlc.wall_ms() < cutoff_ms);
+                if old && doc.render().is_none() {
+                    if let Ok(id) = raw.id() {
+                        doomed.push((raw.collection().to_string(), id, doc.vv.clone()));
+                    }
+                }
+                doomed.len() < max_docs
+            })?;
+        }
+        let mut horizon = reaped(&self.kv)?;
+        for (collection, id, vv) in &doomed {
+            self.evict(collection, id)?;
+            horizon.join(vv);
+        }
+        if !doomed.is_empty() {
+            let bytes = postcard::to_allocvec(&horizon).unwrap_or_default();
+            self.kv.put(Table::Meta, META_REAPED, &bytes)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Rebasing on a peer whose state is `upto`: evicts (locally, without
+    /// tombstones) every document of the collections `interest` wants whose
+    /// every write `upto` covers, so that asking that peer afresh brings
+    /// back exactly those it still has. Documents with writes it has not
+    /// seen stay (they sync to it as usual). Returns how many went.
+    pub fn evict_covered(&mut self, upto: &VersionVector, interest: &Interest) -> Result<usize, StoreError> {
+        let mut covered: Vec<(String, Value)> = Vec::new();
+        for collection in collections(&self.kv)? {
+            if !interest.wants_collection(&collection) {
+                continue;
+            }
+            self.scan_raw(&collection, &mut |raw| {
+                let Ok(raw) = raw else { return true };
+                if let Ok((_, doc)) = decode_record(raw.collection(), raw.record()) {
+                    if upto.dominates(&doc.vv) {
+                        if let Ok(id) = raw.id() {
+                            covered.push((raw.collection().to_string(), id));
+                        }
+                    }
+                }
+                true
+            })?;
+        }
+        for (collection, id) in &covered {
+            self.evict(collection, id)?;
+        }
+        Ok(covered.len())
     }
 
     /// Checks a remote change before anything is applied: collection, id in

@@ -21,6 +21,12 @@
 //! answered is repeated; a repeated request is served once. Every one of
 //! those repeats is idempotent (merging is a join).
 //!
+//! Deletions are forgotten after a while (tombstone reaping). A request
+//! from a peer that has not seen every reaped deletion is answered with
+//! `Rebase`: the asker evicts what the other side knows in full and asks
+//! afresh, so documents deleted meanwhile do not come back; its own writes
+//! the other side has not seen stay and sync as usual.
+//!
 //! Any malformed, oversized or out-of-place message ends the session with a
 //! `Refuse` saying why, and changes nothing. (Messages of the open session
 //! that arrive during the handshake are ignored: a lost `Hello` makes that
@@ -119,6 +125,18 @@ pub enum Output {
         last: bool,
         /// The claim to record once applied (last batch of a complete round).
         claim: Option<VersionVector>,
+    },
+    /// The remote reaped deletions this peer has not seen: evict (locally)
+    /// every document of the collections `interest` wants whose every
+    /// write `upto` covers (`WriteTx::evict_covered`), then call
+    /// [`Session::handle_rebased`]; the next round asks afresh.
+    Rebase {
+        /// The round.
+        round: u64,
+        /// The remote's version vector.
+        upto: VersionVector,
+        /// What this peer wants.
+        interest: Arc<Interest>,
     },
     /// A round ended with this peer up to date with the remote (as far as
     /// it wants): a connection planner may rotate the session out.
@@ -376,6 +394,7 @@ impl Session {
                     complete,
                 },
             ) => self.receive(round, seq, &changes, upto, last, complete),
+            (State::Open { .. }, Message::Rebase { round, upto, complete }) => self.rebase(round, upto, complete),
             (State::Open { .. }, Message::Subscribe { subscriptions }) => {
                 self.take_interest(&subscriptions);
             }
@@ -503,6 +522,42 @@ impl Session {
         });
     }
 
+    fn rebase(&mut self, round: u64, upto: VersionVector, complete: bool) {
+        let Some(r) = self.receiving.as_mut() else { return };
+        if r.round != round || r.next_seq != 0 || r.done {
+            return;
+        }
+        r.done = true;
+        if complete {
+            r.applying += 1;
+            let interest = self.ours.clone();
+            self.push(Output::Rebase { round, upto, interest });
+        } else {
+            // Nothing can be dropped on the word of a narrower peer: ask it
+            // for everything it has and keep the rest.
+            self.receiving = None;
+            self.fresh = true;
+            self.ask();
+        }
+    }
+
+    /// The driver evicted what [`Output::Rebase`] asked (`ok` false: it
+    /// could not); the session asks afresh.
+    pub fn handle_rebased(&mut self, round: u64, ok: bool) {
+        if self.receiving.as_ref().is_none_or(|r| r.round != round) {
+            return;
+        }
+        self.receiving = None;
+        self.fresh = ok;
+        match ok {
+            true => self.ask(),
+            false => {
+                let retry_ms = self.config.retry_ms;
+                self.timer(Timer::Retry, retry_ms);
+            }
+        }
+    }
+
     /// The driver applied a batch of `round` (`ok` false: it failed, or a
     /// change was refused).
     pub fn handle_applied(&mut self, round: u64, ok: bool) {
@@ -607,6 +662,17 @@ impl Session {
         Ok(true)
     }
 
+    /// Answers the remote's request of `round` with a rebase (the store
+    /// found it behind deletions reaped here: `ChangeBatch::behind_reaped`).
+    pub fn send_rebase(&mut self, round: u64, upto: VersionVector) {
+        if !self.is_open() || self.serving.is_none_or(|(r, seq)| r != round || seq != 0) {
+            return;
+        }
+        self.serving = Some((round, 1));
+        let complete = self.ours.covers(&self.theirs);
+        self.send(&Message::Rebase { round, upto, complete });
+    }
+
     /// Largest frame the remote accepts.
     pub fn remote_max_frame_bytes(&self) -> u32 {
         self.remote_max_frame_bytes
@@ -629,6 +695,7 @@ fn kind(msg: &Message) -> &'static str {
         Message::Request { .. } => "Request",
         Message::Changes { .. } => "Changes",
         Message::Poke => "Poke",
+        Message::Rebase { .. } => "Rebase",
         Message::Subscribe { .. } => "Subscribe",
     }
 }

@@ -134,6 +134,19 @@ pub enum Message {
         /// round's `upto` as complete for every peer.
         complete: bool,
     },
+    /// Answers a request whose version vector has not seen deletions the
+    /// sender has since reaped: the asker may hold documents that are gone
+    /// and would never hear of it, so it drops what the sender knows in
+    /// full and asks afresh (see `Session`).
+    Rebase {
+        /// The request's round.
+        round: u64,
+        /// The sender's version vector.
+        upto: VersionVector,
+        /// Whether the sender holds completely what the asker wants (else
+        /// the asker drops nothing and just asks afresh).
+        complete: bool,
+    },
     /// "I have news": the receiver asks with a `Request` when it is ready.
     Poke,
     /// The sender's subscriptions changed: from now on it wants these.
