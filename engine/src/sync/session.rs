@@ -363,6 +363,10 @@ impl Session {
         }
         match wire::decode(frame, self.config.max_frame_bytes as usize) {
             Ok((_, msg)) => self.handle_message(msg),
+            Err(WireError::OldVersion { version }) => self.close(Some(Refusal::UnsupportedVersion {
+                ours: (wire::MIN_PROTOCOL_VERSION, wire::PROTOCOL_VERSION),
+                theirs: (version, version),
+            })),
             Err(e) => self.violation(describe(&e)),
         }
     }

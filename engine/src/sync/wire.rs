@@ -193,6 +193,12 @@ pub enum WireError {
     ChunkOrder,
     /// A chunk with no payload, or an unknown flag.
     BadChunk,
+    /// A frame of a protocol version older than this build speaks (its
+    /// body is not read: old shapes are not known here).
+    OldVersion {
+        /// The frame's version.
+        version: u16,
+    },
 }
 
 impl fmt::Display for WireError {
@@ -211,6 +217,10 @@ impl fmt::Display for WireError {
             WireError::Malformed { reason } => write!(f, "malformed message: {reason}"),
             WireError::ChunkOrder => f.write_str("chunk out of order"),
             WireError::BadChunk => f.write_str("bad chunk header"),
+            WireError::OldVersion { version } => write!(
+                f,
+                "protocol version {version} is older than this build speaks ({MIN_PROTOCOL_VERSION})"
+            ),
         }
     }
 }
@@ -273,9 +283,16 @@ pub fn decode(bytes: &[u8], limit_bytes: usize) -> Result<(u16, Message), WireEr
     if crc32fast::hash(body) != crc {
         return Err(WireError::Checksum);
     }
+    if version < MIN_PROTOCOL_VERSION {
+        return Err(WireError::OldVersion { version });
+    }
     let (msg, rest) =
         postcard::take_from_bytes::<Message>(body).map_err(|e| WireError::Malformed { reason: e.to_string() })?;
-    if !rest.is_empty() {
+    // A newer peer's Hello may carry fields this build does not know, after
+    // the ones it does: the handshake must still reach a clean refusal or
+    // an agreement.
+    let newer_hello = version > PROTOCOL_VERSION && matches!(msg, Message::Hello(_));
+    if !rest.is_empty() && !newer_hello {
         return Err(WireError::Malformed {
             reason: format!("{} bytes after the message", rest.len()),
         });
