@@ -649,16 +649,7 @@ async fn a_modelled_ble_link_carries_a_sync_at_its_pace() {
     a.store()
         .transaction(|tx| {
             for i in 0..300 {
-                // Text that does not compress: the link must carry it.
-                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i as u64;
-                let text: String = (0..50)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        format!("{:04x}", x & 0xFFFF)
-                    })
-                    .collect();
+                let text = noise(i);
                 tx.execute("INSERT INTO t DOCUMENTS (:d)", json!({"d": {"_id": i, "text": text}}))?;
             }
             Ok(())
@@ -839,4 +830,56 @@ async fn a_peer_back_after_the_tombstone_lifetime_rebases_and_deleted_documents_
     link.close().await;
     a.close().await;
     r.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_link_does_not_hold_up_a_fast_one() {
+    use rhizome_actors::LinkModel;
+    let (a, slow, fast) = (memory_peer().await, memory_peer().await, memory_peer().await);
+    a.store()
+        .transaction(|tx| {
+            for i in 0..300 {
+                let text = noise(i);
+                tx.execute("INSERT INTO t DOCUMENTS (:d)", json!({"d": {"_id": i, "text": text}}))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("insert");
+    let count = async |p: &Peer| {
+        let n = p
+            .store()
+            .execute("SELECT count(*) AS n FROM t", json!({}))
+            .await
+            .expect("count");
+        n.items[0]["n"].as_i64().unwrap_or(0)
+    };
+    let ble = a.connect_in_process_with(&slow, LinkModel::ble()).await.expect("ble");
+    let wifi = a
+        .connect_in_process_with(&fast, LinkModel::p2p_wifi())
+        .await
+        .expect("wifi");
+    eventually("the Wi-Fi peer has everything", async || count(&fast).await == 300).await;
+    // Same source, same store actor: the BLE session is still sending.
+    assert!(count(&slow).await < 300, "the BLE peer cannot be done yet");
+    eventually("the BLE peer catches up", async || count(&slow).await == 300).await;
+    for l in [ble, wifi] {
+        l.close().await;
+    }
+    for p in [a, slow, fast] {
+        p.close().await;
+    }
+}
+
+/// 200 characters of text that does not compress (a link must carry it all).
+fn noise(seed: u64) -> String {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    (0..50)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{:04x}", x & 0xFFFF)
+        })
+        .collect()
 }
