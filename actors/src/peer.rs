@@ -15,6 +15,7 @@ use crate::presence::{Link, LinkKind, PresenceActor, PresenceGraph};
 use crate::session::{self, Remote, SessionActor, SessionMsg};
 use crate::store::{self, AnyResult, Backend, StoreActor, StoreMsg, TxExec};
 use crate::{rt, Addr};
+use rhizome_engine::doc::Doc;
 use rhizome_engine::dql;
 use rhizome_engine::dql::eval::Params;
 use rhizome_engine::dql::exec::Output;
@@ -593,6 +594,41 @@ impl StoreApi<'_> {
             .await
             .map_err(|e| self.peer.error(e))??;
         QueryResult::from_output(out)
+    }
+
+    /// Every document of `collection` with its full CRDT state (field
+    /// stamps, counters, deletions; deleted documents included), by `_id`
+    /// as JSON text. For checking that replicas converged to the same
+    /// metadata, not only the same JSON (the simulator does).
+    pub async fn crdt_states(&self, collection: &str) -> Result<BTreeMap<String, Doc>, PeerError> {
+        let collection = collection.to_string();
+        self.peer
+            .inner
+            .store
+            .ask(|reply| {
+                StoreMsg::Read(Box::new(move |docs| {
+                    reply.send(docs.and_then(|docs| {
+                        let mut out = BTreeMap::new();
+                        let mut failed = None;
+                        docs.scan(&collection, &mut |raw| {
+                            let state = raw.id().and_then(|id| Ok((id, raw.doc()?)));
+                            match state {
+                                Ok((id, doc)) => {
+                                    out.insert(id.to_string(), doc);
+                                }
+                                Err(e) => failed = Some(e),
+                            }
+                            true
+                        })?;
+                        match failed {
+                            Some(e) => Err(e.into()),
+                            None => Ok(out),
+                        }
+                    }))
+                }))
+            })
+            .await
+            .map_err(|e| self.peer.error(e))?
     }
 
     /// Runs `f` in one write transaction: its statements see each other's

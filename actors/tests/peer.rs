@@ -863,6 +863,15 @@ async fn a_slow_link_does_not_hold_up_a_fast_one() {
     // Same source, same store actor: the BLE session is still sending.
     assert!(count(&slow).await < 300, "the BLE peer cannot be done yet");
     eventually("the BLE peer catches up", async || count(&slow).await == 300).await;
+    let states = a.store().crdt_states("t").await.expect("states");
+    assert_eq!(states.len(), 300);
+    for p in [&slow, &fast] {
+        assert_eq!(
+            p.store().crdt_states("t").await.expect("states"),
+            states,
+            "same CRDT metadata"
+        );
+    }
     for l in [ble, wifi] {
         l.close().await;
     }

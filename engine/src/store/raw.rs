@@ -90,6 +90,11 @@ impl<'a> RawDoc<'a> {
         }
     }
 
+    /// The document's full CRDT state.
+    pub fn doc(&self) -> Result<crate::doc::Doc, StoreError> {
+        codec::decode_doc(self.body).map_err(|e| self.damaged(e))
+    }
+
     /// The document's `_id` as stored (encoded).
     pub(crate) fn id_bytes(&self) -> &'a [u8] {
         self.id
