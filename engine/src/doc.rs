@@ -775,7 +775,7 @@ impl Doc {
     /// ships a document once per origin with news, in each origin's order.
     pub fn delta_from(&self, since: &VersionVector, origin: PeerId) -> Vec<Op> {
         let mut ops = self.delta_since(since);
-        ops.retain(|op| op.stamp().peer == origin);
+        ops.retain(|op| from_origin(op, since, origin));
         ops
     }
 
@@ -786,7 +786,7 @@ impl Doc {
     /// with news, so each origin's writes still arrive in order.
     pub fn whole_from(&self, since: &VersionVector, origin: PeerId) -> Vec<Op> {
         let mut ops = self.delta_since(&VersionVector::new());
-        ops.retain(|op| op.stamp().peer == origin || since.covers(op.stamp()));
+        ops.retain(|op| from_origin(op, since, origin) || since.covers(op.stamp()));
         ops
     }
 
@@ -922,6 +922,17 @@ impl Attachment {
             Some(_) => return None,
         };
         (!id.is_empty()).then_some(Attachment { id, len, meta })
+    }
+}
+
+/// Whether `op` travels when a document is visited for `origin`'s news: the
+/// origin's own writes, and a (joined) deletion that saw writes of `origin`
+/// the other side lacks (joined deletions carry the newest stamp only, so
+/// the others' part would otherwise never travel).
+fn from_origin(op: &Op, since: &VersionVector, origin: PeerId) -> bool {
+    match op {
+        Op::Delete { stamp, seen } => stamp.peer == origin || seen.get(origin) > since.get(origin),
+        op => op.stamp().peer == origin,
     }
 }
 

@@ -40,6 +40,15 @@ impl VersionVector {
         }
     }
 
+    /// Sets the entry of `peer` to `hlc`, lower or higher (`Hlc::ZERO`
+    /// removes it).
+    pub fn set(&mut self, peer: PeerId, hlc: Hlc) {
+        match hlc == Hlc::ZERO {
+            true => self.0.remove(&peer),
+            false => self.0.insert(peer, hlc),
+        };
+    }
+
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
         for (&peer, &hlc) in &other.0 {

@@ -1,268 +1,780 @@
-//! The sans-IO sync session: two sessions over two stores, driven by a test
-//! loop that carries frames both ways, converge; version mismatches and
-//! malformed frames end the session with a reason and change nothing;
-//! batches of an abandoned round are ignored.
+//! The sans-IO sync session: two sessions over two stores, driven in
+//! virtual time by `sync_harness`, converge when they subscribe, and only
+//! then; version mismatches and malformed frames end the session with a
+//! reason and change nothing; lost, duplicated, reordered and delayed
+//! frames (a seeded lossy link) are survived: both replicas end identical.
+
+mod sync_harness;
 
 use rhizome_engine::hlc::PeerId;
-use rhizome_engine::mem::MemKv;
-use rhizome_engine::store::{OnConflict, Store, StoreConfig};
-use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer};
-use rhizome_engine::sync::wire::{self, Hello, Message, Refusal};
-use rhizome_engine::value::Value;
+use rhizome_engine::sync::pack;
+use rhizome_engine::sync::session::{Output, Session, Timer};
+use rhizome_engine::sync::wire::{self, Hello, Message, Refusal, Role, WireError};
 use rhizome_engine::vv::VersionVector;
-use std::collections::VecDeque;
+use sync_harness::{config, frame, msg, spec, Faults, Net, Peer, Rng, RETRY_MS, STALL_MS};
 
-const NOW_MS: u64 = 1_700_000_000_000;
+const TASKS: &str = "SELECT * FROM tasks";
 
-struct Side {
-    store: Store<MemKv>,
-    session: Session,
-    inbox: VecDeque<Vec<u8>>,
-    established: bool,
-    closed: Option<Option<Refusal>>,
-}
-
-fn side(peer: u64) -> Side {
-    let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(peer), peer).expect("store");
-    let config = SessionConfig {
-        me: PeerId(peer),
-        subscriptions: Vec::new(),
+fn hello(peer: u64, versions: (u16, u16), heard: bool) -> Hello {
+    Hello {
+        versions,
+        peer: PeerId(peer),
+        subscriptions: vec![spec(TASKS)],
         max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
-        retry_ms: 10,
-    };
-    Side {
-        store,
-        session: Session::new(config, 0),
-        inbox: VecDeque::new(),
-        established: false,
-        closed: None,
+        heard,
+        role: Role::SmallPeer,
     }
 }
 
-fn vv(s: &Store<MemKv>) -> VersionVector {
-    s.read().expect("read").version_vector().expect("vv")
+fn drain(s: &mut Session) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
 }
 
-fn insert(s: &Store<MemKv>, json: &str) {
-    let mut w = s.write(NOW_MS).expect("write");
-    w.insert("tasks", &Value::parse(json).expect("json"), OnConflict::Fail)
-        .expect("insert");
-    w.commit().expect("commit");
-}
-
-fn all(s: &Store<MemKv>) -> Vec<String> {
-    let mut out = Vec::new();
-    s.read()
-        .expect("read")
-        .scan("tasks", &mut |d| {
-            out.push(d.expect("doc").to_string());
-            true
+/// The messages among `outs`.
+fn sent(outs: &[Output]) -> Vec<Message> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send(f) => Some(msg(f)),
+            _ => None,
         })
-        .expect("scan");
-    // Storage order differs between replicas; contents must not.
-    out.sort();
-    out
+        .collect()
 }
 
-/// Drains one side's outputs: frames go to the other side's inbox, store
-/// work is done at once. Returns whether anything happened.
-fn drain(me: &mut Side, other_inbox: &mut VecDeque<Vec<u8>>) -> bool {
-    let mut busy = false;
-    while let Some(out) = me.session.poll_output() {
-        busy = true;
-        match out {
-            Output::Send(frame) => other_inbox.push_back(frame),
-            Output::Established { .. } => me.established = true,
-            Output::Serve { round, since } => {
-                let mut resume = None;
-                loop {
-                    let batch = me
-                        .store
-                        .read()
-                        .expect("read")
-                        .changes_since(&since, resume.as_ref(), 2)
-                        .expect("changes");
-                    let last = batch.resume.is_none();
-                    me.session
-                        .send_changes(round, batch.changes, batch.upto, last)
-                        .expect("fits");
-                    resume = batch.resume;
-                    if last {
-                        break;
-                    }
-                }
-            }
-            Output::Apply { round, changes, claim } => {
-                let mut w = me.store.write(NOW_MS).expect("write");
-                let outcome = w.apply_batch(&changes).expect("apply");
-                let ok = outcome.refused.is_empty();
-                if let (Some(claim), true) = (&claim, ok) {
-                    w.mark_synced(claim);
-                }
-                w.commit().expect("commit");
-                let local = vv(&me.store);
-                me.session.handle_applied(round, claim.is_some(), ok, &local);
-            }
-            Output::SetTimer { timer, .. } => {
-                let local = vv(&me.store);
-                me.session.handle_timer(timer, &local);
-            }
-            Output::Closed { refusal } => me.closed = Some(refusal),
-        }
-    }
-    busy
+fn closed_with(outs: &[Output]) -> Option<Option<Refusal>> {
+    outs.iter().find_map(|o| match o {
+        Output::Closed { refusal } => Some(refusal.clone()),
+        _ => None,
+    })
 }
 
-/// Runs both sides until nothing moves (bounded).
-fn run(a: &mut Side, b: &mut Side) {
-    for _ in 0..10_000 {
-        let mut busy = drain(a, &mut b.inbox) | drain(b, &mut a.inbox);
-        for (me, _) in [(&mut *a, ()), (&mut *b, ())] {
-            while let Some(frame) = me.inbox.pop_front() {
-                busy = true;
-                let local = vv(&me.store);
-                me.session.handle_frame(&frame, &local);
-            }
-        }
-        if !busy {
-            return;
-        }
+/// A session of peer 1 (subscribed to tasks) after the handshake with peer
+/// 2, its first request sent: (session, that round).
+fn open_session() -> (Session, u64) {
+    let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
+    s.handle_connected();
+    drain(&mut s);
+    s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), false))));
+    let outs = drain(&mut s);
+    assert!(matches!(outs[0], Output::Established { version: 2, .. }), "{outs:?}");
+    let round = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::ReadVersionVector { round } => Some(*round),
+            _ => None,
+        })
+        .expect("asks for the version vector");
+    s.send_request(round, &VersionVector::new());
+    let outs = drain(&mut s);
+    assert!(matches!(sent(&outs)[..], [Message::Request { round: r, .. }] if r == round));
+    (s, round)
+}
+
+fn changes(round: u64, seq: u32, docs: &[rhizome_engine::codec::Change], last: bool) -> Message {
+    Message::Changes {
+        round,
+        seq,
+        changes: pack::pack(docs),
+        upto: VersionVector::new(),
+        last,
+        complete: true,
     }
-    panic!("the sessions did not quiesce");
+}
+
+fn synced_pair() -> Net {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    net.connect();
+    net.run();
+    net
 }
 
 #[test]
 fn two_sessions_converge_and_keep_syncing_new_commits() {
-    let (mut a, mut b) = (side(1), side(2));
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
     for i in 0..7 {
-        insert(&a.store, &format!(r#"{{"_id": "a{i}", "n": {i}}}"#));
+        net.a().insert("tasks", &format!(r#"{{"_id": "a{i}", "n": {i}}}"#));
     }
-    insert(&b.store, r#"{"_id": "b", "n": 100}"#);
-    a.session.handle_connected();
-    b.session.handle_connected();
-    run(&mut a, &mut b);
-    assert!(a.established && b.established);
-    assert_eq!(all(&a.store), all(&b.store));
-    assert_eq!(all(&a.store).len(), 8);
-    assert_eq!(vv(&a.store), vv(&b.store));
+    net.b().insert("tasks", r#"{"_id": "b", "n": 100}"#);
+    net.connect();
+    net.run();
+    for p in &net.peers {
+        assert_eq!(p.established.map(|e| e.2), Some(wire::PROTOCOL_VERSION));
+        assert!(p.closed.is_none());
+    }
+    assert_eq!(net.peers[0].live("tasks").len(), 8);
+    net.assert_converged("tasks", "after the first rounds");
 
-    // A later commit is offered with a poke and pulled.
-    insert(&b.store, r#"{"_id": "late", "n": 1}"#);
-    b.session.handle_local_commit();
-    run(&mut a, &mut b);
-    assert_eq!(all(&a.store), all(&b.store));
-    assert_eq!(all(&a.store).len(), 9);
+    // A later commit is offered with a poke and pulled, on either side.
+    net.on(1, |b| b.insert("tasks", r#"{"_id": "late", "n": 1}"#));
+    net.run();
+    net.on(0, |a| a.set("tasks", "late", "n", "2"));
+    net.run();
+    assert_eq!(
+        net.peers[1].get("tasks", "late"),
+        Some(sync_harness::v(r#"{"_id":"late","n":2}"#))
+    );
+    net.assert_converged("tasks", "after later commits");
+}
+
+#[test]
+fn only_what_a_peer_subscribes_to_flows_to_it() {
+    // (A's subscriptions, B's, whether A receives B's task, whether B receives A's)
+    let cases: &[(&[&str], &[&str], bool, bool)] = &[
+        (&[TASKS], &[TASKS], true, true),
+        (&[TASKS], &[], true, false),
+        (&[], &[TASKS], false, true),
+        (&[], &[], false, false),
+        (&["SELECT * FROM notes"], &[TASKS], false, true),
+    ];
+    for &(subs_a, subs_b, a_gets, b_gets) in cases {
+        let context = format!("A {subs_a:?}, B {subs_b:?}");
+        let mut net = Net::new(Peer::new(1, subs_a), Peer::new(2, subs_b));
+        net.a().insert("tasks", r#"{"_id": "from_a"}"#);
+        net.b().insert("tasks", r#"{"_id": "from_b"}"#);
+        net.connect();
+        net.run();
+        let has = |side: usize, doc: &str| net.peers[side].get("tasks", doc).is_some();
+        assert_eq!(has(0, "from_b"), a_gets, "{context}");
+        assert_eq!(has(1, "from_a"), b_gets, "{context}");
+        for (side, gets) in [(0, a_gets), (1, b_gets)] {
+            let p = &net.peers[side];
+            assert!(p.closed.is_none(), "{context}");
+            // A side that wants nothing is sent nothing, and is caught up.
+            if !gets {
+                assert!(p.received().is_empty(), "{context}: {:?}", p.received());
+                assert_eq!(p.caught_up, 1, "{context}");
+            }
+        }
+    }
 }
 
 #[test]
 fn no_common_version_is_refused_with_the_reason() {
-    let mut a = side(1);
-    a.session.handle_connected();
-    let _hello = a.session.poll_output();
-    let future = Hello {
-        versions: (7, 9),
-        peer: PeerId(2),
-        subscriptions: Vec::new(),
-        max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
+    let mut s = Session::new(config(1, vec![]), 0);
+    s.handle_connected();
+    drain(&mut s);
+    s.handle_frame(&wire::encode(&Message::Hello(hello(2, (7, 9), false)), 7));
+    let outs = drain(&mut s);
+    let expected = Refusal::UnsupportedVersion {
+        ours: (wire::MIN_PROTOCOL_VERSION, wire::PROTOCOL_VERSION),
+        theirs: (7, 9),
     };
-    let frame = wire::encode(&Message::Hello(future), 7);
-    a.session.handle_frame(&frame, &VersionVector::new());
-    let Some(Output::Send(refusal)) = a.session.poll_output() else {
-        panic!("a refusal is sent")
-    };
-    let (_, msg) = wire::decode(&refusal, 1 << 20).expect("decodes");
-    assert_eq!(
-        msg,
-        Message::Refuse(Refusal::UnsupportedVersion {
-            ours: (1, 1),
-            theirs: (7, 9)
-        })
-    );
-    assert!(matches!(
-        a.session.poll_output(),
-        Some(Output::Closed { refusal: Some(_) })
-    ));
-    assert!(a.session.is_closed());
+    assert_eq!(sent(&outs), vec![Message::Refuse(expected.clone())]);
+    assert_eq!(closed_with(&outs), Some(Some(expected)));
+    assert!(s.is_closed());
+}
+
+/// How a bad-frame case starts.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Connected, our `Hello` sent, none received.
+    Handshake,
+    /// Open, our first request sent.
+    Open,
 }
 
 #[test]
-fn malformed_or_misplaced_messages_close_the_session_and_change_nothing() {
-    let cases: Vec<Vec<u8>> = vec![
-        b"garbage".to_vec(),
-        wire::encode(&Message::Poke, 1), // before the handshake
-        {
-            let mut f = wire::encode(&Message::Poke, 1);
-            let n = f.len();
-            f[n - 1] ^= 1; // damaged
-            f
+fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
+    let damaged = {
+        let mut f = frame(&Message::Poke);
+        let n = f.len();
+        f[n - 1] ^= 1;
+        f
+    };
+    let huge = {
+        let mut f = frame(&Message::Poke);
+        f[4..8].copy_from_slice(&(wire::DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes());
+        f
+    };
+    let trailing = {
+        let mut f = frame(&Message::Poke);
+        f.push(0);
+        f
+    };
+    // (what, phase, frame given the open round, expected refusal, its text contains, whether we send a Refuse)
+    type Case = (
+        &'static str,
+        Phase,
+        Box<dyn Fn(u64) -> Vec<u8>>,
+        fn(&Refusal) -> bool,
+        &'static str,
+        bool,
+    );
+    let violation: fn(&Refusal) -> bool = |r| matches!(r, Refusal::ProtocolViolation { .. });
+    let cases: Vec<Case> = vec![
+        (
+            "garbage",
+            Phase::Handshake,
+            Box::new(|_| b"garbage".to_vec()),
+            violation,
+            "undecodable frame",
+            true,
+        ),
+        (
+            "garbage when open",
+            Phase::Open,
+            Box::new(|_| b"garbage, and not a frame".to_vec()),
+            violation,
+            "bad magic",
+            true,
+        ),
+        (
+            "damaged",
+            Phase::Open,
+            Box::new(move |_| damaged.clone()),
+            violation,
+            "checksum",
+            true,
+        ),
+        (
+            "too large",
+            Phase::Open,
+            Box::new(move |_| huge.clone()),
+            violation,
+            "exceeds the limit",
+            true,
+        ),
+        (
+            "trailing bytes",
+            Phase::Open,
+            Box::new(move |_| trailing.clone()),
+            violation,
+            "after the frame",
+            true,
+        ),
+        (
+            "same peer",
+            Phase::Handshake,
+            Box::new(|_| frame(&Message::Hello(hello(1, (2, 2), false)))),
+            |r| *r == Refusal::SamePeer,
+            "itself",
+            true,
+        ),
+        (
+            "empty version range",
+            Phase::Handshake,
+            Box::new(|_| frame(&Message::Hello(hello(2, (5, 2), false)))),
+            |r| matches!(r, Refusal::UnsupportedVersion { theirs: (5, 2), .. }),
+            "no protocol version in common",
+            true,
+        ),
+        (
+            "undecodable changes",
+            Phase::Open,
+            Box::new(|round| {
+                frame(&Message::Changes {
+                    round,
+                    seq: 0,
+                    changes: b"\x01\x00not a pack".to_vec(),
+                    upto: VersionVector::new(),
+                    last: true,
+                    complete: true,
+                })
+            }),
+            violation,
+            "undecodable changes",
+            true,
+        ),
+        (
+            "refused by the remote",
+            Phase::Open,
+            Box::new(|_| frame(&Message::Refuse(Refusal::HandshakeTimedOut))),
+            |r| *r == Refusal::HandshakeTimedOut,
+            "handshake",
+            false,
+        ),
+    ];
+    for (what, phase, make, expected, text, refuses) in cases {
+        let mut p = Peer::new(1, &[TASKS]);
+        p.insert("tasks", r#"{"_id": "x"}"#);
+        let before = (p.states("tasks"), p.vv());
+        let round = match phase {
+            Phase::Handshake => {
+                p.session.handle_connected();
+                drain(&mut p.session);
+                0
+            }
+            Phase::Open => {
+                let (s, round) = open_session();
+                p.session = s;
+                round
+            }
+        };
+        p.session.handle_frame(&make(round));
+        let outs = drain(&mut p.session);
+        let refusal = closed_with(&outs)
+            .flatten()
+            .unwrap_or_else(|| panic!("{what}: closed, {outs:?}"));
+        assert!(expected(&refusal), "{what}: {refusal:?}");
+        assert!(refusal.to_string().contains(text), "{what}: {refusal}");
+        let refuse_sent = sent(&outs).contains(&Message::Refuse(refusal.clone()));
+        assert_eq!(refuse_sent, refuses, "{what}: {outs:?}");
+        assert!(p.session.is_closed(), "{what}");
+        assert_eq!((p.states("tasks"), p.vv()), before, "{what}: nothing changed");
+        // Nothing more is taken once closed.
+        p.session.handle_frame(&frame(&Message::Poke));
+        p.session.handle_frame(&frame(&changes(round, 0, &[], true)));
+        p.session.handle_local_commit();
+        assert!(p.session.poll_output().is_none(), "{what}");
+    }
+}
+
+#[test]
+fn session_messages_during_the_handshake_are_ignored() {
+    // The other side may be open already (our Hello was lost).
+    let others = [
+        Message::Poke,
+        Message::Request {
+            round: 1,
+            since: VersionVector::new(),
+            subscriptions: None,
+        },
+        changes(0, 0, &[], true),
+        Message::Subscribe {
+            subscriptions: vec![spec(TASKS)],
+        },
+        Message::Subscribe {
+            subscriptions: vec![spec("not even DQL")],
         },
     ];
-    for frame in cases {
-        let mut a = side(1);
-        insert(&a.store, r#"{"_id": "x"}"#);
-        let before = all(&a.store);
-        a.session.handle_connected();
-        a.session.handle_frame(&frame, &VersionVector::new());
-        let mut closed = None;
-        while let Some(out) = a.session.poll_output() {
-            if let Output::Closed { refusal } = out {
-                closed = refusal;
-            }
-        }
-        assert!(matches!(closed, Some(Refusal::ProtocolViolation { .. })), "{closed:?}");
-        assert_eq!(all(&a.store), before);
-        // Nothing more is taken once closed.
-        a.session
-            .handle_frame(&wire::encode(&Message::Poke, 1), &VersionVector::new());
-        assert_eq!(a.session.poll_output(), None);
+    for m in others {
+        let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
+        s.handle_connected();
+        drain(&mut s);
+        s.handle_frame(&frame(&m));
+        let outs = drain(&mut s);
+        assert!(outs.is_empty(), "{m:?}: {outs:?}");
+        assert!(!s.is_closed());
+        // The handshake still completes.
+        s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), true))));
+        assert!(matches!(s.poll_output(), Some(Output::Established { .. })), "{m:?}");
     }
 }
 
 #[test]
 fn batches_of_an_abandoned_round_are_ignored() {
-    let (mut a, mut b) = (side(1), side(2));
-    a.session.handle_connected();
-    b.session.handle_connected();
-    // Handshake only: carry the hellos, then stop before requests are served.
-    drain(&mut a, &mut b.inbox);
-    drain(&mut b, &mut a.inbox);
-    let hello_b = a.inbox.pop_front().expect("hello");
-    a.session.handle_frame(&hello_b, &VersionVector::new());
-    let outs: Vec<Output> = std::iter::from_fn(|| a.session.poll_output()).collect();
-    assert!(matches!(outs[0], Output::Established { .. }));
-    let Output::Send(request) = &outs[1] else {
-        panic!("a request")
-    };
-    let Ok((_, Message::Request { round, .. })) = wire::decode(request, 1 << 20) else {
-        panic!("a request")
-    };
-    // A failed apply of the round abandons it; its later batches are ignored.
-    a.session.handle_applied(round, false, false, &VersionVector::new());
-    assert_eq!(
-        a.session.poll_output(),
-        Some(Output::SetTimer {
-            timer: Timer::Retry,
-            after_ms: 10
-        })
+    let (mut s, round) = open_session();
+    let mut p = Peer::new(3, &[]);
+    p.insert("tasks", r#"{"_id": "a"}"#);
+    p.insert("tasks", r#"{"_id": "b"}"#);
+    let docs = p
+        .store
+        .read()
+        .unwrap()
+        .changes_since(&VersionVector::new(), None, 10)
+        .unwrap()
+        .changes;
+    s.handle_frame(&frame(&changes(round, 0, &docs[..1], false)));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(&outs[..], [Output::Apply { round: r, last: false, claim: None, .. }] if *r == round),
+        "{outs:?}"
     );
-    let stale = wire::encode(
-        &Message::Changes {
+    // A failed apply abandons the round: a retry is scheduled...
+    s.handle_applied(round, false);
+    let outs = drain(&mut s);
+    assert!(
+        matches!(
+            outs[..],
+            [Output::SetTimer {
+                timer: Timer::Retry,
+                after_ms: RETRY_MS
+            }]
+        ),
+        "{outs:?}"
+    );
+    // ... and the round's later batches do nothing.
+    s.handle_frame(&frame(&changes(round, 1, &docs[1..], true)));
+    assert!(s.poll_output().is_none(), "a stale round's batch does nothing");
+    // The retry asks again, in a new round.
+    s.handle_timer(Timer::Retry);
+    let outs = drain(&mut s);
+    let Some(Output::ReadVersionVector { round: next }) = outs.first() else {
+        panic!("asks again: {outs:?}")
+    };
+    assert!(*next > round);
+}
+
+#[test]
+fn batches_out_of_sequence_are_ignored_and_a_stalled_round_is_asked_again() {
+    let (mut s, round) = open_session();
+    let batch = |seq, last| frame(&changes(round, seq, &[], last));
+    // Batch 0 lost: 1 and 2 are out of sequence.
+    s.handle_frame(&batch(1, false));
+    s.handle_frame(&batch(2, true));
+    assert!(s.poll_output().is_none());
+    // Another round's batch is ignored too.
+    s.handle_frame(&frame(&changes(round + 7, 0, &[], true)));
+    assert!(s.poll_output().is_none());
+    // The round made no progress: its stall timer abandons it and asks again.
+    s.handle_timer(Timer::Stall { round, progress: 0 });
+    let outs = drain(&mut s);
+    let Some(Output::ReadVersionVector { round: next }) = outs.first() else {
+        panic!("asks again: {outs:?}")
+    };
+    assert!(*next > round);
+    s.send_request(*next, &VersionVector::new());
+    drain(&mut s);
+    // A round that moves is not abandoned: its timer is set again.
+    s.handle_frame(&frame(&changes(*next, 0, &[], false)));
+    let outs = drain(&mut s);
+    assert!(matches!(outs[..], [Output::Apply { .. }]), "{outs:?}");
+    s.handle_applied(*next, true);
+    s.handle_timer(Timer::Stall {
+        round: *next,
+        progress: 0,
+    });
+    let outs = drain(&mut s);
+    assert!(
+        matches!(outs[..], [Output::SetTimer { timer: Timer::Stall { round: r, progress: 1 }, after_ms: STALL_MS }] if r == *next),
+        "{outs:?}"
+    );
+    // A duplicate of a batch already applied is ignored.
+    s.handle_frame(&frame(&changes(*next, 0, &[], false)));
+    assert!(s.poll_output().is_none());
+}
+
+#[test]
+fn a_lost_batch_costs_a_stall_then_the_round_is_served_again() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    for i in 0..5 {
+        net.a().insert("tasks", &format!(r#"{{"_id": "d{i}"}}"#));
+    }
+    // A's first batch (of 3: two documents each) is lost.
+    net.losses.push((0, |m| matches!(m, Message::Changes { seq: 0, .. })));
+    net.connect();
+    net.run();
+    net.assert_converged("tasks", "after the lost batch");
+    let b = &net.peers[1];
+    let rounds: Vec<u64> = b.requests().iter().map(|r| r.0).collect();
+    assert_eq!(rounds.len(), 2, "asked once more: {rounds:?}");
+    assert!(
+        b.applies.iter().all(|a| a.round == rounds[1]),
+        "nothing of the first round applied"
+    );
+}
+
+#[test]
+fn the_handshake_repeats_hello_then_gives_up() {
+    let mut s = Session::new(config(1, vec![]), 0);
+    s.handle_connected();
+    let outs = drain(&mut s);
+    assert!(matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: false, .. })]));
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::SetTimer {
+            timer: Timer::Handshake(1),
+            after_ms: STALL_MS
+        }
+    )));
+    let mut n = 1;
+    loop {
+        s.handle_timer(Timer::Handshake(n));
+        let outs = drain(&mut s);
+        if let Some(refusal) = closed_with(&outs) {
+            assert_eq!(refusal, Some(Refusal::HandshakeTimedOut));
+            assert_eq!(sent(&outs), vec![Message::Refuse(Refusal::HandshakeTimedOut)]);
+            break;
+        }
+        assert!(
+            matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: false, .. })]),
+            "{outs:?}"
+        );
+        n += 1;
+        assert!(n < 100, "gives up");
+    }
+    assert!(n > 5, "gives up after several attempts, not {n}");
+}
+
+#[test]
+fn an_open_side_answers_a_repeated_hello() {
+    let (mut s, _) = open_session();
+    // The other side did not hear our Hello: it is answered, heard.
+    s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), false))));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
+        "{outs:?}"
+    );
+    // A Hello that heard ours, or a stale handshake timer, changes nothing.
+    s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), true))));
+    s.handle_timer(Timer::Handshake(1));
+    assert!(s.poll_output().is_none());
+    assert!(!s.is_closed());
+}
+
+#[test]
+fn lost_hellos_are_sent_again_and_the_peers_converge() {
+    let first_hello = |m: &Message| matches!(m, Message::Hello(_));
+    let cases: Vec<(&str, Vec<sync_harness::Loss>)> = vec![
+        ("A's first Hello", vec![(0, first_hello)]),
+        ("B's first Hello", vec![(1, first_hello)]),
+        ("both first Hellos", vec![(0, first_hello), (1, first_hello)]),
+        ("A's first two Hellos", vec![(0, first_hello), (0, first_hello)]),
+        (
+            "A's first Hello and B's first request",
+            vec![
+                (0, first_hello),
+                (1, |m: &Message| matches!(m, Message::Request { .. })),
+            ],
+        ),
+    ];
+    for (what, losses) in cases {
+        let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+        net.a().insert("tasks", r#"{"_id": "a", "n": 1}"#);
+        net.b().insert("tasks", r#"{"_id": "b", "n": 2}"#);
+        let lost = losses.len() as u64;
+        net.losses = losses;
+        net.connect();
+        net.run();
+        assert_eq!(net.lost, lost, "{what}");
+        assert!(
+            net.peers.iter().all(|p| p.established.is_some() && p.closed.is_none()),
+            "{what}"
+        );
+        assert_eq!(net.peers[0].live("tasks").len(), 2, "{what}");
+        net.assert_converged("tasks", what);
+    }
+}
+
+#[test]
+fn a_lost_poke_is_repeated() {
+    let mut net = synced_pair();
+    net.losses.push((0, |m| matches!(m, Message::Poke)));
+    net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
+    net.run();
+    assert_eq!(net.lost, 1);
+    assert_eq!(net.peers[0].sent.iter().filter(|m| **m == Message::Poke).count(), 2);
+    net.assert_converged("tasks", "after a lost poke");
+}
+
+/// A request of an old round arriving late (a duplicate, or delayed) is no
+/// answer to a poke sent since: the poke must still be repeated until the
+/// remote asks again.
+#[test]
+fn a_stale_request_does_not_cancel_a_pending_poke() {
+    let mut net = synced_pair();
+    let (round, since) = net.peers[1].requests().last().cloned().expect("B asked");
+    net.losses.push((0, |m| matches!(m, Message::Poke)));
+    net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
+    net.inject(
+        0,
+        &Message::Request {
             round,
-            changes: Vec::new(),
-            upto: VersionVector::new(),
-            last: true,
+            since,
+            subscriptions: None,
         },
-        1,
     );
-    a.session.handle_frame(&stale, &VersionVector::new());
-    assert_eq!(a.session.poll_output(), None, "a stale round's batch does nothing");
-    // The retry asks again with a new round.
-    a.session.handle_timer(Timer::Retry, &VersionVector::new());
-    let Some(Output::Send(again)) = a.session.poll_output() else {
-        panic!("a new request")
-    };
-    let Ok((_, Message::Request { round: next, .. })) = wire::decode(&again, 1 << 20) else {
-        panic!("a request")
-    };
-    assert!(next > round);
+    net.run();
+    assert_eq!(
+        net.peers[1].get("tasks", "new").map(|d| d.to_string()),
+        Some(r#"{"_id":"new"}"#.to_string()),
+        "the commit reaches B"
+    );
+    net.assert_converged("tasks", "after a stale request");
+}
+
+/// Once closed, a session sends nothing more, whatever timer fires.
+#[test]
+fn a_closed_session_sends_nothing_when_its_timers_fire() {
+    for close in ["by the driver", "by the remote"] {
+        let (mut s, round) = open_session();
+        match close {
+            "by the driver" => s.handle_close(),
+            _ => s.handle_frame(&frame(&Message::Refuse(Refusal::HandshakeTimedOut))),
+        }
+        assert!(matches!(drain(&mut s)[..], [Output::Closed { .. }]), "{close}");
+        for timer in [
+            Timer::Stall { round, progress: 0 },
+            Timer::Retry,
+            Timer::Poke(0),
+            Timer::Handshake(1),
+        ] {
+            s.handle_timer(timer);
+            let outs = drain(&mut s);
+            assert!(outs.is_empty(), "{close}, {timer:?}: {outs:?}");
+        }
+        s.handle_applied(round, true);
+        s.send_request(round + 1, &VersionVector::new());
+        assert!(s.poll_output().is_none(), "{close}");
+    }
+}
+
+#[test]
+fn a_failed_apply_claims_nothing_and_asks_again_later() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    net.a().insert("tasks", r#"{"_id": "x"}"#);
+    net.b().fail_applies = true;
+    net.connect();
+    net.run_until(3 * RETRY_MS);
+    let b = &net.peers[1];
+    assert!(
+        b.live("tasks").is_empty() && b.vv().is_empty(),
+        "nothing applied or claimed"
+    );
+    let rounds: Vec<u64> = b.requests().iter().map(|r| r.0).collect();
+    assert!(
+        rounds.len() >= 2 && rounds.windows(2).all(|w| w[0] < w[1]),
+        "{rounds:?}"
+    );
+    net.b().fail_applies = false;
+    net.run();
+    net.assert_converged("tasks", "after the store recovered");
+}
+
+#[test]
+fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
+    let mut s = Session::new(config(1, vec![]), 0);
+    s.handle_connected();
+    let mut small = hello(2, (2, 2), false);
+    small.max_frame_bytes = 1024;
+    s.handle_frame(&frame(&Message::Hello(small)));
+    drain(&mut s);
+    assert_eq!(s.remote_max_frame_bytes(), 1024);
+    // Not asked for: nothing to serve.
+    assert_eq!(s.send_changes(1, &[], VersionVector::new(), true), Ok(false));
+    for round in [1, 2] {
+        s.handle_frame(&frame(&Message::Request {
+            round,
+            since: VersionVector::new(),
+            subscriptions: None,
+        }));
+        assert!(matches!(drain(&mut s)[..], [Output::Serve { round: r, .. }] if r == round));
+    }
+    assert_eq!(
+        s.send_changes(1, &[], VersionVector::new(), false),
+        Ok(false),
+        "superseded"
+    );
+    let mut p = Peer::new(3, &[]);
+    // Random text: the packer compresses repeated bytes.
+    let mut rng = Rng::new(1);
+    let text: String = (0..4000).map(|_| char::from(b'a' + rng.below(26) as u8)).collect();
+    p.insert("tasks", &format!(r#"{{"_id": "big", "text": "{text}"}}"#));
+    let big = p
+        .store
+        .read()
+        .unwrap()
+        .changes_since(&VersionVector::new(), None, 1)
+        .unwrap();
+    assert!(matches!(
+        s.send_changes(2, &big.changes, big.upto.clone(), true),
+        Err(WireError::TooLarge { limit_bytes: 1024, .. })
+    ));
+    assert!(s.poll_output().is_none(), "an oversized batch is not sent");
+    // Batches are numbered in sequence.
+    for seq in 0..3 {
+        assert_eq!(s.send_changes(2, &[], VersionVector::new(), seq == 2), Ok(true));
+        let outs = drain(&mut s);
+        assert!(matches!(&sent(&outs)[..], [Message::Changes { round: 2, seq: q, .. }] if *q == seq));
+    }
+}
+
+/// A random local write on `side`: inserts, field writes, counter
+/// increments and deletions over a few shared ids, so the sides conflict.
+fn random_write(net: &mut Net, rng: &mut Rng, k: u64) {
+    let side = rng.below(2) as usize;
+    let doc = format!("d{}", rng.below(6));
+    let op = rng.below(10);
+    net.on(side, |p| match op {
+        0..=3 => p.insert("tasks", &format!(r#"{{"_id": "{doc}", "n": {k}, "by{side}": true}}"#)),
+        4..=6 => p.set("tasks", &doc, &format!("f{}", k % 3), &k.to_string()),
+        7..=8 => p.increment("tasks", &doc, "c", 1 + k as i64 % 4),
+        _ => p.delete("tasks", &doc),
+    });
+}
+
+/// One run over a lossy link: a few documents on each side, then twelve
+/// random writes on either side while the sessions run; then quiescence.
+fn lossy_run(seed: u64) -> Net {
+    lossy_run_traced(seed, false)
+}
+
+fn lossy_run_traced(seed: u64, trace: bool) -> Net {
+    let mut rng = Rng::new(seed);
+    let mut a = Peer::new(1, &[TASKS]);
+    let mut b = Peer::new(2, &[TASKS]);
+    a.batch = 1 + (seed % 3) as usize;
+    b.batch = 1 + (seed % 2) as usize;
+    for i in 0..rng.below(5) {
+        a.insert("tasks", &format!(r#"{{"_id": "a{i}", "n": {i}}}"#));
+    }
+    for i in 0..rng.below(5) {
+        b.insert("tasks", &format!(r#"{{"_id": "b{i}", "n": {i}}}"#));
+    }
+    let mut net = Net::new(a, b);
+    net.faults = Some(Faults {
+        rng: Rng::new(seed.wrapping_mul(31) + 7),
+        drop: 60,
+        dup: 60,
+        reorder: 40,
+        max_delay_ms: 20,
+    });
+    net.label = format!("seed {seed}");
+    if trace {
+        net.trace = Some(Vec::new());
+    }
+    if seed.is_multiple_of(4) {
+        // The first Hello is lost.
+        net.losses.push((0, |m| matches!(m, Message::Hello(_))));
+    }
+    net.connect();
+    let mut t = 0;
+    for k in 0..12 {
+        t += rng.below(80);
+        net.run_until(t);
+        random_write(&mut net, &mut rng, k);
+    }
+    net.run();
+    net
+}
+
+#[test]
+fn lossy_links_converge_over_many_seeds() {
+    let mut lost = 0;
+    for seed in 0..SEEDS {
+        let net = lossy_run(seed);
+        let context = format!("seed {seed}");
+        for p in &net.peers {
+            assert!(
+                p.established.is_some() && p.closed.is_none(),
+                "{context}: {:?}",
+                p.closed
+            );
+        }
+        net.assert_converged("tasks", &context);
+        lost += net.lost;
+    }
+    assert!(lost > SEEDS, "the link lost frames ({lost})");
+}
+
+/// Seeds of the lossy runs (each a few milliseconds).
+const SEEDS: u64 = 300;
+
+/// Two peers delete one document concurrently; one of them hears of the
+/// other's deletion first and joins both (the newest stamp, the union of
+/// what they saw). Sync must bring the other to the same state: the joined
+/// deletion's `seen` covers writes of the first peer that the second
+/// peer's own deletion did not.
+#[test]
+fn concurrent_deletions_converge() {
+    let mut a = Peer::new(1, &[TASKS]);
+    let mut b = Peer::new(2, &[TASKS]);
+    b.insert("tasks", r#"{"_id": "d", "n": 1}"#);
+    rhizome_engine::testing::sync_into(&b.store, &a.store, sync_harness::NOW_MS + 2, 10);
+    a.set("tasks", "d", "m", "2");
+    a.delete("tasks", "d");
+    b.clock = 50;
+    b.delete("tasks", "d");
+    // A hears of B's deletion (and joins it with its own); B has not heard of A's.
+    rhizome_engine::testing::sync_into(&b.store, &a.store, sync_harness::NOW_MS + 60, 10);
+    let mut net = Net::new(a, b);
+    net.connect();
+    net.run();
+    assert_eq!(net.peers[0].live("tasks"), net.peers[1].live("tasks"));
+    assert_eq!(
+        net.peers[1].doc("tasks", "d").and_then(|d| d.deleted),
+        net.peers[0].doc("tasks", "d").and_then(|d| d.deleted),
+        "the joined deletion"
+    );
+    net.assert_converged("tasks", "after concurrent deletions");
 }

@@ -4,11 +4,14 @@
 
 use proptest::prelude::*;
 use rhizome_engine::codec::Change;
-use rhizome_engine::hlc::PeerId;
+use rhizome_engine::doc::{Op, RegVal};
+use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
+use rhizome_engine::sync::pack::{self, UnpackLimits};
 use rhizome_engine::sync::wire::{
-    chunks, decode, encode, negotiate, Hello, Message, Reassembler, Refusal, SubscriptionSpec, WireError,
-    DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    chunks, decode, encode, negotiate, Hello, Message, Reassembler, Refusal, Role, SubscriptionSpec, WireError,
+    DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+use rhizome_engine::value::Value;
 use rhizome_engine::vv::VersionVector;
 
 const LIMIT: usize = DEFAULT_MAX_FRAME_BYTES as usize;
@@ -22,39 +25,152 @@ fn hello(peer: u64, versions: (u16, u16)) -> Hello {
             params: r#"{"d":false}"#.into(),
         }],
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        heard: false,
+        role: Role::SmallPeer,
     }
 }
 
+fn vv(entries: &[(u64, u64)]) -> VersionVector {
+    let mut v = VersionVector::new();
+    for &(peer, hlc) in entries {
+        v.observe(Stamp {
+            hlc: Hlc(hlc),
+            peer: PeerId(peer),
+        });
+    }
+    v
+}
+
+fn sample_changes() -> Vec<Change> {
+    vec![Change {
+        collection: "tasks".into(),
+        id: Value::String("a".into()),
+        ops: vec![Op::Set {
+            path: vec!["title".into()],
+            stamp: Stamp {
+                hlc: Hlc(7 << 16),
+                peer: PeerId(3),
+            },
+            val: RegVal::Value(Value::String("write tests".into())),
+        }],
+    }]
+}
+
+/// One message of every kind, and every variant of the ones with variants.
 fn sample_messages() -> Vec<Message> {
     vec![
-        Message::Hello(hello(7, (1, 1))),
+        Message::Hello(hello(7, (2, 2))),
+        Message::Hello(Hello {
+            heard: true,
+            role: Role::BigPeer,
+            subscriptions: Vec::new(),
+            max_frame_bytes: 1024,
+            ..hello(u64::MAX, (0, u16::MAX))
+        }),
         Message::Refuse(Refusal::UnsupportedVersion {
-            ours: (1, 1),
-            theirs: (2, 3),
+            ours: (2, 2),
+            theirs: (3, 4),
         }),
         Message::Refuse(Refusal::ProtocolViolation { reason: "x".into() }),
+        Message::Refuse(Refusal::SamePeer),
+        Message::Refuse(Refusal::HandshakeTimedOut),
         Message::Request {
             round: 3,
+            since: vv(&[(1, 5), (u64::MAX, u64::MAX)]),
+            subscriptions: None,
+        },
+        Message::Request {
+            round: 4,
             since: VersionVector::new(),
+            subscriptions: Some(vec![SubscriptionSpec {
+                query: "SELECT * FROM tasks".into(),
+                params: "{}".into(),
+            }]),
         },
         Message::Changes {
             round: 3,
-            changes: vec![Change {
-                collection: "tasks".into(),
-                id: rhizome_engine::value::Value::String("a".into()),
-                ops: vec![],
-            }],
+            seq: 0,
+            changes: pack::pack(&sample_changes()),
+            upto: vv(&[(3, 7 << 16)]),
+            last: false,
+            complete: true,
+        },
+        Message::Changes {
+            round: u64::MAX,
+            seq: u32::MAX,
+            changes: pack::pack(&[]),
             upto: VersionVector::new(),
             last: true,
+            complete: false,
+        },
+        Message::Poke,
+        Message::Subscribe {
+            subscriptions: vec![
+                SubscriptionSpec {
+                    query: "SELECT * FROM tasks".into(),
+                    params: "{}".into(),
+                },
+                hello(1, (2, 2)).subscriptions[0].clone(),
+            ],
+        },
+        Message::Subscribe {
+            subscriptions: Vec::new(),
+        },
+        Message::Rebase {
+            round: 9,
+            upto: vv(&[(2, 1 << 40)]),
+            complete: true,
         },
     ]
 }
 
+/// How many [`sample_messages`] there are (for strategies).
+const SAMPLES: usize = 14;
+
 #[test]
 fn messages_round_trip() {
+    assert_eq!(sample_messages().len(), SAMPLES);
     for msg in sample_messages() {
         let frame = encode(&msg, PROTOCOL_VERSION);
-        assert_eq!(decode(&frame, LIMIT), Ok((PROTOCOL_VERSION, msg)));
+        assert_eq!(decode(&frame, LIMIT), Ok((PROTOCOL_VERSION, msg.clone())), "{msg:?}");
+        // The version in the header is the one given.
+        assert_eq!(decode(&encode(&msg, 9), LIMIT).map(|d| d.0), Ok(9));
+    }
+}
+
+#[test]
+fn packed_changes_in_a_frame_unpack_to_what_was_packed() {
+    let frame = encode(&sample_messages()[8], PROTOCOL_VERSION);
+    let Ok((_, Message::Changes { changes, .. })) = decode(&frame, LIMIT) else {
+        panic!("a Changes message")
+    };
+    assert_eq!(pack::unpack(&changes, UnpackLimits::default()), Ok(sample_changes()));
+}
+
+#[test]
+fn this_build_speaks_protocol_version_2() {
+    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (2, 2));
+}
+
+#[test]
+fn refusals_say_why() {
+    let cases = [
+        (
+            Refusal::UnsupportedVersion {
+                ours: (2, 2),
+                theirs: (3, 4),
+            },
+            "no protocol version in common: we speak 2..=2, the peer 3..=4",
+        ),
+        (
+            Refusal::ProtocolViolation { reason: "x".into() },
+            "protocol violation: x",
+        ),
+        (Refusal::SamePeer, "a peer cannot sync with itself"),
+        (Refusal::HandshakeTimedOut, "the peer did not complete the handshake"),
+    ];
+    for (refusal, text) in cases {
+        assert_eq!(refusal.to_string(), text);
     }
 }
 
@@ -98,7 +214,7 @@ fn a_frame_claiming_a_huge_length_is_refused_before_it_is_buffered() {
 
 #[test]
 fn chunks_out_of_order_are_refused() {
-    let frame = encode(&sample_messages()[4], PROTOCOL_VERSION);
+    let frame = encode(&sample_messages()[8], PROTOCOL_VERSION);
     let parts = chunks(&frame, 8);
     assert!(parts.len() > 2);
     let mut r = Reassembler::new(LIMIT);
@@ -144,21 +260,64 @@ proptest! {
     #[test]
     fn random_bodies_behind_a_valid_header_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         // A correct header and checksum around garbage reaches the body decoder.
-        let mut frame = vec![b'R', b'Z', 0, 1];
+        let mut frame = vec![b'R', b'Z', 0, 2];
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
         frame.extend_from_slice(&body);
         if let Ok((_, msg)) = decode(&frame, LIMIT) {
             // Whatever decodes re-encodes to a frame that decodes to the
             // same bytes again (bytes, not values: a float's bits are kept).
-            let again = encode(&msg, 1);
+            let again = encode(&msg, 2);
             let (_, msg2) = decode(&again, LIMIT).expect("re-encoded frame decodes");
-            prop_assert_eq!(encode(&msg2, 1), again);
+            prop_assert_eq!(encode(&msg2, 2), again);
         }
     }
 
     #[test]
-    fn chunking_to_any_mtu_reassembles(which in 0usize..5, mtu in 0usize..300) {
+    fn mutated_frames_never_panic(
+        which in 0usize..SAMPLES,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+    ) {
+        // Valid frames with bytes changed, inserted or removed in the body,
+        // the checksum fixed so the body decoder sees them.
+        let frame = encode(&sample_messages()[which], PROTOCOL_VERSION);
+        let mut body = frame[FRAME_HEADER_BYTES..].to_vec();
+        for (at, byte, how) in edits {
+            let i = at.index(body.len() + 1);
+            match how {
+                0 if i < body.len() => body[i] = byte,
+                1 => body.insert(i, byte),
+                _ if i < body.len() => {
+                    body.remove(i);
+                }
+                _ => {}
+            }
+        }
+        let mut bad = frame[..4].to_vec();
+        bad.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bad.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        bad.extend_from_slice(&body);
+        if let Ok((_, msg)) = decode(&bad, LIMIT) {
+            let again = encode(&msg, PROTOCOL_VERSION);
+            prop_assert!(decode(&again, LIMIT).is_ok());
+            // Packed changes inside are checked as hostile too.
+            if let Message::Changes { changes, .. } = &msg {
+                let _ = pack::unpack(changes, UnpackLimits::default());
+            }
+            if let Message::Hello(Hello { subscriptions, .. }) | Message::Subscribe { subscriptions } = &msg {
+                let _ = rhizome_engine::sync::scope::Interest::compile(subscriptions);
+            }
+        }
+        // A damaged frame (checksum not fixed) is refused.
+        if body != frame[FRAME_HEADER_BYTES..] && body.len() + FRAME_HEADER_BYTES == frame.len() {
+            let mut damaged = frame.clone();
+            damaged[FRAME_HEADER_BYTES..].copy_from_slice(&body);
+            prop_assert_eq!(decode(&damaged, LIMIT), Err(WireError::Checksum));
+        }
+    }
+
+    #[test]
+    fn chunking_to_any_mtu_reassembles(which in 0usize..SAMPLES, mtu in 0usize..300) {
         let frame = encode(&sample_messages()[which], PROTOCOL_VERSION);
         let mut r = Reassembler::new(LIMIT);
         let parts = chunks(&frame, mtu);

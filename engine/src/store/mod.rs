@@ -942,6 +942,16 @@ fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError
     }
 }
 
+/// The first origin at or after `start` with an entry in the change log.
+fn next_log_origin<R: KvRead + ?Sized>(r: &R, start: u64) -> Result<Option<PeerId>, StoreError> {
+    let mut found = None;
+    r.scan(Table::Log, &start.to_be_bytes(), None, false, &mut |k, _| {
+        found = be_u64(k).map(PeerId);
+        false
+    })?;
+    Ok(found)
+}
+
 /// Log entries to send (origin, collection id, document number), and where
 /// the next batch starts.
 struct LogDocs {
@@ -954,7 +964,6 @@ struct LogDocs {
 /// (its latest write from there), so it comes once per origin with news.
 fn log_docs<R: KvRead + ?Sized>(
     r: &R,
-    upto: &VersionVector,
     since: &VersionVector,
     resume: Option<&SyncCursor>,
     max_docs: usize,
@@ -963,11 +972,14 @@ fn log_docs<R: KvRead + ?Sized>(
     let mut next: Option<SyncCursor> = None;
     let mut last = [0u8; 28];
     let resume_peer = resume.and_then(|c| be_u64(&c.0)).unwrap_or(0);
-    for (peer, hlc) in upto.iter() {
+    // Origins as the log has them, not as the version vector claims them:
+    // writes merged from a peer whose claims were not complete for us are
+    // held and must be passed on too (multihop).
+    let mut origin = Some(resume_peer);
+    while let Some(start) = origin {
+        let Some(peer) = next_log_origin(r, start)? else { break };
+        origin = peer.0.checked_add(1);
         let after = since.get(peer);
-        if hlc <= after || peer.0 < resume_peer {
-            continue;
-        }
         let mut from = log_key(peer, Hlc(after.0 + 1), 0, 0).to_vec();
         if let Some(c) = resume.filter(|_| peer.0 == resume_peer) {
             from = from.max([&c.0[..], &[0]].concat());
@@ -1010,7 +1022,7 @@ fn changes_since<R: KvRead + ?Sized>(
             resume: None,
         });
     }
-    let LogDocs { docs, next } = log_docs(r, &upto, since, resume, max_docs)?;
+    let LogDocs { docs, next } = log_docs(r, since, resume, max_docs)?;
     let scopes = match interest {
         Some(_) => SyncScopes::from_settings(&settings(r)?),
         None => SyncScopes::default(),

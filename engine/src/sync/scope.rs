@@ -183,6 +183,11 @@ impl Interest {
         self.collections.contains_key(collection)
     }
 
+    /// Whether some collection is wanted only in part (a filter).
+    pub fn has_filters(&self) -> bool {
+        self.collections.values().any(|w| matches!(w, Wanted::Matching(_)))
+    }
+
     /// Whether nothing at all is wanted.
     pub fn is_empty(&self) -> bool {
         self.collections.is_empty()

@@ -211,6 +211,8 @@ pub struct Session {
     /// What the remote sent us in full, by round claim, this session (a
     /// narrower remote's rounds are never complete, yet need not repeat).
     acked: VersionVector,
+    /// Our own origin's entry in our previous request (see `send_request`).
+    asked_me: Option<crate::hlc::Hlc>,
     /// Our unanswered poke, by nonce.
     poke_pending: Option<u64>,
     next_poke: u64,
@@ -237,6 +239,7 @@ impl Session {
             poked: false,
             fresh: false,
             acked: VersionVector::new(),
+            asked_me: None,
             poke_pending: None,
             next_poke: 0,
             serving: None,
@@ -386,7 +389,14 @@ impl Session {
             }
             (State::Open { .. }, Message::Hello(_)) => {}
             (State::Open { .. }, Message::Poke) => self.ask(),
-            (State::Open { .. }, Message::Request { round, since }) => self.handle_request(round, since),
+            (
+                State::Open { .. },
+                Message::Request {
+                    round,
+                    since,
+                    subscriptions,
+                },
+            ) => self.handle_request(round, since, subscriptions),
             (
                 State::Open { .. },
                 Message::Changes {
@@ -445,11 +455,19 @@ impl Session {
         }
     }
 
-    fn handle_request(&mut self, round: u64, since: VersionVector) {
-        self.poke_pending = None;
-        // Rounds only grow: an older or repeated request was served already.
+    fn handle_request(&mut self, round: u64, since: VersionVector, subscriptions: Option<Vec<SubscriptionSpec>>) {
+        // Rounds only grow: an older or repeated request was served already
+        // (and says nothing about a poke sent since).
         if self.serving.is_some_and(|(r, _)| round <= r) {
             return;
+        }
+        self.poke_pending = None;
+        // A fresh request carries the asker's subscriptions: a `Subscribe`
+        // may have been lost, and the round must be served with them.
+        if let Some(subs) = subscriptions {
+            if !self.take_interest(&subs) {
+                return;
+            }
         }
         self.serving = Some((round, 0));
         self.push(Output::Serve { round, since });
@@ -457,6 +475,9 @@ impl Session {
 
     /// Asks the remote for what this peer lacks, unless a round is running.
     fn ask(&mut self) {
+        if !self.is_open() {
+            return;
+        }
         if self.receiving.is_some() {
             self.poked = true;
             return;
@@ -491,8 +512,24 @@ impl Session {
         let mut since = if r.fresh { VersionVector::new() } else { local.clone() };
         if !r.fresh {
             since.join(&self.acked);
+            // A write of ours can make a document match a filtered
+            // subscription of ours on the remote, which then must send it
+            // whole (we may lack writes made while it did not match); the
+            // remote visits a document only for news past `since`, so for
+            // our own origin ask from where our previous request stood: it
+            // looks again at our writes made since (an echo of those).
+            let me = self.config.me;
+            if let (true, Some(before)) = (self.ours.has_filters(), self.asked_me) {
+                since.set(me, before.min(local.get(me)));
+            }
+            self.asked_me = Some(local.get(me));
         }
-        self.send(&Message::Request { round, since });
+        let subscriptions = r.fresh.then(|| self.config.subscriptions.clone());
+        self.send(&Message::Request {
+            round,
+            since,
+            subscriptions,
+        });
         self.timer(Timer::Stall { round, progress: 0 }, self.config.stall_ms);
     }
 
@@ -592,6 +629,9 @@ impl Session {
 
     /// A timer fired.
     pub fn handle_timer(&mut self, timer: Timer) {
+        if self.state == State::Closed {
+            return;
+        }
         match timer {
             Timer::Retry if self.is_open() => self.ask(),
             Timer::Handshake(n) if self.state == State::Handshake => {

@@ -114,6 +114,9 @@ pub enum Message {
         round: u64,
         /// What the asker has completely received.
         since: VersionVector,
+        /// With a fresh request (subscriptions grew): all of the asker's
+        /// subscriptions, in case its `Subscribe` was lost.
+        subscriptions: Option<Vec<SubscriptionSpec>>,
     },
     /// Changes answering a request.
     Changes {
