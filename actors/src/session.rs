@@ -307,10 +307,12 @@ impl SessionActor {
             SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &vv?),
             SessionMsg::Timer(timer) => self.session.handle_timer(timer),
             SessionMsg::Served { round, batch, reply } if batch.behind_reaped => {
+                self.session.set_withheld(batch.withheld);
                 self.session.send_rebase(round, batch.upto);
                 reply.send(false);
             }
             SessionMsg::Served { round, batch, reply } => {
+                self.session.set_withheld(batch.withheld);
                 let last = batch.resume.is_none();
                 match self.session.send_changes(round, &batch.changes, batch.upto, last) {
                     Ok(true) => self.paced.push(reply),

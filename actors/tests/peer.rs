@@ -441,10 +441,9 @@ async fn opening_bad_storage_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").expect("write");
-    let e = Peer::open(PeerConfig::directory(&file))
-        .await
-        .err()
-        .expect("a file is not a data directory");
+    let Err(e) = Peer::open(PeerConfig::directory(&file)).await else {
+        panic!("a file is not a data directory")
+    };
     assert!(!e.to_string().is_empty());
     // One directory, one open peer per process (LMDB's rule).
     let first = Peer::open(PeerConfig::directory(dir.path().join("d")))

@@ -2,8 +2,9 @@
 //!
 //! `demo` runs replicas on LMDB that write offline, exchange field-level
 //! deltas (also through a peer in the middle) and converge; `exec` and
-//! `shell` run DQL on a store on disk. Later subcommands (`peer`, `sim`)
-//! join them as their issues land.
+//! `shell` run DQL on a store on disk; `sim` runs a simulated mesh scenario
+//! (`rhizome_sim::cli`; deterministic in the madsim build, `scripts/sim`).
+//! Later subcommands (`peer`) join them as their issues land.
 
 mod demo;
 mod dql;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: rhizome demo [--data DIR]
        rhizome exec --data DIR \"STATEMENT\" [--args JSON]
        rhizome shell --data DIR
+       rhizome sim [--peers N] [--seed S] [--scenario NAME] [--json]
 
   demo   three replicas on LMDB edit the same documents offline (fields,
          counters, deletes), sync through field-level deltas, also across a
@@ -20,7 +22,11 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
          --data DIR keeps the stores in DIR (default: a temporary folder).
   exec   runs one DQL statement on the store in DIR; prints result documents
          as JSON lines and mutations as {\"mutated\":[ids]}.
-  shell  an interactive DQL prompt on the store in DIR, with history.";
+  shell  an interactive DQL prompt on the store in DIR, with history.
+  sim    runs a simulated mesh of N peers (scenarios partition-heal, chain,
+         churn, skew, storm, crash-restart) and ends with one JSON line;
+         exits 1 if it did not converge. Reproducible in the madsim build:
+         scripts/sim ARGS (see rhizome sim --help).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some("sim") => rhizome_sim::main_with_args(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

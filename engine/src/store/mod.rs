@@ -339,6 +339,9 @@ pub struct ChangeBatch {
     /// may hold documents that are gone, so instead of changes it must
     /// rebase (see [`WriteTx::evict_covered`]). `changes` is then empty.
     pub behind_reaped: bool,
+    /// A collection the asker wants is kept from it by its sync scope: the
+    /// round is then not complete for it (see `Session::set_withheld`).
+    pub withheld: bool,
     /// The sender's version vector when the batch was read.
     pub upto: VersionVector,
     /// Where the next batch starts; `None` when this batch completes the sync.
@@ -928,6 +931,17 @@ fn collections<R: KvRead + ?Sized>(r: &R) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
+/// Whether a collection `interest` wants is kept from its role by a sync scope.
+fn withheld<R: KvRead + ?Sized>(r: &R, interest: Option<(&Interest, Role)>) -> Result<bool, StoreError> {
+    let Some((interest, role)) = interest else {
+        return Ok(false);
+    };
+    let scopes = SyncScopes::from_settings(&settings(r)?);
+    Ok(collections(r)?
+        .iter()
+        .any(|c| interest.wants_collection(c) && !scopes.of(c).allows(role)))
+}
+
 fn reaped<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
     match r.get(Table::Meta, META_REAPED)? {
         None => Ok(VersionVector::new()),
@@ -1018,6 +1032,7 @@ fn changes_since<R: KvRead + ?Sized>(
         return Ok(ChangeBatch {
             changes: Vec::new(),
             behind_reaped: true,
+            withheld: withheld(r, interest)?,
             upto,
             resume: None,
         });
@@ -1066,6 +1081,7 @@ fn changes_since<R: KvRead + ?Sized>(
     Ok(ChangeBatch {
         changes,
         behind_reaped: false,
+        withheld: withheld(r, interest)?,
         upto,
         resume: next,
     })
@@ -1953,7 +1969,14 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let mut horizon = reaped(&self.kv)?;
         for (collection, id, vv) in &doomed {
             self.evict(collection, id)?;
-            horizon.join(vv);
+            let mut claimed = VersionVector::new();
+            for (peer, hlc) in vv.iter() {
+                let h = hlc.min(self.vv.get(peer));
+                if h != Hlc::ZERO {
+                    claimed.observe(Stamp { hlc: h, peer });
+                }
+            }
+            horizon.join(&claimed);
         }
         if !doomed.is_empty() {
             let bytes = postcard::to_allocvec(&horizon).unwrap_or_default();
@@ -1969,6 +1992,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// seen stay (they sync to it as usual). Returns how many went.
     pub fn evict_covered(&mut self, upto: &VersionVector, interest: &Interest) -> Result<usize, StoreError> {
         let mut covered: Vec<(String, Value)> = Vec::new();
+        let mut partly: Vec<(String, Value, Vec<crate::doc::Op>)> = Vec::new();
         for collection in collections(&self.kv)? {
             if !interest.wants_collection(&collection) {
                 continue;
@@ -1980,6 +2004,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
                         if let Ok(id) = raw.id() {
                             covered.push((raw.collection().to_string(), id));
                         }
+                    } else if let Ok(id) = raw.id() {
+                        partly.push((raw.collection().to_string(), id, doc.delta_since(upto)));
                     }
                 }
                 true
@@ -1987,6 +2013,18 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         }
         for (collection, id) in &covered {
             self.evict(collection, id)?;
+        }
+        // Partly covered: keep only the writes `upto` does not cover; the
+        // fresh round brings back the rest, if the other side still has it.
+        for (collection, id, ops) in partly {
+            self.evict(&collection, &id)?;
+            let coll = self.coll_id_or_create(&collection)?;
+            let id_bytes = codec::encode_id(&id);
+            let mut at = Located::new(coll, id, id_bytes);
+            for op in &ops {
+                at.doc.apply(op);
+            }
+            self.save(&collection, &mut at)?;
         }
         Ok(covered.len())
     }

@@ -207,6 +207,8 @@ impl Interest {
                 let row = Value::Object(fields);
                 match filters.iter().any(|f| f.matches(id, &row)) {
                     true => Selection::Whole,
+                    // A deletion the peer may lack still travels.
+                    false if doc.deleted.is_some() => Selection::Delta,
                     false => Selection::Skip,
                 }
             }

@@ -219,6 +219,8 @@ pub struct Session {
     /// The newest request we serve, and the next batch number in it.
     serving: Option<(u64, u32)>,
     outputs: VecDeque<Output>,
+    /// The serving side's scopes keep a wanted collection from the remote.
+    withheld: bool,
 }
 
 impl Session {
@@ -244,6 +246,7 @@ impl Session {
             next_poke: 0,
             serving: None,
             outputs: VecDeque::new(),
+            withheld: false,
         }
     }
 
@@ -608,6 +611,7 @@ impl Session {
         r.applying = r.applying.saturating_sub(1);
         if !ok {
             // Nothing more of this round is applied or claimed.
+            self.fresh |= r.fresh;
             self.receiving = None;
             let retry_ms = self.config.retry_ms;
             self.timer(Timer::Retry, retry_ms);
@@ -690,7 +694,7 @@ impl Session {
                 changes: pack::pack(changes),
                 upto,
                 last,
-                complete: self.ours.covers(&self.theirs),
+                complete: self.ours.covers(&self.theirs) && !self.withheld,
             },
             self.version(),
         );
@@ -713,8 +717,13 @@ impl Session {
             return;
         }
         self.serving = Some((round, 1));
-        let complete = self.ours.covers(&self.theirs);
+        let complete = self.ours.covers(&self.theirs) && !self.withheld;
         self.send(&Message::Rebase { round, upto, complete });
+    }
+
+    /// Whether sync scopes keep a collection the remote wants from it.
+    pub fn set_withheld(&mut self, withheld: bool) {
+        self.withheld = withheld;
     }
 
     /// Largest frame the remote accepts.

@@ -313,6 +313,17 @@ impl Peer {
 
     fn serve(&mut self, round: u64, since: VersionVector) {
         self.serves.push((round, since.clone()));
+        {
+            let r = self.store.read().expect("read");
+            let scopes = rhizome_engine::sync::scope::SyncScopes::from_settings(&r.settings().expect("settings"));
+            let role = self.remote_role();
+            let withheld = r
+                .collections()
+                .expect("collections")
+                .iter()
+                .any(|c| self.interest.wants_collection(c) && !scopes.of(c).allows(role));
+            self.session.set_withheld(withheld);
+        }
         let mut resume = None;
         loop {
             let batch = self
