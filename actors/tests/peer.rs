@@ -645,16 +645,7 @@ async fn a_large_first_sync_arrives_in_paced_batches() {
 async fn a_modelled_ble_link_carries_a_sync_at_its_pace() {
     use rhizome_actors::LinkModel;
     let (a, b) = (memory_peer().await, memory_peer().await);
-    a.store()
-        .transaction(|tx| {
-            for i in 0..300 {
-                let text = noise(i);
-                tx.execute("INSERT INTO t DOCUMENTS (:d)", json!({"d": {"_id": i, "text": text}}))?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("insert");
+    insert_noise(&a, 300).await;
     let started = tokio::time::Instant::now();
     let link = a.connect_in_process_with(&b, LinkModel::ble()).await.expect("connect");
     let presence = b.presence();
@@ -835,16 +826,7 @@ async fn a_peer_back_after_the_tombstone_lifetime_rebases_and_deleted_documents_
 async fn a_slow_link_does_not_hold_up_a_fast_one() {
     use rhizome_actors::LinkModel;
     let (a, slow, fast) = (memory_peer().await, memory_peer().await, memory_peer().await);
-    a.store()
-        .transaction(|tx| {
-            for i in 0..300 {
-                let text = noise(i);
-                tx.execute("INSERT INTO t DOCUMENTS (:d)", json!({"d": {"_id": i, "text": text}}))?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("insert");
+    insert_noise(&a, 300).await;
     let count = async |p: &Peer| {
         let n = p
             .store()
@@ -890,4 +872,18 @@ fn noise(seed: u64) -> String {
             format!("{:04x}", x & 0xFFFF)
         })
         .collect()
+}
+
+/// `n` documents of 200 incompressible characters into `t`, in one transaction.
+async fn insert_noise(peer: &Peer, n: u64) {
+    peer.store()
+        .transaction(move |tx| {
+            for i in 0..n {
+                let text = noise(i);
+                tx.execute("INSERT INTO t DOCUMENTS (:d)", json!({"d": {"_id": i, "text": text}}))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("insert");
 }
