@@ -142,6 +142,9 @@ struct Inner {
     sessions: Mutex<Vec<Addr<SessionActor>>>,
     /// This peer's sync subscriptions, as announced to other peers.
     subscriptions: Mutex<Vec<SubscriptionSpec>>,
+    /// The subscriptions the store's version vector is complete for
+    /// (persisted; `None`: the current ones). Sessions update it.
+    claimed_for: session::ClaimedFor,
     failed: Failures,
 }
 
@@ -292,6 +295,7 @@ impl Peer {
             .map_err(|reason| PeerError::InvalidInput { reason })?
         };
         let subscriptions = Mutex::new(load_subscriptions(&store).await?);
+        let claimed_for = Arc::new(Mutex::new(load_claimed_for(&store).await?));
         spawn_reaper(store.downgrade(), config.reap_interval_ms);
         tracing::info!(peer = %id, "peer open");
         Ok(Peer {
@@ -308,6 +312,7 @@ impl Peer {
                 next_link: AtomicU64::new(1),
                 sessions: Mutex::default(),
                 subscriptions,
+                claimed_for,
                 failed,
             }),
         })
@@ -377,6 +382,7 @@ impl Peer {
         };
         let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
         let subscriptions = i.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let claimed_for = i.claimed_for.clone();
         let me = i.id;
         let give_up = session::on_give_up(remote.clone(), i.presence.downgrade(), remote_peer, link.id);
         // No restarts: a session's state belongs to its link, so a failed
@@ -392,6 +398,7 @@ impl Peer {
                 remote.clone(),
                 actors.clone(),
                 subscriptions.clone(),
+                claimed_for.clone(),
             ))
         })
         .map_err(|reason| PeerError::InvalidInput { reason })?;
@@ -838,6 +845,7 @@ impl Subscription {
     /// Stops pulling these documents (those already here stay).
     pub async fn cancel(self) -> Result<(), PeerError> {
         let name = format!("{SUBSCRIPTION_PREFIX}{}", self.id);
+        self.peer.pin_claimed_for().await?;
         self.peer.put_local(name, None).await?;
         self.peer.announce_subscriptions().await
     }
@@ -877,6 +885,24 @@ fn spawn_reaper(store: WeakAddr<StoreActor>, interval_ms: u64) {
     });
 }
 
+/// The local record naming what the version vector is complete for.
+pub(crate) const CLAIMED_FOR_RECORD: &str = "claimed_for";
+
+/// The subscriptions the store's version vector is complete for, if
+/// recorded.
+async fn load_claimed_for(store: &Addr<StoreActor>) -> Result<Option<Vec<SubscriptionSpec>>, PeerError> {
+    let records = store
+        .ask(|reply| StoreMsg::Locals {
+            prefix: CLAIMED_FOR_RECORD.to_string(),
+            reply,
+        })
+        .await??;
+    Ok(records
+        .into_iter()
+        .find(|(name, _)| name == CLAIMED_FOR_RECORD)
+        .map(|(_, v)| session::specs_from_value(&v)))
+}
+
 /// The persisted subscriptions of the peer whose store this is, as
 /// announced to other peers (in id order).
 async fn load_subscriptions(store: &Addr<StoreActor>) -> Result<Vec<SubscriptionSpec>, PeerError> {
@@ -905,6 +931,45 @@ impl Peer {
             .ask(|reply| StoreMsg::PutLocal { name, value, reply })
             .await
             .map_err(|e| self.error(e))?
+    }
+
+    /// Before the subscriptions change: if nothing records what the
+    /// version vector is complete for, it is complete for the current ones.
+    async fn pin_claimed_for(&self) -> Result<(), PeerError> {
+        // A version vector with no other origin's entry claims nothing: it
+        // is complete for any subscriptions.
+        let vv = self
+            .inner
+            .store
+            .ask(StoreMsg::VersionVector)
+            .await
+            .map_err(|e| self.error(e))??;
+        if vv.iter().all(|(peer, _)| peer == self.inner.id) {
+            return Ok(());
+        }
+        let current = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let pinned = {
+            let mut claimed = self.inner.claimed_for.lock().unwrap_or_else(|p| p.into_inner());
+            match claimed.as_ref() {
+                Some(_) => None,
+                None => {
+                    *claimed = Some(current.clone());
+                    Some(current)
+                }
+            }
+        };
+        match pinned {
+            Some(specs) => {
+                let value = session::specs_to_value(&specs);
+                self.put_local(CLAIMED_FOR_RECORD.to_string(), Some(value)).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Reloads the subscriptions and tells every live session.
@@ -938,6 +1003,7 @@ impl SyncApi<'_> {
         record.insert("query".to_string(), Value::String(dql.to_string()));
         record.insert("params".to_string(), canonical);
         let name = format!("{SUBSCRIPTION_PREFIX}{id}");
+        self.peer.pin_claimed_for().await?;
         self.peer.put_local(name, Some(Value::Object(record))).await?;
         self.peer.announce_subscriptions().await?;
         Ok(Subscription {

@@ -104,6 +104,8 @@ pub(crate) struct SessionActor {
     interest: Arc<Interest>,
     /// What kind of peer the remote is (collections' sync scopes).
     remote_role: Role,
+    /// Shared with the peer: what the store's claims are complete for.
+    claimed_for: ClaimedFor,
     /// Frames the remote's mailbox has not taken yet.
     outbox: VecDeque<Vec<u8>>,
     /// Serving tasks waiting for the outbox to drain.
@@ -118,10 +120,12 @@ impl SessionActor {
         remote: Remote,
         actors: (Addr<StoreActor>, Addr<MergerActor>, Addr<PresenceActor>),
         subscriptions: Vec<SubscriptionSpec>,
+        claimed_for: ClaimedFor,
     ) -> SessionActor {
         let config = SessionConfig {
             me: ids.0,
             role: Role::SmallPeer,
+            claimed_for: claimed_for.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             subscriptions,
             max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
             retry_ms: 50,
@@ -138,6 +142,7 @@ impl SessionActor {
             session: Session::new(config, 0),
             interest: Arc::new(Interest::none()),
             remote_role: Role::SmallPeer,
+            claimed_for,
             outbox: VecDeque::new(),
             paced: Vec::new(),
             flush_scheduled: false,
@@ -203,6 +208,7 @@ impl SessionActor {
                 } => self.apply(round, changes, claim).await,
                 Output::Rebase { round, upto, interest } => self.rebase(round, upto, interest).await,
                 Output::CaughtUp => {}
+                Output::ClaimedFor(specs) => self.claimed(specs).await,
                 Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
                 Output::Closed { refusal } => {
                     if let Some(r) = refusal {
@@ -224,6 +230,20 @@ impl SessionActor {
             tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
         }
         self.session.handle_applied(round, ok);
+    }
+
+    /// Records (shared and persisted) what the store's claims are now
+    /// complete for.
+    async fn claimed(&mut self, specs: Vec<SubscriptionSpec>) {
+        *self.claimed_for.lock().unwrap_or_else(|p| p.into_inner()) = Some(specs.clone());
+        let (name, value) = (
+            crate::peer::CLAIMED_FOR_RECORD.to_string(),
+            Some(specs_to_value(&specs)),
+        );
+        let put = self.store.ask(|reply| StoreMsg::PutLocal { name, value, reply }).await;
+        if let Err(e) = put.map_err(PeerError::from).and_then(|r| r) {
+            tracing::warn!(me = %self.me, error = %e, "sync: could not record what the claims are complete for");
+        }
     }
 
     /// Evicts what the remote knows in full (it reaped deletions we never
@@ -332,6 +352,43 @@ impl SessionActor {
         }
         self.drive(ctx).await
     }
+}
+
+/// What the store's version vector is complete for, shared by a peer and
+/// its sessions (`None`: its current subscriptions).
+pub(crate) type ClaimedFor = Arc<std::sync::Mutex<Option<Vec<SubscriptionSpec>>>>;
+
+/// Subscriptions as a JSON array of `{query, params}` (params as text).
+pub(crate) fn specs_to_value(specs: &[SubscriptionSpec]) -> rhizome_engine::value::Value {
+    use rhizome_engine::value::Value;
+    Value::Array(
+        specs
+            .iter()
+            .map(|s| {
+                let mut o = std::collections::BTreeMap::new();
+                o.insert("query".to_string(), Value::String(s.query.clone()));
+                o.insert("params".to_string(), Value::String(s.params.clone()));
+                Value::Object(o)
+            })
+            .collect(),
+    )
+}
+
+/// The inverse of [`specs_to_value`]; entries that are not specs are skipped.
+pub(crate) fn specs_from_value(v: &rhizome_engine::value::Value) -> Vec<SubscriptionSpec> {
+    let rhizome_engine::value::Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|i| {
+            let o = i.as_object()?;
+            Some(SubscriptionSpec {
+                query: o.get("query")?.as_str()?.to_string(),
+                params: o.get("params")?.as_str()?.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Sends `msg` to the actor after `ms` (weakly: a stopped actor gets none).

@@ -887,3 +887,34 @@ async fn insert_noise(peer: &Peer, n: u64) {
         .await
         .expect("insert");
 }
+
+#[tokio::test]
+async fn a_subscription_made_offline_fetches_documents_skipped_before() {
+    let a = memory_peer().await;
+    let b = Peer::open(PeerConfig::memory()).await.expect("open");
+    b.sync()
+        .subscribe("SELECT * FROM todo", json!({}))
+        .await
+        .expect("subscribe");
+    insert(&a, "todo", json!({"_id": "t1"})).await;
+    insert(&a, "notes", json!({"_id": "n1"})).await;
+    let link = a.connect_in_process(&b).await.expect("connect");
+    eventually("b has the todo", async || {
+        titles_of(&b, "SELECT * FROM todo").await == ["t1"]
+    })
+    .await;
+    link.close().await;
+    // Offline, b starts wanting notes: its claims do not cover them.
+    b.sync()
+        .subscribe("SELECT * FROM notes", json!({}))
+        .await
+        .expect("subscribe");
+    let link = a.connect_in_process(&b).await.expect("reconnect");
+    eventually("b fetched the note skipped before", async || {
+        titles_of(&b, "SELECT * FROM notes").await == ["n1"]
+    })
+    .await;
+    link.close().await;
+    a.close().await;
+    b.close().await;
+}

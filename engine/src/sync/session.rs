@@ -50,6 +50,11 @@ pub struct SessionConfig {
     pub role: Role,
     /// What this peer wants from the other.
     pub subscriptions: Vec<SubscriptionSpec>,
+    /// The subscriptions this peer's stored version vector is complete
+    /// for (`None`: the current ones). When they do not cover
+    /// `subscriptions`, the first round asks afresh, and this peer does not
+    /// vouch for what it holds beyond them.
+    pub claimed_for: Option<Vec<SubscriptionSpec>>,
     /// Largest frame this peer accepts.
     pub max_frame_bytes: u32,
     /// Pause before asking again after a failed apply.
@@ -141,6 +146,10 @@ pub enum Output {
     /// A round ended with this peer up to date with the remote (as far as
     /// it wants): a connection planner may rotate the session out.
     CaughtUp,
+    /// A fresh round was claimed in full: the stored version vector is now
+    /// complete for these subscriptions. Persist them; give them as
+    /// [`SessionConfig::claimed_for`] to later sessions.
+    ClaimedFor(Vec<SubscriptionSpec>),
     /// Call [`Session::handle_timer`] after this long.
     SetTimer {
         /// Which.
@@ -196,6 +205,9 @@ pub struct Session {
     config: SessionConfig,
     /// What this peer wants, compiled (to tell whether the remote holds it).
     ours: Arc<Interest>,
+    /// What the stored version vector is complete for: what this peer can
+    /// vouch to hold in full.
+    claimed: Arc<Interest>,
     state: State,
     remote: Option<PeerId>,
     /// What the remote wants.
@@ -229,9 +241,15 @@ impl Session {
     /// (they were checked when made).
     pub fn new(config: SessionConfig, first_round: u64) -> Session {
         let ours = Arc::new(Interest::compile(&config.subscriptions).unwrap_or_default());
+        let claimed = match &config.claimed_for {
+            Some(specs) => Arc::new(Interest::compile(specs).unwrap_or_default()),
+            None => ours.clone(),
+        };
+        let fresh = !claimed.covers(&ours);
         Session {
             config,
             ours,
+            claimed,
             state: State::Handshake,
             remote: None,
             theirs: Arc::new(Interest::none()),
@@ -239,7 +257,7 @@ impl Session {
             next_round: first_round,
             receiving: None,
             poked: false,
-            fresh: false,
+            fresh,
             acked: VersionVector::new(),
             asked_me: None,
             poke_pending: None,
@@ -342,15 +360,20 @@ impl Session {
     }
 
     /// This peer's subscriptions changed: tell the remote, and if they now
-    /// want more, ask for everything they want (documents that did not
-    /// interest this peer were never claimed from anyone... but the claims
-    /// made cover them, so the next round starts from nothing).
+    /// want more than the stored version vector is complete for, ask for
+    /// everything they want (the claims cover documents that were skipped
+    /// while not wanted, so the next round starts from nothing).
     pub fn handle_subscriptions(&mut self, subscriptions: Vec<SubscriptionSpec>) {
         let Ok(ours) = Interest::compile(&subscriptions) else {
             return; // checked when made; a bad one is never announced
         };
-        let grew = !self.ours.covers(&ours);
+        let grew = !self.claimed.covers(&ours);
         self.ours = Arc::new(ours);
+        if !grew {
+            // Later claims are complete only for what is wanted now.
+            self.claimed = self.ours.clone();
+            self.push(Output::ClaimedFor(subscriptions.clone()));
+        }
         self.config.subscriptions = subscriptions.clone();
         if !self.is_open() {
             return;
@@ -619,9 +642,15 @@ impl Session {
         }
         if r.done && r.applying == 0 {
             let (first, changes) = (r.first.take(), r.changes);
+            let claimed_fresh = r.fresh && r.complete;
             self.receiving = None;
             if let Some(first) = first {
                 self.acked.join(&first);
+            }
+            if claimed_fresh {
+                // Everything wanted is held now, as far as the claim goes.
+                self.claimed = self.ours.clone();
+                self.push(Output::ClaimedFor(self.config.subscriptions.clone()));
             }
             if std::mem::take(&mut self.poked) {
                 self.ask();
@@ -694,7 +723,7 @@ impl Session {
                 changes: pack::pack(changes),
                 upto,
                 last,
-                complete: self.ours.covers(&self.theirs) && !self.withheld,
+                complete: self.claimed.covers(&self.theirs) && !self.withheld,
             },
             self.version(),
         );
@@ -717,7 +746,7 @@ impl Session {
             return;
         }
         self.serving = Some((round, 1));
-        let complete = self.ours.covers(&self.theirs) && !self.withheld;
+        let complete = self.claimed.covers(&self.theirs) && !self.withheld;
         self.send(&Message::Rebase { round, upto, complete });
     }
 

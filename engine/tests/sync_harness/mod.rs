@@ -73,6 +73,7 @@ pub fn config(peer: u64, subscriptions: Vec<SubscriptionSpec>) -> SessionConfig 
         max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
         retry_ms: RETRY_MS,
         stall_ms: STALL_MS,
+        claimed_for: None,
     }
 }
 
@@ -115,6 +116,11 @@ pub struct Peer {
     pub fail_applies: bool,
     /// `Rebase` outputs carried out.
     pub rebases: usize,
+    /// What the store's version vector is complete for, as a driver
+    /// persists it (`None`: the subscriptions it was created with).
+    pub claimed_for: Option<Vec<SubscriptionSpec>>,
+    /// The subscriptions it was created with.
+    pub first_subscriptions: Vec<SubscriptionSpec>,
 }
 
 impl Peer {
@@ -128,7 +134,7 @@ impl Peer {
         let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(peer), peer).expect("store");
         Peer {
             store,
-            session: Session::new(config(peer, subscriptions), 0),
+            session: Session::new(config(peer, subscriptions.clone()), 0),
             interest: Arc::new(Interest::none()),
             established: None,
             closed: None,
@@ -140,6 +146,8 @@ impl Peer {
             clock: 0,
             fail_applies: false,
             rebases: 0,
+            claimed_for: None,
+            first_subscriptions: subscriptions,
         }
     }
 
@@ -304,6 +312,7 @@ impl Peer {
                     claim,
                 } => self.apply(round, changes, last, claim),
                 Output::CaughtUp => self.caught_up += 1,
+                Output::ClaimedFor(specs) => self.claimed_for = Some(specs),
                 Output::SetTimer { timer, after_ms } => effects.push(Effect::Timer(timer, after_ms)),
                 Output::Closed { refusal } => self.closed = Some(refusal),
             }
