@@ -185,6 +185,9 @@ struct Receiving {
     next_seq: u32,
     /// The first batch's `upto` (the claim of a complete round).
     first: Option<VersionVector>,
+    /// This peer's stored vector when it asked: the sender's `upto` comes
+    /// as a delta over `since`, and the claim is this joined with it.
+    local: VersionVector,
     /// Applies handed out and not yet reported.
     applying: u32,
     /// The last batch was received.
@@ -230,6 +233,8 @@ pub struct Session {
     next_poke: u64,
     /// The newest request we serve, and the next batch number in it.
     serving: Option<(u64, u32)>,
+    /// That request's `since` (our `upto` is sent as a delta over it).
+    serving_since: VersionVector,
     outputs: VecDeque<Output>,
     /// The serving side's scopes keep a wanted collection from the remote.
     withheld: bool,
@@ -263,6 +268,7 @@ impl Session {
             poke_pending: None,
             next_poke: 0,
             serving: None,
+            serving_since: VersionVector::new(),
             outputs: VecDeque::new(),
             withheld: false,
         }
@@ -496,6 +502,7 @@ impl Session {
             }
         }
         self.serving = Some((round, 0));
+        self.serving_since = since.clone();
         self.push(Output::Serve { round, since });
     }
 
@@ -517,6 +524,7 @@ impl Session {
             fresh,
             next_seq: 0,
             first: None,
+            local: VersionVector::new(),
             applying: 0,
             done: false,
             complete: true,
@@ -535,6 +543,9 @@ impl Session {
             return;
         };
         r.asking = false;
+        if !r.fresh {
+            r.local = local.clone();
+        }
         let mut since = if r.fresh { VersionVector::new() } else { local.clone() };
         if !r.fresh {
             since.join(&self.acked);
@@ -579,7 +590,17 @@ impl Session {
         r.done = last;
         r.complete &= complete;
         r.changes += changes.len() as u64;
-        let first = r.first.get_or_insert(upto).clone();
+        // `upto` is the delta over our `since` (first batch only); joined
+        // with what we held when asking it claims no more than the sender
+        // holds, and never an entry we only remembered from this session.
+        let first = r
+            .first
+            .get_or_insert_with(|| {
+                let mut claim = r.local.clone();
+                claim.join(&upto);
+                claim
+            })
+            .clone();
         let claim = (last && r.complete).then_some(first);
         self.push(Output::Apply {
             round,
@@ -715,6 +736,12 @@ impl Session {
         let seq = match self.serving {
             Some((r, seq)) if r == round => seq,
             _ => return Ok(false),
+        };
+        // Only the first batch's `upto` is used, and only where it is ahead
+        // of the asker's `since` (the asker knows the rest).
+        let upto: VersionVector = match seq {
+            0 => upto.iter().filter(|&(p, h)| h > self.serving_since.get(p)).collect(),
+            _ => VersionVector::new(),
         };
         let frame = wire::encode(
             &Message::Changes {
