@@ -256,6 +256,12 @@ impl<A: Actor> Addr<A> {
         self.tx.is_closed()
     }
 
+    /// Waits until the actor has stopped (or is stopping: its mailbox
+    /// takes no more messages).
+    pub async fn stopped(&self) {
+        self.tx.closed().await
+    }
+
     /// A handle that does not keep the actor alive (for back-references
     /// that would otherwise form a cycle).
     pub fn downgrade(&self) -> WeakAddr<A> {

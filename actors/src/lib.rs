@@ -13,11 +13,13 @@
 //! | presence | the graph of connected peers and links | `presence` |
 //! | session (one per remote peer) | a sync session's state | `session` |
 //!
-//! Link actors (one per transport link) join them with the transports.
+//! Link actors (one per transport link) join them with the transports;
+//! [`conns::ConnDriver`] decides which peers to hold sessions with.
 
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod conns;
 mod error;
 mod latest;
 mod link;
@@ -35,8 +37,8 @@ pub use link::{Direction, Faults, LinkModel, LinkStats};
 pub use merger::{MergeStats, MAX_BATCH_CHANGES};
 pub use observer::QueryEvent;
 pub use peer::{
-    InProcessLink, LiveQuery, ObserverHandle, Peer, PeerConfig, Presence, PresenceStream, QueryResult, Storage,
-    StoreApi, Subscription, Subsystem, SyncApi, SyncConfig, Tx,
+    AttachedLink, InProcessLink, LiveQuery, ObserverHandle, Peer, PeerConfig, Presence, PresenceStream, QueryResult,
+    Storage, StoreApi, Subscription, Subsystem, SyncApi, SyncConfig, Tx,
 };
 pub use presence::{Link, LinkKind, PresenceGraph};
 pub use rhizome_engine::dql::exec::DqlError;

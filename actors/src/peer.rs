@@ -6,6 +6,7 @@
 //! and every failure is a [`PeerError`].
 
 use crate::actor::{self, AskError, Escalation, Spec, WeakAddr};
+use crate::conns;
 use crate::error::PeerError;
 use crate::latest;
 use crate::link::{self, LinkModel, LinkStats};
@@ -145,6 +146,9 @@ struct Inner {
     /// The subscriptions the store's version vector is complete for
     /// (persisted; `None`: the current ones). Sessions update it.
     claimed_for: session::ClaimedFor,
+    /// Caught-up rounds of the sessions (for a connection planner), and a
+    /// receiver feeds are cloned from.
+    caught_up: (conns::CaughtUpSender, latest::Receiver<conns::CaughtUpLog>),
     failed: Failures,
 }
 
@@ -313,6 +317,7 @@ impl Peer {
                 sessions: Mutex::default(),
                 subscriptions,
                 claimed_for,
+                caught_up: conns::caught_up_channel(),
                 failed,
             }),
         })
@@ -369,6 +374,61 @@ impl Peer {
         Ok(InProcessLink { ends: [a, b], stats })
     }
 
+    /// Runs a sync session with `remote` over a transport's link that
+    /// carries whole frames (byte vectors, see `docs/format.md`, "Sync
+    /// frames"). The session's frames go to `outbound`, a bounded channel
+    /// the transport drains onto the wire (a full channel holds the session
+    /// back; a closed one ends it); frames from the wire go in through
+    /// [`AttachedLink::deliver`]. Dropping the [`AttachedLink`] (or
+    /// [`AttachedLink::close`]) ends the session; when the session ends by
+    /// itself, `outbound` closes and [`AttachedLink::closed`] returns.
+    ///
+    /// The transport vouches for `remote` (a QUIC link checks it against
+    /// the remote's certificate); the session ends at once if the remote's
+    /// handshake names another peer. One session per remote peer is the
+    /// transport's rule to keep.
+    pub async fn attach_link(
+        &self,
+        remote: PeerId,
+        kind: LinkKind,
+        outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<AttachedLink, PeerError> {
+        if remote == self.id() {
+            return Err(PeerError::InvalidInput {
+                reason: "a peer cannot connect to itself".into(),
+            });
+        }
+        if self.inner.store.is_stopped() {
+            return Err(PeerError::Stopped {
+                subsystem: "store".into(),
+            });
+        }
+        if !self.inner.sync.enabled {
+            return Err(PeerError::InvalidInput {
+                reason: format!("sync is disabled on peer {}", self.id()),
+            });
+        }
+        let end: Remote = Arc::default();
+        let _ = end.frames.set(outbound);
+        let session = self.start_session(remote, end, kind)?;
+        // Dropping the handle drops `guard`, which ends the session (a
+        // `Drop` cannot wait for the mailbox; this task can).
+        let (guard, dropped) = tokio::sync::oneshot::channel::<()>();
+        let weak = session.downgrade();
+        tokio::spawn(async move {
+            let _ = dropped.await;
+            if let Some(s) = weak.upgrade() {
+                let _ = s.tell(SessionMsg::Close).await;
+            }
+        });
+        let _ = session.tell(SessionMsg::Start).await;
+        Ok(AttachedLink {
+            session,
+            remote,
+            _guard: guard,
+        })
+    }
+
     fn start_session(
         &self,
         remote_peer: PeerId,
@@ -381,8 +441,13 @@ impl Peer {
             kind,
         };
         let actors = (i.store.clone(), i.merger.clone(), i.presence.clone());
+        // Held until the session is listed, so that a concurrent change of
+        // subscriptions either is read here or reaches it
+        // (`announce_subscriptions` takes this lock first too).
+        let mut sessions = i.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let subscriptions = i.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let claimed_for = i.claimed_for.clone();
+        let caught_up = i.caught_up.0.clone();
         let me = i.id;
         let give_up = session::on_give_up(remote.clone(), i.presence.downgrade(), remote_peer, link.id);
         // No restarts: a session's state belongs to its link, so a failed
@@ -399,10 +464,10 @@ impl Peer {
                 actors.clone(),
                 subscriptions.clone(),
                 claimed_for.clone(),
+                caught_up.clone(),
             ))
         })
         .map_err(|reason| PeerError::InvalidInput { reason })?;
-        let mut sessions = i.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|s| !s.is_stopped());
         sessions.push(addr.clone());
         drop(sessions);
@@ -447,6 +512,14 @@ impl Peer {
         // `next` waits for a change after this call, not before.
         rx.borrow_and_update();
         Presence { rx }
+    }
+
+    /// The remote peers this peer's sync sessions catch up with, from now
+    /// on (a round ended with nothing left to exchange): what tells a
+    /// connection planner ([`crate::conns::ConnDriver`]) a peer was met.
+    /// Never holds a session back: a slow reader skips the oldest.
+    pub fn caught_up(&self) -> conns::CaughtUpFeed {
+        conns::CaughtUpFeed::new(self.inner.caught_up.1.clone())
     }
 
     /// Changes merged from each other peer so far.
@@ -576,6 +649,60 @@ impl InProcessLink {
         for end in &self.ends {
             end.stop().await;
         }
+    }
+}
+
+/// A sync session over a transport's link (see [`Peer::attach_link`]).
+/// Dropping it ends the session.
+pub struct AttachedLink {
+    session: Addr<SessionActor>,
+    remote: PeerId,
+    _guard: tokio::sync::oneshot::Sender<()>,
+}
+
+impl AttachedLink {
+    /// The remote peer.
+    pub fn remote(&self) -> PeerId {
+        self.remote
+    }
+
+    /// Hands the session a frame from the wire, waiting while its mailbox
+    /// is full (back-pressure: the transport stops reading meanwhile).
+    /// Fails once the session has ended.
+    pub async fn deliver(&self, frame: Vec<u8>) -> Result<(), PeerError> {
+        self.session
+            .tell(SessionMsg::Frame(frame))
+            .await
+            .map_err(|_| PeerError::Stopped {
+                subsystem: self.session.name().to_string(),
+            })
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.session.is_stopped()
+    }
+
+    /// Returns when the session has ended (refused, failed, the peer
+    /// closed, or [`AttachedLink::close`]).
+    pub async fn closed(&self) {
+        self.session.stopped().await
+    }
+
+    /// Ends the session: what it queued is handled, then it stops and the
+    /// link leaves the presence graph.
+    pub async fn close(self) {
+        let _ = self.session.tell(SessionMsg::Close).await;
+        self.session.stopped().await;
+    }
+}
+
+impl std::fmt::Debug for AttachedLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedLink")
+            .field("remote", &self.remote)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
     }
 }
 
@@ -845,9 +972,10 @@ impl Subscription {
     /// Stops pulling these documents (those already here stay).
     pub async fn cancel(self) -> Result<(), PeerError> {
         let name = format!("{SUBSCRIPTION_PREFIX}{}", self.id);
-        self.peer.pin_claimed_for().await?;
+        let pinned = self.peer.pin_claimed_for().await?;
         self.peer.put_local(name, None).await?;
-        self.peer.announce_subscriptions().await
+        self.peer.announce_subscriptions().await?;
+        self.peer.settle_claimed_for(pinned).await
     }
 }
 
@@ -935,18 +1063,22 @@ impl Peer {
 
     /// Before the subscriptions change: if nothing records what the
     /// version vector is complete for, it is complete for the current ones.
-    async fn pin_claimed_for(&self) -> Result<(), PeerError> {
+    /// Returns them when that pin is provisional (see
+    /// [`Peer::settle_claimed_for`]).
+    async fn pin_claimed_for(&self) -> Result<Option<Vec<SubscriptionSpec>>, PeerError> {
         // A version vector with no other origin's entry claims nothing: it
-        // is complete for any subscriptions.
+        // is complete for any subscriptions. But a session may still record
+        // a claim of a round asked for the current subscriptions until it
+        // is told of the change, so pin them anyway, and drop the pin once
+        // every session took the new ones if the vector still claims
+        // nothing (`settle_claimed_for`).
         let vv = self
             .inner
             .store
             .ask(StoreMsg::VersionVector)
             .await
             .map_err(|e| self.error(e))??;
-        if vv.iter().all(|(peer, _)| peer == self.inner.id) {
-            return Ok(());
-        }
+        let claims_nothing = vv.iter().all(|(peer, _)| peer == self.inner.id);
         let current = self
             .inner
             .subscriptions
@@ -966,19 +1098,52 @@ impl Peer {
         match pinned {
             Some(specs) => {
                 let value = session::specs_to_value(&specs);
-                self.put_local(CLAIMED_FOR_RECORD.to_string(), Some(value)).await
+                self.put_local(CLAIMED_FOR_RECORD.to_string(), Some(value)).await?;
+                Ok(claims_nothing.then_some(specs))
             }
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
-    /// Reloads the subscriptions and tells every live session.
+    /// After every session took the new subscriptions: a provisional pin
+    /// (`pinned`) is dropped if the version vector still claims nothing
+    /// (no round of the old subscriptions recorded a claim meanwhile) and
+    /// no fresh round has recorded what the claims are complete for since.
+    async fn settle_claimed_for(&self, pinned: Option<Vec<SubscriptionSpec>>) -> Result<(), PeerError> {
+        let Some(pinned) = pinned else { return Ok(()) };
+        let vv = self
+            .inner
+            .store
+            .ask(StoreMsg::VersionVector)
+            .await
+            .map_err(|e| self.error(e))??;
+        if !vv.iter().all(|(peer, _)| peer == self.inner.id) {
+            return Ok(());
+        }
+        {
+            let mut claimed = self.inner.claimed_for.lock().unwrap_or_else(|p| p.into_inner());
+            if claimed.as_ref() != Some(&pinned) {
+                return Ok(());
+            }
+            *claimed = None;
+        }
+        self.put_local(CLAIMED_FOR_RECORD.to_string(), None).await
+    }
+
+    /// Reloads the subscriptions and tells every live session; returns once
+    /// each has taken them.
     async fn announce_subscriptions(&self) -> Result<(), PeerError> {
         let specs = load_subscriptions(&self.inner.store).await?;
-        *self.inner.subscriptions.lock().unwrap_or_else(|p| p.into_inner()) = specs.clone();
-        let sessions = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sessions = {
+            // A session being started reads the subscriptions under this
+            // lock: it gets the new ones, or is listed and told them.
+            let sessions = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            *self.inner.subscriptions.lock().unwrap_or_else(|p| p.into_inner()) = specs.clone();
+            sessions.clone()
+        };
         for s in sessions {
-            let _ = s.tell(SessionMsg::Subscriptions(specs.clone())).await;
+            // A session that is gone records nothing more.
+            let _ = s.ask(|reply| SessionMsg::Subscriptions(specs.clone(), reply)).await;
         }
         Ok(())
     }
@@ -1003,9 +1168,10 @@ impl SyncApi<'_> {
         record.insert("query".to_string(), Value::String(dql.to_string()));
         record.insert("params".to_string(), canonical);
         let name = format!("{SUBSCRIPTION_PREFIX}{id}");
-        self.peer.pin_claimed_for().await?;
+        let pinned = self.peer.pin_claimed_for().await?;
         self.peer.put_local(name, Some(Value::Object(record))).await?;
         self.peer.announce_subscriptions().await?;
+        self.peer.settle_claimed_for(pinned).await?;
         Ok(Subscription {
             id,
             query: dql.to_string(),

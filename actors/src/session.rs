@@ -22,6 +22,7 @@
 //! belongs to the link, so the link goes down and is reconnected afresh.
 
 use crate::actor::{Actor, Addr, Ctx, Reply, TellError, WeakAddr};
+use crate::conns::{note_caught_up, CaughtUpSender};
 use crate::error::PeerError;
 use crate::link::Pipe;
 use crate::merger::{MergerActor, MergerMsg};
@@ -56,8 +57,10 @@ pub(crate) enum SessionMsg {
     LocalCommit,
     /// A frame from the remote.
     Frame(Vec<u8>),
-    /// This peer's subscriptions changed (all of them).
-    Subscriptions(Vec<SubscriptionSpec>),
+    /// This peer's subscriptions changed (all of them); answered once the
+    /// session took them (no claim of a round asked for the old ones is
+    /// recorded after that).
+    Subscriptions(Vec<SubscriptionSpec>, Reply<()>),
     /// This peer's version vector, read for the request of `round`.
     VersionVector {
         round: u64,
@@ -80,11 +83,14 @@ pub(crate) enum SessionMsg {
 
 /// The other end of the link: the remote session actor, held weakly (the
 /// remote peer owns it), and, on a modelled link, the pipe frames travel
-/// through (else they go to the remote session directly).
+/// through (else they go to the remote session directly). On a transport's
+/// link (`Peer::attach_link`) there is no remote actor: frames go to the
+/// transport's bounded channel, and its closing ends the session.
 #[derive(Default)]
 pub(crate) struct RemoteEnd {
     pub(crate) session: OnceLock<WeakAddr<SessionActor>>,
     pub(crate) pipe: OnceLock<Pipe>,
+    pub(crate) frames: OnceLock<mpsc::Sender<Vec<u8>>>,
 }
 
 /// A session's link to its remote.
@@ -106,6 +112,9 @@ pub(crate) struct SessionActor {
     remote_role: Role,
     /// Shared with the peer: what the store's claims are complete for.
     claimed_for: ClaimedFor,
+    /// Where caught-up rounds are published (a connection planner's
+    /// "synced"); never waits.
+    caught_up: CaughtUpSender,
     /// Frames the remote's mailbox has not taken yet.
     outbox: VecDeque<Vec<u8>>,
     /// Serving tasks waiting for the outbox to drain.
@@ -121,6 +130,7 @@ impl SessionActor {
         actors: (Addr<StoreActor>, Addr<MergerActor>, Addr<PresenceActor>),
         subscriptions: Vec<SubscriptionSpec>,
         claimed_for: ClaimedFor,
+        caught_up: CaughtUpSender,
     ) -> SessionActor {
         let config = SessionConfig {
             me: ids.0,
@@ -143,6 +153,7 @@ impl SessionActor {
             interest: Arc::new(Interest::none()),
             remote_role: Role::SmallPeer,
             claimed_for,
+            caught_up,
             outbox: VecDeque::new(),
             paced: Vec::new(),
             flush_scheduled: false,
@@ -155,16 +166,17 @@ impl SessionActor {
 
     /// Hands one frame to the link; gives it back if the link cannot take
     /// it now, `Err(None)` if the link is gone.
-    fn send_frame(&self, remote: &Addr<SessionActor>, frame: Vec<u8>) -> Result<(), Option<Vec<u8>>> {
-        match self.remote.pipe.get() {
-            Some(pipe) => pipe.try_send(frame).map_err(|e| match e {
+    fn send_frame(&self, remote: Option<&Addr<SessionActor>>, frame: Vec<u8>) -> Result<(), Option<Vec<u8>>> {
+        match (self.remote.frames.get().or(self.remote.pipe.get()), remote) {
+            (Some(pipe), _) => pipe.try_send(frame).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(f) => Some(f),
                 mpsc::error::TrySendError::Closed(_) => None,
             }),
-            None => remote.try_tell(SessionMsg::Frame(frame)).map_err(|e| match e {
+            (None, Some(remote)) => remote.try_tell(SessionMsg::Frame(frame)).map_err(|e| match e {
                 TellError::Full(SessionMsg::Frame(f)) => Some(f),
                 _ => None,
             }),
+            (None, None) => Err(None),
         }
     }
 
@@ -196,6 +208,14 @@ impl SessionActor {
             };
             match out {
                 Output::Send(frame) => self.outbox.push_back(frame),
+                // The link (a transport's certificate, or the in-process
+                // wiring) says who the remote is; its Hello must agree.
+                Output::Established { remote, .. } if remote != self.remote_peer => {
+                    tracing::warn!(me = %self.me, expected = %self.remote_peer, claimed = %remote,
+                        "sync session refused: the remote's Hello names another peer than its link");
+                    self.session.handle_close();
+                    ctx.stop();
+                }
                 Output::Established { remote, version, role } => {
                     tracing::debug!(me = %self.me, %remote, version, "sync session established");
                     self.remote_role = role;
@@ -207,7 +227,7 @@ impl SessionActor {
                     round, changes, claim, ..
                 } => self.apply(round, changes, claim).await,
                 Output::Rebase { round, upto, interest } => self.rebase(round, upto, interest).await,
-                Output::CaughtUp => {}
+                Output::CaughtUp => note_caught_up(&self.caught_up, self.remote_peer),
                 Output::ClaimedFor(specs) => self.claimed(specs).await,
                 Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
                 Output::Closed { refusal } => {
@@ -285,16 +305,17 @@ impl SessionActor {
     /// releases serving tasks if the outbox has room; arranges a retry if
     /// frames are left.
     fn flush(&mut self, ctx: &mut Ctx<Self>) {
-        let Some(remote) = self.remote() else {
+        let remote = self.remote();
+        if remote.is_none() && self.remote.frames.get().is_none() {
             if self.remote.session.get().is_some() {
                 // The remote end is gone: the link is down.
                 ctx.stop();
             }
             self.outbox.clear();
             return;
-        };
+        }
         while let Some(frame) = self.outbox.pop_front() {
-            match self.send_frame(&remote, frame) {
+            match self.send_frame(remote.as_ref(), frame) {
                 Ok(()) => {}
                 Err(Some(frame)) => {
                     self.outbox.push_front(frame);
@@ -323,7 +344,10 @@ impl SessionActor {
             SessionMsg::Start => self.session.handle_connected(),
             SessionMsg::LocalCommit => self.session.handle_local_commit(),
             SessionMsg::Frame(frame) => self.session.handle_frame(&frame),
-            SessionMsg::Subscriptions(specs) => self.session.handle_subscriptions(specs),
+            SessionMsg::Subscriptions(specs, reply) => {
+                self.session.handle_subscriptions(specs);
+                reply.send(());
+            }
             SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &vv?),
             SessionMsg::Timer(timer) => self.session.handle_timer(timer),
             SessionMsg::Served { round, batch, reply } if batch.behind_reaped => {

@@ -3,11 +3,14 @@
 //! `demo` runs replicas on LMDB that write offline, exchange field-level
 //! deltas (also through a peer in the middle) and converge; `exec` and
 //! `shell` run DQL on a store on disk; `sim` runs a simulated mesh scenario
-//! (`rhizome_sim::cli`; deterministic in the madsim build, `scripts/sim`).
-//! Later subcommands (`peer`) join them as their issues land.
+//! (`rhizome_sim::cli`; deterministic in the madsim build, `scripts/sim`);
+//! `peer` runs a long-lived peer that syncs over QUIC (not in the madsim
+//! build, which has no real sockets).
 
 mod demo;
 mod dql;
+#[cfg(not(madsim))]
+mod peer;
 
 use std::process::ExitCode;
 
@@ -15,6 +18,8 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
        rhizome exec --data DIR \"STATEMENT\" [--args JSON]
        rhizome shell --data DIR
        rhizome sim [--peers N] [--seed S] [--scenario NAME] [--json]
+       rhizome peer --data DIR [--listen ADDR] [--connect ADDR]... [--app-key KEY]
+                    [--subscribe DQL]...
 
   demo   three replicas on LMDB edit the same documents offline (fields,
          counters, deletes), sync through field-level deltas, also across a
@@ -26,7 +31,15 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
   sim    runs a simulated mesh of N peers (scenarios partition-heal, chain,
          churn, skew, storm, crash-restart) and ends with one JSON line;
          exits 1 if it did not converge. Reproducible in the madsim build:
-         scripts/sim ARGS (see rhizome sim --help).";
+         scripts/sim ARGS (see rhizome sim --help).
+  peer   a long-lived peer on the store in DIR that syncs over QUIC: listens
+         on ADDR (default 0.0.0.0:0, any port), dials each --connect ADDR
+         (again whenever the link drops), admits only peers with the same
+         app key (--app-key or RHIZOME_APP_KEY; without one, a public
+         development key). Prints link events as lines, runs DQL statements
+         read from stdin (one per line; results as exec prints them) and
+         syncs the collections they name (or each --subscribe query).
+         Exits on end of input or SIGTERM.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,6 +60,19 @@ fn main() -> ExitCode {
             }
         },
         Some("sim") => rhizome_sim::main_with_args(&args[1..]),
+        #[cfg(not(madsim))]
+        Some("peer") => match peer::Options::parse(&args[1..]) {
+            Ok(opts) => peer::run(opts),
+            Err(e) => {
+                eprintln!("rhizome peer: {e}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+        #[cfg(madsim)]
+        Some("peer") => {
+            eprintln!("rhizome peer: not available in the simulator (--cfg madsim) build");
+            ExitCode::from(2)
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

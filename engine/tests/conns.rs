@@ -436,6 +436,34 @@ fn seeds_spread_the_first_dials() {
     assert!(distinct.len() > 1);
 }
 
+#[test]
+fn a_batch_of_discoveries_is_planned_once_in_the_seeds_order() {
+    // Peers found in one scan go to the slots in the seed's order, whatever
+    // the order the scan reported them in; its own id is ignored.
+    let dials = |order: Vec<u64>| {
+        let mut p = planner(cfg());
+        p.handle_discovered_many(order.into_iter().map(|peer| (PeerId(peer), Ble)), 0);
+        assert_eq!(p.tracked(), 38);
+        first_dials(&mut p)
+    };
+    let forward = dials((1..40).collect());
+    assert_eq!(forward.len(), 2, "the BLE limit");
+    assert_eq!(dials((1..40).rev().collect()), forward);
+    // The same as freeing the slots once every peer is known.
+    let mut p = planner(cfg());
+    p.handle_connected(PeerId(100), Ble, 0);
+    p.handle_connected(PeerId(101), Ble, 0);
+    for peer in 2..40 {
+        p.handle_discovered(PeerId(peer), Ble, 0);
+    }
+    assert!(first_dials(&mut p).is_empty());
+    p.handle_synced(PeerId(100), 10);
+    p.handle_synced(PeerId(101), 10);
+    p.handle_disconnected(PeerId(100), Ble, 10);
+    p.handle_disconnected(PeerId(101), Ble, 10);
+    assert_eq!(first_dials(&mut p), forward);
+}
+
 // ---------------------------------------------------------------------------
 // The crowd model.
 

@@ -540,3 +540,49 @@ fn a_document_made_matching_by_the_receivers_own_write_arrives_whole() {
     assert_eq!(net.peers[1].get("tasks", "x"), on_a, "B's x has A's edit");
     assert_eq!(net.peers[1].doc("tasks", "x"), net.peers[0].doc("tasks", "x"));
 }
+
+/// (d) Subscriptions that change during the handshake (the link is up,
+/// our `Hello` went out with the old ones): the remote learns the new ones
+/// once the session opens, and the first round asks afresh, so no claim is
+/// recorded from a round served for the old subscriptions.
+#[test]
+fn subscriptions_changed_during_the_handshake_reach_the_remote() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[]));
+    net.a().insert("tasks", r#"{"_id": "x", "done": true}"#);
+    net.a().insert("tasks", r#"{"_id": "y", "done": false}"#);
+    net.connect();
+    net.on(1, |b| b.session.handle_subscriptions(vec![spec(TASKS)]));
+    net.run();
+    assert_eq!(ids(&net.peers[1], "tasks"), vec![r#""x""#, r#""y""#]);
+    // Later writes arrive too (A knows what B wants).
+    net.on(0, |a| a.insert("tasks", r#"{"_id": "z"}"#));
+    net.run();
+    assert!(net.peers[1].get("tasks", "z").is_some());
+    assert!(net.peers.iter().all(|p| p.closed.is_none()));
+}
+
+/// (d) Subscriptions that grow while a round is in flight: that round was
+/// served for the old ones, so its claim is not recorded (it would cover
+/// the newly wanted writes the remote skipped); the fresh round after it
+/// brings them.
+#[test]
+fn a_round_in_flight_when_subscriptions_grow_claims_nothing() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[]));
+    net.connect();
+    net.run();
+    net.on(0, |a| a.insert("tasks", r#"{"_id": "x"}"#));
+    // Until A has answered B's request (for nothing: B wants nothing yet).
+    while !net.peers[0]
+        .sent
+        .iter()
+        .any(|m| matches!(m, Message::Changes { round, .. } if *round > 0))
+    {
+        assert!(net.step(), "A answers");
+    }
+    let in_flight = net.peers[1].requests().last().unwrap().0;
+    net.on(1, |b| b.session.handle_subscriptions(vec![spec(TASKS)]));
+    net.run();
+    let applied = net.peers[1].applies.iter().find(|a| a.round == in_flight && a.last);
+    assert!(applied.is_some_and(|a| a.claim.is_none()), "{applied:?}");
+    assert!(net.peers[1].get("tasks", "x").is_some());
+}

@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Usage of `rhizome sim`.
 pub const USAGE: &str = "usage: rhizome sim [--peers N] [--seed S] [--scenario NAME] [--json]
 
-  Runs one simulated scenario: N real peers (default 10) on a plane, linked
-  by range over modelled BLE, Wi-Fi and LAN links with faults drawn from the
-  seed S (default 1); ends with one JSON line. --json prints that line only.
-  Scenarios: partition-heal (default), chain, churn, skew, storm,
-  crash-restart. Deterministic (virtual time) only in the madsim build:
+  Runs one simulated scenario: N real peers (default 10) on a plane, each
+  holding a few sessions per link kind with peers in range (its connection
+  planner picks and rotates them) over modelled BLE, Wi-Fi and LAN links
+  with faults drawn from the seed S (default 1); ends with one JSON line.
+  --json prints that line only. Scenarios: partition-heal (default), chain,
+  churn, skew, storm, crash-restart, crowd. Deterministic (virtual time) only in the madsim build:
   scripts/sim ARGS.";
 
 /// Parsed arguments.

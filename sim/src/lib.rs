@@ -5,18 +5,22 @@
 //! reproducible).
 //!
 //! - [`plane`]: peers stand on a plane; BLE (30 m), peer-to-peer Wi-Fi
-//!   (100 m) and LAN sites link them by range, a few links per radio;
-//!   walls partition them.
-//! - [`mesh`]: opening, moving, crashing (LMDB) and restarting peers,
-//!   linking them over modelled links (MTU, throughput, latency) with the
+//!   (100 m) and LAN sites reach by range; walls partition them.
+//! - [`board`]: the switchboard: each peer's connection planner
+//!   (`rhizome_actors::conns::ConnDriver`: a few sessions per link kind,
+//!   rotated) hears who is in reach; the board dials, links and closes as
+//!   they decide, over modelled links (MTU, throughput, latency) with the
 //!   faults of `rhizome_actors::Faults` (loss, duplication, reordering,
-//!   delay spikes, clogs), writing, and the end-of-run checks.
+//!   delay spikes, clogs), and counts sessions against the limits.
+//! - [`mesh`]: opening, moving, crashing (LMDB) and restarting peers,
+//!   writing, and the end-of-run checks.
 //! - [`scenarios`]: `partition-heal`, `chain`, `churn`, `skew`, `storm`,
-//!   `crash-restart`, and the [`Report`] of a run.
+//!   `crash-restart`, `crowd`, and the [`Report`] of a run.
 //! - [`bound`]: the traffic lower bound (each change over a spanning tree).
 //! - [`cli`]: `rhizome sim`: runs one scenario on its own runtime seeded
 //!   by the seed ([`run_seeded`]) and prints one JSON line.
 
+pub mod board;
 pub mod bound;
 pub mod cli;
 pub mod mesh;

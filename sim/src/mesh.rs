@@ -1,15 +1,18 @@
 //! A mesh of real peers on the plane: opening, moving, crashing and
-//! restarting them, linking them by range over modelled links with faults,
-//! writing through them, and checking the invariants at the end.
+//! restarting them, telling the switchboard ([`crate::board`]) what their
+//! radios reach (each peer's connection planner picks whom to link with,
+//! over modelled links with faults), writing through them, and checking
+//! the invariants at the end.
 //!
 //! Writes go through a transaction that reads the field before setting it,
 //! so the [`Ledger`] knows which earlier value each write replaced: a value
 //! some later write replaced must never be the final one (the later write
 //! is causally after it, so it wins under hybrid-logical-clock order).
 
+use crate::board::{Board, BoardStats, SharedBoard};
 use crate::plane::{self, Node, Pos, Radio, Wall};
 use crate::Rng;
-use rhizome_actors::{Direction, Faults, InProcessLink, LinkKind, LinkModel, Peer, PeerConfig, PeerError};
+use rhizome_actors::{Direction, Faults, InProcessLink, LinkKind, Peer, PeerConfig, PeerError};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -32,6 +35,13 @@ pub const MAX_OBSERVED: usize = 64;
 /// one entry of every version vector the protocol sends, so a mesh where
 /// thousands write would measure version vectors, not the mesh.
 pub const MAX_WRITERS: usize = 16;
+
+/// Longest wait between two comparisons of every peer's documents while
+/// settling, in ms (see [`Mesh::settle`]).
+pub const SETTLE_CHECK_MS: u64 = 1_000;
+
+/// Virtual time a new mesh is given for its planners' first dials.
+pub const WARM_UP_MS: u64 = 1_000;
 
 /// Every acknowledged write, per (document, field).
 #[derive(Debug, Default)]
@@ -164,6 +174,9 @@ pub struct Setup {
     /// Peers on a line (each in range of its neighbours only) instead of
     /// scattered.
     pub line: bool,
+    /// Peers in a square room of this side, in meters, instead of
+    /// scattered (a crowd: a small room has everyone in range).
+    pub room_m: Option<f64>,
 }
 
 impl Setup {
@@ -176,6 +189,7 @@ impl Setup {
             lan_site: 0,
             max_skew_ms: 0,
             line: false,
+            room_m: None,
         }
     }
 }
@@ -200,7 +214,7 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    fn add(&mut self, link: &InProcessLink) {
+    pub(crate) fn add(&mut self, link: &InProcessLink) {
         let s = link.stats();
         self.bytes += s.bytes();
         self.frames += s.frames();
@@ -212,18 +226,12 @@ impl Traffic {
     }
 }
 
-struct Live {
-    link: InProcessLink,
-    kind: LinkKind,
-}
-
 /// The last result a peer's live query gave.
 type Seen = Arc<Mutex<Option<Vec<Value>>>>;
 
 /// Peers, where they are, and the links between them.
 pub struct Mesh {
-    seed: u64,
-    /// Draws of the mesh (link models, fault seeds).
+    /// Draws of the mesh (placement, writers).
     rng: Rng,
     /// Each peer's position (`None`: down or away) and radios.
     pub nodes: Vec<Node>,
@@ -232,23 +240,22 @@ pub struct Mesh {
     peers: Vec<Option<Peer>>,
     dirs: Vec<Option<PathBuf>>,
     skew: Vec<i64>,
-    links: BTreeMap<(usize, usize), Live>,
+    /// Links, and the peers' connection drivers.
+    board: SharedBoard,
     /// Partition lines now.
     pub walls: Vec<Wall>,
     /// Faults new radio links get.
     pub faults: Faults,
-    carried: Traffic,
     /// The writes.
     pub ledger: SharedLedger,
     observed: BTreeMap<usize, Seen>,
     /// The peers that write.
     writers: Vec<usize>,
-    /// Links made or cut as peers moved, came and went.
-    pub link_changes: u64,
 }
 
 impl Mesh {
-    /// Opens the peers of `setup`, places them and links those in range.
+    /// Opens the peers of `setup`, places them and tells their drivers who
+    /// is in range.
     pub async fn open(setup: &Setup, seed: u64) -> Result<Mesh, PeerError> {
         let mut rng = Rng::new(seed ^ 0x6D65_7368);
         let n = setup.peers;
@@ -258,10 +265,15 @@ impl Mesh {
                 site: (i < setup.lan_site).then_some(0),
             })
             .collect();
-        let home = if setup.line {
-            line(&radios)
-        } else {
-            scatter(&radios, &mut rng)
+        let home = match (setup.line, setup.room_m) {
+            (true, _) => line(&radios),
+            (false, Some(side)) => (0..n)
+                .map(|_| Pos {
+                    x: rng.unit() * side,
+                    y: rng.unit() * side,
+                })
+                .collect(),
+            (false, None) => scatter(&radios, &mut rng),
         };
         let skew: Vec<i64> = (0..n)
             .map(|_| match setup.max_skew_ms {
@@ -281,21 +293,18 @@ impl Mesh {
             })
             .collect();
         let mut mesh = Mesh {
-            seed,
             rng,
             nodes,
             home,
             peers: vec![None; n],
             dirs,
             skew,
-            links: BTreeMap::new(),
+            board: Board::start(n, seed),
             walls: Vec::new(),
             faults: Faults::none(),
-            carried: Traffic::default(),
             ledger: SharedLedger::default(),
             observed: BTreeMap::new(),
             writers: Vec::new(),
-            link_changes: 0,
         };
         let mut pool: Vec<usize> = (0..n).collect();
         for k in 0..n.min(MAX_WRITERS) {
@@ -310,7 +319,9 @@ impl Mesh {
             mesh.start(i, i % every == 0).await?;
         }
         mesh.relink().await?;
-        mesh.link_changes = 0;
+        // The first dials take up to 600 ms (BLE): let them land, so a run
+        // starts from a linked mesh as it would after peers met.
+        tokio::time::sleep(Duration::from_millis(WARM_UP_MS)).await;
         Ok(mesh)
     }
 
@@ -365,6 +376,7 @@ impl Mesh {
             });
             self.observed.insert(i, seen);
         }
+        self.board.lock().await.peer_up(i, peer.clone())?;
         self.peers[i] = Some(peer);
         Ok(())
     }
@@ -372,14 +384,15 @@ impl Mesh {
     /// Peer `i` goes down: its links are cut, it is closed (on disk its
     /// acknowledged writes survive; in memory it loses everything).
     pub async fn crash(&mut self, i: usize) {
-        self.cut_peer(i).await;
+        self.board.lock().await.peer_down(i).await;
         if let Some(p) = self.peers[i].take() {
             p.close().await;
         }
         self.nodes[i].pos = None;
     }
 
-    /// Peer `i` comes back from its data at `pos`, and links by range.
+    /// Peer `i` comes back from its data at `pos`, with a fresh driver told
+    /// who is in range.
     pub async fn restart(&mut self, i: usize, pos: Pos) -> Result<(), PeerError> {
         if self.peers[i].is_none() {
             self.start(i, false).await?;
@@ -390,115 +403,57 @@ impl Mesh {
 
     /// Peer `i` walks away out of everyone's range (up, but unlinked).
     pub async fn leave(&mut self, i: usize) {
-        self.cut_peer(i).await;
         self.nodes[i].pos = None;
+        self.apply_reach().await;
     }
 
-    async fn cut_peer(&mut self, i: usize) {
-        let linked: Vec<(usize, usize)> = self.links.keys().copied().filter(|(a, b)| *a == i || *b == i).collect();
-        for (a, b) in linked {
-            self.cut(a, b).await;
-            self.link_changes += 1;
-        }
-    }
-
-    async fn cut(&mut self, a: usize, b: usize) {
-        if let Some(live) = self.links.remove(&(a, b)) {
-            self.carried.add(&live.link);
-            live.link.close().await;
-        }
-    }
-
-    fn model(&mut self, kind: LinkKind) -> LinkModel {
-        let model = match kind {
-            LinkKind::Ble => LinkModel::ble().with_latency_ms(10 + self.rng.below(41)),
-            LinkKind::P2pWifi => LinkModel::p2p_wifi().with_latency_ms(2 + self.rng.below(9)),
-            _ => LinkModel::lan(),
-        };
-        let faults = if kind == LinkKind::Lan {
-            Faults::none()
-        } else {
-            self.faults
-        };
-        model.with_faults(faults).with_seed(self.seed ^ self.rng.next_u64())
-    }
-
-    /// Brings the links in line with where the peers are now: links out of
-    /// range or across a wall are cut, new ones made (see
-    /// [`plane::topology`]).
+    /// Tells the switchboard what the radios reach now (see
+    /// [`plane::reach`]): links out of reach break, drivers hear of peers
+    /// found and lost, and dial whom they choose.
     pub async fn relink(&mut self) -> Result<(), PeerError> {
-        let keep: BTreeMap<(usize, usize), LinkKind> = self.links.iter().map(|(k, l)| (*k, l.kind)).collect();
-        let want = plane::topology(&self.nodes, &self.walls, &keep);
-        let gone: Vec<(usize, usize)> = keep
-            .iter()
-            .filter(|(k, kind)| want.get(k) != Some(kind))
-            .map(|(k, _)| *k)
-            .collect();
-        for (a, b) in gone {
-            self.cut(a, b).await;
-            self.link_changes += 1;
-        }
-        for ((a, b), kind) in want {
-            if self.links.contains_key(&(a, b)) {
-                continue;
-            }
-            let (Some(pa), Some(pb)) = (self.peers[a].clone(), self.peers[b].clone()) else {
-                continue;
-            };
-            let model = self.model(kind);
-            let link = pa.connect_in_process_with(&pb, model).await?;
-            self.links.insert((a, b), Live { link, kind });
-            self.link_changes += 1;
-        }
+        self.apply_reach().await;
         Ok(())
     }
 
-    /// Links now, by peer pair.
-    pub fn link_kinds(&self) -> BTreeMap<(usize, usize), LinkKind> {
-        self.links.iter().map(|(k, l)| (*k, l.kind)).collect()
+    async fn apply_reach(&mut self) {
+        let reach = plane::reach(&self.nodes, &self.walls);
+        self.board.lock().await.set_reach(reach).await;
     }
 
-    /// Groups of peers that reach each other now.
+    /// Links now, by peer pair.
+    pub async fn link_kinds(&self) -> BTreeMap<(usize, usize), LinkKind> {
+        self.board.lock().await.link_kinds()
+    }
+
+    /// What the switchboard did so far (dials, rotations, session counts).
+    pub async fn board_stats(&self) -> BoardStats {
+        self.board.lock().await.stats()
+    }
+
+    /// Groups of peers whose radios (or LANs) reach each other now,
+    /// through peers in between: pieces the sessions cannot join, whatever
+    /// the planners pick.
     pub fn components(&self) -> usize {
-        plane::components(&self.nodes, &self.link_kinds()).len()
+        let reach = plane::reach(&self.nodes, &self.walls);
+        plane::components(&self.nodes, reach.iter().map(|(a, b, _)| (*a, *b))).len()
     }
 
     /// Sets one direction's clog on the link `a`–`b` (`a` < `b`: forward is
     /// `a` to `b`); false if there is no such link.
-    pub fn clog(&self, a: usize, b: usize, direction: Direction, clogged: bool) -> bool {
-        let Some(live) = self.links.get(&(a, b)) else {
-            return false;
-        };
-        live.link.set_faults(
-            direction,
-            Faults {
-                clogged,
-                ..live.link.faults(direction)
-            },
-        );
-        true
+    pub async fn clog(&self, a: usize, b: usize, direction: Direction, clogged: bool) -> bool {
+        self.board.lock().await.clog(a, b, direction, clogged)
     }
 
     /// Sets the faults of every radio link, both directions (and of links
     /// made later).
-    pub fn set_faults(&mut self, faults: Faults) {
+    pub async fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
-        for live in self.links.values() {
-            if live.kind != LinkKind::Lan {
-                for d in [Direction::Forward, Direction::Backward] {
-                    live.link.set_faults(d, faults);
-                }
-            }
-        }
+        self.board.lock().await.set_faults(faults);
     }
 
     /// Bytes, frames and faults of every link so far.
-    pub fn traffic(&self) -> Traffic {
-        let mut t = self.carried;
-        for live in self.links.values() {
-            t.add(&live.link);
-        }
-        t
+    pub async fn traffic(&self) -> Traffic {
+        self.board.lock().await.traffic()
     }
 
     /// Every up peer's documents, as JSON, in id order (`None`: down).
@@ -514,20 +469,22 @@ impl Mesh {
         Ok(out)
     }
 
-    /// Waits until the links are quiet and every up peer holds the same
-    /// documents (looking every `step_ms`, for at most `max_ms`); returns
-    /// whether they did. Quiet (no frame sent for a while) is checked
-    /// first: comparing every peer's documents is the costly part.
+    /// Waits until every up peer holds the same documents (looking every
+    /// `step_ms`, for at most `max_ms`); returns whether they did. They are
+    /// compared when the links were quiet for a step (no frame sent), the
+    /// cheap sign of a settled mesh, and at least every
+    /// [`SETTLE_CHECK_MS`]: in a large mesh some planner is always rotating
+    /// a session (each new session's handshake is traffic), so a quiet step
+    /// may be long in coming.
     pub async fn settle(&self, step_ms: u64, max_ms: u64) -> Result<bool, PeerError> {
         let mut frames = u64::MAX;
         let mut waited = 0;
+        let mut last_check_ms = 0;
         while waited <= max_ms {
-            let now = self.traffic().frames;
-            if now == frames {
-                let states = self.states().await?;
-                let mut up = states.iter().flatten();
-                let first = up.next();
-                if up.all(|s| Some(s) == first) {
+            let now = self.traffic().await.frames;
+            if now == frames || waited >= last_check_ms + SETTLE_CHECK_MS {
+                last_check_ms = waited;
+                if self.agree().await? {
                     return Ok(true);
                 }
             }
@@ -536,6 +493,33 @@ impl Mesh {
             waited += step_ms;
         }
         Ok(false)
+    }
+
+    /// Whether every up peer holds the same documents; with
+    /// [`CHECK_CRDT_METADATA`], the same CRDT states (which render to the
+    /// same documents). An overtaken write travels only as metadata, so the
+    /// JSON can agree while that news is still on its way (held by a delay
+    /// spike, or in a lost round asked again after the stall timeout): a
+    /// quiet moment is no proof that nothing is in flight.
+    ///
+    /// [`CHECK_CRDT_METADATA`]: crate::scenarios::CHECK_CRDT_METADATA
+    async fn agree(&self) -> Result<bool, PeerError> {
+        if !crate::scenarios::CHECK_CRDT_METADATA {
+            let states = self.states().await?;
+            let mut up = states.iter().flatten();
+            let first = up.next();
+            return Ok(up.all(|s| Some(s) == first));
+        }
+        let mut first = None;
+        for p in self.peers.iter().flatten() {
+            let states = p.store().crdt_states(COLLECTION).await?;
+            match &first {
+                None => first = Some(states),
+                Some(f) if *f != states => return Ok(false),
+                Some(_) => {}
+            }
+        }
+        Ok(true)
     }
 
     /// Peers whose live query does not end on their documents (waiting a
@@ -631,11 +615,8 @@ impl Mesh {
     }
 
     /// Closes every link and peer.
-    pub async fn close(mut self) {
-        for (_, live) in std::mem::take(&mut self.links) {
-            self.carried.add(&live.link);
-            live.link.close().await;
-        }
+    pub async fn close(self) {
+        self.board.lock().await.close().await;
         for p in self.peers.iter().flatten() {
             p.close().await;
         }
@@ -682,8 +663,8 @@ fn scatter(radios: &[Radio], rng: &mut Rng) -> Vec<Pos> {
                 radio: *r,
             })
             .collect();
-        let links = plane::topology(&nodes, &[], &BTreeMap::new());
-        let groups = plane::components(&nodes, &links);
+        let reach = plane::reach(&nodes, &[]);
+        let groups = plane::components(&nodes, reach.iter().map(|(a, b, _)| (*a, *b)));
         if groups.len() <= 1 {
             break;
         }

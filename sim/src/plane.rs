@@ -1,19 +1,15 @@
-//! The plane peers stand on, and which of them their radios link.
+//! The plane peers stand on, and which of them their radios reach.
 //!
 //! Positions are in meters. Every peer has Bluetooth LE (range
 //! [`BLE_RANGE_M`]); some also have peer-to-peer Wi-Fi ([`WIFI_RANGE_M`]);
-//! peers of one *site* share a LAN, which links all of them whatever the
-//! distance. Two peers in range are linked over the best kind both have
-//! (LAN, then Wi-Fi, then BLE), unless a *wall* (a partition line of the
-//! scenario) stands between them.
+//! peers of one *site* share a LAN, which reaches all of them whatever the
+//! distance. [`reach`] lists, for every pair, each kind of link it could
+//! use now: the LAN if they share a site, Wi-Fi if both have it and are in
+//! its range, BLE if they are in its range; a *wall* (a partition line of
+//! the scenario) stands in the way of radios, not of LANs.
 //!
-//! A transport keeps only a few sessions per radio, so not every pair in
-//! range is linked: [`topology`] keeps the links that still work, then adds
-//! the shortest links that join separate parts of the mesh (a minimum
-//! spanning forest of the pairs in range, so in-range peers always end up
-//! connected), then the shortest remaining pairs while both peers have
-//! fewer than [`MAX_RADIO_LINKS`] radio links. Every choice is ordered by
-//! (distance, peer indexes), so the same positions give the same links.
+//! Which of those pairs hold sessions is not decided here: each peer's
+//! connection planner picks a few per kind (see `crate::board`).
 
 use rhizome_actors::LinkKind;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,10 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const BLE_RANGE_M: f64 = 30.0;
 /// Range of peer-to-peer Wi-Fi, in meters.
 pub const WIFI_RANGE_M: f64 = 100.0;
-/// Radio links (BLE and Wi-Fi) a peer keeps beyond those that hold the
-/// mesh together (the transports' session limits are 3 BLE and 4 Wi-Fi).
-pub const MAX_RADIO_LINKS: usize = 4;
-
 /// A point on the plane, in meters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pos {
@@ -69,20 +61,7 @@ impl Wall {
     }
 }
 
-/// The kind of link `a` and `b` would have at this distance, if any.
-pub fn link_kind(a: &Radio, b: &Radio, dist: f64) -> Option<LinkKind> {
-    if a.site.is_some() && a.site == b.site {
-        Some(LinkKind::Lan)
-    } else if a.wifi && b.wifi && dist <= WIFI_RANGE_M {
-        Some(LinkKind::P2pWifi)
-    } else if dist <= BLE_RANGE_M {
-        Some(LinkKind::Ble)
-    } else {
-        None
-    }
-}
-
-/// One peer as the topology sees it (`None` position: not present).
+/// One peer as the plane sees it (`None` position: not present).
 #[derive(Clone, Copy, Debug)]
 pub struct Node {
     /// Where it is, if it is up and around.
@@ -91,10 +70,23 @@ pub struct Node {
     pub radio: Radio,
 }
 
-/// Every pair that could be linked now: (distance, a, b, kind), a < b, in
-/// order. Radio pairs are found through a grid of Wi-Fi-range cells, so
-/// this costs about the number of pairs in range.
-fn candidates(nodes: &[Node], walls: &[Wall]) -> Vec<(f64, usize, usize, LinkKind)> {
+/// Every kind of link `a` and `b` could use at this distance (walls
+/// aside), fastest first.
+pub fn link_kinds(a: &Radio, b: &Radio, dist: f64) -> impl Iterator<Item = LinkKind> {
+    let lan = a.site.is_some() && a.site == b.site;
+    let wifi = a.wifi && b.wifi && dist <= WIFI_RANGE_M;
+    let ble = dist <= BLE_RANGE_M;
+    [(lan, LinkKind::Lan), (wifi, LinkKind::P2pWifi), (ble, LinkKind::Ble)]
+        .into_iter()
+        .filter(|(ok, _)| *ok)
+        .map(|(_, k)| k)
+}
+
+/// Every (a, b, kind) with a < b such that peers `a` and `b` (both
+/// present) could link over `kind` now. Radio pairs are found through a
+/// grid of Wi-Fi-range cells, so this costs about the number of pairs in
+/// range.
+pub fn reach(nodes: &[Node], walls: &[Wall]) -> BTreeSet<(usize, usize, LinkKind)> {
     let cell = |p: &Pos| ((p.x / WIFI_RANGE_M).floor() as i64, (p.y / WIFI_RANGE_M).floor() as i64);
     let mut grid: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
     let mut sites: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -106,15 +98,11 @@ fn candidates(nodes: &[Node], walls: &[Wall]) -> Vec<(f64, usize, usize, LinkKin
             }
         }
     }
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut out = BTreeSet::new();
     for members in sites.values() {
         for (k, &a) in members.iter().enumerate() {
             for &b in &members[k + 1..] {
-                if let (Some(pa), Some(pb)) = (nodes[a].pos, nodes[b].pos) {
-                    out.push((pa.dist(&pb), a.min(b), a.max(b), LinkKind::Lan));
-                }
-                seen.insert((a.min(b), a.max(b)));
+                out.insert((a.min(b), a.max(b), LinkKind::Lan));
             }
         }
     }
@@ -127,22 +115,22 @@ fn candidates(nodes: &[Node], walls: &[Wall]) -> Vec<(f64, usize, usize, LinkKin
                     continue;
                 };
                 for &j in others {
-                    if j <= i || seen.contains(&(i, j)) {
+                    if j <= i {
                         continue;
                     }
                     let Some(q) = &nodes[j].pos else { continue };
-                    let d = p.dist(q);
                     if walls.iter().any(|w| w.separates(p, q)) {
                         continue;
                     }
-                    if let Some(kind) = link_kind(&n.radio, &nodes[j].radio, d) {
-                        out.push((d, i, j, kind));
+                    for kind in link_kinds(&n.radio, &nodes[j].radio, p.dist(q)) {
+                        if kind != LinkKind::Lan {
+                            out.insert((i, j, kind));
+                        }
                     }
                 }
             }
         }
     }
-    out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     out
 }
 
@@ -169,51 +157,11 @@ impl Parts {
     }
 }
 
-/// The links the peers have now, given the links they had (`keep`: kept
-/// while still possible, with the kind they have now).
-pub fn topology(
-    nodes: &[Node],
-    walls: &[Wall],
-    keep: &BTreeMap<(usize, usize), LinkKind>,
-) -> BTreeMap<(usize, usize), LinkKind> {
-    let pairs = candidates(nodes, walls);
+/// Groups of peers that can reach each other over the pairs `pairs`, by
+/// smallest member (present peers only).
+pub fn components(nodes: &[Node], pairs: impl IntoIterator<Item = (usize, usize)>) -> BTreeMap<usize, Vec<usize>> {
     let mut parts = Parts((0..nodes.len()).collect());
-    let mut degree = vec![0usize; nodes.len()];
-    let mut links = BTreeMap::new();
-    let add = |links: &mut BTreeMap<(usize, usize), LinkKind>, degree: &mut [usize], a, b, kind| {
-        if kind != LinkKind::Lan {
-            degree[a] += 1;
-            degree[b] += 1;
-        }
-        links.insert((a, b), kind);
-    };
-    // LANs, and the links that still work.
-    for &(_, a, b, kind) in &pairs {
-        if kind == LinkKind::Lan || keep.contains_key(&(a, b)) {
-            parts.join(a, b);
-            add(&mut links, &mut degree, a, b, kind);
-        }
-    }
-    // The shortest links joining separate parts.
-    for &(_, a, b, kind) in &pairs {
-        if !links.contains_key(&(a, b)) && parts.join(a, b) {
-            add(&mut links, &mut degree, a, b, kind);
-        }
-    }
-    // Then the shortest pairs while both have room.
-    for &(_, a, b, kind) in &pairs {
-        if !links.contains_key(&(a, b)) && degree[a] < MAX_RADIO_LINKS && degree[b] < MAX_RADIO_LINKS {
-            add(&mut links, &mut degree, a, b, kind);
-        }
-    }
-    links
-}
-
-/// Groups of peers that can reach each other over `links`, by smallest
-/// member (present peers only).
-pub fn components(nodes: &[Node], links: &BTreeMap<(usize, usize), LinkKind>) -> BTreeMap<usize, Vec<usize>> {
-    let mut parts = Parts((0..nodes.len()).collect());
-    for &(a, b) in links.keys() {
+    for (a, b) in pairs {
         parts.join(a, b);
     }
     let mut out: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -237,28 +185,39 @@ mod tests {
         }
     }
 
+    fn pairs(r: &BTreeSet<(usize, usize, LinkKind)>) -> impl Iterator<Item = (usize, usize)> + '_ {
+        r.iter().map(|(a, b, _)| (*a, *b))
+    }
+
     #[test]
-    fn ranges_kinds_walls_and_caps() {
-        let nodes = vec![
+    fn ranges_kinds_sites_and_walls() {
+        let mut nodes = vec![
             node(0.0, 0.0, true),
-            node(50.0, 0.0, true),
-            node(75.0, 0.0, false),
+            node(20.0, 0.0, true),
+            node(45.0, 0.0, false),
             node(500.0, 0.0, true),
         ];
-        let links = topology(&nodes, &[], &BTreeMap::new());
-        assert_eq!(links.get(&(0, 1)), Some(&LinkKind::P2pWifi));
-        assert_eq!(links.get(&(1, 2)), Some(&LinkKind::Ble));
-        assert!(!links.contains_key(&(0, 2)), "BLE-only peer 2 is 75 m from 0");
-        assert_eq!(components(&nodes, &links).len(), 2, "peer 3 is out of range");
-        let walled = topology(&nodes, &[Wall::Vertical(60.0)], &links);
-        assert!(!walled.contains_key(&(1, 2)));
-        // A crowd: everyone in range of everyone, still connected, few
-        // links each.
+        let r = reach(&nodes, &[]);
+        assert!(r.contains(&(0, 1, LinkKind::P2pWifi)) && r.contains(&(0, 1, LinkKind::Ble)));
+        assert!(r.contains(&(1, 2, LinkKind::Ble)) && !r.contains(&(1, 2, LinkKind::P2pWifi)));
+        assert!(
+            !r.iter().any(|(a, b, _)| (*a, *b) == (0, 2)),
+            "BLE-only peer 2 is 45 m from 0"
+        );
+        assert_eq!(components(&nodes, pairs(&r)).len(), 2, "peer 3 is out of range");
+        let walled = reach(&nodes, &[Wall::Vertical(30.0)]);
+        assert!(!walled.iter().any(|(a, b, _)| (*a, *b) == (1, 2)));
+        // A site reaches across walls and distance.
+        nodes[0].radio.site = Some(0);
+        nodes[3].radio.site = Some(0);
+        let r = reach(&nodes, &[Wall::Vertical(30.0)]);
+        assert!(r.contains(&(0, 3, LinkKind::Lan)));
+        // A crowd in a small room: every pair in range.
         let crowd: Vec<Node> = (0..40)
             .map(|i| node(f64::from(i % 7), f64::from(i / 7), true))
             .collect();
-        let links = topology(&crowd, &[], &BTreeMap::new());
-        assert_eq!(components(&crowd, &links).len(), 1);
-        assert!(links.len() <= 40 * MAX_RADIO_LINKS / 2 + 40);
+        let r = reach(&crowd, &[]);
+        assert_eq!(r.len(), 2 * 40 * 39 / 2);
+        assert_eq!(components(&crowd, pairs(&r)).len(), 1);
     }
 }

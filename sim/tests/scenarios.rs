@@ -1,8 +1,9 @@
 //! Every scenario over tens of seeds: each run must converge (same
 //! documents everywhere, and CRDT metadata with `CHECK_CRDT_METADATA`, no acknowledged write lost, every live query on
-//! its peer's documents), and the "sometimes" counters summed over the
-//! seeds prove the partitions, clogs, conflicts, crashes, movement and
-//! skew really happened. Then the committed regression seeds
+//! its peer's documents, no peer past its session limits), and the
+//! "sometimes" counters summed over the seeds prove the partitions, clogs,
+//! conflicts, crashes, movement, skew and rotations really happened. Then
+//! the committed regression seeds
 //! (`sim/regressions.txt`) are replayed.
 //!
 //! Each run has a runtime of its own seeded by its seed
@@ -35,6 +36,7 @@ fn check(scenario: Scenario, peers: usize, seed: u64) -> Report {
     );
     assert_eq!(r.lost_writes, 0, "{}", r.json());
     assert_eq!(r.stale_observers, 0, "{}", r.json());
+    assert_eq!(r.session_limit_breaches, 0, "{}", r.json());
     if rhizome_sim::scenarios::CHECK_CRDT_METADATA {
         assert_eq!(r.crdt_diverged, 0, "{}", r.json());
     }
@@ -101,6 +103,22 @@ fn storms_of_concurrent_writers_converge() {
 fn peers_restarted_from_disk_lose_nothing() {
     let r: Vec<Report> = seeds().take(8).map(|s| check(Scenario::CrashRestart, 4, s)).collect();
     assert!(r.iter().all(|r| r.crashes == 3), "three restarts each");
+}
+
+#[test]
+fn crowds_converge_within_session_limits() {
+    // Rotation periods are virtual seconds: in real time a run would sleep
+    // for a minute, so the crowd runs under madsim only.
+    if !cfg!(madsim) {
+        return;
+    }
+    let r: Vec<Report> = (1..=4).map(|s| check(Scenario::Crowd, 48, s)).collect();
+    // Everyone in range of 47 others, yet no peer above the default
+    // limits (3 BLE, 4 Wi-Fi); `check` saw no breach.
+    assert!(r.iter().all(|r| r.max_sessions_seen <= 4), "within limits");
+    assert!(r.iter().all(|r| r.max_sessions_seen >= 3), "the limits were reached");
+    assert!(total(&r, |r| r.rotations) > 0, "sessions rotated");
+    assert!(total(&r, |r| r.conflicts) > 0, "concurrent writes");
 }
 
 #[test]

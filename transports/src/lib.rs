@@ -1,3 +1,36 @@
-//! Real links (QUIC, peer-to-peer Wi-Fi, Bluetooth LE) behind one transport trait.
+//! Real links between peers, behind one [`Transport`] trait.
 //!
-//! Not built yet: issue 6 fills it.
+//! A transport finds remote peers, authenticates them, and runs a sync
+//! session with each over a link that carries whole frames: it hands the
+//! session's frames to the wire and the wire's frames to the session
+//! through [`rhizome_actors::Peer::attach_link`], so the sync code cannot
+//! tell one link from another (the simulator's modelled links feed the same
+//! session actor in process).
+//!
+//! - [`quic`]: QUIC on a LAN (quinn), TLS 1.3 with mutual authentication
+//!   and admission by an app key. Built only without `--cfg madsim`: the
+//!   simulator has no real UDP sockets, and quinn's tokio runtime needs
+//!   them.
+//!
+//! Peer-to-peer Wi-Fi, Bluetooth LE and discovery come with later parts of
+//! issue 6.
+
+use rhizome_actors::{LinkKind, PeerId};
+use std::future::Future;
+
+#[cfg(not(madsim))]
+pub mod quic;
+
+/// A source of links of one kind for one peer: it dials, accepts and
+/// authenticates remotes, and runs a sync session on each link through
+/// [`rhizome_actors::Peer::attach_link`].
+pub trait Transport {
+    /// The kind of the links it makes (shown in presence).
+    fn kind(&self) -> LinkKind;
+
+    /// The remote peers it has a link with now, in peer id order.
+    fn linked_peers(&self) -> Vec<PeerId>;
+
+    /// Closes every link and stops making new ones.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}

@@ -427,6 +427,23 @@ impl ConnPlanner {
         self.plan(now_ms);
     }
 
+    /// Every `(peer, kind)` of `found` is reachable: the same as
+    /// [`ConnPlanner::handle_discovered`] for each, but planned once at the
+    /// end, so the slots go to the best of all of them (the seed's order)
+    /// rather than to the first few a scan happened to report.
+    pub fn handle_discovered_many(&mut self, found: impl IntoIterator<Item = (PeerId, LinkKind)>, now_ms: u64) {
+        for (peer, kind) in found {
+            if peer == self.config.me {
+                continue;
+            }
+            let c = self.track(peer);
+            c.in_range |= kind.bit();
+            c.lost_at_ms = None;
+        }
+        self.refresh();
+        self.plan(now_ms);
+    }
+
     /// `peer` is no longer reachable over `kind`: a dial to it over `kind`
     /// is abandoned; a session stays until reported down.
     pub fn handle_lost(&mut self, peer: PeerId, kind: LinkKind, now_ms: u64) {

@@ -188,6 +188,8 @@ struct Receiving {
     /// This peer's stored vector when it asked: the sender's `upto` comes
     /// as a delta over `since`, and the claim is this joined with it.
     local: VersionVector,
+    /// The same, read for a fresh round too (which does not claim it).
+    held: VersionVector,
     /// Applies handed out and not yet reported.
     applying: u32,
     /// The last batch was received.
@@ -238,6 +240,9 @@ pub struct Session {
     outputs: VecDeque<Output>,
     /// The serving side's scopes keep a wanted collection from the remote.
     withheld: bool,
+    /// Our subscriptions changed before the session opened: announce them
+    /// when it does.
+    resubscribe: bool,
 }
 
 impl Session {
@@ -271,6 +276,7 @@ impl Session {
             serving_since: VersionVector::new(),
             outputs: VecDeque::new(),
             withheld: false,
+            resubscribe: false,
         }
     }
 
@@ -381,12 +387,28 @@ impl Session {
             self.push(Output::ClaimedFor(subscriptions.clone()));
         }
         self.config.subscriptions = subscriptions.clone();
+        // Whether or not the session is open yet, the claims do not cover
+        // what is wanted now: the first round from here asks afresh.
+        self.fresh |= grew;
+        if grew {
+            // A round in flight was asked (and is served) for the old
+            // subscriptions: its claim would cover newly wanted writes the
+            // remote skipped, and a fresh one would be taken as complete for
+            // the new ones. Keep what it brings; record no claim of it.
+            if let Some(r) = self.receiving.as_mut() {
+                r.complete = false;
+            }
+        }
         if !self.is_open() {
+            // Our `Hello` may have gone out with the old subscriptions, and
+            // the remote would serve every round for those (and vouch for
+            // them, so the claims would cover what it never sent): tell it
+            // once the session is open.
+            self.resubscribe = true;
             return;
         }
         self.send(&Message::Subscribe { subscriptions });
         if grew {
-            self.fresh = true;
             self.ask();
         }
     }
@@ -464,6 +486,10 @@ impl Session {
                 if !self.take_interest(&theirs.subscriptions) {
                     return;
                 }
+                if std::mem::take(&mut self.resubscribe) {
+                    let subscriptions = self.config.subscriptions.clone();
+                    self.send(&Message::Subscribe { subscriptions });
+                }
                 // First contact: ask for what we lack.
                 self.ask();
             }
@@ -525,16 +551,15 @@ impl Session {
             next_seq: 0,
             first: None,
             local: VersionVector::new(),
+            held: VersionVector::new(),
             applying: 0,
             done: false,
             complete: true,
             changes: 0,
         });
-        if fresh {
-            self.send_request(round, &VersionVector::new());
-        } else {
-            self.push(Output::ReadVersionVector { round });
-        }
+        // A fresh round asks from nothing, yet reads the vector too: see
+        // `held`.
+        self.push(Output::ReadVersionVector { round });
     }
 
     /// Sends the request of `round` with this peer's version vector.
@@ -543,6 +568,7 @@ impl Session {
             return;
         };
         r.asking = false;
+        r.held = local.clone();
         if !r.fresh {
             r.local = local.clone();
         }
@@ -663,7 +689,13 @@ impl Session {
         }
         if r.done && r.applying == 0 {
             let (first, changes) = (r.first.take(), r.changes);
-            let claimed_fresh = r.fresh && r.complete;
+            // The stored vector joins this claim with every claim before,
+            // some made for narrower subscriptions (an origin's writes then
+            // skipped): it is complete for the new ones only where this
+            // claim reaches as far. Our own writes are all here.
+            let me = self.config.me;
+            let reaches = |f: &VersionVector| r.held.iter().all(|(p, h)| p == me || h <= f.get(p));
+            let claimed_fresh = r.fresh && r.complete && first.as_ref().is_some_and(reaches);
             self.receiving = None;
             if let Some(first) = first {
                 self.acked.join(&first);
