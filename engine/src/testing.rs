@@ -159,6 +159,39 @@ pub fn store_suite<K: Kv>(fresh: &mut dyn FnMut() -> K) {
     diff_updates_and_initial_documents(&open(fresh(), 1), &open(fresh(), 2));
     indexes_follow_every_write(&open(fresh(), 1), &open(fresh(), 2));
     remote_clock_far_in_future_is_refused(&open(fresh(), 1), &open(fresh(), 2));
+    log_heads_are_rebuilt_when_missing(fresh(), &open(fresh(), 2));
+}
+
+/// The change log's heads (which origins to visit when serving) are
+/// derived data: a store that lacks them (written before they were kept)
+/// gets them back from the log on open, and serves every origin.
+fn log_heads_are_rebuilt_when_missing<K: Kv>(kv: K, other: &Store<K>) {
+    let kv = std::sync::Arc::new(kv);
+    let a = Store::open(kv.clone(), StoreConfig::default(), PeerId(1), 1).unwrap();
+    let mut w = a.write(1_000).unwrap();
+    w.insert("t", &v(r#"{"_id":"from_a","n":1}"#), OnConflict::Fail)
+        .unwrap();
+    w.commit().unwrap();
+    let mut w = other.write(1_000).unwrap();
+    w.insert("t", &v(r#"{"_id":"from_b","n":1}"#), OnConflict::Fail)
+        .unwrap();
+    w.commit().unwrap();
+    assert_eq!(sync_into(other, &a, 1_000, 7), 1);
+    drop(a);
+    let mut w = kv.write().unwrap();
+    assert!(w.delete(Table::Meta, b"log_heads").unwrap(), "heads are kept");
+    w.commit().unwrap();
+    let a = Store::open(kv.clone(), StoreConfig::default(), PeerId(1), 1).unwrap();
+    let all = a
+        .read()
+        .unwrap()
+        .changes_since(&VersionVector::new(), None, 10)
+        .unwrap();
+    let mut ids: Vec<String> = all.changes.iter().map(|c| c.id.to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["\"from_a\"", "\"from_b\""]);
+    let none = a.read().unwrap().changes_since(&all.upto, None, 10).unwrap();
+    assert!(none.changes.is_empty(), "{:?}", none.changes);
 }
 
 fn crud_and_conflicts<K: Kv>(s: &Store<K>) {

@@ -325,6 +325,7 @@ fn grown_subscriptions_fetch_the_newly_wanted_documents() {
             let round = net.peers[1].requests().last().unwrap().0;
             expected.push(Message::Request {
                 round,
+                delta: false,
                 since: VersionVector::new(),
                 subscriptions: Some(specs),
             });
@@ -372,7 +373,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
             s.handle_connected();
             let subscriptions = vec![good.clone(), bad.clone()];
             let remote = |subscriptions| Hello {
-                versions: (2, 2),
+                versions: (3, 3),
                 peer: PeerId(2),
                 subscriptions,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -428,7 +429,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
     s.handle_frame(&frame(&Message::Hello(Hello {
-        versions: (2, 2),
+        versions: (3, 3),
         peer: PeerId(2),
         subscriptions: many,
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -465,6 +466,7 @@ fn a_repeated_request_is_served_once() {
             0,
             &Message::Request {
                 round: r,
+                delta: false,
                 since: since.clone(),
                 subscriptions: None,
             },

@@ -53,9 +53,9 @@ fn open_session() -> (Session, u64) {
     let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
     s.handle_connected();
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), false))));
     let outs = drain(&mut s);
-    assert!(matches!(outs[0], Output::Established { version: 2, .. }), "{outs:?}");
+    assert!(matches!(outs[0], Output::Established { version: 3, .. }), "{outs:?}");
     let round = outs
         .iter()
         .find_map(|o| match o {
@@ -244,7 +244,7 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "same peer",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(1, (2, 2), false)))),
+            Box::new(|_| frame(&Message::Hello(hello(1, (3, 3), false)))),
             |r| *r == Refusal::SamePeer,
             "itself",
             true,
@@ -252,8 +252,8 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "empty version range",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(2, (5, 2), false)))),
-            |r| matches!(r, Refusal::UnsupportedVersion { theirs: (5, 2), .. }),
+            Box::new(|_| frame(&Message::Hello(hello(2, (5, 3), false)))),
+            |r| matches!(r, Refusal::UnsupportedVersion { theirs: (5, 3), .. }),
             "no protocol version in common",
             true,
         ),
@@ -325,6 +325,7 @@ fn session_messages_during_the_handshake_are_ignored() {
         Message::Poke,
         Message::Request {
             round: 1,
+            delta: false,
             since: VersionVector::new(),
             subscriptions: None,
         },
@@ -345,7 +346,7 @@ fn session_messages_during_the_handshake_are_ignored() {
         assert!(outs.is_empty(), "{m:?}: {outs:?}");
         assert!(!s.is_closed());
         // The handshake still completes.
-        s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), true))));
+        s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), true))));
         assert!(matches!(s.poll_output(), Some(Output::Established { .. })), "{m:?}");
     }
 }
@@ -489,14 +490,14 @@ fn the_handshake_repeats_hello_then_gives_up() {
 fn an_open_side_answers_a_repeated_hello() {
     let (mut s, _) = open_session();
     // The other side did not hear our Hello: it is answered, heard.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
         "{outs:?}"
     );
     // A Hello that heard ours, or a stale handshake timer, changes nothing.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (2, 2), true))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), true))));
     s.handle_timer(Timer::Handshake(1));
     assert!(s.poll_output().is_none());
     assert!(!s.is_closed());
@@ -560,6 +561,7 @@ fn a_stale_request_does_not_cancel_a_pending_poke() {
         0,
         &Message::Request {
             round,
+            delta: false,
             since,
             subscriptions: None,
         },
@@ -625,7 +627,7 @@ fn a_failed_apply_claims_nothing_and_asks_again_later() {
 fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
-    let mut small = hello(2, (2, 2), false);
+    let mut small = hello(2, (3, 3), false);
     small.max_frame_bytes = 1024;
     s.handle_frame(&frame(&Message::Hello(small)));
     drain(&mut s);
@@ -635,6 +637,7 @@ fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
     for round in [1, 2] {
         s.handle_frame(&frame(&Message::Request {
             round,
+            delta: false,
             since: VersionVector::new(),
             subscriptions: None,
         }));
@@ -777,4 +780,92 @@ fn concurrent_deletions_converge() {
         "the joined deletion"
     );
     net.assert_converged("tasks", "after concurrent deletions");
+}
+
+#[test]
+fn later_requests_carry_only_the_origins_that_moved() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    net.a().insert("tasks", r#"{"_id": "a", "n": 1}"#);
+    net.b().insert("tasks", r#"{"_id": "b", "n": 1}"#);
+    net.connect();
+    net.run();
+    net.assert_converged("tasks", "after the first rounds");
+    let first = net.peers[0]
+        .sent
+        .iter()
+        .filter(|m| matches!(m, Message::Request { .. }))
+        .count();
+
+    // Only B writes: A's next request names B alone (A's own entry and
+    // everything else did not move), and B serves from A's whole vector,
+    // so nothing of A's comes back.
+    net.on(1, |b| b.set("tasks", "b", "n", "2"));
+    net.run();
+    let requests: Vec<&Message> = net.peers[0]
+        .sent
+        .iter()
+        .filter(|m| matches!(m, Message::Request { .. }))
+        .collect();
+    assert!(requests.len() > first, "A asked again");
+    let Message::Request { since, delta, .. } = requests[requests.len() - 1] else {
+        unreachable!()
+    };
+    assert!(*delta, "a later request is a delta");
+    assert_eq!(since.iter().map(|(p, _)| p.0).collect::<Vec<_>>(), vec![2], "{since:?}");
+    assert_eq!(
+        net.peers[1]
+            .received()
+            .iter()
+            .filter(|c| c.id == sync_harness::id("a"))
+            .count(),
+        1
+    );
+    net.assert_converged("tasks", "after B's write");
+
+    // A writes, then B: A's own entry moved, B's too.
+    net.on(0, |a| a.set("tasks", "a", "n", "3"));
+    net.run();
+    net.on(1, |b| b.set("tasks", "b", "n", "4"));
+    net.run();
+    net.assert_converged("tasks", "after both wrote");
+    assert_eq!(
+        net.peers[0].get("tasks", "b"),
+        Some(sync_harness::v(r#"{"_id":"b","n":4}"#))
+    );
+}
+
+#[test]
+fn delta_requests_survive_loss_and_reordering() {
+    // The server's join of what it heard must equal the asker's vector
+    // whatever got lost: many seeds of a lossy link, writes on both sides.
+    for seed in 0..40u64 {
+        let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+        net.faults = Some(Faults {
+            rng: Rng::new(seed * 13 + 5),
+            drop: 150,
+            dup: 80,
+            reorder: 80,
+            max_delay_ms: 20,
+        });
+        net.label = format!("seed {seed}");
+        net.connect();
+        for i in 0..8 {
+            let side = i % 2;
+            net.on(side, |p| p.insert("tasks", &format!(r#"{{"_id": "d{i}", "n": {i}}}"#)));
+            let t = net.now + 30;
+            net.run_until(t);
+            net.on(1 - side, |p| p.set("tasks", &format!("d{i}"), "m", "1"));
+            let t = net.now + 30;
+            net.run_until(t);
+        }
+        net.faults = None;
+        net.run();
+        net.assert_converged("tasks", &format!("seed {seed}"));
+        let deltas = net.peers[0]
+            .sent
+            .iter()
+            .filter(|m| matches!(m, Message::Request { delta: true, .. }))
+            .count();
+        assert!(deltas > 0, "seed {seed}: no delta request was sent");
+    }
 }

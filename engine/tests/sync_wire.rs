@@ -76,11 +76,13 @@ fn sample_messages() -> Vec<Message> {
         Message::Refuse(Refusal::HandshakeTimedOut),
         Message::Request {
             round: 3,
+            delta: false,
             since: vv(&[(1, 5), (u64::MAX, u64::MAX)]),
             subscriptions: None,
         },
         Message::Request {
             round: 4,
+            delta: false,
             since: VersionVector::new(),
             subscriptions: Some(vec![SubscriptionSpec {
                 query: "SELECT * FROM tasks".into(),
@@ -148,8 +150,8 @@ fn packed_changes_in_a_frame_unpack_to_what_was_packed() {
 }
 
 #[test]
-fn this_build_speaks_protocol_version_2() {
-    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (2, 2));
+fn this_build_speaks_protocol_version_3() {
+    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (3, 3));
 }
 
 #[test]

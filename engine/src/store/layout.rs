@@ -35,6 +35,11 @@ pub(super) const META_HLC: &[u8] = b"hlc";
 pub(super) const META_VV: &[u8] = b"vv";
 /// Version vectors of every document reaped after its deletion, joined.
 pub(super) const META_REAPED: &[u8] = b"reaped";
+/// Per origin, the newest HLC with an entry in the change log (an upper
+/// bound: entries may have gone since). Serving visits only the origins
+/// whose head is past the asker's vector; derived data, rebuilt on open
+/// when missing.
+pub(super) const META_LOG_HEADS: &[u8] = b"log_heads";
 pub(super) const META_NEXT_DOC: &[u8] = b"next_doc";
 pub(super) const META_NEXT_COLL: &[u8] = b"next_coll";
 pub(super) const META_ID_KEY: &[u8] = b"idkey";

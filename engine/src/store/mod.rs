@@ -454,8 +454,8 @@ fn check_path(path: &[String]) -> Result<(), StoreError> {
 
 use layout::{
     be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, LEVEL_MAIN,
-    LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_NEXT_COLL, META_NEXT_DOC, META_PEER,
-    META_REAPED, META_VV, RECENT_MAX,
+    LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_LOG_HEADS, META_NEXT_COLL, META_NEXT_DOC,
+    META_PEER, META_REAPED, META_VV, RECENT_MAX,
 };
 
 fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -562,6 +562,14 @@ impl<K: Kv> Store<K> {
             .and_then(IdHasher::from_bytes)
             .ok_or_else(meta_corrupt)?;
         let high_water = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
+        if w.get(Table::Meta, META_LOG_HEADS)?.is_none() {
+            let heads = rebuild_log_heads(&w)?;
+            w.put(
+                Table::Meta,
+                META_LOG_HEADS,
+                &postcard::to_allocvec(&heads).unwrap_or_default(),
+            )?;
+        }
         w.commit()?;
         let clock = Clock::new(high_water, config.max_drift_ms);
         Ok(Store {
@@ -621,6 +629,7 @@ impl<K: Kv> Store<K> {
             now_ms,
             vv,
             vv_dirty: false,
+            heads: None,
             next_doc,
             next_coll,
             ids_recent,
@@ -956,6 +965,38 @@ fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError
     }
 }
 
+fn log_heads<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
+    match r.get(Table::Meta, META_LOG_HEADS)? {
+        None => Ok(VersionVector::new()),
+        Some(b) => postcard::from_bytes(b).map_err(|e| corrupt("(meta)", None, CodecError::from(e))),
+    }
+}
+
+/// The change log's heads, read off the log (a store written before they
+/// were kept).
+fn rebuild_log_heads<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
+    let mut heads = VersionVector::new();
+    let mut origin = Some(0);
+    while let Some(start) = origin {
+        let Some(peer) = next_log_origin(r, start)? else { break };
+        origin = peer.0.checked_add(1);
+        let to = origin.map(|p| p.to_be_bytes());
+        r.scan(
+            Table::Log,
+            &peer.0.to_be_bytes(),
+            to.as_ref().map(|t| &t[..]),
+            true,
+            &mut |k, _| {
+                if let Some(hlc) = be_u64(&k[8..]) {
+                    heads.observe(Stamp { peer, hlc: Hlc(hlc) });
+                }
+                false
+            },
+        )?;
+    }
+    Ok(heads)
+}
+
 /// The first origin at or after `start` with an entry in the change log.
 fn next_log_origin<R: KvRead + ?Sized>(r: &R, start: u64) -> Result<Option<PeerId>, StoreError> {
     let mut found = None;
@@ -988,11 +1029,11 @@ fn log_docs<R: KvRead + ?Sized>(
     let resume_peer = resume.and_then(|c| be_u64(&c.0)).unwrap_or(0);
     // Origins as the log has them, not as the version vector claims them:
     // writes merged from a peer whose claims were not complete for us are
-    // held and must be passed on too (multihop).
-    let mut origin = Some(resume_peer);
-    while let Some(start) = origin {
-        let Some(peer) = next_log_origin(r, start)? else { break };
-        origin = peer.0.checked_add(1);
+    // held and must be passed on too (multihop). Only those with entries
+    // past `since` are visited: a request with no news costs no seek.
+    let heads = log_heads(r)?;
+    let news = heads.iter().filter(|&(p, h)| p.0 >= resume_peer && h > since.get(p));
+    for (peer, _) in news {
         let after = since.get(peer);
         let mut from = log_key(peer, Hlc(after.0 + 1), 0, 0).to_vec();
         if let Some(c) = resume.filter(|_| peer.0 == resume_peer) {
@@ -1044,6 +1085,7 @@ fn changes_since<R: KvRead + ?Sized>(
     };
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut changes = Vec::with_capacity(docs.len());
+    let mut decoded: BTreeMap<(u32, u64), (Value, Doc)> = BTreeMap::new();
     for (origin, coll, num) in docs {
         if let std::collections::btree_map::Entry::Vacant(e) = names.entry(coll) {
             let name = r
@@ -1055,17 +1097,26 @@ fn changes_since<R: KvRead + ?Sized>(
         if interest.is_some_and(|(i, role)| !i.wants_collection(collection) || !scopes.of(collection).allows(role)) {
             continue;
         }
-        // A log entry may outlive its document (eviction): skip it.
-        let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else {
-            continue;
+        // A document with news from several origins comes once per origin:
+        // decode it once per batch (the cache holds at most `max_docs`).
+        let (id, doc) = match decoded.entry((coll, num)) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                // A log entry may outlive its document (eviction): skip it.
+                let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else {
+                    continue;
+                };
+                let (id, doc) = decode_record(collection, bytes)?;
+                let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
+                e.insert((id, doc))
+            }
         };
-        let (id, doc) = decode_record(collection, bytes)?;
-        let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
+        let (id, doc) = (&*id, &*doc);
         // Only this origin's writes (and, sent whole, what `since` covers):
         // the batch is then a prefix of every origin's writes (log order),
         // so a receiver never exposes a change without the earlier ones
         // from its origin, even mid-round.
-        let ops = match interest.map_or(Selection::Delta, |(i, _)| i.select(collection, &id, &doc)) {
+        let ops = match interest.map_or(Selection::Delta, |(i, _)| i.select(collection, id, doc)) {
             Selection::Skip => continue,
             Selection::Delta => doc.delta_from(since, origin),
             Selection::Whole => doc.whole_from(since, origin),
@@ -1073,7 +1124,7 @@ fn changes_since<R: KvRead + ?Sized>(
         if !ops.is_empty() {
             changes.push(Change {
                 collection: collection.clone(),
-                id,
+                id: id.clone(),
                 ops,
             });
         }
@@ -1254,6 +1305,9 @@ pub struct WriteTx<'s, K: Kv> {
     now_ms: u64,
     vv: VersionVector,
     vv_dirty: bool,
+    /// The change log's heads, loaded at the first log entry written (and
+    /// then written back at commit).
+    heads: Option<VersionVector>,
     next_doc: u64,
     next_coll: u32,
     /// Entries in the id index's recent level (see `layout`).
@@ -1318,6 +1372,17 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     }
 
     fn put_log(&mut self, key: [u8; 28], put: bool) -> Result<(), StoreError> {
+        if put {
+            if self.heads.is_none() {
+                self.heads = Some(log_heads(&self.kv)?);
+            }
+            if let (Some(heads), Some(peer), Some(hlc)) = (self.heads.as_mut(), be_u64(&key), be_u64(&key[8..])) {
+                heads.observe(Stamp {
+                    peer: PeerId(peer),
+                    hlc: Hlc(hlc),
+                });
+            }
+        }
         self.pending.bytes += 28;
         self.pending.log.insert(key, put);
         self.put_log_bound()
@@ -2133,6 +2198,10 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         if self.vv_dirty {
             let bytes = postcard::to_allocvec(&self.vv).unwrap_or_default();
             self.kv.put(Table::Meta, META_VV, &bytes)?;
+        }
+        if let Some(heads) = &self.heads {
+            let bytes = postcard::to_allocvec(heads).unwrap_or_default();
+            self.kv.put(Table::Meta, META_LOG_HEADS, &bytes)?;
         }
         if self.counters_dirty {
             if self.ids_recent >= RECENT_MAX {

@@ -694,6 +694,10 @@ fn plain_body(changes: &[Change]) -> Out {
 /// is smaller.
 pub fn pack(changes: &[Change]) -> Vec<u8> {
     let body = plain_body(changes);
+    // A body this small cannot shrink by more than the coder's flush.
+    if body.bytes.len() <= 8 {
+        return with_header(Coding::Plain, &body.bytes);
+    }
     let coded = range_encode(&body);
     if coded.len() < body.bytes.len() {
         with_header(Coding::Range, &coded)
@@ -756,8 +760,35 @@ impl Prob {
     }
 }
 
-fn fresh_models() -> Vec<Prob> {
-    vec![Prob { p: PROB_INIT, seen: 0 }; MODELLED_CTXS * 256]
+/// The models of every context, each made fresh on its first use: a
+/// small batch touches a few contexts, and filling all of them up front
+/// cost more than coding it.
+struct Models {
+    /// Per context, where its 256 models start in `tables` (`u32::MAX`:
+    /// not used yet).
+    start: [u32; MODELLED_CTXS],
+    tables: Vec<Prob>,
+}
+
+impl Models {
+    fn new() -> Models {
+        Models {
+            start: [u32::MAX; MODELLED_CTXS],
+            tables: Vec::new(),
+        }
+    }
+
+    /// Where the models of `ctx` start (made on first use); `ctx` must be
+    /// modelled.
+    fn base(&mut self, ctx: u8) -> usize {
+        let slot = &mut self.start[usize::from(ctx)];
+        if *slot == u32::MAX {
+            *slot = self.tables.len() as u32;
+            self.tables
+                .resize(self.tables.len() + 256, Prob { p: PROB_INIT, seen: 0 });
+        }
+        *slot as usize
+    }
 }
 
 struct RangeEncoder {
@@ -835,7 +866,7 @@ impl RangeEncoder {
 }
 
 fn range_encode(body: &Out) -> Vec<u8> {
-    let mut models = fresh_models();
+    let mut models = Models::new();
     let mut enc = RangeEncoder::new();
     for (&b, &ctx) in body.bytes.iter().zip(&body.ctxs) {
         if ctx == CTX_RAW {
@@ -844,11 +875,11 @@ fn range_encode(body: &Out) -> Vec<u8> {
             }
             continue;
         }
-        let base = usize::from(ctx) * 256;
+        let base = models.base(ctx);
         let mut m = 1usize;
         for i in (0..8).rev() {
             let bit = (b >> i) & 1;
-            enc.bit(&mut models[base + m], bit);
+            enc.bit(&mut models.tables[base + m], bit);
             m = (m << 1) | usize::from(bit);
         }
     }
@@ -860,7 +891,7 @@ struct RangeDecoder<'a> {
     pos: usize,
     range: u32,
     code: u32,
-    models: Vec<Prob>,
+    models: Models,
 }
 
 impl<'a> RangeDecoder<'a> {
@@ -871,7 +902,7 @@ impl<'a> RangeDecoder<'a> {
             pos: 4,
             range: u32::MAX,
             code: u32::from_be_bytes([first[0], first[1], first[2], first[3]]),
-            models: fresh_models(),
+            models: Models::new(),
         })
     }
 
@@ -886,7 +917,7 @@ impl<'a> RangeDecoder<'a> {
     }
 
     fn bit(&mut self, index: usize) -> Option<u8> {
-        let prob = self.models.get_mut(index)?;
+        let prob = self.models.tables.get_mut(index)?;
         let bound = (self.range >> PROB_BITS) * u32::from(prob.p);
         let bit = if self.code < bound {
             self.range = bound;
@@ -922,7 +953,10 @@ impl<'a> RangeDecoder<'a> {
             }
             return Some(b);
         }
-        let base = usize::from(ctx) * 256;
+        if usize::from(ctx) >= MODELLED_CTXS {
+            return None;
+        }
+        let base = self.models.base(ctx);
         let mut m = 1usize;
         for _ in 0..8 {
             let bit = self.bit(base + m)?;

@@ -190,6 +190,8 @@ struct Receiving {
     local: VersionVector,
     /// The same, read for a fresh round too (which does not claim it).
     held: VersionVector,
+    /// The `since` asked with, whole (a delta request sends less).
+    since: VersionVector,
     /// Applies handed out and not yet reported.
     applying: u32,
     /// The last batch was received.
@@ -230,6 +232,15 @@ pub struct Session {
     acked: VersionVector,
     /// Our own origin's entry in our previous request (see `send_request`).
     asked_me: Option<crate::hlc::Hlc>,
+    /// The `since` of our last request the remote answered: later requests
+    /// send only what grew past it.
+    answered_since: Option<VersionVector>,
+    /// The join of every `since` we sent: a delta is sent only when `since`
+    /// dominates it (then the remote's join of what it heard is exact).
+    sent_high: VersionVector,
+    /// The join of every `since` the remote sent us (delta requests are
+    /// joined into it).
+    heard: VersionVector,
     /// Our unanswered poke, by nonce.
     poke_pending: Option<u64>,
     next_poke: u64,
@@ -270,6 +281,9 @@ impl Session {
             fresh,
             acked: VersionVector::new(),
             asked_me: None,
+            answered_since: None,
+            sent_high: VersionVector::new(),
+            heard: VersionVector::new(),
             poke_pending: None,
             next_poke: 0,
             serving: None,
@@ -438,6 +452,9 @@ impl Session {
             // The other side is open and our Hello got lost: answer it.
             (State::Open { .. }, Message::Hello(theirs)) if !theirs.heard => {
                 if Some(theirs.peer) == self.remote {
+                    // The remote's session may be new: it has heard none
+                    // of our requests, so the next one goes whole.
+                    self.answered_since = None;
                     self.send(&Message::Hello(self.hello(true)));
                 }
             }
@@ -448,9 +465,10 @@ impl Session {
                 Message::Request {
                     round,
                     since,
+                    delta,
                     subscriptions,
                 },
-            ) => self.handle_request(round, since, subscriptions),
+            ) => self.handle_request(round, since, delta, subscriptions),
             (
                 State::Open { .. },
                 Message::Changes {
@@ -513,12 +531,27 @@ impl Session {
         }
     }
 
-    fn handle_request(&mut self, round: u64, since: VersionVector, subscriptions: Option<Vec<SubscriptionSpec>>) {
+    fn handle_request(
+        &mut self,
+        round: u64,
+        since: VersionVector,
+        delta: bool,
+        subscriptions: Option<Vec<SubscriptionSpec>>,
+    ) {
         // Rounds only grow: an older or repeated request was served already
         // (and says nothing about a poke sent since).
         if self.serving.is_some_and(|(r, _)| round <= r) {
             return;
         }
+        let since = match delta {
+            true => {
+                let mut whole = self.heard.clone();
+                whole.join(&since);
+                whole
+            }
+            false => since,
+        };
+        self.heard.join(&since);
         self.poke_pending = None;
         // A fresh request carries the asker's subscriptions: a `Subscribe`
         // may have been lost, and the round must be served with them.
@@ -552,6 +585,7 @@ impl Session {
             first: None,
             local: VersionVector::new(),
             held: VersionVector::new(),
+            since: VersionVector::new(),
             applying: 0,
             done: false,
             complete: true,
@@ -588,9 +622,19 @@ impl Session {
             self.asked_me = Some(local.get(me));
         }
         let subscriptions = r.fresh.then(|| self.config.subscriptions.clone());
+        r.since = since.clone();
+        // Send only what grew past the last answered request, when the
+        // remote's join of what it heard then equals `since` (see
+        // `Message::Request`); a fresh request goes whole.
+        let grown = match &self.answered_since {
+            Some(base) if subscriptions.is_none() && since.dominates(&self.sent_high) => Some(since.grown_past(base)),
+            _ => None,
+        };
+        self.sent_high.join(&since);
         self.send(&Message::Request {
             round,
-            since,
+            delta: grown.is_some(),
+            since: grown.unwrap_or(since),
             subscriptions,
         });
         self.timer(Timer::Stall { round, progress: 0 }, self.config.stall_ms);
@@ -611,6 +655,10 @@ impl Session {
             Ok(c) => c,
             Err(e) => return self.violation(format!("undecodable changes: {e}")),
         };
+        if r.next_seq == 0 {
+            // The remote heard this request.
+            self.answered_since = Some(r.since.clone());
+        }
         r.next_seq += 1;
         r.applying += 1;
         r.done = last;
@@ -642,6 +690,7 @@ impl Session {
             return;
         }
         r.done = true;
+        self.answered_since = Some(r.since.clone());
         if complete {
             r.applying += 1;
             let interest = self.ours.clone();

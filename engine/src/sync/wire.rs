@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
-/// The oldest protocol version this build still speaks (version 1 never
-/// shipped: it carried changes unpacked and had no batch sequence).
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The oldest protocol version this build still speaks (neither version
+/// 1, which carried changes unpacked and had no batch sequence, nor 2,
+/// whose requests carried the whole version vector, ever shipped).
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 /// Largest frame a peer accepts unless it says otherwise in its `Hello`.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 << 20;
 /// Largest frame any peer may ask for.
@@ -112,8 +113,16 @@ pub enum Message {
     Request {
         /// The asker's round number.
         round: u64,
-        /// What the asker has completely received.
+        /// What the asker has completely received; with `delta`, only the
+        /// entries that grew past the asker's last answered request of
+        /// this session.
         since: VersionVector,
+        /// `since` is a delta: the receiver joins it with every `since` it
+        /// heard in this session. The asker's vector only grows (it sends
+        /// a delta only when it dominates every `since` it sent), so the
+        /// join is exactly the asker's vector, and a request costs the
+        /// origins with news instead of every origin ever heard of.
+        delta: bool,
         /// With a fresh request (subscriptions grew): all of the asker's
         /// subscriptions, in case its `Subscribe` was lost.
         subscriptions: Option<Vec<SubscriptionSpec>>,

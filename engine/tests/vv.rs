@@ -1,0 +1,91 @@
+//! Version vectors against a model: the sorted-vector representation must
+//! behave exactly like a map of peer to greatest HLC, and decode any map
+//! the network sends (any order, repeats, zeros) to the same vector.
+
+use proptest::prelude::*;
+use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
+use rhizome_engine::vv::VersionVector;
+use std::collections::BTreeMap;
+
+type Model = BTreeMap<u64, u64>;
+
+fn entries() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    // Few peers so that operations collide on the same entries.
+    prop::collection::vec((0u64..12, 0u64..40), 0..16)
+}
+
+fn build(entries: &[(u64, u64)]) -> (VersionVector, Model) {
+    let mut vv = VersionVector::new();
+    let mut model = Model::new();
+    for &(p, h) in entries {
+        vv.observe(Stamp {
+            peer: PeerId(p),
+            hlc: Hlc(h),
+        });
+        if h > 0 {
+            let e = model.entry(p).or_insert(0);
+            *e = (*e).max(h);
+        }
+    }
+    (vv, model)
+}
+
+fn as_model(vv: &VersionVector) -> Model {
+    vv.iter().map(|(p, h)| (p.0, h.0)).collect()
+}
+
+proptest! {
+    #[test]
+    fn observe_join_and_dominates_match_the_model(a in entries(), b in entries(), sets in entries()) {
+        let (mut x, mut mx) = build(&a);
+        let (y, my) = build(&b);
+        prop_assert_eq!(as_model(&x), mx.clone());
+        prop_assert_eq!(x.dominates(&y), my.iter().all(|(p, h)| mx.get(p).copied().unwrap_or(0) >= *h));
+        let grown = x.grown_past(&y);
+        let model_grown: Model = mx.iter().filter(|(p, h)| **h > my.get(p).copied().unwrap_or(0)).map(|(p, h)| (*p, *h)).collect();
+        prop_assert_eq!(as_model(&grown), model_grown);
+        x.join(&y);
+        for (p, h) in &my {
+            let e = mx.entry(*p).or_insert(0);
+            *e = (*e).max(*h);
+        }
+        prop_assert_eq!(as_model(&x), mx.clone());
+        for (p, h) in sets {
+            x.set(PeerId(p), Hlc(h));
+            match h {
+                0 => mx.remove(&p),
+                _ => mx.insert(p, h),
+            };
+            prop_assert_eq!(as_model(&x), mx.clone());
+            prop_assert_eq!(x.get(PeerId(p)), Hlc(h));
+        }
+        prop_assert_eq!(x.len(), mx.len());
+    }
+
+    #[test]
+    fn any_map_on_the_wire_decodes_to_the_joined_vector(raw in entries()) {
+        // Encode the raw pairs as a map in the given order, repeats and
+        // zeros included: what a hostile or older peer could send.
+        let mut bytes = Vec::new();
+        bytes.extend(postcard::to_stdvec(&(raw.len() as u32)).unwrap_or_default());
+        for (p, h) in &raw {
+            bytes.extend(postcard::to_stdvec(&(PeerId(*p), Hlc(*h))).unwrap_or_default());
+        }
+        let decoded: VersionVector = postcard::from_bytes(&bytes).expect("a map decodes");
+        let (built, model) = build(&raw);
+        prop_assert_eq!(&decoded, &built);
+        prop_assert_eq!(as_model(&decoded), model);
+        let again: VersionVector = postcard::from_bytes(&postcard::to_stdvec(&decoded).unwrap_or_default()).expect("roundtrip");
+        prop_assert_eq!(again, decoded);
+    }
+}
+
+#[test]
+fn the_encoding_is_a_map_of_peer_to_hlc() {
+    let vv: VersionVector = [(PeerId(2), Hlc(7)), (PeerId(1), Hlc(5))].into_iter().collect();
+    assert_eq!(
+        postcard::to_stdvec(&vv).unwrap_or_default(),
+        postcard::to_stdvec(&BTreeMap::from([(PeerId(1), Hlc(5)), (PeerId(2), Hlc(7))])).unwrap_or_default()
+    );
+    assert_eq!(serde_json::to_string(&vv).unwrap_or_default(), r#"{"1":5,"2":7}"#);
+}
