@@ -52,11 +52,13 @@ pub struct SyncConfig {
     /// Whether this peer syncs at all (off: a purely local database, and
     /// connecting it is refused).
     pub enabled: bool,
-    /// Most sync sessions kept at once over Bluetooth LE (enforced by the
-    /// transports, which open those sessions).
+    /// Most sync sessions kept at once over Bluetooth LE: the limit of the
+    /// peer's connection planner ([`crate::conns::conns_config`]), whose
+    /// decisions the link layer (the simulator's switchboard, a transport)
+    /// carries out.
     pub max_sessions_ble: u32,
-    /// Most sync sessions kept at once over Wi-Fi and LAN links (enforced
-    /// by the transports, which open those sessions).
+    /// Most sync sessions kept at once over peer-to-peer Wi-Fi, and over a
+    /// LAN (each), likewise.
     pub max_sessions_wifi: u32,
 }
 
@@ -337,24 +339,29 @@ impl Peer {
         self.connect(other, Some(model)).await
     }
 
-    async fn connect(&self, other: &Peer, model: Option<LinkModel>) -> Result<InProcessLink, PeerError> {
-        if self.id() == other.id() {
+    /// Whether this peer may start a sync session with `remote`.
+    fn can_sync_with(&self, remote: PeerId) -> Result<(), PeerError> {
+        if remote == self.id() {
             return Err(PeerError::InvalidInput {
                 reason: "a peer cannot connect to itself".into(),
             });
         }
-        for p in [self, other] {
-            if p.inner.store.is_stopped() {
-                return Err(PeerError::Stopped {
-                    subsystem: "store".into(),
-                });
-            }
-            if !p.inner.sync.enabled {
-                return Err(PeerError::InvalidInput {
-                    reason: format!("sync is disabled on peer {}", p.id()),
-                });
-            }
+        if self.inner.store.is_stopped() {
+            return Err(PeerError::Stopped {
+                subsystem: "store".into(),
+            });
         }
+        if !self.inner.sync.enabled {
+            return Err(PeerError::InvalidInput {
+                reason: format!("sync is disabled on peer {}", self.id()),
+            });
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, other: &Peer, model: Option<LinkModel>) -> Result<InProcessLink, PeerError> {
+        self.can_sync_with(other.id())?;
+        other.can_sync_with(self.id())?;
         let kind = model.map_or(LinkKind::InProcess, |m| m.kind);
         let (here, there): (Remote, Remote) = (Arc::default(), Arc::default());
         let a = self.start_session(other.id(), here.clone(), kind)?;
@@ -393,21 +400,7 @@ impl Peer {
         kind: LinkKind,
         outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
     ) -> Result<AttachedLink, PeerError> {
-        if remote == self.id() {
-            return Err(PeerError::InvalidInput {
-                reason: "a peer cannot connect to itself".into(),
-            });
-        }
-        if self.inner.store.is_stopped() {
-            return Err(PeerError::Stopped {
-                subsystem: "store".into(),
-            });
-        }
-        if !self.inner.sync.enabled {
-            return Err(PeerError::InvalidInput {
-                reason: format!("sync is disabled on peer {}", self.id()),
-            });
-        }
+        self.can_sync_with(remote)?;
         let end: Remote = Arc::default();
         let _ = end.frames.set(outbound);
         let session = self.start_session(remote, end, kind)?;
