@@ -23,6 +23,8 @@ pub const MAX_BATCH_CHANGES: usize = 10_000;
 pub struct MergeStats {
     /// Batches applied.
     pub batches: u64,
+    /// Changes received (in batches that were applied).
+    pub received: u64,
     /// Changes that brought something new.
     pub applied: u64,
     /// Changes refused (invalid, or too large).
@@ -64,9 +66,11 @@ impl MergerActor {
                 ),
             });
         }
-        let outcome = self.store.ask(|reply| StoreMsg::Apply { batch, reply }).await??;
+        let received = batch.changes.len() as u64;
+        let outcome = self.store.ask(|reply| StoreMsg::Apply { from, batch, reply }).await??;
         let s = self.stats.entry(from).or_default();
         s.batches += 1;
+        s.received += received;
         s.applied += outcome.applied as u64;
         s.refused += outcome.refused.len() as u64;
         Ok(outcome)

@@ -138,8 +138,8 @@ struct Inner {
     graph: latest::Receiver<PresenceGraph>,
     /// Live queries (so a dropped handle forgets its query at once).
     registry: Arc<Mutex<Registry>>,
-    /// Counts commits that changed documents (sessions offer news on it).
-    commits: latest::Receiver<u64>,
+    /// Commits that changed documents (sessions offer news on it).
+    commits: latest::Receiver<CommitNews>,
     next_link: AtomicU64,
     /// Live sync sessions, stopped by `close`.
     sessions: Mutex<Vec<Addr<SessionActor>>>,
@@ -233,11 +233,11 @@ impl Peer {
         // no live query to update. Weak: the observer holds the store, so a
         // strong handle back would keep both alive forever.
         let wake: Arc<Mutex<Option<WeakAddr<ObserverActor>>>> = Arc::default();
-        let (commits_tx, commits) = latest::channel(0u64);
+        let (commits_tx, commits) = latest::channel(CommitNews::default());
         let listener: store::CommitListener = {
             let (pending, wake) = (pending.clone(), wake.clone());
-            Arc::new(move |c| {
-                commits_tx.send_modify(|n| *n += 1);
+            Arc::new(move |c, from| {
+                commits_tx.send_modify(|n| *n = CommitNews { seq: n.seq + 1, from });
                 pending.add(c);
                 let obs = wake
                     .lock()
@@ -469,7 +469,14 @@ impl Peer {
         // not keep the session alive.
         let (mut commits, session) = (i.commits.clone(), addr.downgrade());
         tokio::spawn(async move {
+            let mut seen = commits.borrow_and_update().seq;
             while commits.changed().await.is_ok() {
+                let news = commits.borrow_and_update();
+                let only_theirs = news.seq == seen + 1 && news.from == Some(remote_peer);
+                seen = news.seq;
+                if only_theirs {
+                    continue;
+                }
                 let Some(s) = session.upgrade() else { break };
                 if s.tell(SessionMsg::LocalCommit).await.is_err() {
                     break;
@@ -697,6 +704,22 @@ impl std::fmt::Debug for AttachedLink {
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
+}
+
+/// The last commit that changed documents, as sessions see it.
+///
+/// A session does not offer the remote a commit that only merged that
+/// remote's own batch: the remote holds every change in it, and its ask
+/// would be an empty round (a quarter of all rounds with four sessions a
+/// peer). Commits coalesce, so a session that missed one (`seq` moved by
+/// more than one) offers news whatever the source.
+#[derive(Clone, Copy, Debug, Default)]
+struct CommitNews {
+    /// Commits so far.
+    seq: u64,
+    /// The remote whose batch the last commit merged (None: a write of
+    /// this peer's own, a reap, an eviction).
+    from: Option<PeerId>,
 }
 
 /// The store of a peer (see [`Peer::store`]).

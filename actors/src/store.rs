@@ -232,6 +232,8 @@ pub(crate) enum StoreMsg {
     Read(ReadFn),
     /// Merge a batch of remote changes in one write transaction.
     Apply {
+        /// The remote that sent the batch (it holds every change in it).
+        from: PeerId,
         batch: RemoteBatch,
         reply: Reply<Result<BatchOutcome, PeerError>>,
     },
@@ -277,7 +279,7 @@ pub(crate) enum StoreMsg {
 }
 
 /// Told about every commit that changed documents.
-pub(crate) type CommitListener = Arc<dyn Fn(Committed) + Send + Sync>;
+pub(crate) type CommitListener = Arc<dyn Fn(Committed, Option<PeerId>) + Send + Sync>;
 
 /// The store actor's state: the open store and the statement cache.
 pub(crate) struct StoreActor {
@@ -307,9 +309,11 @@ impl StoreActor {
         rt::now_ms().saturating_add_signed(self.clock_skew_ms)
     }
 
-    fn notify(&self, committed: Committed) {
+    /// Tells the listener about a commit that changed documents; `from`
+    /// is the remote whose batch it merged (None: this peer's own write).
+    fn notify(&self, committed: Committed, from: Option<PeerId>) {
         if !committed.changed.is_empty() {
-            (self.on_commit)(committed);
+            (self.on_commit)(committed, from);
         }
     }
 
@@ -326,22 +330,22 @@ impl StoreActor {
                 let out = backend
                     .execute(&self.prepared, &text, &params, self.now_ms())
                     .map(|(out, c)| {
-                        self.notify(c);
+                        self.notify(c, None);
                         out
                     });
                 reply.send(out);
             }
             StoreMsg::Transaction { run, reply } => {
                 let out = backend.transaction(&self.prepared, run, self.now_ms()).map(|(v, c)| {
-                    self.notify(c);
+                    self.notify(c, None);
                     v
                 });
                 reply.send(out);
             }
             StoreMsg::Read(run) => backend.read(run),
-            StoreMsg::Apply { batch, reply } => {
+            StoreMsg::Apply { from, batch, reply } => {
                 let out = backend.apply(&batch, self.now_ms()).map(|(o, c)| {
-                    self.notify(c);
+                    self.notify(c, Some(from));
                     o
                 });
                 reply.send(out);
@@ -370,14 +374,14 @@ impl StoreActor {
             StoreMsg::Locals { prefix, reply } => reply.send(backend.locals(&prefix)),
             StoreMsg::Reap { max_docs, reply } => {
                 let out = backend.reap(max_docs, self.now_ms()).map(|(n, c)| {
-                    self.notify(c);
+                    self.notify(c, None);
                     n
                 });
                 reply.send(out);
             }
             StoreMsg::EvictCovered { upto, interest, reply } => {
                 let out = backend.evict_covered(&upto, &interest, self.now_ms()).map(|(n, c)| {
-                    self.notify(c);
+                    self.notify(c, None);
                     n
                 });
                 reply.send(out);

@@ -12,7 +12,7 @@
 use crate::board::{Board, BoardStats, SharedBoard};
 use crate::plane::{self, Node, Pos, Radio, Wall};
 use crate::Rng;
-use rhizome_actors::{Direction, Faults, InProcessLink, LinkKind, Peer, PeerConfig, PeerError};
+use rhizome_actors::{Direction, Faults, InProcessLink, LinkKind, MergeStats, Peer, PeerConfig, PeerError};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -580,13 +580,19 @@ impl Mesh {
         Ok(states.iter().flatten().map(|s| ledger.lost_in(s)).sum())
     }
 
-    /// Changes each peer refused to merge (too far in the future, say).
-    pub async fn refused(&self) -> Result<u64, PeerError> {
-        let mut n = 0;
+    /// Every peer's merge counts summed: changes received, applied (new
+    /// to the peer) and refused (too far in the future, say).
+    pub async fn merge_totals(&self) -> Result<MergeStats, PeerError> {
+        let mut total = MergeStats::default();
         for p in self.peers.iter().flatten() {
-            n += p.merge_stats().await?.values().map(|s| s.refused).sum::<u64>();
+            for s in p.merge_stats().await?.values() {
+                total.batches += s.batches;
+                total.received += s.received;
+                total.applied += s.applied;
+                total.refused += s.refused;
+            }
         }
-        Ok(n)
+        Ok(total)
     }
 
     /// Peers up now.

@@ -136,6 +136,11 @@ pub struct Report {
     pub crdt_diverged: u64,
     /// Changes peers refused to merge.
     pub refused: u64,
+    /// Changes peers received (each copy counted).
+    pub changes_received: u64,
+    /// Received changes that were new to their peer (the rest arrived
+    /// twice or more, over several links).
+    pub changes_applied: u64,
     /// Most sessions of one kind a peer held (after each round of its
     /// planner's decisions).
     pub max_sessions_seen: u64,
@@ -172,7 +177,7 @@ impl Report {
             concat!(
                 r#"{{"scenario":"{}","peers":{},"seed":{},"converged":{},"sim_time_ms":{},"wall_ms":{},"#,
                 r#""messages":{},"bytes":{},"bytes_lower_bound":{},"writes":{},"lost_writes":{},"#,
-                r#""stale_observers":{},"crdt_diverged":{},"refused":{},"max_sessions_seen":{},"session_limit_breaches":{},"#,
+                r#""stale_observers":{},"crdt_diverged":{},"refused":{},"changes_received":{},"changes_applied":{},"max_sessions_seen":{},"session_limit_breaches":{},"#,
                 r#""sometimes":{{"cuts":{},"partitions":{},"split_writes":{},"#,
                 r#""conflicts":{},"clogs":{},"crashes":{},"link_changes":{},"skew_spread_ms":{},"rotations":{},"lost_chunks":{},"#,
                 r#""dropped_frames":{},"duplicated_frames":{},"reordered_frames":{},"delay_spikes":{}}}}}"#
@@ -191,6 +196,8 @@ impl Report {
             self.stale_observers,
             self.crdt_diverged,
             self.refused,
+            self.changes_received,
+            self.changes_applied,
             self.max_sessions_seen,
             self.session_limit_breaches,
             self.cuts,
@@ -335,7 +342,10 @@ impl Run {
         r.lost_writes = mesh.lost_writes().await?;
         r.stale_observers = mesh.stale_observers().await?;
         r.crdt_diverged = mesh.crdt_diverged().await?;
-        r.refused = mesh.refused().await?;
+        let merged = mesh.merge_totals().await?;
+        r.refused = merged.refused;
+        r.changes_received = merged.received;
+        r.changes_applied = merged.applied;
         let board = mesh.board_stats().await;
         if std::env::var_os("RHIZOME_SIM_DEBUG").is_some() {
             eprintln!("{board:?}");
