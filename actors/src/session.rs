@@ -341,7 +341,14 @@ impl SessionActor {
 
     async fn handle_msg(&mut self, msg: SessionMsg, ctx: &mut Ctx<Self>) -> Result<(), PeerError> {
         match msg {
-            SessionMsg::Start => self.session.handle_connected(),
+            SessionMsg::Start => {
+                // The Hello announces the vector's digest; without the
+                // vector (the store failed) it announces none.
+                match self.store.ask(StoreMsg::VersionVector).await {
+                    Ok(Ok(local)) => self.session.handle_connected_at(&local),
+                    _ => self.session.handle_connected(),
+                }
+            }
             SessionMsg::LocalCommit => self.session.handle_local_commit(),
             SessionMsg::Frame(frame) => self.session.handle_frame(&frame),
             SessionMsg::Subscriptions(specs, reply) => {

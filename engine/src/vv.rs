@@ -109,6 +109,21 @@ impl VersionVector {
         })
     }
 
+    /// A 64-bit digest of the entries, never 0 (0 means "no vector" on the
+    /// wire). Equal vectors have equal digests on every peer; unequal ones
+    /// collide with a chance of about 2^-64. Only used to skip sending a
+    /// vector the other side already announced (see `Hello::vv_digest`),
+    /// where a collision costs at most that one round's completeness, so
+    /// a fast non-cryptographic mix is enough.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0x9E37_79B9_7F4A_7C15 ^ self.0.len() as u64;
+        for &(p, hlc) in &self.0 {
+            h = mix(h ^ p.0);
+            h = mix(h ^ hlc.0);
+        }
+        h.max(1)
+    }
+
     /// The entries of `self` ahead of `base` (what grew past it).
     pub fn grown_past(&self, base: &VersionVector) -> VersionVector {
         VersionVector(self.0.iter().copied().filter(|&(p, h)| h > base.get(p)).collect())
@@ -209,4 +224,12 @@ impl FromIterator<(PeerId, Hlc)> for VersionVector {
         });
         VersionVector(entries)
     }
+}
+
+/// splitmix64's finalizer: every input bit moves about half the output bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -192,8 +192,9 @@ impl Mesh {
             self.nodes[x].links.insert(y, link);
         }
         for (x, y) in [(a, b), (b, a)] {
+            let local = self.nodes[x].store.read().expect("read").version_vector().expect("vv");
             if let Some(l) = self.nodes[x].links.get_mut(&y) {
-                l.session.handle_connected();
+                l.session.handle_connected_at(&local);
             }
             self.pump(x, y);
         }

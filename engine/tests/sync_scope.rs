@@ -328,6 +328,7 @@ fn grown_subscriptions_fetch_the_newly_wanted_documents() {
                 delta: false,
                 since: VersionVector::new(),
                 subscriptions: Some(specs),
+                of_hello: false,
             });
         }
         assert_eq!(new, expected, "{context}");
@@ -373,12 +374,13 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
             s.handle_connected();
             let subscriptions = vec![good.clone(), bad.clone()];
             let remote = |subscriptions| Hello {
-                versions: (3, 3),
+                versions: (4, 4),
                 peer: PeerId(2),
                 subscriptions,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
                 heard: true,
                 role: Role::BigPeer,
+                vv_digest: 0,
             };
             let outs = match via {
                 "Hello" => {
@@ -429,12 +431,13 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
     s.handle_frame(&frame(&Message::Hello(Hello {
-        versions: (3, 3),
+        versions: (4, 4),
         peer: PeerId(2),
         subscriptions: many,
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         heard: false,
         role: Role::SmallPeer,
+        vv_digest: 0,
     })));
     let closed = std::iter::from_fn(|| s.poll_output()).find_map(|o| match o {
         Output::Closed { refusal } => refusal,
@@ -469,6 +472,7 @@ fn a_repeated_request_is_served_once() {
                 delta: false,
                 since: since.clone(),
                 subscriptions: None,
+                of_hello: false,
             },
         );
         assert_eq!(net.peers[0].serves.len() - serves, usize::from(served), "round {r}");

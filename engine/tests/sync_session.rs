@@ -23,6 +23,7 @@ fn hello(peer: u64, versions: (u16, u16), heard: bool) -> Hello {
         max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
         heard,
         role: Role::SmallPeer,
+        vv_digest: 0,
     }
 }
 
@@ -53,9 +54,9 @@ fn open_session() -> (Session, u64) {
     let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
     s.handle_connected();
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
     let outs = drain(&mut s);
-    assert!(matches!(outs[0], Output::Established { version: 3, .. }), "{outs:?}");
+    assert!(matches!(outs[0], Output::Established { version: 4, .. }), "{outs:?}");
     let round = outs
         .iter()
         .find_map(|o| match o {
@@ -244,7 +245,7 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "same peer",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(1, (3, 3), false)))),
+            Box::new(|_| frame(&Message::Hello(hello(1, (4, 4), false)))),
             |r| *r == Refusal::SamePeer,
             "itself",
             true,
@@ -252,8 +253,8 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "empty version range",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(2, (5, 3), false)))),
-            |r| matches!(r, Refusal::UnsupportedVersion { theirs: (5, 3), .. }),
+            Box::new(|_| frame(&Message::Hello(hello(2, (6, 5), false)))),
+            |r| matches!(r, Refusal::UnsupportedVersion { theirs: (6, 5), .. }),
             "no protocol version in common",
             true,
         ),
@@ -328,6 +329,7 @@ fn session_messages_during_the_handshake_are_ignored() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
+            of_hello: false,
         },
         changes(0, 0, &[], true),
         Message::Subscribe {
@@ -346,7 +348,7 @@ fn session_messages_during_the_handshake_are_ignored() {
         assert!(outs.is_empty(), "{m:?}: {outs:?}");
         assert!(!s.is_closed());
         // The handshake still completes.
-        s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), true))));
+        s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), true))));
         assert!(matches!(s.poll_output(), Some(Output::Established { .. })), "{m:?}");
     }
 }
@@ -490,14 +492,14 @@ fn the_handshake_repeats_hello_then_gives_up() {
 fn an_open_side_answers_a_repeated_hello() {
     let (mut s, _) = open_session();
     // The other side did not hear our Hello: it is answered, heard.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
         "{outs:?}"
     );
     // A Hello that heard ours, or a stale handshake timer, changes nothing.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), true))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), true))));
     s.handle_timer(Timer::Handshake(1));
     assert!(s.poll_output().is_none());
     assert!(!s.is_closed());
@@ -564,6 +566,7 @@ fn a_stale_request_does_not_cancel_a_pending_poke() {
             delta: false,
             since,
             subscriptions: None,
+            of_hello: false,
         },
     );
     net.run();
@@ -627,7 +630,7 @@ fn a_failed_apply_claims_nothing_and_asks_again_later() {
 fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
-    let mut small = hello(2, (3, 3), false);
+    let mut small = hello(2, (4, 4), false);
     small.max_frame_bytes = 1024;
     s.handle_frame(&frame(&Message::Hello(small)));
     drain(&mut s);
@@ -640,6 +643,7 @@ fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
+            of_hello: false,
         }));
         assert!(matches!(drain(&mut s)[..], [Output::Serve { round: r, .. }] if r == round));
     }
@@ -868,4 +872,67 @@ fn delta_requests_survive_loss_and_reordering() {
             .count();
         assert!(deltas > 0, "seed {seed}: no delta request was sent");
     }
+}
+
+#[test]
+fn peers_that_meet_in_agreement_name_each_others_hello_vector() {
+    let (mut a, mut b) = (Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    a.insert("tasks", r#"{"_id": "a", "n": 1}"#);
+    b.insert("tasks", r#"{"_id": "b", "n": 1}"#);
+    rhizome_engine::testing::sync_into(&a.store, &b.store, sync_harness::NOW_MS + 2, 10);
+    rhizome_engine::testing::sync_into(&b.store, &a.store, sync_harness::NOW_MS + 2, 10);
+    assert_eq!(a.vv(), b.vv(), "they agree before they meet");
+    let mut net = Net::new(a, b);
+    net.connect();
+    net.run();
+    for side in 0..2 {
+        let first = net.peers[side]
+            .sent
+            .iter()
+            .find(|m| matches!(m, Message::Request { .. }));
+        assert!(
+            matches!(first, Some(Message::Request { of_hello: true, delta: false, since, .. }) if since.is_empty()),
+            "side {side}: {first:?}"
+        );
+    }
+    // Later requests are as before: news after the handshake flows.
+    net.on(1, |b| b.set("tasks", "b", "n", "2"));
+    net.run();
+    net.assert_converged("tasks", "after a write past the Hello");
+    assert_eq!(
+        net.peers[0].get("tasks", "b"),
+        Some(sync_harness::v(r#"{"_id":"b","n":2}"#))
+    );
+}
+
+#[test]
+fn peers_that_meet_in_disagreement_send_their_vector() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    net.a().insert("tasks", r#"{"_id": "a", "n": 1}"#);
+    net.connect();
+    net.run();
+    let first = net.peers[1].sent.iter().find(|m| matches!(m, Message::Request { .. }));
+    assert!(
+        matches!(first, Some(Message::Request { of_hello: false, .. })),
+        "{first:?}"
+    );
+    net.assert_converged("tasks", "after first contact");
+}
+
+#[test]
+fn a_request_naming_a_hello_vector_never_announced_closes_the_session() {
+    // `handle_connected` announces no vector (digest 0).
+    let (mut s, _) = open_session();
+    s.handle_frame(&frame(&Message::Request {
+        round: 1,
+        delta: false,
+        since: VersionVector::new(),
+        subscriptions: None,
+        of_hello: true,
+    }));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(closed_with(&outs), Some(Some(Refusal::ProtocolViolation { .. }))),
+        "{outs:?}"
+    );
 }

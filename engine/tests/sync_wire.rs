@@ -27,6 +27,7 @@ fn hello(peer: u64, versions: (u16, u16)) -> Hello {
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         heard: false,
         role: Role::SmallPeer,
+        vv_digest: 0,
     }
 }
 
@@ -79,6 +80,7 @@ fn sample_messages() -> Vec<Message> {
             delta: false,
             since: vv(&[(1, 5), (u64::MAX, u64::MAX)]),
             subscriptions: None,
+            of_hello: false,
         },
         Message::Request {
             round: 4,
@@ -88,6 +90,14 @@ fn sample_messages() -> Vec<Message> {
                 query: "SELECT * FROM tasks".into(),
                 params: "{}".into(),
             }]),
+            of_hello: false,
+        },
+        Message::Request {
+            round: 5,
+            delta: false,
+            since: VersionVector::new(),
+            subscriptions: None,
+            of_hello: true,
         },
         Message::Changes {
             round: 3,
@@ -127,7 +137,7 @@ fn sample_messages() -> Vec<Message> {
 }
 
 /// How many [`sample_messages`] there are (for strategies).
-const SAMPLES: usize = 14;
+const SAMPLES: usize = 15;
 
 #[test]
 fn messages_round_trip() {
@@ -142,7 +152,7 @@ fn messages_round_trip() {
 
 #[test]
 fn packed_changes_in_a_frame_unpack_to_what_was_packed() {
-    let frame = encode(&sample_messages()[8], PROTOCOL_VERSION);
+    let frame = encode(&sample_messages()[9], PROTOCOL_VERSION);
     let Ok((_, Message::Changes { changes, .. })) = decode(&frame, LIMIT) else {
         panic!("a Changes message")
     };
@@ -150,8 +160,8 @@ fn packed_changes_in_a_frame_unpack_to_what_was_packed() {
 }
 
 #[test]
-fn this_build_speaks_protocol_version_3() {
-    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (3, 3));
+fn this_build_speaks_protocol_version_4() {
+    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (4, 4));
 }
 
 #[test]
@@ -216,7 +226,7 @@ fn a_frame_claiming_a_huge_length_is_refused_before_it_is_buffered() {
 
 #[test]
 fn chunks_out_of_order_are_refused() {
-    let frame = encode(&sample_messages()[8], PROTOCOL_VERSION);
+    let frame = encode(&sample_messages()[9], PROTOCOL_VERSION);
     let parts = chunks(&frame, 8);
     assert!(parts.len() > 2);
     let mut r = Reassembler::new(LIMIT);

@@ -241,6 +241,11 @@ pub struct Session {
     /// The join of every `since` the remote sent us (delta requests are
     /// joined into it).
     heard: VersionVector,
+    /// Our version vector as our `Hello` announced it (a request with
+    /// `of_hello` asks from it).
+    hello_vv: Option<VersionVector>,
+    /// The digest of the remote's `Hello` vector (0: none).
+    remote_vv_digest: u64,
     /// Our unanswered poke, by nonce.
     poke_pending: Option<u64>,
     next_poke: u64,
@@ -280,6 +285,8 @@ impl Session {
             poked: false,
             fresh,
             acked: VersionVector::new(),
+            hello_vv: None,
+            remote_vv_digest: 0,
             asked_me: None,
             answered_since: None,
             sent_high: VersionVector::new(),
@@ -360,13 +367,24 @@ impl Session {
             max_frame_bytes: self.config.max_frame_bytes,
             heard,
             role: self.config.role,
+            vv_digest: self.hello_vv.as_ref().map_or(0, VersionVector::digest),
         }
     }
 
-    /// The link is up: say hello.
+    /// The link is up: say hello (announcing no version vector).
     pub fn handle_connected(&mut self) {
         self.send(&Message::Hello(self.hello(false)));
         self.timer(Timer::Handshake(1), self.config.stall_ms);
+    }
+
+    /// The link is up and this peer's version vector is `local`: say hello
+    /// with its digest, so a remote that holds the same vector can ask
+    /// without sending it.
+    pub fn handle_connected_at(&mut self, local: &VersionVector) {
+        if self.state == State::Handshake && self.hello_vv.is_none() {
+            self.hello_vv = Some(local.clone());
+        }
+        self.handle_connected();
     }
 
     /// This peer committed something the remote may want.
@@ -467,8 +485,9 @@ impl Session {
                     since,
                     delta,
                     subscriptions,
+                    of_hello,
                 },
-            ) => self.handle_request(round, since, delta, subscriptions),
+            ) => self.handle_request(round, since, (delta, of_hello), subscriptions),
             (
                 State::Open { .. },
                 Message::Changes {
@@ -495,6 +514,7 @@ impl Session {
             Ok(version) => {
                 self.state = State::Open { version };
                 self.remote = Some(theirs.peer);
+                self.remote_vv_digest = theirs.vv_digest;
                 self.remote_max_frame_bytes = theirs.max_frame_bytes.clamp(1024, wire::MAX_FRAME_BYTES);
                 self.push(Output::Established {
                     remote: theirs.peer,
@@ -535,7 +555,7 @@ impl Session {
         &mut self,
         round: u64,
         since: VersionVector,
-        delta: bool,
+        (delta, of_hello): (bool, bool),
         subscriptions: Option<Vec<SubscriptionSpec>>,
     ) {
         // Rounds only grow: an older or repeated request was served already
@@ -543,13 +563,15 @@ impl Session {
         if self.serving.is_some_and(|(r, _)| round <= r) {
             return;
         }
-        let since = match delta {
-            true => {
+        let since = match (delta, of_hello, &self.hello_vv) {
+            (false, false, _) => since,
+            (true, false, _) => {
                 let mut whole = self.heard.clone();
                 whole.join(&since);
                 whole
             }
-            false => since,
+            (false, true, Some(hello)) if since.is_empty() => hello.clone(),
+            _ => return self.violation("a request naming a Hello vector never announced, or also a delta"),
         };
         self.heard.join(&since);
         self.poke_pending = None;
@@ -630,12 +652,22 @@ impl Session {
             Some(base) if subscriptions.is_none() && since.dominates(&self.sent_high) => Some(since.grown_past(base)),
             _ => None,
         };
+        // The remote's `Hello` announced this very vector: name it. (A
+        // fresh request asks from nothing, which no `Hello` announces.)
+        let of_hello =
+            grown.is_none() && !r.fresh && self.remote_vv_digest != 0 && since.digest() == self.remote_vv_digest;
         self.sent_high.join(&since);
+        let (delta, since) = match grown {
+            Some(grown) => (true, grown),
+            None if of_hello => (false, VersionVector::new()),
+            None => (false, since),
+        };
         self.send(&Message::Request {
             round,
-            delta: grown.is_some(),
-            since: grown.unwrap_or(since),
+            delta,
+            since,
             subscriptions,
+            of_hello,
         });
         self.timer(Timer::Stall { round, progress: 0 }, self.config.stall_ms);
     }

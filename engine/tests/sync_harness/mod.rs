@@ -502,7 +502,8 @@ impl Net {
     /// Both sides connect (say hello).
     pub fn connect(&mut self) {
         for side in 0..2 {
-            self.peers[side].session.handle_connected();
+            let local = self.peers[side].vv();
+            self.peers[side].session.handle_connected_at(&local);
             self.pump(side);
         }
     }
