@@ -184,6 +184,7 @@ impl Mesh {
     fn handle(&mut self, peer: usize, output: Output) -> Result<(), DemoError> {
         let name = NAMES[peer];
         let line = match output {
+            Output::Closed if children::interrupted() => return Err(DemoError::Interrupted),
             Output::Closed => return Err(DemoError::PeerExited(name)),
             Output::Err(line) => {
                 self.say(&format!("{name:>5} (stderr) {line}"));
