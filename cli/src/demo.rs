@@ -22,6 +22,15 @@
 //!
 //! Not built under `--cfg madsim` (real processes and sockets).
 
+/// `println!` that ignores a closed stdout (`rhizome demo | head`): the
+/// demo still runs to its end, cleans up and exits with its verdict.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod children;
 mod relay;
 
@@ -30,6 +39,7 @@ use relay::Relay;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -163,6 +173,7 @@ struct Mesh {
     relays: Vec<Relay>,
     /// Each peer's id and listening address, from its `listening` line.
     ids: Vec<Option<String>>,
+    addrs: Vec<Option<SocketAddr>>,
     /// Per peer, how many links it reports up to each remote peer id
     /// (a count, as an old connection's `down` may follow a new `up`).
     links: Vec<BTreeMap<String, i64>>,
@@ -177,7 +188,7 @@ struct Mesh {
 impl Mesh {
     /// Prints a line stamped with the seconds since the start.
     fn say(&self, text: &str) {
-        println!("[{:>5.1}s] {text}", self.started.elapsed().as_secs_f64());
+        out!("[{:>5.1}s] {text}", self.started.elapsed().as_secs_f64());
     }
 
     /// Takes one line of a peer into account (and shows what matters).
@@ -204,6 +215,7 @@ impl Mesh {
                     addr.unwrap_or("?")
                 ));
                 self.ids[peer] = id.map(str::to_string);
+                self.addrs[peer] = addr.and_then(|a| a.parse().ok());
             }
             (Some("link"), _) => {
                 let (kind, remote) = (words.next(), words.next());
@@ -418,6 +430,7 @@ fn start(root: &Path) -> Result<Mesh, DemoError> {
         children: Children::new(),
         relays,
         ids: vec![None; NAMES.len()],
+        addrs: vec![None; NAMES.len()],
         links: vec![BTreeMap::new(); NAMES.len()],
         edges: vec![false; LINKS.len()],
         pending: vec![0; NAMES.len()],
@@ -449,26 +462,31 @@ fn start(root: &Path) -> Result<Mesh, DemoError> {
     Ok(mesh)
 }
 
-/// Points each relay at its listening peer once all have said where.
-fn connect_relays(mesh: &mut Mesh, addrs: &BTreeMap<usize, String>) {
+/// Waits for every peer's address, then points each relay at its
+/// listening peer.
+fn connect_relays(mesh: &mut Mesh) -> Result<(), DemoError> {
+    if !mesh.pump(LINK_WAIT, |m| m.addrs.iter().all(Option::is_some))? {
+        let late = mesh.addrs.iter().position(Option::is_none).unwrap_or(0);
+        return Err(DemoError::NoAnswer(NAMES[late]));
+    }
     for (i, &(_, listener)) in LINKS.iter().enumerate() {
-        if let Some(addr) = addrs.get(&listener).and_then(|a| a.parse().ok()) {
+        if let Some(addr) = mesh.addrs[listener] {
             mesh.relays[i].set_target(addr);
         }
     }
+    Ok(())
 }
 
 fn script(root: &Path) -> Result<bool, DemoError> {
-    println!(
+    out!(
         "rhizome demo: {} peers as separate processes, each with its own store in {}",
         NAMES.len(),
         root.display()
     );
-    println!("linked in a ring through UDP relays in this process, which can cut a link (drop its datagrams)");
-    println!("and restore it; a cut link is noticed by QUIC's idle timeout ({IDLE_TIMEOUT_MS} ms), then redialled.\n");
+    out!("linked in a ring through UDP relays in this process, which can cut a link (drop its datagrams)");
+    out!("and restore it; a cut link is noticed by QUIC's idle timeout ({IDLE_TIMEOUT_MS} ms), then redialled.\n");
     let mut mesh = start(root)?;
-    let addrs = listening_addresses(&mut mesh)?;
-    connect_relays(&mut mesh, &addrs);
+    connect_relays(&mut mesh)?;
     let all: Vec<usize> = (0..LINKS.len()).collect();
     mesh.wait_links(&all, true)?;
 
@@ -578,44 +596,14 @@ fn script(root: &Path) -> Result<bool, DemoError> {
     Ok(ok)
 }
 
-/// Reads every peer's `listening` line.
-fn listening_addresses(mesh: &mut Mesh) -> Result<BTreeMap<usize, String>, DemoError> {
-    // The address is not kept by `handle` (only the id): read it here.
-    let mut addrs = BTreeMap::new();
-    let deadline = Instant::now() + LINK_WAIT;
-    while addrs.len() < NAMES.len() {
-        if children::interrupted() {
-            return Err(DemoError::Interrupted);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let late = (0..NAMES.len()).find(|p| !addrs.contains_key(p)).unwrap_or(0);
-            return Err(DemoError::NoAnswer(NAMES[late]));
-        }
-        let Some((peer, output)) = mesh.children.next(left.min(Duration::from_millis(100))) else {
-            continue;
-        };
-        if let Output::Out(line) = &output {
-            if let Some(addr) = line
-                .strip_prefix("listening ")
-                .and_then(|r| r.split_whitespace().next())
-            {
-                addrs.insert(peer, addr.to_string());
-            }
-        }
-        mesh.handle(peer, output)?;
-    }
-    Ok(addrs)
-}
-
 /// Compares the peers and checks that no write was lost; prints the result.
 fn verdict_at_end(mesh: &Mesh, same: bool, snaps: &[Snapshot]) -> bool {
     // 4 peers × (10 + 5 + 1) km; 2 notes each, alice's and bob's third,
     // alice's fourth.
     let (want_km, want_notes) = (NAMES.len() as i64 * 16, NAMES.len() * 2 + 3);
-    println!();
+    out!();
     for (p, s) in snaps.iter().enumerate() {
-        println!(
+        out!(
             "  {:>5}: {} cars, {} notes, {}",
             NAMES[p],
             s.cars.len(),
@@ -634,20 +622,20 @@ fn verdict_at_end(mesh: &Mesh, same: bool, snaps: &[Snapshot]) -> bool {
         return true;
     }
     if !same {
-        println!("NOT CONVERGED: the peers differ");
+        out!("NOT CONVERGED: the peers differ");
         for (p, s) in snaps.iter().enumerate().skip(1) {
             for (what, mine, theirs) in [("cars", &s.cars, &first.cars), ("notes", &s.notes, &first.notes)] {
                 for doc in mine.iter().filter(|d| !theirs.contains(d)) {
-                    println!("  {} has in {what} (unlike {}): {doc}", NAMES[p], NAMES[0]);
+                    out!("  {} has in {what} (unlike {}): {doc}", NAMES[p], NAMES[0]);
                 }
                 for doc in theirs.iter().filter(|d| !mine.contains(d)) {
-                    println!("  {} lacks in {what} (unlike {}): {doc}", NAMES[p], NAMES[0]);
+                    out!("  {} lacks in {what} (unlike {}): {doc}", NAMES[p], NAMES[0]);
                 }
             }
         }
     }
     if !complete {
-        println!(
+        out!(
             "WRITES LOST: want {want_notes} notes and km {want_km}, {} has {} notes and km {km:?}",
             NAMES[0],
             first.notes.len()

@@ -72,11 +72,11 @@ impl Children {
         let index = procs.len();
         if let Some(out) = child.stdout.take() {
             let tx = self.tx.clone();
-            std::thread::spawn(move || read_lines(out, index, tx, Output::Out));
+            std::thread::spawn(move || read_lines(out, index, &tx, Output::Out, Some(Output::Closed)));
         }
         if let Some(err) = child.stderr.take() {
             let tx = self.tx.clone();
-            std::thread::spawn(move || read_lines(err, index, tx, Output::Err));
+            std::thread::spawn(move || read_lines(err, index, &tx, Output::Err, None));
         }
         self.stdins.push(child.stdin.take());
         procs.push(child);
@@ -143,15 +143,22 @@ fn kill_all(procs: &Mutex<Vec<Child>>) {
     procs.clear();
 }
 
-/// Forwards the lines of one pipe until it ends or the demo stops reading.
-fn read_lines(pipe: impl io::Read, index: usize, tx: SyncSender<(usize, Output)>, wrap: fn(String) -> Output) {
+/// Forwards the lines of one pipe until it ends (then `at_end`, if any)
+/// or the demo stops reading.
+fn read_lines(
+    pipe: impl io::Read,
+    index: usize,
+    tx: &SyncSender<(usize, Output)>,
+    wrap: fn(String) -> Output,
+    at_end: Option<Output>,
+) {
     for line in BufReader::new(pipe).lines().map_while(Result::ok) {
         if tx.send((index, wrap(line))).is_err() {
             return;
         }
     }
-    if matches!(wrap(String::new()), Output::Out(_)) {
-        let _ = tx.send((index, Output::Closed));
+    if let Some(last) = at_end {
+        let _ = tx.send((index, last));
     }
 }
 
