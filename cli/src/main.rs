@@ -33,7 +33,7 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
          when it heals; the demo shows each peer's live observer and the
          link graph as it changes, and ends by comparing every peer's
          documents: prints `every peer converged` (exit 0) or the
-         differences (exit 1). Takes about 15 seconds.
+         differences (exit 1). Takes about 10 seconds.
          --data DIR keeps the stores in DIR (empty or new; default: a
          temporary folder).
          --local: the in-process foundation demo instead (three replicas on
