@@ -1,14 +1,18 @@
 //! `rhizome`: the command line of the small peer.
 //!
-//! `demo` runs replicas on LMDB that write offline, exchange field-level
-//! deltas (also through a peer in the middle) and converge; `exec` and
+//! `demo` runs four `rhizome peer` processes linked in a ring through
+//! relays it can cut, writing concurrently and offline, and checks that
+//! they converge (`demo --local`: the in-process foundation demo, three
+//! replicas exchanging field-level deltas by hand); `exec` and
 //! `shell` run DQL on a store on disk; `sim` runs a simulated mesh scenario
 //! (`rhizome_sim::cli`; deterministic in the madsim build, `scripts/sim`);
 //! `peer` runs a long-lived peer that syncs over QUIC (not in the madsim
 //! build, which has no real sockets).
 
+#[cfg(not(madsim))]
 mod demo;
 mod dql;
+mod local_demo;
 #[cfg(not(madsim))]
 mod peer;
 
@@ -21,16 +25,26 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: rhizome demo [--data DIR]
+       rhizome demo --local [--data DIR]
        rhizome exec --data DIR \"STATEMENT\" [--args JSON]
        rhizome shell --data DIR
        rhizome sim [--peers N] [--seed S] [--scenario NAME] [--json]
        rhizome peer --data DIR [--listen ADDR] [--connect ADDR]... [--app-key KEY]
-                    [--subscribe DQL]...
+                    [--subscribe DQL]... [--observe DQL]... [--idle-timeout-ms MS]
 
-  demo   three replicas on LMDB edit the same documents offline (fields,
-         counters, deletes), sync through field-level deltas, also across a
-         peer in the middle, and must converge; exits 1 if they do not.
-         --data DIR keeps the stores in DIR (default: a temporary folder).
+  demo   four peers (alice, bob, carol, dave) run as separate `rhizome peer`
+         processes, linked in a ring through UDP relays that the demo cuts
+         and restores. They write the same documents, fields and counters
+         at once, keep writing offline while the ring is split, and merge
+         when it heals; the demo shows each peer's live observer and the
+         link graph as it changes, and ends by comparing every peer's
+         documents: prints `every peer converged` (exit 0) or the
+         differences (exit 1). Takes about 10 seconds.
+         --data DIR keeps the stores in DIR (empty or new; default: a
+         temporary folder).
+         --local: the in-process foundation demo instead (three replicas on
+         LMDB exchanging field-level deltas by hand, also across a peer in
+         the middle).
   exec   runs one DQL statement on the store in DIR; prints result documents
          as JSON lines and mutations as {\"mutated\":[ids]}.
   shell  an interactive DQL prompt on the store in DIR, with history.
@@ -45,11 +59,25 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
          development key). Prints link events as lines, runs DQL statements
          read from stdin (one per line; results as exec prints them) and
          syncs the collections they name (or each --subscribe query).
-         Exits on end of input or SIGTERM.";
+         Each --observe query prints `observe K: N items +I -D ~U` when
+         its result changes. --idle-timeout-ms MS declares a silent link
+         down after MS (default 10000; keep-alives, dialling and redial
+         backoff follow). Exits on end of input or SIGTERM.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("demo") if args[1..].iter().any(|a| a == "--local") => {
+            let rest: Vec<String> = args[1..].iter().filter(|a| *a != "--local").cloned().collect();
+            match local_demo::Options::parse(&rest) {
+                Ok(opts) => local_demo::run(&opts),
+                Err(e) => {
+                    eprintln!("rhizome demo: {e}\n\n{USAGE}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        #[cfg(not(madsim))]
         Some("demo") => match demo::Options::parse(&args[1..]) {
             Ok(opts) => demo::run(&opts),
             Err(e) => {
@@ -57,6 +85,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        #[cfg(madsim)]
+        Some("demo") => {
+            eprintln!("rhizome demo: not available in the simulator (--cfg madsim) build; try rhizome demo --local");
+            ExitCode::from(2)
+        }
         Some(cmd @ ("exec" | "shell")) => match dql::Options::parse(&args[1..], cmd == "exec") {
             Ok(opts) if cmd == "exec" => dql::exec(&opts),
             Ok(opts) => dql::shell(&opts),

@@ -14,11 +14,17 @@
 //! Lines on stdout besides results:
 //! `listening ADDR peer ID`, `link up ID ADDR dialled|accepted`,
 //! `link down ID ADDR: REASON`, `link failed ADDR: REASON`,
-//! `subscribed COLLECTION`, `closed`.
+//! `subscribed COLLECTION`, `closed`, and for each `--observe DQL` (K
+//! counts them from 1) `observe K: N items +INSERTED -DELETED ~UPDATED`
+//! whenever its result changes (the first line has every item inserted).
+//!
+//! `--idle-timeout-ms MS` declares a silent link down after MS (default
+//! 10 s); keep-alives go out every MS/4, and dialling and the redial
+//! backoff are capped at MS, so a demo can cut a link and see it heal soon.
 //!
 //! Not built under `--cfg madsim` (the simulator has no real sockets).
 
-use rhizome_actors::{Peer, PeerConfig};
+use rhizome_actors::{ObserverHandle, Peer, PeerConfig, QueryEvent};
 use rhizome_transports::quic::{AppKey, LinkEvent, QuicConfig, QuicTransport};
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
@@ -41,7 +47,13 @@ pub struct Options {
     connect: Vec<SocketAddr>,
     app_key: Option<String>,
     subscribe: Vec<String>,
+    observe: Vec<String>,
+    idle_timeout_ms: Option<u64>,
 }
+
+/// Shortest `--idle-timeout-ms` taken (shorter ones would drop healthy
+/// links on a busy machine).
+const MIN_IDLE_TIMEOUT_MS: u64 = 100;
 
 fn resolve(text: &str) -> Result<SocketAddr, String> {
     text.to_socket_addrs()
@@ -52,7 +64,7 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
 
 impl Options {
     /// Parses `--data DIR [--listen ADDR] [--connect ADDR]... [--app-key
-    /// KEY] [--subscribe DQL]...`.
+    /// KEY] [--subscribe DQL]... [--observe DQL]... [--idle-timeout-ms MS]`.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut data = None;
         let mut opts = Options {
@@ -61,6 +73,8 @@ impl Options {
             connect: Vec::new(),
             app_key: std::env::var("RHIZOME_APP_KEY").ok(),
             subscribe: Vec::new(),
+            observe: Vec::new(),
+            idle_timeout_ms: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -71,6 +85,18 @@ impl Options {
                 "--connect" => opts.connect.push(resolve(&value("an address")?)?),
                 "--app-key" => opts.app_key = Some(value("a key")?),
                 "--subscribe" => opts.subscribe.push(value("a DQL query")?),
+                "--observe" => opts.observe.push(value("a DQL query")?),
+                "--idle-timeout-ms" => {
+                    let ms = value("milliseconds")?;
+                    match ms.parse::<u64>() {
+                        Ok(ms) if ms >= MIN_IDLE_TIMEOUT_MS => opts.idle_timeout_ms = Some(ms),
+                        _ => {
+                            return Err(format!(
+                                "--idle-timeout-ms {ms:?}: not a number of at least {MIN_IDLE_TIMEOUT_MS}"
+                            ))
+                        }
+                    }
+                }
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -127,9 +153,13 @@ async fn serve(opts: Options) -> Result<(), String> {
             .await
             .map_err(|e| format!("--subscribe {query:?}: {e}"))?;
     }
+    let _observers = observe(&peer, &opts.observe).await?;
     let mut config = QuicConfig::new(app_key);
     config.listen = opts.listen;
     config.connect = opts.connect.clone();
+    if let Some(ms) = opts.idle_timeout_ms {
+        shorten_timeouts(&mut config, ms);
+    }
     let transport = QuicTransport::start(peer.clone(), config)
         .await
         .map_err(|e| e.to_string())?;
@@ -156,6 +186,40 @@ async fn serve(opts: Options) -> Result<(), String> {
     peer.close().await;
     say("closed");
     Ok(())
+}
+
+/// Starts the `--observe` queries; each prints a line per result change
+/// until the returned handles drop.
+async fn observe(peer: &Peer, queries: &[String]) -> Result<Vec<ObserverHandle>, String> {
+    let mut handles = Vec::with_capacity(queries.len());
+    for (k, query) in (1..).zip(queries) {
+        let on_event = move |ev: Result<QueryEvent, _>| match ev {
+            Ok(ev) => say(&format!(
+                "observe {k}: {} items +{} -{} ~{}",
+                ev.items.len(),
+                ev.diff.inserted.len(),
+                ev.diff.deleted.len(),
+                ev.diff.updated.len()
+            )),
+            Err(e) => eprintln!("error: --observe {k}: {e}"),
+        };
+        let handle = peer
+            .store()
+            .observe_with(query, serde_json::json!({}), on_event)
+            .await
+            .map_err(|e| format!("--observe {query:?}: {e}"))?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// `--idle-timeout-ms`: links idle for `idle_ms` are down; the other
+/// timings follow so that a cut is seen and healed at that pace.
+fn shorten_timeouts(config: &mut QuicConfig, idle_ms: u64) {
+    config.idle_timeout_ms = idle_ms;
+    config.keep_alive_ms = (idle_ms / 4).max(1);
+    config.handshake_timeout_ms = config.handshake_timeout_ms.min(idle_ms);
+    config.backoff_max_ms = config.backoff_max_ms.min(idle_ms);
 }
 
 fn describe(ev: &LinkEvent) -> String {
