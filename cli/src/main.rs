@@ -19,7 +19,7 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
        rhizome shell --data DIR
        rhizome sim [--peers N] [--seed S] [--scenario NAME] [--json]
        rhizome peer --data DIR [--listen ADDR] [--connect ADDR]... [--app-key KEY]
-                    [--subscribe DQL]...
+                    [--subscribe DQL]... [--interface NAME]... [--no-mdns]
 
   demo   three replicas on LMDB edit the same documents offline (fields,
          counters, deletes), sync through field-level deltas, also across a
@@ -39,7 +39,12 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
          development key). Prints link events as lines, runs DQL statements
          read from stdin (one per line; results as exec prints them) and
          syncs the collections they name (or each --subscribe query).
-         Exits on end of input or SIGTERM.";
+         Finds the app's other peers by mDNS (DNS-SD _rhizome._udp) and
+         dials them, unless --no-mdns. Each --interface NAME (e.g. awdl0,
+         p2p-wlan0) adds a peer-to-peer Wi-Fi link: QUIC on that
+         interface's IPv6 link-local address, discovery on it alone.
+         .links and .presence list the links. Exits on end of input or
+         SIGTERM.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
