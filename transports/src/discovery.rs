@@ -50,6 +50,9 @@ pub const TXT_PEER: &str = "peer";
 pub const TXT_PROTOCOL: &str = "proto";
 /// TXT key: the app's public tag ([`AppKey::tag`]).
 pub const TXT_APP: &str = "app";
+/// How often a peer-to-peer interface's discovery checks that interface
+/// for changes, in seconds (the daemon's default is 5).
+const P2P_IP_CHECK_INTERVAL_SECS: u32 = 2;
 /// How long closing waits for the mDNS goodbye to go out, in milliseconds.
 const GOODBYE_WAIT_MS: u64 = 1_000;
 
@@ -353,6 +356,8 @@ fn select_interfaces(daemon: &ServiceDaemon, scope: &Scope, local: SocketAddr) -
         Scope::Interface(ll) => {
             // Apple's AWDL and LLW interfaces are skipped unless asked for.
             daemon.include_apple_p2p(true)?;
+            // Peer-to-peer interfaces come and go: notice them sooner.
+            daemon.set_ip_check_interval(P2P_IP_CHECK_INTERVAL_SECS)?;
             daemon.disable_interface(IfKind::All)?;
             daemon.enable_interface(IfKind::IndexV6(ll.index))?;
         }
@@ -379,25 +384,21 @@ fn advertisement(me: PeerId, tag: &str, scope: &Scope, local: SocketAddr) -> Res
         (TXT_PROTOCOL, PROTOCOL_VERSION.to_string()),
         (TXT_APP, tag.to_string()),
     ];
-    let port = local.port();
-    let info = match scope {
-        Scope::Interface(ll) => {
-            let mut info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, IpAddr::V6(ll.addr), port, &txt[..])?;
-            info.set_interfaces(vec![IfKind::IndexV6(ll.index)]);
-            info
-        }
+    // Addresses are always the daemon's to fill in, from the interfaces
+    // chosen: it announces a service on an interface that comes up later
+    // (one still coming up when the peer starts, say) only if they are.
+    let mut info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, "", local.port(), &txt[..])?.enable_addr_auto();
+    let chosen = match scope {
+        Scope::Interface(ll) => IfKind::IndexV6(ll.index),
         Scope::AllExcept(names) if local.ip().is_unspecified() => {
-            // Listening on every address: advertise each interface's own,
-            // kept up to date by the daemon.
-            let mut info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, "", port, &txt[..])?.enable_addr_auto();
             let (names, v4_only) = (names.clone(), local.is_ipv4());
-            info.set_interfaces(vec![IfKind::Predicate(IfPredicate::new(move |i| {
+            IfKind::Predicate(IfPredicate::new(move |i| {
                 !names.contains(&i.name) && (!v4_only || i.ip().is_ipv4())
-            }))]);
-            info
+            }))
         }
-        Scope::AllExcept(_) => ServiceInfo::new(SERVICE_TYPE, &instance, &host, local.ip(), port, &txt[..])?,
+        Scope::AllExcept(_) => IfKind::Addr(local.ip()),
     };
+    info.set_interfaces(vec![chosen]);
     Ok(info)
 }
 
