@@ -94,21 +94,20 @@ impl Namespaces {
     }
 
     /// A veth pair between namespaces `a` and `b` with interfaces `if_a`
-    /// and `if_b`, each with only the link-local address given (no
-    /// duplicate address detection, kept while the link is down).
-    fn veth(&self, (a, if_a, addr_a): (usize, &str, &str), (b, if_b, addr_b): (usize, &str, &str)) {
+    /// and `if_b`, each with only the IPv6 link-local address the kernel
+    /// makes from its MAC address, as a peer-to-peer Wi-Fi interface has:
+    /// it goes when the link goes down and comes back with it (duplicate
+    /// address detection off, so it is usable at once).
+    fn veth(&self, (a, if_a): (usize, &str), (b, if_b): (usize, &str)) {
         let (na, nb) = (self.name(a), self.name(b));
         ip(&["link", "add", if_a, "netns", na, "type", "veth", "peer", "name", if_b, "netns", nb]);
-        for (ns, ifname, addr) in [(na, if_a, addr_a), (nb, if_b, addr_b)] {
-            // No address of the kernel's making: the one given is the only one.
-            ip(&["-n", ns, "link", "set", ifname, "addrgenmode", "none"]);
-            let keep = format!("echo 1 > /proc/sys/net/ipv6/conf/{ifname}/keep_addr_on_down");
+        for (ns, ifname) in [(na, if_a), (nb, if_b)] {
+            let no_dad = format!("echo 0 > /proc/sys/net/ipv6/conf/{ifname}/accept_dad");
             let status = Command::new("ip")
-                .args(["netns", "exec", ns, "sh", "-c", &keep])
+                .args(["netns", "exec", ns, "sh", "-c", &no_dad])
                 .status()
                 .expect("run sh");
-            assert!(status.success(), "keep_addr_on_down on {ifname}");
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/64"), "dev", ifname, "nodad"]);
+            assert!(status.success(), "accept_dad on {ifname}");
             ip(&["-n", ns, "link", "set", ifname, "up"]);
         }
     }
@@ -297,8 +296,8 @@ fn write(p: &mut PeerProcess, prefix: &str, range: std::ops::Range<u32>) {
 /// The chain: namespaces A, B, C; veths A:xa—B:xba and B:xbc—C:xc.
 fn chain() -> Namespaces {
     let ns = Namespaces::new(&["a", "b", "c"]);
-    ns.veth((0, "xa", "fe80::a"), (1, "xba", "fe80::b"));
-    ns.veth((1, "xbc", "fe80::b"), (2, "xc", "fe80::c"));
+    ns.veth((0, "xa"), (1, "xba"));
+    ns.veth((1, "xbc"), (2, "xc"));
     ns
 }
 

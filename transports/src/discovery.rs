@@ -15,9 +15,11 @@
 //! Of two peers that find each other only the one with the lower peer id
 //! dials, so one connection is made where two would race (the transport's
 //! crossed-dial rule would close one of them anyway). A peer that leaves
-//! (an mDNS goodbye, or its records expire) is no longer redialled; one
-//! that comes back on a new port is dialled there instead. The table of
-//! peers found is bounded ([`DiscoveryConfig::max_peers`]).
+//! (an mDNS goodbye, its records expire, or the interface goes down) is
+//! redialled for [`DiscoveryConfig::linger_ms`] more, since a link that
+//! flaps comes back before mDNS finds it again, then no longer; one that
+//! comes back on a new port is dialled there instead. The table of peers
+//! found is bounded ([`DiscoveryConfig::max_peers`]).
 //!
 //! [`Scope`] selects where: every interface (a LAN transport, skipping the
 //! peer-to-peer ones), or a single interface, IPv6 only, for a
@@ -41,6 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// The DNS-SD service type of Rhizome peers.
 pub const SERVICE_TYPE: &str = "_rhizome._udp.local.";
@@ -81,6 +84,8 @@ pub struct DiscoveryConfig {
     /// Events kept for [`Discovery::take_events`]'s reader; more are
     /// dropped while it lags.
     pub event_capacity: usize,
+    /// How long a peer that left is still redialled, in milliseconds.
+    pub linger_ms: u64,
 }
 
 impl DiscoveryConfig {
@@ -90,6 +95,7 @@ impl DiscoveryConfig {
             scope,
             max_peers: 256,
             event_capacity: 256,
+            linger_ms: 120_000,
         }
     }
 }
@@ -226,6 +232,8 @@ struct Found {
     addr: SocketAddr,
     /// Redials while it lives; `None` when the remote dials.
     _dial: Option<Dial>,
+    /// When it left, if it did (it is redialled a while longer).
+    lost_at: Option<Instant>,
 }
 
 /// Advertising and browsing for one transport (see the module doc).
@@ -295,6 +303,7 @@ impl Discovery {
             transport,
             local,
             max_peers: config.max_peers,
+            linger: Duration::from_millis(config.linger_ms),
             peers: BTreeMap::new(),
             names: BTreeMap::new(),
             found: found.clone(),
@@ -420,6 +429,7 @@ struct Browser {
     transport: Arc<QuicTransport>,
     local: SocketAddr,
     max_peers: usize,
+    linger: Duration,
     peers: BTreeMap<PeerId, Found>,
     /// Service instance names to the peers they advertise.
     names: BTreeMap<String, PeerId>,
@@ -433,8 +443,10 @@ impl Browser {
     /// ends. Bounded: every pass takes one event, and the loop ends with
     /// the daemon or the stop signal.
     async fn run(mut self, browse: mdns_sd::Receiver<ServiceEvent>, mut stopped: watch::Receiver<bool>) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = sweep.tick() => self.forget_lost(),
                 ev = browse.recv_async() => match ev {
                     Ok(ServiceEvent::ServiceResolved(svc)) => self.resolved(&svc),
                     Ok(ServiceEvent::ServiceRemoved(_, fullname)) => self.removed(&fullname),
@@ -482,14 +494,23 @@ impl Browser {
 
     fn found_at(&mut self, fullname: &str, remote: PeerId, addr: SocketAddr) {
         self.names.insert(fullname.to_string(), remote);
-        if self.peers.get(&remote).is_some_and(|f| f.addr == addr) {
-            return;
-        }
         let dialling = self.me < remote;
-        // Replacing an entry drops its dial: the old address is not
-        // redialled.
-        let dial = dialling.then(|| self.transport.dial(addr));
-        self.peers.insert(remote, Found { addr, _dial: dial });
+        match self.peers.get_mut(&remote) {
+            Some(f) if f.addr == addr && f.lost_at.is_none() => return,
+            // Back where it was: its dial never stopped.
+            Some(f) if f.addr == addr => f.lost_at = None,
+            _ => {
+                // Replacing an entry drops its dial: the old address is
+                // not redialled.
+                let dial = dialling.then(|| self.transport.dial(addr));
+                let found = Found {
+                    addr,
+                    _dial: dial,
+                    lost_at: None,
+                };
+                self.peers.insert(remote, found);
+            }
+        }
         self.publish();
         self.emit(DiscoveryEvent::Found { remote, addr, dialling });
     }
@@ -502,15 +523,31 @@ impl Browser {
             // Still advertised under another name.
             return;
         }
-        if self.peers.remove(&remote).is_some() {
+        if let Some(f) = self.peers.get_mut(&remote) {
+            f.lost_at.get_or_insert_with(Instant::now);
             self.publish();
             self.emit(DiscoveryEvent::Lost { remote });
         }
     }
 
+    /// Stops redialling peers that left longer than the linger time ago.
+    fn forget_lost(&mut self) {
+        let linger = self.linger;
+        let before = self.peers.len();
+        self.peers.retain(|_, f| f.lost_at.is_none_or(|t| t.elapsed() < linger));
+        if self.peers.len() != before {
+            self.publish();
+        }
+    }
+
     fn publish(&self) {
         let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-        *found = self.peers.iter().map(|(p, f)| (*p, f.addr)).collect();
+        *found = self
+            .peers
+            .iter()
+            .filter(|(_, f)| f.lost_at.is_none())
+            .map(|(p, f)| (*p, f.addr))
+            .collect();
     }
 
     fn emit(&self, event: DiscoveryEvent) {
