@@ -211,7 +211,15 @@ impl Links {
         lan.listen = opts.listen;
         lan.connect = opts.connect.clone();
         links
-            .add(peer, app_key, lan, Scope::AllExcept(opts.interfaces.clone()), None, opts.mdns, &tx)
+            .add(
+                peer,
+                app_key,
+                lan,
+                Scope::AllExcept(opts.interfaces.clone()),
+                None,
+                opts.mdns,
+                &tx,
+            )
             .await?;
         for name in &opts.interfaces {
             let ll = wait_link_local(name).await?;
@@ -219,7 +227,9 @@ impl Links {
             config.listen = ll.socket_addr(0);
             config.kind = LinkKind::P2pWifi;
             let scope = Scope::Interface(ll);
-            links.add(peer, app_key, config, scope, Some(name), opts.mdns, &tx).await?;
+            links
+                .add(peer, app_key, config, scope, Some(name), opts.mdns, &tx)
+                .await?;
         }
         Ok(links)
     }

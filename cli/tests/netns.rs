@@ -100,7 +100,9 @@ impl Namespaces {
     /// address detection off, so it is usable at once).
     fn veth(&self, (a, if_a): (usize, &str), (b, if_b): (usize, &str)) {
         let (na, nb) = (self.name(a), self.name(b));
-        ip(&["link", "add", if_a, "netns", na, "type", "veth", "peer", "name", if_b, "netns", nb]);
+        ip(&[
+            "link", "add", if_a, "netns", na, "type", "veth", "peer", "name", if_b, "netns", nb,
+        ]);
         for (ns, ifname) in [(na, if_a), (nb, if_b)] {
             let no_dad = format!("echo 0 > /proc/sys/net/ipv6/conf/{ifname}/accept_dad");
             let status = Command::new("ip")
@@ -143,7 +145,12 @@ impl PeerProcess {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_rhizome"), "peer", "--data"])
             .arg(dir.join(name))
-            .args(["--app-key", "netns test key, not a secret", "--subscribe", "SELECT * FROM t"])
+            .args([
+                "--app-key",
+                "netns test key, not a secret",
+                "--subscribe",
+                "SELECT * FROM t",
+            ])
             .args(args);
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -276,12 +283,18 @@ impl Drop for PeerProcess {
 fn converge(peers: &mut [&mut PeerProcess], want: usize) -> Vec<String> {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let all: Vec<Vec<String>> = peers.iter_mut().map(|p| p.query("SELECT * FROM t ORDER BY _id")).collect();
+        let all: Vec<Vec<String>> = peers
+            .iter_mut()
+            .map(|p| p.query("SELECT * FROM t ORDER BY _id"))
+            .collect();
         if all[0].len() == want && all.iter().all(|d| *d == all[0]) {
             return all[0].clone();
         }
         let counts: Vec<usize> = all.iter().map(Vec::len).collect();
-        assert!(Instant::now() < deadline, "no convergence on {want} documents: {counts:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no convergence on {want} documents: {counts:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -289,7 +302,9 @@ fn converge(peers: &mut [&mut PeerProcess], want: usize) -> Vec<String> {
 /// Inserts documents `{prefix}-{i}` for `i` in `range`.
 fn write(p: &mut PeerProcess, prefix: &str, range: std::ops::Range<u32>) {
     for i in range {
-        p.send(&format!("INSERT INTO t DOCUMENTS ({{'_id': '{prefix}-{i:03}', 'n': {i}}})"));
+        p.send(&format!(
+            "INSERT INTO t DOCUMENTS ({{'_id': '{prefix}-{i:03}', 'n': {i}}})"
+        ));
     }
 }
 
@@ -358,7 +373,11 @@ fn cut_link_heals_when_it_comes_back() {
     // A and B still reach each other; C is cut off.
     converge(&mut [&mut a, &mut b], 30);
     let c_alone = c.query("SELECT * FROM t");
-    assert_eq!(c_alone.len(), 30, "C, cut off, has its own and what it had: {c_alone:?}");
+    assert_eq!(
+        c_alone.len(),
+        30,
+        "C, cut off, has its own and what it had: {c_alone:?}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     ip(&["-n", ns.name(1), "link", "set", "xbc", "up"]);
     converge(&mut [&mut a, &mut b, &mut c], 50);
@@ -397,7 +416,10 @@ fn peer_killed_and_restarted_keeps_what_it_acknowledged() {
         .collect();
     for i in 0..20 {
         let id = format!("\"c-{i:03}\"");
-        assert!(kept.iter().any(|d| d.contains(&id)), "acknowledged {id} lost: kept {kept:?}");
+        assert!(
+            kept.iter().any(|d| d.contains(&id)),
+            "acknowledged {id} lost: kept {kept:?}"
+        );
     }
     alone.finish();
     drop(alone);

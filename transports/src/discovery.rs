@@ -34,8 +34,8 @@
 
 use crate::quic::{AppKey, Dial, QuicTransport};
 use mdns_sd::{IfKind, IfPredicate, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
-use rhizome_engine::sync::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use rhizome_actors::PeerId;
+use rhizome_engine::sync::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -478,7 +478,9 @@ impl Browser {
             .get_property_val_str(TXT_PEER)
             .and_then(parse_peer_id)
             .ok_or(Ignored::NoPeerId)?;
-        let protocol = svc.get_property_val_str(TXT_PROTOCOL).and_then(|v| v.parse::<u16>().ok());
+        let protocol = svc
+            .get_property_val_str(TXT_PROTOCOL)
+            .and_then(|v| v.parse::<u16>().ok());
         if protocol.is_none_or(|v| v < MIN_PROTOCOL_VERSION) {
             return Err(Ignored::OldProtocol);
         }
@@ -573,9 +575,7 @@ fn parse_peer_id(text: &str) -> Option<PeerId> {
 fn choose_addr<'a>(advertised: impl Iterator<Item = &'a ScopedIp>, port: u16, local: SocketAddr) -> Option<SocketAddr> {
     let candidates = advertised.filter_map(|ip| match (ip, local) {
         (ScopedIp::V4(v4), SocketAddr::V4(_)) => Some(SocketAddr::from((*v4.addr(), port))),
-        (ScopedIp::V4(v4), SocketAddr::V6(l)) if l.ip().is_unspecified() => {
-            Some(SocketAddr::from((*v4.addr(), port)))
-        }
+        (ScopedIp::V4(v4), SocketAddr::V6(l)) if l.ip().is_unspecified() => Some(SocketAddr::from((*v4.addr(), port))),
         (ScopedIp::V6(v6), SocketAddr::V6(l)) => {
             let addr = *v6.addr();
             let scope = if is_link_local(&addr) { v6.scope_id().index } else { 0 };
@@ -611,7 +611,10 @@ mod tests {
     fn an_ipv4_transport_dials_an_ipv4_address_not_loopback_first() {
         let ips = [v4([127, 0, 0, 1]), v4([192, 168, 1, 9]), v4([10, 0, 0, 7])];
         let local = SocketAddr::from(([0, 0, 0, 0], 0));
-        assert_eq!(choose_addr(ips.iter(), 7, local), Some(SocketAddr::from(([10, 0, 0, 7], 7))));
+        assert_eq!(
+            choose_addr(ips.iter(), 7, local),
+            Some(SocketAddr::from(([10, 0, 0, 7], 7)))
+        );
         let loopback_only = [v4([127, 0, 0, 1])];
         assert_eq!(
             choose_addr(loopback_only.iter(), 7, local),
