@@ -561,7 +561,7 @@ impl Browser {
 
 /// A peer id as [`TXT_PEER`] carries it: 16 hex digits.
 fn parse_peer_id(text: &str) -> Option<PeerId> {
-    if text.len() != 16 {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(text, 16).ok().map(PeerId)
