@@ -450,6 +450,8 @@ fn start(root: &Path) -> Result<Mesh, DemoError> {
             args.extend([flag.to_string(), value.to_string()]);
         }
         args.extend(["--idle-timeout-ms".to_string(), IDLE_TIMEOUT_MS.to_string()]);
+        // Links go only through the relays, which the demo cuts: no discovery.
+        args.push("--no-mdns".to_string());
         for (i, &(dialler, _)) in LINKS.iter().enumerate() {
             if dialler == p {
                 args.extend(["--connect".to_string(), mesh.relays[i].addr().to_string()]);

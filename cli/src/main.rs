@@ -31,6 +31,7 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
        rhizome sim [--peers N] [--seed S] [--scenario NAME] [--json]
        rhizome peer --data DIR [--listen ADDR] [--connect ADDR]... [--app-key KEY]
                     [--subscribe DQL]... [--observe DQL]... [--idle-timeout-ms MS]
+                    [--interface NAME]... [--no-mdns]
 
   demo   four peers (alice, bob, carol, dave) run as separate `rhizome peer`
          processes, linked in a ring through UDP relays that the demo cuts
@@ -62,7 +63,13 @@ const USAGE: &str = "usage: rhizome demo [--data DIR]
          Each --observe query prints `observe K: N items +I -D ~U` when
          its result changes. --idle-timeout-ms MS declares a silent link
          down after MS (default 10000; keep-alives, dialling and redial
-         backoff follow). Exits on end of input or SIGTERM.";
+         backoff follow).
+         Finds the app's other peers by mDNS (DNS-SD _rhizome._udp) and
+         dials them, unless --no-mdns. Each --interface NAME (e.g. awdl0,
+         p2p-wlan0) adds a peer-to-peer Wi-Fi link: QUIC on that
+         interface's IPv6 link-local address, discovery on it alone.
+         .links and .presence list the links. Exits on end of input or
+         SIGTERM.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

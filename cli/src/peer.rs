@@ -11,9 +11,17 @@
 //! collection this peer has subscribed to before or names in a statement
 //! (so a peer that writes or reads `t` gets the other peers' `t`).
 //!
+//! Discovery: unless `--no-mdns`, each transport advertises itself by
+//! DNS-SD over mDNS and dials the app's peers it finds
+//! (`rhizome_transports::discovery`). Each `--interface NAME` adds a
+//! peer-to-peer Wi-Fi link on that interface: QUIC on its IPv6 link-local
+//! address, discovery on it alone; the LAN transport's discovery leaves
+//! such interfaces out.
+//!
 //! Lines on stdout besides results:
-//! `listening ADDR peer ID`, `link up ID ADDR dialled|accepted`,
+//! `listening ADDR peer ID [on NAME]`, `link up ID ADDR dialled|accepted`,
 //! `link down ID ADDR: REASON`, `link failed ADDR: REASON`,
+//! `discovered ID ADDR dialling|awaiting`, `lost ID`,
 //! `subscribed COLLECTION`, `closed`, and for each `--observe DQL` (K
 //! counts them from 1) `observe K: N items +INSERTED -DELETED ~UPDATED`
 //! whenever its result changes (the first line has every item inserted).
@@ -22,15 +30,21 @@
 //! 10 s); keep-alives go out every MS/4, and dialling and the redial
 //! backoff are capped at MS, so a demo can cut a link and see it heal soon.
 //!
+//! `.links` prints `link ID ADDR` per link, `.presence` prints `presence ID KIND...` per linked peer (kinds
+//! as the presence graph has them: `lan`, `p2p-wifi`, ...).
+//!
 //! Not built under `--cfg madsim` (the simulator has no real sockets).
 
-use rhizome_actors::{ObserverHandle, Peer, PeerConfig, QueryEvent};
-use rhizome_transports::quic::{AppKey, LinkEvent, QuicConfig, QuicTransport};
+use rhizome_actors::{LinkKind, ObserverHandle, Peer, PeerConfig, QueryEvent};
+use rhizome_transports::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, LinkLocal, Scope};
+use rhizome_transports::quic::{AppKey, LinkEvent, QuicConfig, QuicError, QuicTransport};
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The key used when none is given: public, so anyone can join. For
@@ -39,6 +53,17 @@ const DEV_APP_KEY: &str = "rhizome public development key";
 
 /// Longest stdin line taken, in bytes (longer ones are refused).
 const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Most `--interface` options taken.
+const MAX_INTERFACES: usize = 16;
+
+/// How long to wait for an interface's link-local address to be usable
+/// (it is tentative while duplicate address detection runs), in
+/// milliseconds.
+const LINK_LOCAL_WAIT_MS: u64 = 5_000;
+
+/// Event lines queued for stdout from all transports and discoveries.
+const EVENT_LINES: usize = 256;
 
 /// Options of `rhizome peer`.
 pub struct Options {
@@ -49,6 +74,8 @@ pub struct Options {
     subscribe: Vec<String>,
     observe: Vec<String>,
     idle_timeout_ms: Option<u64>,
+    interfaces: Vec<String>,
+    mdns: bool,
 }
 
 /// Shortest `--idle-timeout-ms` taken (shorter ones would drop healthy
@@ -64,7 +91,8 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
 
 impl Options {
     /// Parses `--data DIR [--listen ADDR] [--connect ADDR]... [--app-key
-    /// KEY] [--subscribe DQL]... [--observe DQL]... [--idle-timeout-ms MS]`.
+    /// KEY] [--subscribe DQL]... [--observe DQL]... [--idle-timeout-ms MS]
+    /// [--interface NAME]... [--no-mdns]`.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut data = None;
         let mut opts = Options {
@@ -75,6 +103,8 @@ impl Options {
             subscribe: Vec::new(),
             observe: Vec::new(),
             idle_timeout_ms: None,
+            interfaces: Vec::new(),
+            mdns: true,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -97,6 +127,16 @@ impl Options {
                         }
                     }
                 }
+                "--interface" => {
+                    let name = value("an interface name")?;
+                    if opts.interfaces.len() >= MAX_INTERFACES {
+                        return Err(format!("at most {MAX_INTERFACES} --interface options"));
+                    }
+                    if !opts.interfaces.contains(&name) {
+                        opts.interfaces.push(name);
+                    }
+                }
+                "--no-mdns" => opts.mdns = false,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -154,18 +194,8 @@ async fn serve(opts: Options) -> Result<(), String> {
             .map_err(|e| format!("--subscribe {query:?}: {e}"))?;
     }
     let _observers = observe(&peer, &opts.observe).await?;
-    let mut config = QuicConfig::new(app_key);
-    config.listen = opts.listen;
-    config.connect = opts.connect.clone();
-    if let Some(ms) = opts.idle_timeout_ms {
-        shorten_timeouts(&mut config, ms);
-    }
-    let transport = QuicTransport::start(peer.clone(), config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let local = transport.local_addr().map_err(|e| e.to_string())?;
-    say(&format!("listening {local} peer {}", peer.id()));
-    let mut events = transport.take_events().ok_or("the transport's events were taken")?;
+    let mut links = Links::start(&peer, &app_key, &opts).await?;
+    let mut events = links.take_events();
     let mut lines = stdin_lines();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -174,15 +204,15 @@ async fn serve(opts: Options) -> Result<(), String> {
     loop {
         tokio::select! {
             line = lines.recv() => match line {
-                Some(Ok(line)) => run_line(&peer, &transport, &mut subscribed, &line).await,
+                Some(Ok(line)) => run_line(&peer, &links, &mut subscribed, &line).await,
                 Some(Err(e)) => eprintln!("error: {e}"),
                 None => break,
             },
-            Some(ev) = events.recv() => say(&describe(&ev)),
+            Some(line) = events.recv() => say(&line),
             _ = term.recv() => break,
         }
     }
-    transport.close().await;
+    links.close().await;
     peer.close().await;
     say("closed");
     Ok(())
@@ -220,6 +250,164 @@ fn shorten_timeouts(config: &mut QuicConfig, idle_ms: u64) {
     config.keep_alive_ms = (idle_ms / 4).max(1);
     config.handshake_timeout_ms = config.handshake_timeout_ms.min(idle_ms);
     config.backoff_max_ms = config.backoff_max_ms.min(idle_ms);
+}
+
+/// The transports of this peer (the LAN one, then one per `--interface`)
+/// and their discoveries.
+struct Links {
+    transports: Vec<Arc<QuicTransport>>,
+    discoveries: Vec<Discovery>,
+    events: Option<mpsc::Receiver<String>>,
+}
+
+impl Links {
+    /// Starts the transports and discoveries `opts` ask for, printing a
+    /// `listening` line for each transport.
+    async fn start(peer: &Peer, app_key: &AppKey, opts: &Options) -> Result<Links, String> {
+        let (tx, rx) = mpsc::channel(EVENT_LINES);
+        let mut links = Links {
+            transports: Vec::new(),
+            discoveries: Vec::new(),
+            events: Some(rx),
+        };
+        let mut lan = QuicConfig::new(app_key.clone());
+        lan.listen = opts.listen;
+        lan.connect = opts.connect.clone();
+        if let Some(ms) = opts.idle_timeout_ms {
+            shorten_timeouts(&mut lan, ms);
+        }
+        links
+            .add(
+                peer,
+                app_key,
+                lan,
+                Scope::AllExcept(opts.interfaces.clone()),
+                None,
+                opts.mdns,
+                &tx,
+            )
+            .await?;
+        for name in &opts.interfaces {
+            let ll = wait_link_local(name).await?;
+            let mut config = QuicConfig::new(app_key.clone());
+            config.listen = ll.socket_addr(0);
+            config.kind = LinkKind::P2pWifi;
+            if let Some(ms) = opts.idle_timeout_ms {
+                shorten_timeouts(&mut config, ms);
+            }
+            let scope = Scope::Interface(ll);
+            links
+                .add(peer, app_key, config, scope, Some(name), opts.mdns, &tx)
+                .await?;
+        }
+        Ok(links)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn add(
+        &mut self,
+        peer: &Peer,
+        app_key: &AppKey,
+        config: QuicConfig,
+        scope: Scope,
+        interface: Option<&str>,
+        mdns: bool,
+        lines: &mpsc::Sender<String>,
+    ) -> Result<(), String> {
+        let transport = Arc::new(start_transport(peer, config).await?);
+        let local = transport.local_addr().map_err(|e| e.to_string())?;
+        let on = interface.map(|n| format!(" on {n}")).unwrap_or_default();
+        say(&format!("listening {local} peer {}{on}", peer.id()));
+        let link_events = transport.take_events().ok_or("the transport's events were taken")?;
+        tokio::spawn(forward(link_events, lines.clone(), describe));
+        if mdns {
+            let discovery = Discovery::start(transport.clone(), peer.id(), app_key, DiscoveryConfig::new(scope))
+                .map_err(|e| format!("discovery{on}: {e}"))?;
+            let found = discovery.take_events().ok_or("discovery's events were taken")?;
+            tokio::spawn(forward(found, lines.clone(), describe_found));
+            self.discoveries.push(discovery);
+        }
+        self.transports.push(transport);
+        Ok(())
+    }
+
+    fn take_events(&mut self) -> mpsc::Receiver<String> {
+        // Taken once, right after start; an empty channel otherwise.
+        self.events.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+
+    /// Says goodbye on mDNS, then closes the links.
+    async fn close(&self) {
+        for d in &self.discoveries {
+            d.close().await;
+        }
+        for t in &self.transports {
+            t.close().await;
+        }
+    }
+}
+
+/// Starts a transport; a link-local address still tentative (duplicate
+/// address detection) cannot be bound yet, so binding is retried for a
+/// while.
+async fn start_transport(peer: &Peer, config: QuicConfig) -> Result<QuicTransport, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LINK_LOCAL_WAIT_MS);
+    loop {
+        match QuicTransport::start(peer.clone(), config.clone()).await {
+            Err(QuicError::Bind(e))
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("{}: {e}", config.listen)),
+            Ok(t) => return Ok(t),
+        }
+    }
+}
+
+/// Interface `name`'s link-local address, waiting a while for one to
+/// appear (an interface just brought up gets it shortly after).
+async fn wait_link_local(name: &str) -> Result<LinkLocal, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LINK_LOCAL_WAIT_MS);
+    loop {
+        match LinkLocal::of(name) {
+            Ok(ll) => return Ok(ll),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(format!("--interface {name}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Turns each event into a line for stdout, until either side closes.
+async fn forward<E>(mut events: mpsc::Receiver<E>, lines: mpsc::Sender<String>, show: fn(&E) -> String) {
+    while let Some(ev) = events.recv().await {
+        if lines.send(show(&ev)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn describe_found(ev: &DiscoveryEvent) -> String {
+    match ev {
+        DiscoveryEvent::Found { remote, addr, dialling } => {
+            let how = if *dialling { "dialling" } else { "awaiting" };
+            format!("discovered {remote} {addr} {how}")
+        }
+        DiscoveryEvent::Lost { remote } => format!("lost {remote}"),
+        other => format!("discovery event {other:?}"),
+    }
+}
+
+/// A link kind as `.presence` prints it.
+fn kind_name(kind: LinkKind) -> &'static str {
+    match kind {
+        LinkKind::InProcess => "in-process",
+        LinkKind::Lan => "lan",
+        LinkKind::P2pWifi => "p2p-wifi",
+        LinkKind::Ble => "ble",
+        LinkKind::Cloud => "cloud",
+        _ => "other",
+    }
 }
 
 fn describe(ev: &LinkEvent) -> String {
@@ -318,13 +506,19 @@ fn collections_named(statement: &str) -> Vec<String> {
         .collect()
 }
 
-async fn run_line(peer: &Peer, transport: &QuicTransport, subscribed: &mut Subscriptions, line: &str) {
+async fn run_line(peer: &Peer, links: &Links, subscribed: &mut Subscriptions, line: &str) {
     let statement = line.trim().trim_end_matches(';').trim();
     match statement {
         "" => {}
         ".links" => {
-            for (remote, addr) in transport.links() {
+            for (remote, addr) in links.transports.iter().flat_map(|t| t.links()) {
                 say(&format!("link {remote} {addr}"));
+            }
+        }
+        ".presence" => {
+            for (remote, kinds) in peer.presence().graph().peers {
+                let kinds: Vec<_> = kinds.iter().map(|l| kind_name(l.kind)).collect();
+                say(&format!("presence {remote} {}", kinds.join(" ")));
             }
         }
         ".peer" => say(&format!("peer {}", peer.id())),

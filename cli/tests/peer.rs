@@ -29,6 +29,8 @@ impl PeerProcess {
             "127.0.0.1:0",
             "--app-key",
             "three peers test key",
+            // Static links only: discovery could meet other runs' peers.
+            "--no-mdns",
         ]);
         if subscribe {
             cmd.args(["--subscribe", "SELECT * FROM t"]);

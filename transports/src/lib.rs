@@ -12,12 +12,18 @@
 //!   simulator has no real UDP sockets, and quinn's tokio runtime needs
 //!   them.
 //!
-//! Peer-to-peer Wi-Fi, Bluetooth LE and discovery come with later parts of
-//! issue 6.
+//! - [`discovery`]: DNS-SD over mDNS finds the app's other peers and
+//!   dials them, on a LAN or on one peer-to-peer Wi-Fi interface (QUIC over
+//!   IPv6 link-local addresses with the interface as scope). Also built
+//!   only without `--cfg madsim`.
+//!
+//! Bluetooth LE comes with a later part of issue 6.
 
 use rhizome_actors::{LinkKind, PeerId};
 use std::future::Future;
 
+#[cfg(not(madsim))]
+pub mod discovery;
 #[cfg(not(madsim))]
 pub mod quic;
 

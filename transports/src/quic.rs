@@ -91,6 +91,10 @@ pub struct QuicConfig {
     /// Events kept for [`QuicTransport::take_events`]'s reader; more are
     /// dropped while it lags.
     pub event_capacity: usize,
+    /// The kind its links report in presence: [`LinkKind::Lan`], or
+    /// [`LinkKind::P2pWifi`] for a transport bound to a peer-to-peer Wi-Fi
+    /// interface's link-local address.
+    pub kind: LinkKind,
 }
 
 impl QuicConfig {
@@ -109,6 +113,7 @@ impl QuicConfig {
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
             event_capacity: 1_024,
+            kind: LinkKind::Lan,
         }
     }
 }
@@ -383,7 +388,17 @@ impl QuicTransport {
     /// Dials `addr`, and redials it with backoff whenever its link is down,
     /// until the transport closes.
     pub fn connect(&self, addr: SocketAddr) {
-        tokio::spawn(dial_loop(self.shared.clone(), addr));
+        tokio::spawn(dial_loop(self.shared.clone(), addr, None));
+    }
+
+    /// Dials `addr` as [`QuicTransport::connect`] does, but only while the
+    /// returned [`Dial`] lives: dropping it stops the redialling (a link
+    /// that is up stays up until it ends by itself). Discovery dials this
+    /// way, so a peer that left is not dialled for ever.
+    pub fn dial(&self, addr: SocketAddr) -> Dial {
+        let (stop, wanted) = watch::channel(());
+        tokio::spawn(dial_loop(self.shared.clone(), addr, Some(wanted)));
+        Dial { addr, _stop: stop }
     }
 
     /// The events of the links (once: later calls get `None`).
@@ -417,6 +432,22 @@ impl QuicTransport {
     }
 }
 
+/// Redialling of one address while it lives (see [`QuicTransport::dial`]).
+#[derive(Debug)]
+pub struct Dial {
+    addr: SocketAddr,
+    // Never sent on: dropping it closes the channel, which the dial loop
+    // takes as "stop".
+    _stop: watch::Sender<()>,
+}
+
+impl Dial {
+    /// The address dialled.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 impl Drop for QuicTransport {
     fn drop(&mut self) {
         self.shared.shutdown.send_replace(true);
@@ -426,7 +457,7 @@ impl Drop for QuicTransport {
 
 impl Transport for QuicTransport {
     fn kind(&self) -> LinkKind {
-        LinkKind::Lan
+        self.shared.config.kind
     }
 
     fn linked_peers(&self) -> Vec<PeerId> {
@@ -540,8 +571,9 @@ async fn accept_loop(shared: Arc<Shared>) {
 /// Dials `addr` until the transport closes: after a link ends, or a dial
 /// fails, waits a jittered backoff (doubling up to the maximum, back to the
 /// minimum after a link that lived long); while a link to the peer at
-/// `addr` is up (the remote dialled us), waits for it to go down.
-async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
+/// `addr` is up (the remote dialled us), waits for it to go down. With
+/// `wanted`, also stops (between links) once its sender is dropped.
+async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr, mut wanted: Option<watch::Receiver<()>>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut backoff_ms = shared.config.backoff_min_ms.max(1);
     let mut known: Option<PeerId> = None;
@@ -549,11 +581,11 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
     // Bounded by the transport's life: every pass waits at least the
     // minimum backoff, and the loop ends when the transport closes.
     for attempt in 0u64.. {
-        if shared.closing() {
+        if shared.closing() || wanted.as_ref().is_some_and(|w| w.has_changed().is_err()) {
             return;
         }
         while known.is_some_and(|p| shared.has_link(p)) {
-            if sleep_or_shutdown(&mut shutdown, 250).await {
+            if sleep_or_shutdown(&mut shutdown, &mut wanted, 250).await {
                 return;
             }
         }
@@ -584,21 +616,34 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
         // Jitter (up to half the delay) from the peer id and the attempt,
         // so peers that lost a link together do not redial in step.
         let jitter = splitmix(shared.me.0 ^ attempt) % (backoff_ms / 2 + 1);
-        if sleep_or_shutdown(&mut shutdown, backoff_ms + jitter).await {
+        if sleep_or_shutdown(&mut shutdown, &mut wanted, backoff_ms + jitter).await {
             return;
         }
         backoff_ms = (backoff_ms * 2).min(shared.config.backoff_max_ms.max(1));
     }
 }
 
-/// Sleeps `ms`; true if the transport began closing meanwhile.
-async fn sleep_or_shutdown(shutdown: &mut watch::Receiver<bool>, ms: u64) -> bool {
+/// Sleeps `ms`; true if the transport began closing meanwhile (or the
+/// dial is no longer wanted).
+async fn sleep_or_shutdown(
+    shutdown: &mut watch::Receiver<bool>,
+    wanted: &mut Option<watch::Receiver<()>>,
+    ms: u64,
+) -> bool {
     if *shutdown.borrow() {
         return true;
     }
+    let unwanted = async {
+        match wanted {
+            // Nothing is ever sent: it returns only once the sender drops.
+            Some(w) => while w.changed().await.is_ok() {},
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(ms)) => false,
         _ = shutdown.changed() => true,
+        _ = unwanted => true,
     }
 }
 
@@ -633,7 +678,7 @@ async fn run_link(shared: &Arc<Shared>, conn: quinn::Connection, dialled: bool) 
         }
     };
     let (outbound, frames) = mpsc::channel(shared.config.outbound_frames);
-    let reason = match shared.peer.attach_link(remote, LinkKind::Lan, outbound).await {
+    let reason = match shared.peer.attach_link(remote, shared.config.kind, outbound).await {
         Ok(link) => {
             tracing::info!(me = %shared.me, %remote, %addr, dialled, "QUIC link up");
             shared.emit(LinkEvent::Up { remote, addr, dialled });

@@ -40,6 +40,8 @@ pub const CA_INFO: &[u8] = b"ed25519 seed";
 pub const ALPN: &[u8] = b"rhizome-sync/1";
 /// Shortest app key accepted, in bytes.
 pub const MIN_APP_KEY_BYTES: usize = 8;
+/// HKDF salt of the app's public tag ([`AppKey::tag`]).
+pub const TAG_SALT: &[u8] = b"rhizome app tag v1";
 
 /// The secret shared by all peers of an app; admission to its links.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +55,31 @@ impl AppKey {
             return Err(IdentityError::AppKeyTooShort { len: bytes.len() });
         }
         Ok(AppKey(bytes))
+    }
+
+    /// The app's public tag, 16 hex digits: HKDF-SHA256 of the key (salt
+    /// [`TAG_SALT`]), a one-way function, so discovery can advertise it to
+    /// keep apps apart without revealing the key. Like the app CA's public
+    /// key, which every handshake shows, it lets whoever sees it test
+    /// guesses of the key offline: app keys must be long random strings.
+    pub fn tag(&self) -> String {
+        let mut tag = [0u8; 8];
+        let filled = hkdf::Salt::new(hkdf::HKDF_SHA256, TAG_SALT)
+            .extract(&self.0)
+            .expand(&[b"discovery tag"], Len(tag.len()))
+            .and_then(|okm| okm.fill(&mut tag));
+        // Only a length over 255 hash blocks fails; 8 bytes never do.
+        debug_assert!(filled.is_ok());
+        tag.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// An HKDF output length.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
     }
 }
 
@@ -136,12 +163,6 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 
 /// The app CA's key pair, the same on every peer holding `key`.
 fn ca_key(key: &AppKey) -> Result<rcgen::KeyPair, IdentityError> {
-    struct Len(usize);
-    impl hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            self.0
-        }
-    }
     let mut seed = [0u8; 32];
     hkdf::Salt::new(hkdf::HKDF_SHA256, CA_SALT)
         .extract(&key.0)
