@@ -11,7 +11,7 @@
 //! Every figure is printed with the target and a baseline measured
 //! in the same run (a local insert, a local observer).
 //!
-//! `cargo run --release -p rhizome-benches --bin quic_bench [-- --quick]`
+//! `cargo run --release -p rhizome-benches --bin quic_bench [-- --quick] [--sync-only]`
 
 use rhizome_actors::{Peer, PeerConfig};
 use rhizome_benches::{dataset, print_table};
@@ -29,7 +29,7 @@ const CHILD_FLAG: &str = "--peer-process";
 /// The app key every peer of the bench shares.
 const APP_KEY: &[u8] = b"rhizome quic_bench app key";
 /// Longest wait for any one step, in seconds (a stuck run fails, not hangs).
-const STEP_TIMEOUT_S: u64 = 120;
+const STEP_TIMEOUT_S: u64 = 600;
 /// Documents per transaction when loading the data set.
 const INSERT_BATCH: usize = 1_000;
 /// Lines kept queued from a child's stdout.
@@ -74,6 +74,17 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this process has used (all threads, user and system), in ns.
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
+}
+
 fn quic_config(connect: Vec<SocketAddr>) -> Res<QuicConfig> {
     let mut c = QuicConfig::new(AppKey::new(APP_KEY).map_err(|e| e.to_string())?);
     c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -105,11 +116,13 @@ fn main() {
         runtime.block_on(child::run(&args[1..]))
     } else {
         let quick = args.iter().any(|a| a == "--quick");
-        if let Some(bad) = args.iter().find(|a| *a != "--quick") {
-            eprintln!("unknown argument {bad:?}; usage: quic_bench [--quick]");
+        let sync_only = args.iter().any(|a| a == "--sync-only");
+        if let Some(bad) = args.iter().find(|a| *a != "--quick" && *a != "--sync-only") {
+            eprintln!("unknown argument {bad:?}; usage: quic_bench [--quick] [--sync-only]");
             std::process::exit(2);
         }
-        runtime.block_on(driver(if quick { Sizes::quick() } else { Sizes::full() }))
+        let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+        runtime.block_on(driver(sizes, sync_only))
     };
     if let Err(e) = out {
         eprintln!("error: {e}");
@@ -126,6 +139,7 @@ struct Remote {
     lines: mpsc::Receiver<String>,
     addr: SocketAddr,
     start_ns: u64,
+    start_cpu_ns: u64,
 }
 
 impl Remote {
@@ -168,6 +182,7 @@ impl Remote {
             lines,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             start_ns: 0,
+            start_cpu_ns: 0,
         };
         for cmd in setup {
             remote.send(cmd)?;
@@ -180,6 +195,10 @@ impl Remote {
             .and_then(|a| a.parse().ok())
             .ok_or(format!("{name}: bad line {line:?}"))?;
         remote.start_ns = words
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or(format!("{name}: bad line {line:?}"))?;
+        remote.start_cpu_ns = words
             .next()
             .and_then(|a| a.parse().ok())
             .ok_or(format!("{name}: bad line {line:?}"))?;
@@ -207,13 +226,15 @@ impl Remote {
         }
     }
 
-    /// Waits for `rows NAME NS` and returns NS.
-    async fn rows_at(&mut self, name: &str) -> Res<u64> {
+    /// Waits for `rows NAME NS CPU_NS` and returns NS (wall clock) and
+    /// CPU_NS (the process's CPU time then).
+    async fn rows_at(&mut self, name: &str) -> Res<(u64, u64)> {
         let line = self.expect("rows").await?;
         let w: Vec<&str> = line.split_whitespace().collect();
+        let bad = || format!("{}: expected rows {name} NS CPU_NS, got {line:?}", self.name);
         match w.as_slice() {
-            [_, n, ns] if *n == name => ns.parse().map_err(|_| format!("bad line {line:?}")),
-            _ => Err(format!("{}: expected rows {name}, got {line:?}", self.name)),
+            [_, n, ns, cpu] if *n == name => Ok((ns.parse().map_err(|_| bad())?, cpu.parse().map_err(|_| bad())?)),
+            _ => Err(bad()),
         }
     }
 
@@ -313,7 +334,7 @@ fn verdict(ok: bool) -> String {
     if ok { "met" } else { "MISSED" }.to_string()
 }
 
-async fn driver(sizes: Sizes) -> Res<()> {
+async fn driver(sizes: Sizes, sync_only: bool) -> Res<()> {
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = |n: &str| -> PathBuf { root.path().join(n) };
     println!(
@@ -326,12 +347,17 @@ async fn driver(sizes: Sizes) -> Res<()> {
     let docs = dataset(sizes.docs);
     let json_bytes: usize = docs.iter().map(|d| d.to_string().len()).sum();
     let a = open_peer(&dir("a"), &["t", "lat", "tp"]).await?;
+    let insert_cpu_ns = cpu_ns();
     let local_insert = insert_all(&a, "t", &docs).await?;
+    let insert_cpu = Duration::from_nanos(cpu_ns().saturating_sub(insert_cpu_ns));
     drop(docs);
     let a = start_local(a).await?;
     let setup = [format!("observe sync {} SELECT * FROM t", sizes.docs)];
+    let a_cpu_ns = cpu_ns();
     let mut b = Remote::spawn("B", &dir("b"), "t,lat,tp", Some(a.addr()?), &setup).await?;
-    let synced_ns = b.rows_at("sync").await?;
+    let (synced_ns, b_cpu_ns) = b.rows_at("sync").await?;
+    let a_cpu = Duration::from_nanos(cpu_ns().saturating_sub(a_cpu_ns));
+    let b_cpu = Duration::from_nanos(b_cpu_ns.saturating_sub(b.start_cpu_ns));
     let sync = Duration::from_nanos(synced_ns.saturating_sub(b.start_ns));
     let ratio = sync.as_secs_f64() / local_insert.as_secs_f64();
     print_table(
@@ -340,13 +366,22 @@ async fn driver(sizes: Sizes) -> Res<()> {
             sizes.docs,
             json_bytes / sizes.docs.max(1) as usize
         ),
-        &["measure", "time", "docs/s", "vs local insert", "target", "verdict"],
+        &[
+            "measure",
+            "time",
+            "docs/s",
+            "vs local insert",
+            "CPU time",
+            "target",
+            "verdict",
+        ],
         &[
             vec![
                 "local insert into a fresh peer (baseline)".into(),
                 ms(local_insert),
                 format!("{:.0}", sizes.docs as f64 / local_insert.as_secs_f64()),
                 "1.00x".into(),
+                ms(insert_cpu),
                 String::new(),
                 String::new(),
             ],
@@ -355,18 +390,28 @@ async fn driver(sizes: Sizes) -> Res<()> {
                 ms(sync),
                 format!("{:.0}", sizes.docs as f64 / sync.as_secs_f64()),
                 format!("{ratio:.2}x"),
+                format!("A {}, B {}", ms(a_cpu), ms(b_cpu)),
                 "< 3 s (100k)".into(),
                 verdict(sync < Duration::from_secs(3) * (sizes.docs as u32).div_ceil(100_000)),
             ],
         ],
     );
 
+    if sync_only {
+        b.stop().await;
+        a.close().await;
+        return Ok(());
+    }
+
     // 2. Latency A -> B, with a local observer as the baseline.
     let local_lat = local_latency(&a.peer, &sizes).await?;
     let (b_lat, _) = remote_latency(&a.peer, &mut b, None, &sizes, "x").await?;
     print_latency(
         "2. latency: commit on A -> B's observer, sequential single-field updates",
-        &[("A's own observer (baseline)", &local_lat), ("B's observer (1 hop)", &b_lat)],
+        &[
+            ("A's own observer (baseline)", &local_lat),
+            ("B's observer (1 hop)", &b_lat),
+        ],
         &local_lat,
     );
 
@@ -441,7 +486,10 @@ async fn exec(peer: &Peer, dql: &str) -> Res<()> {
 
 async fn update_v(peer: &Peer, coll: &str, id: &str, v: u64) -> Res<()> {
     peer.store()
-        .execute(&format!("UPDATE {coll} SET v = :v WHERE _id = :id"), json!({"v": v, "id": id}))
+        .execute(
+            &format!("UPDATE {coll} SET v = :v WHERE _id = :id"),
+            json!({"v": v, "id": id}),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -527,7 +575,7 @@ async fn throughput(a: &Peer, b: &mut Remote, sizes: &Sizes) -> Res<()> {
             .map_err(|e| e.to_string())?;
     }
     let local = start.elapsed();
-    let end_ns = b.rows_at("tpend").await?;
+    let (end_ns, _) = b.rows_at("tpend").await?;
     let remote = Duration::from_nanos(end_ns.saturating_sub(start_ns));
     let changes = (sizes.tp_rounds * sizes.tp_docs) as f64;
     let local_rate = changes / local.as_secs_f64();
@@ -608,12 +656,12 @@ mod child {
             let (verb, rest) = cmd.split_once(' ').unwrap_or((cmd.as_str(), ""));
             match verb {
                 "start" => {
-                    let start_ns = now_ns();
+                    let (start_ns, start_cpu_ns) = (now_ns(), cpu_ns());
                     let t = QuicTransport::start(peer.clone(), quic_config(connect.clone())?)
                         .await
                         .map_err(|e| e.to_string())?;
                     let addr = t.local_addr().map_err(|e| e.to_string())?;
-                    let _ = out_tx.send(format!("listening {addr} {start_ns}"));
+                    let _ = out_tx.send(format!("listening {addr} {start_ns} {start_cpu_ns}"));
                     transport = Some(t);
                 }
                 "observe" => handles.push(observe_rows(&peer, rest, out_tx.clone()).await?),
@@ -648,7 +696,7 @@ mod child {
                 if let Ok(ev) = ev {
                     if !done && ev.items.len() >= n {
                         done = true;
-                        let _ = out.send(format!("rows {name} {}", now_ns()));
+                        let _ = out.send(format!("rows {name} {} {}", now_ns(), cpu_ns()));
                     }
                 }
             })
