@@ -88,13 +88,22 @@ pub(crate) struct Slot(Mutex<SlotState>);
 impl Slot {
     /// Offers a new result; returns `false` when the consumer is gone.
     fn publish(&self, items: Arc<Vec<Value>>) -> bool {
+        self.publish_with(items, None)
+    }
+
+    /// Offers a new result with the engine's diff against the result at
+    /// address `previous` (see `observe::Event::previous`): when that is
+    /// what the consumer took last, the diff is taken as is rather than
+    /// computed again from both results.
+    fn publish_with(&self, items: Arc<Vec<Value>>, engine: Option<(usize, Diff)>) -> bool {
         let mut s = lock(&self.0);
         if s.closed {
             return false;
         }
-        let diff = match &s.seen {
-            Some(seen) => observe::diff(seen, &items),
-            None => Diff {
+        let diff = match (&s.seen, engine) {
+            (Some(seen), Some((previous, d))) if observe::result_address(seen) == previous => d,
+            (Some(seen), _) => observe::diff(seen, &items),
+            (None, _) => Diff {
                 inserted: (0..items.len()).collect(),
                 ..Diff::default()
             },
@@ -451,7 +460,12 @@ impl ObserverActor {
             let Some(id) = self.handles.get(&ev.observer).copied() else {
                 continue;
             };
-            if !self.slot(id).is_some_and(|s| s.publish(ev.items)) {
+            // `seen` is alive while compared, so an equal address is the
+            // same result (never a reused allocation).
+            if !self
+                .slot(id)
+                .is_some_and(|s| s.publish_with(ev.items, Some((ev.previous, ev.diff))))
+            {
                 gone.push(id);
             }
         }

@@ -21,7 +21,7 @@ use super::exec::{cmp_keys, count_param, eval_keys, run_read, Docs, DqlError};
 use crate::store::{Changed, Committed};
 use crate::value::Value;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Identifies one observer.
@@ -57,43 +57,47 @@ pub struct Event {
     pub items: Arc<Vec<Value>>,
     /// Its difference from the previous one (everything inserted at first).
     pub diff: Diff,
+    /// Which result `diff` is against: the address (`Arc::as_ptr`) of the
+    /// `items` of this query's previous event, 0 for the first. A consumer
+    /// still holding that `Arc` can take `diff` as is instead of diffing
+    /// the two results again (which costs a pass over both).
+    pub previous: usize,
 }
 
-/// A row's identity across results: its `_id` when it has one, else itself.
-fn identity(v: &Value) -> Value {
-    v.as_object()
-        .and_then(|o| o.get("_id"))
-        .cloned()
-        .unwrap_or_else(|| v.clone())
+/// The address [`Event::previous`] names a result by.
+pub fn result_address(items: &Arc<Vec<Value>>) -> usize {
+    Arc::as_ptr(items) as usize
 }
 
 fn key_bytes(v: &Value) -> Vec<u8> {
     crate::codec::encode_id(v)
 }
 
+/// A row's identity across results, encoded: its `_id` when it has one,
+/// else itself.
+fn row_key(v: &Value) -> Vec<u8> {
+    key_bytes(v.as_object().and_then(|o| o.get("_id")).unwrap_or(v))
+}
+
 /// The list diff of two results, rows matched by identity. Moves are the
 /// rows that are not in the longest run kept in relative order (so a row
 /// inserted at the top does not report every other row as moved).
 pub fn diff(old: &[Value], new: &[Value]) -> Diff {
-    let old_pos: BTreeMap<Vec<u8>, usize> = old
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (key_bytes(&identity(v)), i))
-        .collect();
-    let new_pos: BTreeMap<Vec<u8>, usize> = new
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (key_bytes(&identity(v)), i))
-        .collect();
-    let mut d = Diff::default();
-    for (i, v) in old.iter().enumerate() {
-        if !new_pos.contains_key(&key_bytes(&identity(v))) {
-            d.deleted.push(i);
-        }
-    }
+    // Each row's key is encoded once and looked up by reference; the maps
+    // are for lookups only (the output follows the lists' order).
+    let old_keys: Vec<Vec<u8>> = old.iter().map(row_key).collect();
+    let new_keys: Vec<Vec<u8>> = new.iter().map(row_key).collect();
+    let old_pos: HashMap<&[u8], usize> = old_keys.iter().enumerate().map(|(i, k)| (k.as_slice(), i)).collect();
+    let new_pos: HashSet<&[u8]> = new_keys.iter().map(Vec::as_slice).collect();
+    let mut d = Diff {
+        deleted: (0..old.len())
+            .filter(|&i| !new_pos.contains(old_keys[i].as_slice()))
+            .collect(),
+        ..Diff::default()
+    };
     let mut kept: Vec<(usize, usize)> = Vec::new();
     for (j, v) in new.iter().enumerate() {
-        match old_pos.get(&key_bytes(&identity(v))) {
+        match old_pos.get(new_keys[j].as_slice()) {
             None => d.inserted.push(j),
             Some(&i) => {
                 if old[i] != *v {
@@ -186,7 +190,7 @@ impl Query {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), DqlError> {
-        self.ids = items.iter().map(|v| key_bytes(&identity(v))).collect();
+        self.ids = items.iter().map(row_key).collect();
         self.keys = match self.select().filter(|s| patchable(s)) {
             Some(s) => items
                 .iter()
@@ -299,7 +303,7 @@ impl Query {
                 Row::New { value, .. } => (k, value),
             })
             .unzip();
-        self.ids = items.iter().map(|v| key_bytes(&identity(v))).collect();
+        self.ids = items.iter().map(row_key).collect();
         self.items = Arc::new(items);
         self.keys = keys;
         Ok(d)
@@ -412,6 +416,7 @@ impl Observers {
             observer: id,
             items: q.items.clone(),
             diff,
+            previous: 0,
         })
     }
 
@@ -467,12 +472,16 @@ impl Observers {
         let (mut events, mut failures) = (Vec::new(), Vec::new());
         let (mut runs, mut patches) = (0, 0);
         for q in self.queries.values_mut() {
+            // An address only (no reference): holding the Arc would make
+            // the patch path copy the whole result.
+            let previous = result_address(&q.items);
             match q.update(committed, docs, &mut runs, &mut patches) {
                 Ok(d) if d.is_empty() => {}
                 Ok(d) => events.extend(q.observers.iter().map(|&o| Event {
                     observer: o,
                     items: q.items.clone(),
                     diff: d.clone(),
+                    previous,
                 })),
                 Err(e) => {
                     q.stale = true;
