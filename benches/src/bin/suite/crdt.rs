@@ -9,7 +9,7 @@
 //! version vector) and answer with the updates the other lacks; automerge
 //! runs its sync protocol until neither side has a message.
 
-use rhizome_benches::FieldEdit;
+use rhizome_benches::{thread_cpu, FieldEdit};
 use serde_json::Value as Json;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ pub struct Exchange {
     pub produce: Duration,
     /// Time spent applying what came in (both sides).
     pub apply: Duration,
+    /// CPU time of that (the rest is waiting: for the disk, for a turn).
+    pub apply_cpu: Duration,
     /// Wall time of the whole exchange.
     pub total: Duration,
 }
@@ -70,16 +72,17 @@ pub trait Crdt: Sized {
         let t = Instant::now();
         let (ua, ub) = (a.diff(&vb), b.diff(&va));
         let produce = t.elapsed();
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu());
         b.apply(&ua);
         a.apply(&ub);
-        let apply = t.elapsed();
+        let (apply, apply_cpu) = (t.elapsed(), thread_cpu() - cpu);
         Exchange {
             messages: 4,
             flights: 2,
             bytes: [va.len() + ua.len(), vb.len() + ub.len()],
             produce,
             apply,
+            apply_cpu,
             total: start.elapsed(),
         }
     }
@@ -184,13 +187,7 @@ impl Crdt for Yrs {
     }
 
     fn apply_all(&mut self, updates: &[Vec<u8>]) {
-        use yrs::updates::decoder::Decode;
-        use yrs::Transact;
-        let mut txn = self.doc.transact_mut();
-        for u in updates {
-            let update = yrs::Update::decode_v1(u).expect("an update");
-            txn.apply_update(update).expect("applies");
-        }
+        self.apply_within(updates, Duration::MAX);
     }
 
     fn replica(&mut self, peer: u64) -> Self {
@@ -217,6 +214,31 @@ impl Crdt for Yrs {
 }
 
 impl Yrs {
+    /// Applies `updates`, 1,000 to a transaction, stopping once `budget`
+    /// is spent; returns how many were applied. Concurrent writes of one
+    /// key cost yrs time quadratic in their number (each new item is
+    /// ordered against every concurrent one), which at 30,000 writers is
+    /// minutes.
+    pub fn apply_within(&mut self, updates: &[Vec<u8>], budget: Duration) -> usize {
+        use yrs::updates::decoder::Decode;
+        use yrs::Transact;
+        let start = Instant::now();
+        let mut applied = 0;
+        for chunk in updates.chunks(1_000) {
+            let mut txn = self.doc.transact_mut();
+            for u in chunk {
+                let update = yrs::Update::decode_v1(u).expect("an update");
+                txn.apply_update(update).expect("applies");
+            }
+            drop(txn);
+            applied += chunk.len();
+            if start.elapsed() > budget {
+                break;
+            }
+        }
+        applied
+    }
+
     fn current(&self) -> yrs::StateVector {
         use yrs::{ReadTxn, Transact};
         self.doc.transact().state_vector()
@@ -481,7 +503,7 @@ impl Crdt for Automerge {
                 break;
             }
             ex.flights += 1;
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), thread_cpu());
             for (from, msg) in out.into_iter().enumerate() {
                 let Some(bytes) = msg else { continue };
                 ex.messages += 1;
@@ -494,6 +516,7 @@ impl Crdt for Automerge {
                     .expect("receive");
             }
             ex.apply += t.elapsed();
+            ex.apply_cpu += thread_cpu() - cpu;
         }
         ex.total = start.elapsed();
         ex

@@ -41,6 +41,10 @@ pub struct Sizes {
     pub reconcile_edits: usize,
     /// Peers writing one shared record (5), two cases.
     pub writers: [usize; 2],
+    /// Documents automerge holds in workloads 1, 4 and 6: its inserts slow
+    /// down as the document grows (0.5 ms a record at 20,000 records on
+    /// this machine), so the full data set alone would take minutes.
+    pub automerge_docs: usize,
 }
 
 impl Sizes {
@@ -55,6 +59,7 @@ impl Sizes {
         edit_txn: 1_000,
         reconcile_edits: 100,
         writers: [1_540, 30_000],
+        automerge_docs: 10_000,
     };
     /// A smoke test.
     pub const QUICK: Sizes = Sizes {
@@ -67,6 +72,7 @@ impl Sizes {
         edit_txn: 1_000,
         reconcile_edits: 100,
         writers: [154, 1_000],
+        automerge_docs: 2_000,
     };
 }
 
@@ -90,6 +96,19 @@ impl Target {
             detail,
         }
     }
+}
+
+/// User and system CPU time of this process (`/proc/self/stat`, in the
+/// kernel's clock ticks of 1/100 s): the machine is shared, so wall time
+/// alone says little about what the suite costs.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, state (3) the first here.
+    let ticks = |i: usize| f.get(i).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
@@ -147,5 +166,10 @@ fn main() {
         })
         .collect();
     rhizome_benches::print_left_table("Targets (issue 7), judged on this run", &["target", "", "figures"], &rows);
-    println!("\ntotal time {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "\ntotal time {:.1} s wall, {:.1} s CPU of this process (memory children not included; load average {})",
+        start.elapsed().as_secs_f64(),
+        cpu_seconds(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
 }

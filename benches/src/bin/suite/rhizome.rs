@@ -11,10 +11,10 @@
 //! the merger does it.
 
 use crate::crdt::Exchange;
-use rhizome_benches::FieldEdit;
+use rhizome_benches::{thread_cpu, FieldEdit};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::kv::Kv;
-use rhizome_engine::store::{Edit, OnConflict, Store, StoreConfig};
+use rhizome_engine::store::{Edit, OnConflict, Store, StoreConfig, WriteTx};
 use rhizome_engine::sync::scope::Interest;
 use rhizome_engine::sync::session::{Output, Session, SessionConfig};
 use rhizome_engine::sync::wire::{self, Role, SubscriptionSpec};
@@ -96,6 +96,11 @@ struct Side<'s, K: Kv> {
     now_ms: u64,
     serve: Duration,
     apply: Duration,
+    apply_cpu: Duration,
+    /// Apply a round's batches in one transaction, committed with the last.
+    coalesce: bool,
+    /// The open transaction of a coalesced round, and its batches' rounds.
+    pending: Option<(WriteTx<'s, K>, Vec<u64>)>,
 }
 
 impl<K: Kv> Side<'_, K> {
@@ -117,19 +122,15 @@ impl<K: Kv> Side<'_, K> {
                     self.serve += t.elapsed();
                 }
                 Output::Apply {
-                    round, changes, claim, ..
+                    round,
+                    changes,
+                    claim,
+                    last,
                 } => {
-                    let t = Instant::now();
-                    self.now_ms += 1;
-                    let mut w = self.store.write(self.now_ms).expect("write");
-                    let outcome = w.apply_batch(&changes).expect("apply");
-                    assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
-                    if let Some(claim) = &claim {
-                        w.mark_synced(claim);
-                    }
-                    w.commit().expect("commit");
-                    self.session.handle_applied(round, true);
+                    let (t, cpu) = (Instant::now(), thread_cpu());
+                    self.apply_batch(round, &changes, claim.as_ref(), last);
                     self.apply += t.elapsed();
+                    self.apply_cpu += thread_cpu() - cpu;
                 }
                 Output::Rebase { .. } => panic!("no tombstones are reaped in the suite"),
                 Output::Closed { refusal } => assert!(refusal.is_none(), "session refused: {refusal:?}"),
@@ -138,6 +139,38 @@ impl<K: Kv> Side<'_, K> {
             }
         }
         sent
+    }
+
+    /// Merges one batch; commits (durably) unless coalescing a round that
+    /// has more batches to come.
+    fn apply_batch(
+        &mut self,
+        round: u64,
+        changes: &[rhizome_engine::codec::Change],
+        claim: Option<&rhizome_engine::vv::VersionVector>,
+        last: bool,
+    ) {
+        let (w, rounds) = match self.pending.as_mut() {
+            Some(p) => p,
+            None => {
+                self.now_ms += 1;
+                let w = self.store.write(self.now_ms).expect("write");
+                self.pending.insert((w, Vec::new()))
+            }
+        };
+        let outcome = w.apply_batch(changes).expect("apply");
+        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        if let Some(claim) = claim {
+            w.mark_synced(claim);
+        }
+        rounds.push(round);
+        if !self.coalesce || last {
+            let (w, rounds) = self.pending.take().expect("open");
+            w.commit().expect("commit");
+            for r in rounds {
+                self.session.handle_applied(r, true);
+            }
+        }
     }
 
     fn serve(&mut self, round: u64, since: &rhizome_engine::vv::VersionVector) {
@@ -168,8 +201,15 @@ impl<K: Kv> Side<'_, K> {
 /// wave form the next). Returns what it cost; `flights` counts the waves
 /// after the handshake (`Hello` both ways at once is the first).
 pub fn sync<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64) -> Exchange {
+    sync_with(a, b, now_ms, false)
+}
+
+/// [`sync`], with `coalesce`: each side applies a round's batches in one
+/// transaction (one durable commit per round instead of one per batch, as
+/// a merger that takes every batch that has arrived would).
+pub fn sync_with<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64, coalesce: bool) -> Exchange {
     let start = Instant::now();
-    fn side<K: Kv>(store: &Store<K>, now_ms: u64) -> Side<'_, K> {
+    fn side<K: Kv>(store: &Store<K>, now_ms: u64, coalesce: bool) -> Side<'_, K> {
         let config = SessionConfig {
             me: store.peer(),
             role: Role::SmallPeer,
@@ -187,9 +227,12 @@ pub fn sync<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64) -> Exchange {
             now_ms,
             serve: Duration::ZERO,
             apply: Duration::ZERO,
+            apply_cpu: Duration::ZERO,
+            coalesce,
+            pending: None,
         }
     }
-    let mut sides = [side(a, now_ms), side(b, now_ms)];
+    let mut sides = [side(a, now_ms, coalesce), side(b, now_ms, coalesce)];
     let mut ex = Exchange::default();
     // Frames in flight to side 0 and to side 1.
     let mut inflight: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
@@ -206,10 +249,11 @@ pub fn sync<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64) -> Exchange {
             ex.messages += frames.len();
             ex.bytes[1 - to] += frames.iter().map(Vec::len).sum::<usize>();
             for f in frames {
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), thread_cpu());
                 sides[to].session.handle_frame(&f);
                 // Unpacking `Changes` happens here.
                 sides[to].apply += t.elapsed();
+                sides[to].apply_cpu += thread_cpu() - cpu;
                 inflight[1 - to].extend(sides[to].drain());
             }
         }
@@ -219,6 +263,8 @@ pub fn sync<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64) -> Exchange {
     ex.flights = waves - 1;
     ex.produce = sides[0].serve + sides[1].serve;
     ex.apply = sides[0].apply + sides[1].apply;
+    ex.apply_cpu = sides[0].apply_cpu + sides[1].apply_cpu;
+    assert!(sides.iter().all(|s| s.pending.is_none()), "every round ended");
     ex.total = start.elapsed();
     ex
 }
