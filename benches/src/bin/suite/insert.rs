@@ -76,7 +76,12 @@ fn rhizome_insert(docs: &[Value], txn: usize, dir: &Path) -> (Store<LmdbKv>, Dur
 }
 
 /// An LMDB environment with one table `docs`, as raw as heed allows.
-pub fn heed_open(dir: &Path) -> (heed::Env<heed::WithoutTls>, heed::Database<'_, heed::types::Bytes, heed::types::Bytes>) {
+pub fn heed_open(
+    dir: &Path,
+) -> (
+    heed::Env<heed::WithoutTls>,
+    heed::Database<'_, heed::types::Bytes, heed::types::Bytes>,
+) {
     // SAFETY: the directory is fresh and opened once in this process.
     let env = unsafe {
         heed::EnvOpenOptions::new()
@@ -129,7 +134,11 @@ pub fn sqlite_open(dir: &Path) -> rusqlite::Connection {
 }
 
 /// Inserts documents, one transaction per `txn` documents.
-pub fn sqlite_insert<'d>(docs: impl Iterator<Item = &'d Json>, txn: usize, conn: &mut rusqlite::Connection) -> Duration {
+pub fn sqlite_insert<'d>(
+    docs: impl Iterator<Item = &'d Json>,
+    txn: usize,
+    conn: &mut rusqlite::Connection,
+) -> Duration {
     let start = Instant::now();
     let mut docs = docs.peekable();
     while docs.peek().is_some() {
@@ -140,7 +149,8 @@ pub fn sqlite_insert<'d>(docs: impl Iterator<Item = &'d Json>, txn: usize, conn:
                 .expect("prepare");
             for d in docs.by_ref().take(txn) {
                 let id = d["_id"].as_str().unwrap_or_default();
-                st.execute((id, serde_json::to_string(d).expect("json"))).expect("insert");
+                st.execute((id, serde_json::to_string(d).expect("json")))
+                    .expect("insert");
             }
         }
         tx.commit().expect("commit");
@@ -321,7 +331,12 @@ pub fn queries(sizes: &Sizes, b: &Built) {
     };
     let mut rng = Rng::new(3);
     let picks: Vec<String> = (0..1_000)
-        .map(|_| b.json[rng.below(n as u64) as usize]["_id"].as_str().unwrap_or_default().to_string())
+        .map(|_| {
+            b.json[rng.below(n as u64) as usize]["_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     let mut st = b
         .sqlite
@@ -358,9 +373,12 @@ pub fn queries(sizes: &Sizes, b: &Built) {
             assert!(json_of(items) > 0);
         }
     };
-    measure("status/priority/order/limit, no index", sizes.query_reps, &mut ours, &mut || {
-        sqlite_query(&b.sqlite)
-    });
+    measure(
+        "status/priority/order/limit, no index",
+        sizes.query_reps,
+        &mut ours,
+        &mut || sqlite_query(&b.sqlite),
+    );
     let mut w = store.write(now_ms()).expect("txn");
     w.create_index(
         "tasks_status_created",
@@ -375,7 +393,11 @@ pub fn queries(sizes: &Sizes, b: &Built) {
             "CREATE INDEX docs_status_created ON docs (json_extract(body, '$.status'), json_extract(body, '$.created_at'))",
         )
         .expect("sqlite index");
-    assert_eq!(run(QUERY, &Params::new()), expected, "the index plan gives the same result");
+    assert_eq!(
+        run(QUERY, &Params::new()),
+        expected,
+        "the index plan gives the same result"
+    );
     measure(
         "status/priority/order/limit, index (status, created_at)",
         sizes.query_reps * 4,

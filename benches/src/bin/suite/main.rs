@@ -112,7 +112,10 @@ fn cpu_seconds() -> f64 {
 }
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn main() {
@@ -165,7 +168,11 @@ fn main() {
             ]
         })
         .collect();
-    rhizome_benches::print_left_table("Targets (issue 7), judged on this run", &["target", "", "figures"], &rows);
+    rhizome_benches::print_left_table(
+        "Targets (issue 7), judged on this run",
+        &["target", "", "figures"],
+        &rows,
+    );
     println!(
         "\ntotal time {:.1} s wall, {:.1} s CPU of this process (memory children not included; load average {})",
         start.elapsed().as_secs_f64(),

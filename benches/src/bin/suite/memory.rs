@@ -134,11 +134,7 @@ pub fn child(system: &str, docs: usize) {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let held = load(system, docs, dir.path());
     let peak = status_kib("VmHWM").max(status_kib("VmRSS"));
-    println!(
-        "{baseline} {peak} {} {}",
-        status_kib("RssAnon"),
-        status_kib("RssFile")
-    );
+    println!("{baseline} {peak} {} {}", status_kib("RssAnon"), status_kib("RssFile"));
     drop(held);
 }
 
@@ -208,7 +204,14 @@ pub fn run(sizes: &Sizes, targets: &mut Vec<Target>) {
                 format!("{} / {}", mib(*anon), mib(*file)),
                 format!("{:.2}", (peak - base.min(peak)) as f64 / ours_at(*n) as f64),
             ],
-            None => vec![name.to_string(), n.to_string(), "failed".into(), "".into(), "".into(), "".into()],
+            None => vec![
+                name.to_string(),
+                n.to_string(),
+                "failed".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ],
         })
         .collect();
     print_table(

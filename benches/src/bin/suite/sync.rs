@@ -62,7 +62,11 @@ fn rhizome_merge(
         }
     }
     let ex = rhizome::sync_with(&a, &b, now_ms(), coalesce);
-    assert_eq!(fingerprint(&a), fingerprint(&b), "Rhizome: replicas differ after the merge");
+    assert_eq!(
+        fingerprint(&a),
+        fingerprint(&b),
+        "Rhizome: replicas differ after the merge"
+    );
     ex
 }
 
@@ -171,7 +175,11 @@ pub fn reconcile(sizes: &Sizes, root: &Path, built: Built, targets: &mut Vec<Tar
     let first = rhizome::sync(&a, &b, now_ms());
     rhizome::edit(&a, &edits, now_ms());
     let ours = rhizome::sync(&a, &b, now_ms());
-    assert_eq!(fingerprint(&a), fingerprint(&b), "Rhizome: replicas differ after the reconcile");
+    assert_eq!(
+        fingerprint(&a),
+        fingerprint(&b),
+        "Rhizome: replicas differ after the reconcile"
+    );
     drop((a, b));
 
     // Automerge holds fewer records (see `Sizes::automerge_docs`); its

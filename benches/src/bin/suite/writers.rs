@@ -87,11 +87,7 @@ fn rhizome_writer(peer: u64, i: usize, base: &[Change], base_vv: &VersionVector,
 
 fn rhizome_merge(n: usize, root: &Path) -> (Merged, usize) {
     let m = rhizome::open_lmdb(&root.join(format!("w5-{n}")), PEER_A);
-    rhizome::insert(
-        &m,
-        &[Value::from_json(&shared_record()).expect("valid")],
-        now_ms(),
-    );
+    rhizome::insert(&m, &[Value::from_json(&shared_record()).expect("valid")], now_ms());
     let base = m
         .read()
         .expect("read")
@@ -112,7 +108,10 @@ fn rhizome_merge(n: usize, root: &Path) -> (Merged, usize) {
     let mut claims = Vec::with_capacity(n);
     for f in &frames {
         let (_, msg) = wire::decode(f, wire::DEFAULT_MAX_FRAME_BYTES as usize).expect("a frame");
-        let Message::Changes { changes: packed, upto, .. } = msg else {
+        let Message::Changes {
+            changes: packed, upto, ..
+        } = msg
+        else {
             panic!("a Changes frame")
         };
         changes.extend(pack::unpack(&packed, UnpackLimits::default()).expect("unpack"));
@@ -182,11 +181,19 @@ pub fn run(sizes: &Sizes, root: &Path, targets: &mut Vec<Target>) {
         let (ours, packed_vv) = rhizome_merge(n, root);
         let figures = [
             ("Rhizome (LMDB, durable)", ours),
-            (Yrs::NAME, crdt_merge_with::<Yrs>(n, |y, u| y.apply_within(u, MERGE_BUDGET))),
+            (
+                Yrs::NAME,
+                crdt_merge_with::<Yrs>(n, |y, u| y.apply_within(u, MERGE_BUDGET)),
+            ),
             (Loro::NAME, crdt_merge::<Loro>(n)),
             (Automerge::NAME, crdt_merge::<Automerge>(n)),
         ];
-        let kinds = ["version vector", Yrs::VERSION_KIND, Loro::VERSION_KIND, Automerge::VERSION_KIND];
+        let kinds = [
+            "version vector",
+            Yrs::VERSION_KIND,
+            Loro::VERSION_KIND,
+            Automerge::VERSION_KIND,
+        ];
         let ours = &figures[0].1;
         for ((name, f), kind) in figures.iter().zip(kinds) {
             rows.push(vec![
