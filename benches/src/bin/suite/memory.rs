@@ -215,9 +215,7 @@ pub fn run(sizes: &Sizes, targets: &mut Vec<Target>) {
         })
         .collect();
     print_table(
-        &format!(
-            "6. Memory: peak resident memory holding the documents, fresh process each (databases: after reading every document back; ratio against Rhizome at the same count)"
-        ),
+        "6. Memory: peak resident memory holding the documents, fresh process each (databases: after reading every document back; ratio against Rhizome at the same count)",
         &["system", "docs", "peak MiB over baseline", "baseline MiB", "at end: anon / file MiB", "vs Rhizome"],
         &rows,
     );
