@@ -12,14 +12,21 @@
 //!   simulator has no real UDP sockets, and quinn's tokio runtime needs
 //!   them.
 //!
-//! Peer-to-peer Wi-Fi, Bluetooth LE and discovery come with later parts of
-//! issue 6.
+//! - [`ble`] (feature `ble`, Linux): Bluetooth LE, central role with
+//!   btleplug, peripheral role with bluer, frames cut into the chunks of
+//!   `rhizome_engine::sync::chunk` (the framing the simulator's modelled
+//!   links use). Not authenticated yet (see its doc).
+//!
+//! Peer-to-peer Wi-Fi and discovery come with later parts of issue 6.
 
 use rhizome_actors::{LinkKind, PeerId};
 use std::future::Future;
 
 #[cfg(not(madsim))]
 pub mod quic;
+
+#[cfg(all(feature = "ble", target_os = "linux", not(madsim)))]
+pub mod ble;
 
 /// A source of links of one kind for one peer: it dials, accepts and
 /// authenticates remotes, and runs a sync session on each link through

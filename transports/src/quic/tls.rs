@@ -54,6 +54,13 @@ impl AppKey {
         }
         Ok(AppKey(bytes))
     }
+
+    /// The secret's bytes (for the other links' derivations, such as the
+    /// BLE app tag).
+    #[cfg(all(feature = "ble", target_os = "linux"))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl fmt::Debug for AppKey {
