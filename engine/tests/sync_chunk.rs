@@ -119,7 +119,8 @@ proptest! {
     ) {
         let mut chunks: Vec<Vec<u8>> = Chunker::new().split(&frame, chunk_bytes).expect("size in range").collect();
         for (which, at, byte) in edits {
-            let c = &mut chunks[which.index(chunks.len())];
+            let n = chunks.len();
+            let c = &mut chunks[which.index(n)];
             if let Some(b) = c.get_mut(at) {
                 *b = byte;
             }
@@ -154,7 +155,7 @@ fn a_frame_over_the_limit_is_refused_at_its_first_chunk() {
 fn more_than_256_chunks_keep_numbering() {
     let frame: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
     let parts: Vec<_> = Chunker::new().split(&frame, 23).expect("size in range").collect();
-    assert!(parts.len() > 1_000);
+    assert!(parts.len() > 256);
     let mut r = Reassembler::new(1 << 20);
     assert_eq!(reassemble(&mut r, &parts), Ok(vec![frame]));
 }

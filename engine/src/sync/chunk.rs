@@ -289,8 +289,8 @@ struct Partial {
 #[derive(Debug)]
 pub struct Reassembler {
     limit_bytes: usize,
-    /// The sequence number the next chunk must carry; `None` on a fresh
-    /// link and after an error (the next first chunk sets it).
+    /// The sequence number the next chunk must carry: 0 on a fresh link;
+    /// `None` after an error (the next first chunk sets it).
     expected_seq: Option<u8>,
     partial: Option<Partial>,
 }
@@ -345,7 +345,7 @@ impl Reassembler {
     pub fn new(limit_bytes: usize) -> Reassembler {
         Reassembler {
             limit_bytes,
-            expected_seq: None,
+            expected_seq: Some(0),
             partial: None,
         }
     }
@@ -363,8 +363,8 @@ impl Reassembler {
         out
     }
 
-    /// Whether the reassembler follows the sender's chunk numbers: false on
-    /// a fresh link and after an error, until the next first chunk.
+    /// Whether the reassembler follows the sender's chunk numbers: false
+    /// after an error, until the next first chunk.
     pub fn in_step(&self) -> bool {
         self.expected_seq.is_some()
     }
@@ -488,6 +488,11 @@ mod tests {
     fn lost_duplicated_and_reordered_chunks_are_errors() {
         let parts = split(&mut Chunker::new(), &[1u8; 50], 10);
         assert!(parts.len() >= 4);
+        // A fresh link starts at 0: a lost first chunk is seen too.
+        assert_eq!(
+            Reassembler::new(100).push(&parts[1]),
+            Err(ChunkError::Sequence { expected: 0, got: 1 })
+        );
         let mut r = Reassembler::new(100);
         r.push(&parts[0]).expect("first");
         assert_eq!(r.push(&parts[2]), Err(ChunkError::Sequence { expected: 1, got: 2 }));
