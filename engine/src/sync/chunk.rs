@@ -504,7 +504,7 @@ mod tests {
         // After an error, a middle chunk cannot start anything.
         assert_eq!(r.push(&parts[2]), Err(ChunkError::NoFrameStarted));
         // The same frame sent again (new numbers) goes through.
-        assert_eq!(r.push(&parts[0]).expect("restart").is_none(), true);
+        assert!(r.push(&parts[0]).expect("restart").is_none());
     }
 
     #[test]
