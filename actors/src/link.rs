@@ -2,7 +2,8 @@
 //! with the faults a simulator injects.
 //!
 //! Each direction is a pipe of two stages. The *transmitter* cuts every
-//! frame into chunks of the link's MTU (the same framing BLE uses) and
+//! frame into chunks of the link's MTU with the framing the real BLE
+//! transport uses ([`rhizome_engine::sync::chunk`]), and
 //! spends each chunk's serialization time (its bytes at the link's rate);
 //! the *propagator* delivers each chunk after the link's latency. Chunks
 //! keep their order, a slow link never delays a fast one (each link has its
@@ -11,11 +12,10 @@
 //!
 //! Faults ([`Faults`], per direction, set in the [`LinkModel`] and changed
 //! at run time with [`InProcessLink::set_faults`]):
-//! - *loss* drops chunks on the air (their airtime is spent); the receiver
-//!   discards the frame a lost chunk belonged to (a frame whose length
-//!   does not match its header, or whose chunks come out of order), as a
-//!   link layer with a checksum would, and starts afresh at the next first
-//!   chunk;
+//! - *loss* drops chunks on the air (their airtime is spent); the
+//!   receiver's reassembler sees the gap in the chunks' sequence numbers,
+//!   discards the frame the lost chunk belonged to, and starts afresh at
+//!   the next first chunk;
 //! - *duplication* delivers a whole frame twice, *reordering* holds a
 //!   whole frame back and delivers it after the next one (or after a short
 //!   hold if none comes): what a transport that reconnects or retries
@@ -36,7 +36,8 @@ use crate::actor::WeakAddr;
 use crate::peer::InProcessLink;
 use crate::presence::LinkKind;
 use crate::session::{SessionActor, SessionMsg};
-use rhizome_engine::sync::wire::{chunks, frame_header, Reassembler, DEFAULT_MAX_FRAME_BYTES};
+use rhizome_engine::sync::chunk::{Chunker, Reassembler, MIN_CHUNK_BYTES};
+use rhizome_engine::sync::wire::DEFAULT_MAX_FRAME_BYTES;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,7 +100,8 @@ impl Direction {
 pub struct LinkModel {
     /// Its kind (shown in presence).
     pub kind: LinkKind,
-    /// Largest packet, in bytes (frames are cut into chunks of this size).
+    /// Largest packet, in bytes (frames are cut into chunks of this size;
+    /// below [`MIN_CHUNK_BYTES`] counts as that).
     pub mtu_bytes: usize,
     /// Throughput, in bytes per second.
     pub bytes_per_sec: u64,
@@ -308,9 +310,17 @@ pub(crate) fn pipe(model: LinkModel, to: WeakAddr<SessionActor>, stats: Arc<Link
     // the rate is the same). Lost chunks spend their airtime too.
     tokio::spawn(async move {
         let mut owed = Duration::ZERO;
+        let mut chunker = Chunker::new();
+        let chunk_bytes = model.mtu_bytes.max(MIN_CHUNK_BYTES);
         while let Some(frame) = frames_rx.recv().await {
             LinkStats::count(&stats.frames);
-            for chunk in chunks(&frame, model.mtu_bytes) {
+            // Only a frame over 4 GiB fails to split; the session never
+            // makes one, and a link would drop it all the same.
+            let Ok(chunks) = chunker.split(&frame, chunk_bytes) else {
+                LinkStats::count(&stats.dropped_frames);
+                continue;
+            };
+            for chunk in chunks {
                 owed += model.serialization(chunk.len());
                 if owed >= Duration::from_millis(1) {
                     tokio::time::sleep(std::mem::take(&mut owed)).await;
@@ -371,26 +381,25 @@ async fn receive(
         while stats.faults.lock().unwrap_or_else(|p| p.into_inner())[dir].clogged {
             tokio::time::sleep(CLOG_POLL).await;
         }
+        let in_step = frames.in_step();
         let frame = match frames.push(&chunk) {
             Ok(Some(frame)) => frame,
             Ok(None) => continue,
             Err(_) => {
-                // A chunk before this one was lost: the partial frame is
-                // gone (the reassembler dropped it). This chunk may start
-                // the next frame.
-                LinkStats::count(&stats.dropped_frames);
+                // A chunk before this one was lost (a gap in the sequence
+                // numbers): the partial frame is gone (the reassembler
+                // dropped it). Counted once per loss: until the next first
+                // chunk the reassembler is out of step and refuses the rest.
+                // This chunk may start the next frame.
+                if in_step {
+                    LinkStats::count(&stats.dropped_frames);
+                }
                 match frames.push(&chunk) {
                     Ok(Some(frame)) => frame,
                     _ => continue,
                 }
             }
         };
-        // A lost chunk in the middle leaves a frame shorter than its header
-        // says.
-        if !matches!(frame_header(&frame, limit), Ok((_, size)) if size == frame.len()) {
-            LinkStats::count(&stats.dropped_frames);
-            continue;
-        }
         let faults = stats.faults.lock().unwrap_or_else(|p| p.into_inner())[dir];
         if held.is_none() && draw.chance(faults.reorder_ppm) {
             LinkStats::count(&stats.reordered_frames);

@@ -1,6 +1,6 @@
 //! The sync protocol's bytes: frames round-trip, hostile bytes are refused
-//! with an error (never a panic), chunking to any MTU reassembles, and
-//! version negotiation refuses with a reason.
+//! with an error (never a panic), and version negotiation refuses with a
+//! reason. (Chunks: `sync_chunk.rs`.)
 
 use proptest::prelude::*;
 use rhizome_engine::codec::Change;
@@ -8,8 +8,8 @@ use rhizome_engine::doc::{Op, RegVal};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
 use rhizome_engine::sync::pack::{self, UnpackLimits};
 use rhizome_engine::sync::wire::{
-    chunks, decode, encode, negotiate, Hello, Message, Reassembler, Refusal, Role, SubscriptionSpec, WireError,
-    DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    decode, encode, negotiate, Hello, Message, Refusal, Role, SubscriptionSpec, WireError, DEFAULT_MAX_FRAME_BYTES,
+    FRAME_HEADER_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use rhizome_engine::value::Value;
 use rhizome_engine::vv::VersionVector;
@@ -219,23 +219,6 @@ fn a_frame_claiming_a_huge_length_is_refused_before_it_is_buffered() {
     let mut frame = encode(&sample_messages()[0], PROTOCOL_VERSION);
     frame[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(decode(&frame, LIMIT), Err(WireError::TooLarge { .. })));
-    let mut r = Reassembler::new(LIMIT);
-    let first = chunks(&frame, 20).remove(0);
-    assert!(matches!(r.push(&first), Err(WireError::TooLarge { .. })));
-}
-
-#[test]
-fn chunks_out_of_order_are_refused() {
-    let frame = encode(&sample_messages()[9], PROTOCOL_VERSION);
-    let parts = chunks(&frame, 8);
-    assert!(parts.len() > 2);
-    let mut r = Reassembler::new(LIMIT);
-    assert_eq!(r.push(&parts[1]), Err(WireError::ChunkOrder));
-    let mut r = Reassembler::new(LIMIT);
-    assert_eq!(r.push(&parts[0]), Ok(None));
-    assert_eq!(r.push(&parts[0]), Err(WireError::ChunkOrder));
-    assert_eq!(r.push(&[]), Err(WireError::BadChunk));
-    assert_eq!(r.push(&[0x80, 1]), Err(WireError::BadChunk));
 }
 
 #[test]
@@ -263,10 +246,6 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode(&bytes, LIMIT);
-        let mut r = Reassembler::new(4096);
-        for piece in bytes.chunks(7) {
-            let _ = r.push(piece);
-        }
     }
 
     #[test]
@@ -326,20 +305,5 @@ proptest! {
             damaged[FRAME_HEADER_BYTES..].copy_from_slice(&body);
             prop_assert_eq!(decode(&damaged, LIMIT), Err(WireError::Checksum));
         }
-    }
-
-    #[test]
-    fn chunking_to_any_mtu_reassembles(which in 0usize..SAMPLES, mtu in 0usize..300) {
-        let frame = encode(&sample_messages()[which], PROTOCOL_VERSION);
-        let mut r = Reassembler::new(LIMIT);
-        let parts = chunks(&frame, mtu);
-        let mut out = None;
-        for (i, p) in parts.iter().enumerate() {
-            prop_assert!(p.len() <= mtu.max(2));
-            let got = r.push(p).expect("in-order chunks");
-            prop_assert_eq!(got.is_some(), i + 1 == parts.len());
-            out = got.or(out);
-        }
-        prop_assert_eq!(out, Some(frame));
     }
 }

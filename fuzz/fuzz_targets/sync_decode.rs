@@ -8,7 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use rhizome_engine::sync::pack::{self, UnpackLimits};
 use rhizome_engine::sync::scope::Interest;
-use rhizome_engine::sync::wire::{chunks, decode, encode, Hello, Message, Reassembler};
+use rhizome_engine::sync::chunk::{Chunker, Reassembler, MIN_CHUNK_BYTES};
+use rhizome_engine::sync::wire::{decode, encode, Hello, Message};
 
 const LIMIT: usize = 1 << 20;
 
@@ -44,17 +45,17 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode(&frame, LIMIT);
         }
     }
-    // Chunking any bytes and reassembling gives them back.
+    // Chunking any bytes (within the limit) and reassembling gives them
+    // back, exactly.
+    if rest.len() > LIMIT {
+        return;
+    }
     let mut r = Reassembler::new(LIMIT);
-    let parts = chunks(rest, usize::from(mtu));
+    let Ok(parts) = Chunker::new().split(rest, usize::from(mtu).max(MIN_CHUNK_BYTES)) else { return };
     let mut out = None;
-    for p in &parts {
-        match r.push(p) {
-            Ok(Some(frame)) => out = Some(frame),
-            Ok(None) => {}
-            // Reassembly checks frame headers as they arrive; arbitrary bytes
-            // are rarely a frame.
-            Err(_) => return,
+    for p in parts {
+        if let Some(frame) = r.push(&p).expect("in-order chunks reassemble") {
+            out = Some(frame);
         }
     }
     assert_eq!(out.as_deref(), Some(rest));

@@ -17,7 +17,10 @@
 //!   IPv6 link-local addresses with the interface as scope). Also built
 //!   only without `--cfg madsim`.
 //!
-//! Bluetooth LE comes with a later part of issue 6.
+//! - [`ble`] (feature `ble`, Linux): Bluetooth LE, central role with
+//!   btleplug, peripheral role with bluer, frames cut into the chunks of
+//!   `rhizome_engine::sync::chunk` (the framing the simulator's modelled
+//!   links use). Not authenticated yet (see its doc).
 
 use rhizome_actors::{LinkKind, PeerId};
 use std::future::Future;
@@ -26,6 +29,9 @@ use std::future::Future;
 pub mod discovery;
 #[cfg(not(madsim))]
 pub mod quic;
+
+#[cfg(all(feature = "ble", target_os = "linux", not(madsim)))]
+pub mod ble;
 
 /// A source of links of one kind for one peer: it dials, accepts and
 /// authenticates remotes, and runs a sync session on each link through

@@ -1,7 +1,9 @@
-//! The sync protocol, as pure code: its wire format ([`wire`]) and one
+//! The sync protocol, as pure code: its wire format ([`wire`]), the chunks
+//! frames are cut into on links with small packets ([`chunk`]), and one
 //! session as a sans-IO state machine ([`session`]). The session actor
 //! drives it over a link; tests and the simulator drive it directly.
 
+pub mod chunk;
 pub mod conns;
 pub mod pack;
 pub mod scope;

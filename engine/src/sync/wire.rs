@@ -1,5 +1,5 @@
-//! The sync protocol's bytes: messages, their frames, and the chunks a frame
-//! is cut into for links with a small MTU (Bluetooth LE).
+//! The sync protocol's bytes: messages and their frames. (Links with small
+//! packets cut frames into chunks: [`super::chunk`].)
 //!
 //! Every byte here may come from a hostile or broken peer. Decoding checks
 //! the frame's length against the receiver's limit before reading anything
@@ -210,11 +210,6 @@ pub enum WireError {
         /// What was wrong.
         reason: String,
     },
-    /// A chunk came out of order (a middle chunk with no first one, or a
-    /// first one while a message was being reassembled).
-    ChunkOrder,
-    /// A chunk with no payload, or an unknown flag.
-    BadChunk,
     /// A frame of a protocol version older than this build speaks (its
     /// body is not read: old shapes are not known here).
     OldVersion {
@@ -237,8 +232,6 @@ impl fmt::Display for WireError {
             WireError::TrailingBytes { count } => write!(f, "{count} bytes after the frame"),
             WireError::Checksum => f.write_str("frame checksum mismatch (damaged bytes)"),
             WireError::Malformed { reason } => write!(f, "malformed message: {reason}"),
-            WireError::ChunkOrder => f.write_str("chunk out of order"),
-            WireError::BadChunk => f.write_str("bad chunk header"),
             WireError::OldVersion { version } => write!(
                 f,
                 "protocol version {version} is older than this build speaks ({MIN_PROTOCOL_VERSION})"
@@ -320,98 +313,6 @@ pub fn decode(bytes: &[u8], limit_bytes: usize) -> Result<(u16, Message), WireEr
         });
     }
     Ok((version, msg))
-}
-
-/// Chunk flag: the first chunk of a frame.
-const CHUNK_FIRST: u8 = 0b01;
-/// Chunk flag: the last chunk of a frame.
-const CHUNK_LAST: u8 = 0b10;
-/// Smallest MTU chunking works with (a flag byte and one payload byte).
-pub const MIN_MTU: usize = 2;
-
-/// Cuts a frame into chunks of at most `mtu` bytes, each a flag byte
-/// (first/last) and a piece of the frame, for links that carry small
-/// ordered packets (a BLE characteristic). `mtu` below [`MIN_MTU`] is
-/// raised to it.
-pub fn chunks(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
-    let piece = mtu.max(MIN_MTU) - 1;
-    let count = frame.len().div_ceil(piece).max(1);
-    (0..count)
-        .map(|i| {
-            let part = frame
-                .get(i * piece..((i + 1) * piece).min(frame.len()))
-                .unwrap_or_default();
-            let mut flags = 0;
-            if i == 0 {
-                flags |= CHUNK_FIRST;
-            }
-            if i + 1 == count {
-                flags |= CHUNK_LAST;
-            }
-            let mut chunk = Vec::with_capacity(part.len() + 1);
-            chunk.push(flags);
-            chunk.extend_from_slice(part);
-            chunk
-        })
-        .collect()
-}
-
-/// Rebuilds frames from chunks arriving in order. Holds at most one partial
-/// frame, never larger than the limit.
-#[derive(Debug)]
-pub struct Reassembler {
-    limit_bytes: usize,
-    partial: Option<Vec<u8>>,
-}
-
-impl Reassembler {
-    /// A reassembler of frames up to `limit_bytes`.
-    pub fn new(limit_bytes: usize) -> Reassembler {
-        Reassembler {
-            limit_bytes,
-            partial: None,
-        }
-    }
-
-    /// Takes the next chunk; returns a frame when this chunk completed one.
-    /// After an error the partial frame is dropped (the session should end:
-    /// the link lost or damaged data).
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        let out = self.push_inner(chunk);
-        if out.is_err() {
-            self.partial = None;
-        }
-        out
-    }
-
-    fn push_inner(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        let (&flags, piece) = chunk.split_first().ok_or(WireError::BadChunk)?;
-        if flags & !(CHUNK_FIRST | CHUNK_LAST) != 0 {
-            return Err(WireError::BadChunk);
-        }
-        let mut frame = match (flags & CHUNK_FIRST != 0, self.partial.take()) {
-            (true, None) => Vec::new(),
-            (false, Some(partial)) => partial,
-            _ => return Err(WireError::ChunkOrder),
-        };
-        if frame.len() + piece.len() > self.limit_bytes {
-            return Err(WireError::TooLarge {
-                size_bytes: frame.len() + piece.len(),
-                limit_bytes: self.limit_bytes,
-            });
-        }
-        frame.extend_from_slice(piece);
-        // Refuse a frame whose header already says it is too large, before
-        // buffering the rest of it.
-        if frame.len() >= FRAME_HEADER_BYTES {
-            frame_header(&frame, self.limit_bytes)?;
-        }
-        if flags & CHUNK_LAST != 0 {
-            return Ok(Some(frame));
-        }
-        self.partial = Some(frame);
-        Ok(None)
-    }
 }
 
 /// The version both sides speak (the newest in common), or why there is

@@ -57,6 +57,13 @@ impl AppKey {
         Ok(AppKey(bytes))
     }
 
+    /// The secret's bytes (for the other links' derivations, such as the
+    /// BLE app tag).
+    #[cfg(all(feature = "ble", target_os = "linux"))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The app's public tag, 16 hex digits: HKDF-SHA256 of the key (salt
     /// [`TAG_SALT`]), a one-way function, so discovery can advertise it to
     /// keep apps apart without revealing the key. Like the app CA's public
