@@ -69,25 +69,8 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for the peers to exit after their input ends.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// Options of `rhizome demo`.
-pub struct Options {
-    data: Option<PathBuf>,
-}
-
-impl Options {
-    /// Parses `[--data DIR]`.
-    pub fn parse(args: &[String]) -> Result<Options, String> {
-        let mut data = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--data" => data = Some(PathBuf::from(it.next().ok_or("--data needs a directory")?)),
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        Ok(Options { data })
-    }
-}
+/// Options of `rhizome demo`: the same `[--data DIR]` as `demo --local`.
+pub use crate::local_demo::Options;
 
 /// Why the demo could not run to its end.
 #[derive(Debug)]

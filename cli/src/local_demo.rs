@@ -16,9 +16,9 @@ use rhizome_lmdb::{LmdbConfig, LmdbKv};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Command-line options of `rhizome demo --local`.
+/// Command-line options of `rhizome demo` and `rhizome demo --local`.
 pub struct Options {
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
 }
 
 impl Options {

@@ -19,11 +19,11 @@
 
 #![cfg(not(madsim))]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod common;
+
+use common::PeerProcess;
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long peers get to converge, each time they must.
@@ -129,154 +129,30 @@ impl Drop for Namespaces {
     }
 }
 
-/// A `rhizome peer` child in a namespace: its stdin, its stdout lines, its
-/// stderr text. Dropping it kills the process (if it still runs) and
-/// reaps it.
-struct PeerProcess {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
+/// Starts `rhizome peer` in namespace `netns`, subscribed to `t`.
+fn start(name: &str, netns: &str, dir: &std::path::Path, args: &[&str]) -> PeerProcess {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_rhizome"), "peer", "--data"])
+        .arg(dir.join(name))
+        .args([
+            "--app-key",
+            "netns test key, not a secret",
+            "--subscribe",
+            "SELECT * FROM t",
+        ])
+        .args(args);
+    PeerProcess::spawn(name, cmd)
 }
 
-impl PeerProcess {
-    fn start(name: &str, netns: &str, dir: &std::path::Path, args: &[&str]) -> PeerProcess {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_rhizome"), "peer", "--data"])
-            .arg(dir.join(name))
-            .args([
-                "--app-key",
-                "netns test key, not a secret",
-                "--subscribe",
-                "SELECT * FROM t",
-            ])
-            .args(args);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rhizome peer");
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let events = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // Link and discovery events go with stderr into the report
-                // of a failed test.
-                if !line.starts_with('{') && !line.starts_with("peer ") {
-                    let mut t = events.lock().unwrap_or_else(|p| p.into_inner());
-                    t.push_str(&line);
-                    t.push('\n');
-                }
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let (err_pipe, err_text) = (child.stderr.take().expect("stderr"), stderr.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut t = err_text.lock().unwrap_or_else(|p| p.into_inner());
-                t.push_str(&line);
-                t.push('\n');
-            }
-        });
-        let stdin = child.stdin.take();
-        PeerProcess {
-            name: name.to_string(),
-            child,
-            stdin,
-            lines,
-            stderr,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to the peer");
-        stdin.flush().expect("flush");
-    }
-
-    /// The next stdout line satisfying `want`, within `timeout`.
-    fn wait_line(&self, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("{}: no expected line in {timeout:?}", self.name),
-                Err(RecvTimeoutError::Disconnected) => panic!("{}: stdout ended", self.name),
-            }
-        }
-    }
-
-    /// Sends `dql` and returns the lines it printed up to the end marker
-    /// (a `.peer` line), event lines left out.
-    fn ask(&mut self, dql: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        self.send(dql);
-        self.send(".peer");
-        let mut rows = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).expect("an answer in time");
-            if line.starts_with("peer ") {
-                return rows;
-            }
-            if keep(&line) {
-                rows.push(line);
-            }
-        }
-    }
-
-    fn query(&mut self, dql: &str) -> Vec<String> {
-        // Documents only: acknowledgements of earlier inserts may come first.
-        self.ask(dql, |l| l.starts_with('{') && !l.starts_with("{\"mutated\""))
-    }
-
-    /// The peer ids it is linked with and the link kinds, from `.presence`.
-    fn presence(&mut self) -> Vec<String> {
-        self.ask(".presence", |l| l.starts_with("presence "))
-    }
-
-    /// The peer id from its first `listening` line.
-    fn id(&self) -> String {
-        let line = self.wait_line(Duration::from_secs(20), |l| l.starts_with("listening "));
-        line.split_whitespace().nth(3).expect("peer id").to_string()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Closes its stdin and waits for it to exit cleanly.
-    fn finish(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "{} exited with {status}", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{} did not exit in time", self.name);
-    }
+/// The peer ids it is linked with and the link kinds, from `.presence`.
+fn presence(p: &mut PeerProcess) -> Vec<String> {
+    p.ask(".presence", |l| l.starts_with("presence "))
 }
 
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let err = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-            eprintln!("--- events and stderr of {} ---\n{err}", self.name);
-        }
-    }
+/// The peer id from its first `listening` line.
+fn peer_id(p: &PeerProcess) -> String {
+    let line = p.listening(Duration::from_secs(20));
+    line.split_whitespace().nth(3).expect("peer id").to_string()
 }
 
 /// Waits until every peer's `t` has `want` documents, all the same.
@@ -317,9 +193,9 @@ fn chain() -> Namespaces {
 }
 
 fn start_chain(ns: &Namespaces, dir: &std::path::Path) -> [PeerProcess; 3] {
-    let b = PeerProcess::start("b", ns.name(1), dir, &["--interface", "xba", "--interface", "xbc"]);
-    let a = PeerProcess::start("a", ns.name(0), dir, &["--interface", "xa"]);
-    let c = PeerProcess::start("c", ns.name(2), dir, &["--interface", "xc"]);
+    let b = start("b", ns.name(1), dir, &["--interface", "xba", "--interface", "xbc"]);
+    let a = start("a", ns.name(0), dir, &["--interface", "xa"]);
+    let c = start("c", ns.name(2), dir, &["--interface", "xc"]);
     [a, b, c]
 }
 
@@ -332,7 +208,7 @@ fn chain_of_link_local_links_converges_through_the_middle() {
     let ns = chain();
     let dir = tempfile::tempdir().expect("temp dir");
     let [mut a, mut b, mut c] = start_chain(&ns, dir.path());
-    let (ida, idb, idc) = (a.id(), b.id(), c.id());
+    let (ida, idb, idc) = (peer_id(&a), peer_id(&b), peer_id(&c));
     write(&mut a, "a", 0..20);
     write(&mut c, "c", 0..20);
     write(&mut b, "b", 0..1);
@@ -340,10 +216,10 @@ fn chain_of_link_local_links_converges_through_the_middle() {
 
     // A and C are not linked: each sees only B, over a p2p Wi-Fi link.
     for (p, only) in [(&mut a, &idb), (&mut c, &idb)] {
-        let seen = p.presence();
+        let seen = presence(p);
         assert_eq!(seen, [format!("presence {only} p2p-wifi")], "{}", p.name);
     }
-    let mut seen_by_b = b.presence();
+    let mut seen_by_b = presence(&mut b);
     seen_by_b.sort();
     let mut want = vec![format!("presence {ida} p2p-wifi"), format!("presence {idc} p2p-wifi")];
     want.sort();
@@ -408,7 +284,7 @@ fn peer_killed_and_restarted_keeps_what_it_acknowledged() {
     write(&mut c, "c", 20..40);
     c.kill();
 
-    let mut alone = PeerProcess::start("c", ns.name(2), dir.path(), &["--no-mdns"]);
+    let mut alone = start("c", ns.name(2), dir.path(), &["--no-mdns"]);
     let kept: Vec<String> = alone
         .query("SELECT * FROM t ORDER BY _id")
         .into_iter()
@@ -424,7 +300,7 @@ fn peer_killed_and_restarted_keeps_what_it_acknowledged() {
     alone.finish();
     drop(alone);
 
-    let mut c = PeerProcess::start("c", ns.name(2), dir.path(), &["--interface", "xc"]);
+    let mut c = start("c", ns.name(2), dir.path(), &["--interface", "xc"]);
     converge(&mut [&mut a, &mut b, &mut c], 10 + kept.len());
     for p in [&mut a, &mut b, &mut c] {
         p.finish();
@@ -449,14 +325,14 @@ fn peers_find_each_other_by_mdns_on_loopback() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut p = PeerProcess::start("p", ns.name(0), dir.path(), &["--listen", "127.0.0.1:0"]);
-    let mut q = PeerProcess::start("q", ns.name(0), dir.path(), &["--listen", "127.0.0.1:0"]);
-    let (idp, idq) = (p.id(), q.id());
+    let mut p = start("p", ns.name(0), dir.path(), &["--listen", "127.0.0.1:0"]);
+    let mut q = start("q", ns.name(0), dir.path(), &["--listen", "127.0.0.1:0"]);
+    let (idp, idq) = (peer_id(&p), peer_id(&q));
     write(&mut p, "p", 0..5);
     write(&mut q, "q", 0..5);
     converge(&mut [&mut p, &mut q], 10);
-    assert_eq!(p.presence(), [format!("presence {idq} lan")]);
-    assert_eq!(q.presence(), [format!("presence {idp} lan")]);
+    assert_eq!(presence(&mut p), [format!("presence {idq} lan")]);
+    assert_eq!(presence(&mut q), [format!("presence {idp} lan")]);
     for x in [&mut p, &mut q] {
         x.finish();
     }

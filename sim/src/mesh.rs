@@ -510,16 +510,7 @@ impl Mesh {
             let first = up.next();
             return Ok(up.all(|s| Some(s) == first));
         }
-        let mut first = None;
-        for p in self.peers.iter().flatten() {
-            let states = p.store().crdt_states(COLLECTION).await?;
-            match &first {
-                None => first = Some(states),
-                Some(f) if *f != states => return Ok(false),
-                Some(_) => {}
-            }
-        }
-        Ok(true)
+        Ok(self.crdt_differing(false).await? == 0)
     }
 
     /// Peers whose live query does not end on their documents (waiting a
@@ -547,6 +538,14 @@ impl Mesh {
     /// deletions) differs from the first up peer's: converged JSON is not
     /// enough, the metadata must agree too.
     pub async fn crdt_diverged(&self) -> Result<u64, PeerError> {
+        self.crdt_differing(true).await
+    }
+
+    /// Up peers whose CRDT states differ from the first up peer's. Without
+    /// `count_all` it stops at the first (1: the check of a settling
+    /// mesh); with it, it counts them all and, under `RHIZOME_SIM_DEBUG`,
+    /// prints the documents that differ.
+    async fn crdt_differing(&self, count_all: bool) -> Result<u64, PeerError> {
         let mut first = None;
         let mut diverged = 0;
         for p in self.peers.iter().flatten() {
@@ -554,6 +553,9 @@ impl Mesh {
             match &first {
                 None => first = Some(states),
                 Some(f) if *f != states => {
+                    if !count_all {
+                        return Ok(1);
+                    }
                     if std::env::var_os("RHIZOME_SIM_DEBUG").is_some() {
                         for (id, doc) in &states {
                             if f.get(id) != Some(doc) {
