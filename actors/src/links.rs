@@ -69,9 +69,9 @@ struct State {
 }
 
 /// What became of a frame offered to the set.
-pub(crate) enum Sent {
+pub(crate) enum Offered {
     /// It is on the best live link.
-    Sent,
+    Taken,
     /// The best live link is full: try again later.
     Full(Vec<u8>),
     /// No link is left: the session is over.
@@ -131,14 +131,14 @@ impl Links {
 
     /// Puts `frame` on the best live link; links found closed on the way
     /// leave the set.
-    pub(crate) fn try_send(&self, frame: Vec<u8>) -> Sent {
+    pub(crate) fn try_send(&self, frame: Vec<u8>) -> Offered {
         let mut s = self.lock();
         let mut frame = frame;
         // Bounded: every pass sends, stops, or removes a link.
         while let Some(best) = s.links.first() {
             match best.frames.try_send(frame) {
-                Ok(()) => return Sent::Sent,
-                Err(mpsc::error::TrySendError::Full(f)) => return Sent::Full(f),
+                Ok(()) => return Offered::Taken,
+                Err(mpsc::error::TrySendError::Full(f)) => return Offered::Full(f),
                 Err(mpsc::error::TrySendError::Closed(f)) => {
                     frame = f;
                     s.links.remove(0);
@@ -147,7 +147,7 @@ impl Links {
             }
         }
         s.ended = true;
-        Sent::Gone
+        Offered::Gone
     }
 
     /// Whether the links changed since the last call (see

@@ -147,7 +147,7 @@ struct Inner {
     /// The session over transports' links with each remote peer, and its
     /// links (see `Peer::attach_link`); ended ones are pruned when a link
     /// is attached.
-    attached: Mutex<BTreeMap<PeerId, (WeakAddr<SessionActor>, Arc<Links>)>>,
+    attached: Mutex<Attached>,
     /// This peer's sync subscriptions, as announced to other peers.
     subscriptions: Mutex<Vec<SubscriptionSpec>>,
     /// The subscriptions the store's version vector is complete for
@@ -197,6 +197,9 @@ fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>, ttl_ms: u64) -> 
         (Storage::Memory, None) => unreachable!("memory storage comes with its tables"),
     }
 }
+
+/// The session over transports' links with each remote, and its links.
+type Attached = BTreeMap<PeerId, (WeakAddr<SessionActor>, Arc<Links>)>;
 
 /// Escalations of the peer's actors, by actor name.
 type Failures = Arc<Mutex<BTreeMap<String, Escalation>>>;

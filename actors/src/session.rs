@@ -25,7 +25,7 @@ use crate::actor::{Actor, Addr, Ctx, Reply, TellError, WeakAddr};
 use crate::conns::{note_caught_up, CaughtUpSender};
 use crate::error::PeerError;
 use crate::link::Pipe;
-use crate::links::{Links, Sent};
+use crate::links::{Links, Offered};
 use crate::merger::{MergerActor, MergerMsg};
 use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
@@ -174,9 +174,9 @@ impl SessionActor {
     fn send_frame(&self, remote: Option<&Addr<SessionActor>>, frame: Vec<u8>) -> Result<(), Option<Vec<u8>>> {
         if let Some(links) = self.remote.links.get() {
             return match links.try_send(frame) {
-                Sent::Sent => Ok(()),
-                Sent::Full(f) => Err(Some(f)),
-                Sent::Gone => Err(None),
+                Offered::Taken => Ok(()),
+                Offered::Full(f) => Err(Some(f)),
+                Offered::Gone => Err(None),
             };
         }
         match (self.remote.pipe.get(), remote) {

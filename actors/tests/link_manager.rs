@@ -86,7 +86,10 @@ fn pump(
             };
             let Some(frame) = frame else { break };
             counts.frames.fetch_add(1, Ordering::Relaxed);
-            if matches!(wire::decode(&frame, wire::MAX_FRAME_BYTES as usize), Ok((_, Message::Hello(_)))) {
+            if matches!(
+                wire::decode(&frame, wire::MAX_FRAME_BYTES as usize),
+                Ok((_, Message::Hello(_)))
+            ) {
                 counts.hellos.fetch_add(1, Ordering::Relaxed);
             }
             tokio::select! {
