@@ -329,7 +329,7 @@ fn session_messages_during_the_handshake_are_ignored() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         },
         changes(0, 0, &[], true),
         Message::Subscribe {
@@ -566,7 +566,7 @@ fn a_stale_request_does_not_cancel_a_pending_poke() {
             delta: false,
             since,
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         },
     );
     net.run();
@@ -643,7 +643,7 @@ fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         }));
         assert!(matches!(drain(&mut s)[..], [Output::Serve { round: r, .. }] if r == round));
     }
@@ -891,7 +891,7 @@ fn peers_that_meet_in_agreement_name_each_others_hello_vector() {
             .iter()
             .find(|m| matches!(m, Message::Request { .. }));
         assert!(
-            matches!(first, Some(Message::Request { of_hello: true, delta: false, since, .. }) if since.is_empty()),
+            matches!(first, Some(Message::Request { of_hello, delta: false, since, .. }) if *of_hello != 0 && since.is_empty()),
             "side {side}: {first:?}"
         );
     }
@@ -913,16 +913,45 @@ fn peers_that_meet_in_disagreement_send_their_vector() {
     net.run();
     let first = net.peers[1].sent.iter().find(|m| matches!(m, Message::Request { .. }));
     assert!(
-        matches!(first, Some(Message::Request { of_hello: false, .. })),
+        matches!(first, Some(Message::Request { of_hello: 0, .. })),
         "{first:?}"
     );
     net.assert_converged("tasks", "after first contact");
 }
 
 #[test]
-fn a_request_naming_a_hello_vector_never_announced_closes_the_session() {
-    // `handle_connected` announces no vector (digest 0).
+fn a_request_naming_a_hello_vector_not_announced_is_served_from_nothing() {
+    // `handle_connected` announces no vector (digest 0): the asker's
+    // digest names some other vector (a late copy of an older Hello).
     let (mut s, _) = open_session();
+    s.handle_frame(&frame(&Message::Request {
+        round: 1,
+        delta: false,
+        since: VersionVector::new(),
+        subscriptions: None,
+        of_hello: 0x5eed_0f_4e11_0000,
+    }));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(&outs[..], [Output::Serve { round: 1, since }] if since.is_empty()),
+        "{outs:?}"
+    );
+    // Naming a vector while carrying one is a violation.
+    let mut carried = VersionVector::new();
+    carried.set(PeerId(2), rhizome_engine::hlc::Hlc(5));
+    s.handle_frame(&frame(&Message::Request {
+        round: 2,
+        delta: false,
+        since: carried,
+        subscriptions: None,
+        of_hello: 7,
+    }));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(closed_with(&outs), Some(Some(Refusal::ProtocolViolation { .. }))),
+        "{outs:?}"
+    );
+}
 
 /// A link change (a link manager moved the session to another link) asks
 /// again at once what may have been lost on the old link: the round still
@@ -964,14 +993,7 @@ fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
         delta: false,
         since: VersionVector::new(),
         subscriptions: None,
-        of_hello: true,
-    }));
-    let outs = drain(&mut s);
-    assert!(
-        matches!(closed_with(&outs), Some(Some(Refusal::ProtocolViolation { .. }))),
-        "{outs:?}"
-    );
-
+        of_hello: 0,
     }));
     drain(&mut s);
     s.send_request(next, &VersionVector::new());
@@ -1013,7 +1035,7 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
         }));
     }
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (3, 3), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
@@ -1029,6 +1051,7 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
         delta: false,
         since: VersionVector::new(),
         subscriptions: None,
+        of_hello: 0,
     }));
     assert!(
         matches!(drain(&mut s)[..], [Output::Serve { round: 0, .. }]),

@@ -525,6 +525,8 @@ impl Session {
     /// no request and served none, so this costs it nothing.
     fn hello_again(&mut self, theirs: Hello) {
         self.answered_since = None;
+        // The remote may have started over with another vector.
+        self.remote_vv_digest = theirs.vv_digest;
         self.send(&Message::Hello(self.hello(true)));
         self.serving = None;
         self.serving_since = VersionVector::new();
@@ -582,7 +584,7 @@ impl Session {
         &mut self,
         round: u64,
         since: VersionVector,
-        (delta, of_hello): (bool, bool),
+        (delta, of_hello): (bool, u64),
         subscriptions: Option<Vec<SubscriptionSpec>>,
     ) {
         // Rounds only grow: an older or repeated request was served already
@@ -590,15 +592,20 @@ impl Session {
         if self.serving.is_some_and(|(r, _)| round <= r) {
             return;
         }
-        let since = match (delta, of_hello, &self.hello_vv) {
-            (false, false, _) => since,
-            (true, false, _) => {
+        let since = match (delta, of_hello) {
+            (false, 0) => since,
+            (true, 0) => {
                 let mut whole = self.heard.clone();
                 whole.join(&since);
                 whole
             }
-            (false, true, Some(hello)) if since.is_empty() => hello.clone(),
-            _ => return self.violation("a request naming a Hello vector never announced, or also a delta"),
+            (false, digest) if since.is_empty() => match &self.hello_vv {
+                Some(hello) if hello.digest() == digest => hello.clone(),
+                // Not the vector our `Hello` announced (a late copy of an
+                // older `Hello` reached the asker): from nothing is safe.
+                _ => VersionVector::new(),
+            },
+            _ => return self.violation("a request naming a Hello vector also carries one"),
         };
         self.heard.join(&since);
         self.poke_pending = None;
@@ -681,12 +688,14 @@ impl Session {
         };
         // The remote's `Hello` announced this very vector: name it. (A
         // fresh request asks from nothing, which no `Hello` announces.)
-        let of_hello =
-            grown.is_none() && !r.fresh && self.remote_vv_digest != 0 && since.digest() == self.remote_vv_digest;
+        let of_hello = match grown.is_none() && !r.fresh && self.remote_vv_digest != 0 {
+            true if since.digest() == self.remote_vv_digest => self.remote_vv_digest,
+            _ => 0,
+        };
         self.sent_high.join(&since);
         let (delta, since) = match grown {
             Some(grown) => (true, grown),
-            None if of_hello => (false, VersionVector::new()),
+            None if of_hello != 0 => (false, VersionVector::new()),
             None => (false, since),
         };
         self.send(&Message::Request {
