@@ -1032,6 +1032,7 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
+            of_hello: 0,
         }));
     }
     drain(&mut s);
