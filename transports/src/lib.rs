@@ -17,7 +17,7 @@
 //!   IPv6 link-local addresses with the interface as scope). Also built
 //!   only without `--cfg madsim`.
 //!
-//! - [`ble`] (feature `ble`, Linux): Bluetooth LE, central role with
+//! - `ble` (feature `ble`, Linux): Bluetooth LE, central role with
 //!   btleplug, peripheral role with bluer, frames cut into the chunks of
 //!   `rhizome_engine::sync::chunk` (the framing the simulator's modelled
 //!   links use). Not authenticated yet (see its doc).
