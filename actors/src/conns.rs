@@ -176,8 +176,9 @@ pub enum Decision {
         /// Over what.
         kind: LinkKind,
     },
-    /// End the session with `peer` over `kind`, or abandon the dial.
-    /// Reporting its end afterwards is allowed and ignored.
+    /// Take the link with `peer` over `kind` down (the session ends with
+    /// its last link), or abandon the dial. Reporting its end afterwards is
+    /// allowed and ignored.
     Disconnect {
         /// Whom.
         peer: PeerId,
@@ -200,8 +201,12 @@ pub struct DriverStats {
     pub made_room: u64,
     /// Sessions refused at a full kind.
     pub refused_full: u64,
-    /// Sessions dropped as duplicates (a faster one with the same peer).
+    /// Links refused as duplicates (a slower link to a peer with a
+    /// session, with no room for a spare).
     pub duplicates: u64,
+    /// Spare links (slower links to a peer with a session) dropped to make
+    /// room for a session.
+    pub spares_dropped: u64,
     /// Dials abandoned: timed out, or the peer went out of range.
     pub abandoned_dials: u64,
     /// Caught-up rounds fed to the planner.
@@ -285,6 +290,7 @@ impl State {
                         DisconnectReason::MadeRoom => s.made_room += 1,
                         DisconnectReason::Full => s.refused_full += 1,
                         DisconnectReason::Duplicate => s.duplicates += 1,
+                        DisconnectReason::Spare => s.spares_dropped += 1,
                         _ => s.abandoned_dials += 1,
                     }
                     link_kind(kind).map(|kind| Decision::Disconnect { peer, kind, reason })
@@ -443,13 +449,15 @@ impl ConnDriver {
         Ok(s.planner.would_accept(peer, k, s.now_ms()))
     }
 
-    /// A session with `peer` over `kind` is up (dialled by either side).
+    /// A link with `peer` over `kind` is up (dialled by either side): a
+    /// session, or a spare link of one (links to one peer share its
+    /// session; see [`Peer::attach_link`]).
     pub fn connected(&self, peer: PeerId, kind: LinkKind) -> Result<(), DriverError> {
         let k = planned(kind)?;
         self.shared.step(|p, now_ms| p.handle_connected(peer, k, now_ms))
     }
 
-    /// The session with `peer` over `kind` ended, or the dial failed.
+    /// The link with `peer` over `kind` went down, or the dial failed.
     pub fn disconnected(&self, peer: PeerId, kind: LinkKind) -> Result<(), DriverError> {
         let k = planned(kind)?;
         self.shared.step(|p, now_ms| p.handle_disconnected(peer, k, now_ms))

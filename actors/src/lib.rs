@@ -13,7 +13,8 @@
 //! | presence | the graph of connected peers and links | `presence` |
 //! | session (one per remote peer) | a sync session's state | `session` |
 //!
-//! Link actors (one per transport link) join them with the transports;
+//! Transports attach their links to sessions (several links to one peer
+//! share its session: the link manager, `links`);
 //! [`conns::ConnDriver`] decides which peers to hold sessions with.
 
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod conns;
 mod error;
 mod latest;
 mod link;
+mod links;
 mod merger;
 mod observer;
 mod peer;

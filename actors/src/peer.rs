@@ -10,6 +10,7 @@ use crate::conns;
 use crate::error::PeerError;
 use crate::latest;
 use crate::link::{self, LinkModel, LinkStats};
+use crate::links::{self, Links};
 use crate::merger::{MergeStats, MergerActor, MergerMsg};
 use crate::observer::{ObserverActor, ObserverMsg, PendingCommits, QueryEvent, Registry, Slot};
 use crate::presence::{Link, LinkKind, PresenceActor, PresenceGraph};
@@ -143,6 +144,10 @@ struct Inner {
     next_link: AtomicU64,
     /// Live sync sessions, stopped by `close`.
     sessions: Mutex<Vec<Addr<SessionActor>>>,
+    /// The session over transports' links with each remote peer, and its
+    /// links (see `Peer::attach_link`); ended ones are pruned when a link
+    /// is attached.
+    attached: Mutex<Attached>,
     /// This peer's sync subscriptions, as announced to other peers.
     subscriptions: Mutex<Vec<SubscriptionSpec>>,
     /// The subscriptions the store's version vector is complete for
@@ -192,6 +197,9 @@ fn open_backend(storage: &Storage, memory: &Option<Arc<MemKv>>, ttl_ms: u64) -> 
         (Storage::Memory, None) => unreachable!("memory storage comes with its tables"),
     }
 }
+
+/// The session over transports' links with each remote, and its links.
+type Attached = BTreeMap<PeerId, (WeakAddr<SessionActor>, Arc<Links>)>;
 
 /// Escalations of the peer's actors, by actor name.
 type Failures = Arc<Mutex<BTreeMap<String, Escalation>>>;
@@ -317,6 +325,7 @@ impl Peer {
                 commits,
                 next_link: AtomicU64::new(1),
                 sessions: Mutex::default(),
+                attached: Mutex::default(),
                 subscriptions,
                 claimed_for,
                 caught_up: conns::caught_up_channel(),
@@ -385,15 +394,23 @@ impl Peer {
     /// carries whole frames (byte vectors, see `docs/format.md`, "Sync
     /// frames"). The session's frames go to `outbound`, a bounded channel
     /// the transport drains onto the wire (a full channel holds the session
-    /// back; a closed one ends it); frames from the wire go in through
-    /// [`AttachedLink::deliver`]. Dropping the [`AttachedLink`] (or
-    /// [`AttachedLink::close`]) ends the session; when the session ends by
-    /// itself, `outbound` closes and [`AttachedLink::closed`] returns.
+    /// back; a closed one takes the link down); frames from the wire go in
+    /// through [`AttachedLink::deliver`].
+    ///
+    /// Several links to one remote share one session (the link manager,
+    /// ARCHITECTURE.md): a link attached while a session with `remote`
+    /// runs joins it, the session's frames go on the fastest live link
+    /// (by `kind`), frames are taken from any of them, and when a link
+    /// goes (its [`AttachedLink`] dropped or closed, or `outbound` found
+    /// closed) the session carries on over the next one, asking again at
+    /// once for what was in flight, without a new handshake. The session
+    /// ends with its last link; when it ends by itself (refused, failed,
+    /// the peer closed), every link's `outbound` closes and
+    /// [`AttachedLink::closed`] returns.
     ///
     /// The transport vouches for `remote` (a QUIC link checks it against
     /// the remote's certificate); the session ends at once if the remote's
-    /// handshake names another peer. One session per remote peer is the
-    /// transport's rule to keep.
+    /// handshake names another peer.
     pub async fn attach_link(
         &self,
         remote: PeerId,
@@ -401,25 +418,70 @@ impl Peer {
         outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
     ) -> Result<AttachedLink, PeerError> {
         self.can_sync_with(remote)?;
-        let end: Remote = Arc::default();
-        let _ = end.frames.set(outbound);
-        let session = self.start_session(remote, end, kind)?;
-        // Dropping the handle drops `guard`, which ends the session (a
-        // `Drop` cannot wait for the mailbox; this task can).
+        let link = Link {
+            id: self.inner.next_link.fetch_add(1, Ordering::Relaxed),
+            kind,
+        };
+        let watched = outbound.clone();
+        let (session, links, present, joined) = self.join_or_start(remote, link.clone(), outbound)?;
+        // Dropping the handle drops `guard`, which takes the link out (a
+        // `Drop` cannot wait for the mailbox; the watcher can).
         let (guard, dropped) = tokio::sync::oneshot::channel::<()>();
-        let weak = session.downgrade();
-        tokio::spawn(async move {
-            let _ = dropped.await;
-            if let Some(s) = weak.upgrade() {
-                let _ = s.tell(SessionMsg::Close).await;
-            }
-        });
-        let _ = session.tell(SessionMsg::Start).await;
+        let watch = links::Watch {
+            links: links.clone(),
+            link: link.clone(),
+            remote,
+            session: session.downgrade(),
+            presence: self.inner.presence.downgrade(),
+        };
+        links::watch(watch, watched, present.clone(), dropped);
+        let first = match joined {
+            true => SessionMsg::LinksChanged,
+            false => SessionMsg::Start,
+        };
+        let _ = session.tell(first).await;
         Ok(AttachedLink {
             session,
             remote,
+            link,
+            links,
+            present,
             _guard: guard,
         })
+    }
+
+    /// Adds `link` to the live session with `remote`, or starts one with
+    /// it (then `false`): the session, its links, what tells when `link`
+    /// leaves them, and whether it joined.
+    #[allow(clippy::type_complexity)]
+    fn join_or_start(
+        &self,
+        remote: PeerId,
+        link: Link,
+        outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(Addr<SessionActor>, Arc<Links>, links::Presence, bool), PeerError> {
+        // Held while joining or starting: two links attached at once to a
+        // remote without a session start one session, not two.
+        let mut attached = self.inner.attached.lock().unwrap_or_else(|p| p.into_inner());
+        attached.retain(|_, (_, l)| !l.is_ended());
+        let mut outbound = outbound;
+        if let Some((session, links)) = attached.get(&remote) {
+            if let Some(session) = session.upgrade() {
+                match links.add(link.clone(), outbound) {
+                    Ok(present) => return Ok((session, links.clone(), present, true)),
+                    Err(back) => outbound = back,
+                }
+            }
+        }
+        let links = Arc::new(Links::default());
+        let Ok(present) = links.add(link.clone(), outbound) else {
+            unreachable!("a new link set takes links");
+        };
+        let end: Remote = Arc::default();
+        let _ = end.links.set(links.clone());
+        let session = self.start_session(remote, end, link.kind)?;
+        attached.insert(remote, (session.downgrade(), links.clone()));
+        Ok((session, links, present, false))
     }
 
     fn start_session(
@@ -652,11 +714,16 @@ impl InProcessLink {
     }
 }
 
-/// A sync session over a transport's link (see [`Peer::attach_link`]).
-/// Dropping it ends the session.
+/// One transport link of a sync session (see [`Peer::attach_link`]).
+/// Dropping it takes the link out of the session, which ends with its last
+/// link.
 pub struct AttachedLink {
     session: Addr<SessionActor>,
     remote: PeerId,
+    link: Link,
+    links: Arc<Links>,
+    /// Closes when the link leaves the session.
+    present: links::Presence,
     _guard: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -666,34 +733,58 @@ impl AttachedLink {
         self.remote
     }
 
+    /// This link (its id, as in the presence graph, and kind).
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Whether the session's frames go on this link now (it is the
+    /// fastest live link to the remote).
+    pub fn is_active(&self) -> bool {
+        self.links.active().is_some_and(|l| l.id == self.link.id)
+    }
+
     /// Hands the session a frame from the wire, waiting while its mailbox
     /// is full (back-pressure: the transport stops reading meanwhile).
-    /// Fails once the session has ended.
+    /// Fails once this link has left the session, or the session ended.
     pub async fn deliver(&self, frame: Vec<u8>) -> Result<(), PeerError> {
-        self.session
-            .tell(SessionMsg::Frame(frame))
-            .await
-            .map_err(|_| PeerError::Stopped {
-                subsystem: self.session.name().to_string(),
-            })
+        let stopped = || PeerError::Stopped {
+            subsystem: self.session.name().to_string(),
+        };
+        if !self.links.contains(self.link.id) {
+            return Err(stopped());
+        }
+        self.session.tell(SessionMsg::Frame(frame)).await.map_err(|_| stopped())
     }
 
-    /// Whether the session has ended.
+    /// Whether this link has left the session (or the session ended).
     pub fn is_closed(&self) -> bool {
-        self.session.is_stopped()
+        self.session.is_stopped() || !self.links.contains(self.link.id)
     }
 
-    /// Returns when the session has ended (refused, failed, the peer
-    /// closed, or [`AttachedLink::close`]).
+    /// Returns when this link has left the session: the session ended
+    /// (refused, failed, the peer closed), the transport's channel was
+    /// found closed, or [`AttachedLink::close`].
     pub async fn closed(&self) {
-        self.session.stopped().await
+        let mut present = self.present.clone();
+        // `biased`: no random branch order (the simulator must replay).
+        tokio::select! {
+            biased;
+            () = self.session.stopped() => {}
+            // The value never changes: this returns when the link leaves.
+            _ = present.changed() => {}
+        }
     }
 
-    /// Ends the session: what it queued is handled, then it stops and the
-    /// link leaves the presence graph.
+    /// Takes this link out of the session. If it was the last, the session
+    /// ends: what it queued is handled, then it stops and the link leaves
+    /// the presence graph.
     pub async fn close(self) {
-        let _ = self.session.tell(SessionMsg::Close).await;
-        self.session.stopped().await;
+        self.links.remove(self.link.id);
+        if self.links.is_ended() {
+            let _ = self.session.tell(SessionMsg::LinksChanged).await;
+            self.session.stopped().await;
+        }
     }
 }
 
@@ -701,6 +792,7 @@ impl std::fmt::Debug for AttachedLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttachedLink")
             .field("remote", &self.remote)
+            .field("link", &self.link)
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }

@@ -25,6 +25,7 @@ use crate::actor::{Actor, Addr, Ctx, Reply, TellError, WeakAddr};
 use crate::conns::{note_caught_up, CaughtUpSender};
 use crate::error::PeerError;
 use crate::link::Pipe;
+use crate::links::{Links, Offered};
 use crate::merger::{MergerActor, MergerMsg};
 use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
@@ -79,18 +80,22 @@ pub(crate) enum SessionMsg {
     Flush,
     /// Close the session (the link went down).
     Close,
+    /// A link joined or left the session's link set
+    /// ([`crate::links::Links`]).
+    LinksChanged,
 }
 
 /// The other end of the link: the remote session actor, held weakly (the
 /// remote peer owns it), and, on a modelled link, the pipe frames travel
 /// through (else they go to the remote session directly). On a transport's
 /// link (`Peer::attach_link`) there is no remote actor: frames go to the
-/// transport's bounded channel, and its closing ends the session.
+/// best of the transports' links to the remote (a link manager), and the
+/// session ends with the last of them.
 #[derive(Default)]
 pub(crate) struct RemoteEnd {
     pub(crate) session: OnceLock<WeakAddr<SessionActor>>,
     pub(crate) pipe: OnceLock<Pipe>,
-    pub(crate) frames: OnceLock<mpsc::Sender<Vec<u8>>>,
+    pub(crate) links: OnceLock<Arc<Links>>,
 }
 
 /// A session's link to its remote.
@@ -167,7 +172,14 @@ impl SessionActor {
     /// Hands one frame to the link; gives it back if the link cannot take
     /// it now, `Err(None)` if the link is gone.
     fn send_frame(&self, remote: Option<&Addr<SessionActor>>, frame: Vec<u8>) -> Result<(), Option<Vec<u8>>> {
-        match (self.remote.frames.get().or(self.remote.pipe.get()), remote) {
+        if let Some(links) = self.remote.links.get() {
+            return match links.try_send(frame) {
+                Offered::Taken => Ok(()),
+                Offered::Full(f) => Err(Some(f)),
+                Offered::Gone => Err(None),
+            };
+        }
+        match (self.remote.pipe.get(), remote) {
             (Some(pipe), _) => pipe.try_send(frame).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(f) => Some(f),
                 mpsc::error::TrySendError::Closed(_) => None,
@@ -231,6 +243,10 @@ impl SessionActor {
                 Output::ClaimedFor(specs) => self.claimed(specs).await,
                 Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
                 Output::Closed { refusal } => {
+                    // No link joins a session that is going away.
+                    if let Some(links) = self.remote.links.get() {
+                        links.end();
+                    }
                     if let Some(r) = refusal {
                         tracing::warn!(me = %self.me, remote = %self.remote_peer, %r, "sync session refused");
                     }
@@ -306,7 +322,7 @@ impl SessionActor {
     /// frames are left.
     fn flush(&mut self, ctx: &mut Ctx<Self>) {
         let remote = self.remote();
-        if remote.is_none() && self.remote.frames.get().is_none() {
+        if remote.is_none() && self.remote.links.get().is_none() {
             if self.remote.session.get().is_some() {
                 // The remote end is gone: the link is down.
                 ctx.stop();
@@ -336,6 +352,17 @@ impl SessionActor {
         }
         if !self.outbox.is_empty() && !std::mem::replace(&mut self.flush_scheduled, true) {
             after(ctx, RETRY_MS, SessionMsg::Flush);
+        }
+    }
+
+    /// Moves to the next link when the links changed (see
+    /// [`crate::links`]); closes when the last one left.
+    fn links_changed(&mut self) {
+        let Some(links) = self.remote.links.get() else { return };
+        if links.is_ended() {
+            self.session.handle_close();
+        } else if links.take_changed() {
+            self.session.handle_link_changed();
         }
     }
 
@@ -380,6 +407,7 @@ impl SessionActor {
                 self.session.handle_close();
                 ctx.stop();
             }
+            SessionMsg::LinksChanged => self.links_changed(),
         }
         self.drive(ctx).await
     }
@@ -473,6 +501,9 @@ impl Actor for SessionActor {
     type Msg = SessionMsg;
 
     async fn started(&mut self, _ctx: &mut Ctx<Self>) {
+        if self.remote.links.get().is_some() {
+            return; // each link shows itself (`crate::links::watch`)
+        }
         let link = self.link.clone();
         let _ = self
             .presence
@@ -496,6 +527,10 @@ impl Actor for SessionActor {
         if let Some(remote) = self.remote() {
             let _ = remote.try_tell(SessionMsg::Close);
         }
+        if let Some(links) = self.remote.links.get() {
+            links.end();
+            return;
+        }
         // Presence never waits on sessions, so waiting on it cannot cycle.
         let _ = self
             .presence
@@ -516,6 +551,9 @@ pub(crate) fn on_give_up(
     link_id: u64,
 ) -> impl FnOnce(crate::actor::Escalation) + Send + 'static {
     move |_| {
+        if let Some(links) = remote.links.get() {
+            links.end();
+        }
         if let Some(r) = remote.session.get().and_then(WeakAddr::upgrade) {
             let _ = r.try_tell(SessionMsg::Close);
         }

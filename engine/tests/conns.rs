@@ -11,7 +11,7 @@ use rhizome_engine::hlc::PeerId;
 use rhizome_engine::sync::conns::{ConfigError, ConnPlanner, ConnsConfig, DisconnectReason, LinkKind, Output};
 use std::collections::{BTreeMap, BTreeSet};
 
-use DisconnectReason::{DialTimedOut, Duplicate, Full, Lost, MadeRoom, Rotated};
+use DisconnectReason::{DialTimedOut, Duplicate, Full, Lost, MadeRoom, Rotated, Spare};
 use LinkKind::{Ble, Lan, P2pWifi};
 
 const ME: u64 = 1;
@@ -156,12 +156,14 @@ fn fills_the_fastest_kind_first_and_holds_one_session_per_peer() {
     // does not add a second dial.
     assert_eq!(outs, vec![connect(2, Ble)]);
     check(&mut p, 10, In::Connected(2, Ble), &[]);
-    // A LAN session from 2 comes up: the slower BLE one is the duplicate.
-    check(&mut p, 20, In::Connected(2, Lan), &[disconnect(2, Ble, Duplicate)]);
-    // And a BLE session from a peer already over LAN is refused as such.
-    check(&mut p, 30, In::Connected(2, Ble), &[disconnect(2, Ble, Duplicate)]);
+    // A LAN link to 2 comes up: the session moves to it, and the BLE link
+    // stays as its spare (one session, counted over LAN).
+    check(&mut p, 20, In::Connected(2, Lan), &[]);
+    check(&mut p, 30, In::Connected(2, Ble), &[]);
     assert!(p.is_connected(PeerId(2), Lan));
     assert!(!p.is_connected(PeerId(2), Ble));
+    assert!(p.is_spare(PeerId(2), Ble));
+    assert_eq!((p.sessions(Lan), p.sessions(Ble), p.spares(Ble)), (1, 0, 1));
 
     // A peer that becomes dialable over both kinds at once (its backoff
     // ends) is dialled over LAN.
@@ -181,6 +183,45 @@ fn a_dial_and_an_incoming_session_from_the_same_peer_are_one_session() {
     check(&mut p, 10, In::Connected(2, Ble), &[]);
     assert_eq!(p.sessions(Ble), 1);
     assert_eq!(p.dials(Ble), 0);
+}
+
+/// Links to one peer over several kinds are one session, counted once
+/// under its fastest kind; slower links are spares, kept while their kind
+/// has room, dropped first when it needs room, and fallen back onto when
+/// the fast link drops.
+#[test]
+fn a_slower_link_to_a_peer_with_a_session_is_a_spare_it_falls_back_onto() {
+    let mut c = cfg();
+    c.max_ble_sessions = 2;
+    let mut p = planner(c);
+    check(&mut p, 0, In::Connected(2, Lan), &[]);
+    check(&mut p, 10, In::Connected(2, Ble), &[]);
+    assert!(p.is_spare(PeerId(2), Ble));
+    assert_eq!((p.sessions(Lan), p.sessions(Ble), p.spares(Ble)), (1, 0, 1));
+    // The LAN link drops: the session falls back onto the spare, counted
+    // over BLE now, in the slot the spare held (not a failure: no backoff).
+    check(&mut p, 20, In::Disconnected(2, Lan), &[]);
+    assert!(p.is_connected(PeerId(2), Ble) && !p.is_spare(PeerId(2), Ble));
+    assert_eq!((p.sessions(Lan), p.sessions(Ble), p.spares(Ble)), (0, 1, 0));
+    // LAN again: the session moves back; BLE is its spare again.
+    check(&mut p, 30, In::Connected(2, Lan), &[]);
+    assert!(p.is_connected(PeerId(2), Lan) && p.is_spare(PeerId(2), Ble));
+    // Another session needing BLE room: the spare goes first (no budget of
+    // making room spent), and a spare with no room is refused.
+    check(&mut p, 40, In::Connected(3, Ble), &[]);
+    check(&mut p, 50, In::Connected(4, Ble), &[disconnect(2, Ble, Spare)]);
+    assert_eq!((p.sessions(Ble), p.spares(Ble)), (2, 0));
+    assert!(!p.would_accept(PeerId(2), Ble, 60));
+    check(&mut p, 60, In::Connected(2, Ble), &[disconnect(2, Ble, Duplicate)]);
+    // The last BLE slot free again, a spare comes up; the session ends
+    // with its last link.
+    check(&mut p, 70, In::Disconnected(4, Ble), &[]);
+    assert!(p.would_accept(PeerId(2), Ble, 80));
+    check(&mut p, 80, In::Connected(2, Ble), &[]);
+    check(&mut p, 90, In::Disconnected(2, Lan), &[]);
+    assert!(p.is_connected(PeerId(2), Ble));
+    check(&mut p, 100, In::Disconnected(2, Ble), &[]);
+    assert_eq!((p.sessions(Lan), p.sessions(Ble), p.spares(Ble)), (0, 1, 0));
 }
 
 /// Like [`check`], for the `Disconnect`s only (refused peers stay in
@@ -631,9 +672,13 @@ impl Crowd {
             for kind in LinkKind::ALL {
                 let sim: BTreeSet<usize> = per.get(&(i, kind)).cloned().unwrap_or_default();
                 let max = p.config().max_sessions(kind);
-                assert!(sim.len() <= max, "peer {i}: {} sessions over {kind:?}", sim.len());
-                assert_eq!(p.sessions(kind), sim.len(), "peer {i} over {kind:?}");
-                assert!(sim.iter().all(|j| p.is_connected(id(*j), kind)));
+                // Links of a kind are its sessions and its spares (slower
+                // links to peers whose session runs over a faster kind).
+                assert!(sim.len() <= max, "peer {i}: {} links over {kind:?}", sim.len());
+                assert_eq!(p.sessions(kind) + p.spares(kind), sim.len(), "peer {i} over {kind:?}");
+                assert!(sim
+                    .iter()
+                    .all(|j| p.is_connected(id(*j), kind) || p.is_spare(id(*j), kind)));
                 self.max_seen = self.max_seen.max(sim.len());
             }
         }

@@ -328,7 +328,7 @@ fn grown_subscriptions_fetch_the_newly_wanted_documents() {
                 delta: false,
                 since: VersionVector::new(),
                 subscriptions: Some(specs),
-                of_hello: false,
+                of_hello: 0,
             });
         }
         assert_eq!(new, expected, "{context}");
@@ -472,7 +472,7 @@ fn a_repeated_request_is_served_once() {
                 delta: false,
                 since: since.clone(),
                 subscriptions: None,
-                of_hello: false,
+                of_hello: 0,
             },
         );
         assert_eq!(net.peers[0].serves.len() - serves, usize::from(served), "round {r}");

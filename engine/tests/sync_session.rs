@@ -329,7 +329,7 @@ fn session_messages_during_the_handshake_are_ignored() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         },
         changes(0, 0, &[], true),
         Message::Subscribe {
@@ -566,7 +566,7 @@ fn a_stale_request_does_not_cancel_a_pending_poke() {
             delta: false,
             since,
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         },
     );
     net.run();
@@ -643,7 +643,7 @@ fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         }));
         assert!(matches!(drain(&mut s)[..], [Output::Serve { round: r, .. }] if r == round));
     }
@@ -891,7 +891,7 @@ fn peers_that_meet_in_agreement_name_each_others_hello_vector() {
             .iter()
             .find(|m| matches!(m, Message::Request { .. }));
         assert!(
-            matches!(first, Some(Message::Request { of_hello: true, delta: false, since, .. }) if since.is_empty()),
+            matches!(first, Some(Message::Request { of_hello, delta: false, since, .. }) if *of_hello != 0 && since.is_empty()),
             "side {side}: {first:?}"
         );
     }
@@ -913,26 +913,149 @@ fn peers_that_meet_in_disagreement_send_their_vector() {
     net.run();
     let first = net.peers[1].sent.iter().find(|m| matches!(m, Message::Request { .. }));
     assert!(
-        matches!(first, Some(Message::Request { of_hello: false, .. })),
+        matches!(first, Some(Message::Request { of_hello: 0, .. })),
         "{first:?}"
     );
     net.assert_converged("tasks", "after first contact");
 }
 
 #[test]
-fn a_request_naming_a_hello_vector_never_announced_closes_the_session() {
-    // `handle_connected` announces no vector (digest 0).
+fn a_request_naming_a_hello_vector_not_announced_is_served_from_nothing() {
+    // `handle_connected` announces no vector (digest 0): the asker's
+    // digest names some other vector (a late copy of an older Hello).
     let (mut s, _) = open_session();
     s.handle_frame(&frame(&Message::Request {
         round: 1,
         delta: false,
         since: VersionVector::new(),
         subscriptions: None,
-        of_hello: true,
+        of_hello: 0x5eed_0f_4e11_0000,
+    }));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(&outs[..], [Output::Serve { round: 1, since }] if since.is_empty()),
+        "{outs:?}"
+    );
+    // Naming a vector while carrying one is a violation.
+    let mut carried = VersionVector::new();
+    carried.set(PeerId(2), rhizome_engine::hlc::Hlc(5));
+    s.handle_frame(&frame(&Message::Request {
+        round: 2,
+        delta: false,
+        since: carried,
+        subscriptions: None,
+        of_hello: 7,
     }));
     let outs = drain(&mut s);
     assert!(
         matches!(closed_with(&outs), Some(Some(Refusal::ProtocolViolation { .. }))),
         "{outs:?}"
+    );
+}
+
+/// A link change (a link manager moved the session to another link) asks
+/// again at once what may have been lost on the old link: the round still
+/// waiting for batches (in a new round, so the old one's late batches are
+/// ignored), the unanswered poke, and the Hello of an unfinished handshake.
+#[test]
+fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
+    let (mut s, round) = open_session();
+    s.handle_frame(&frame(&changes(round, 0, &[], false)));
+    assert!(matches!(drain(&mut s)[..], [Output::Apply { .. }]));
+    s.handle_local_commit();
+    assert!(matches!(&sent(&drain(&mut s))[..], [Message::Poke]));
+    s.handle_link_changed();
+    let outs = drain(&mut s);
+    let next = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::ReadVersionVector { round } => Some(*round),
+            _ => None,
+        })
+        .expect("asks again");
+    assert!(next > round);
+    assert_eq!(sent(&outs), vec![Message::Poke], "the poke is repeated");
+    // The old round's batches, late on the old link, do nothing.
+    s.handle_applied(round, true);
+    s.handle_frame(&frame(&changes(round, 1, &[], true)));
+    assert!(s.poll_output().is_none());
+    // While the vector is read, or once every batch is in, nothing is in
+    // flight: a change asks nothing again.
+    s.handle_link_changed();
+    let outs = drain(&mut s);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::ReadVersionVector { .. })),
+        "the request is not sent yet: {outs:?}"
+    );
+    // The remote asks: the poke is answered.
+    s.handle_frame(&frame(&Message::Request {
+        round: 1,
+        delta: false,
+        since: VersionVector::new(),
+        subscriptions: None,
+        of_hello: 0,
+    }));
+    drain(&mut s);
+    s.send_request(next, &VersionVector::new());
+    drain(&mut s);
+    s.handle_frame(&frame(&changes(next, 0, &[], true)));
+    drain(&mut s);
+    s.handle_link_changed();
+    assert!(s.poll_output().is_none(), "the round is complete");
+
+    // In the handshake, the Hello is repeated.
+    let mut h = Session::new(config(1, vec![]), 0);
+    h.handle_connected();
+    drain(&mut h);
+    h.handle_link_changed();
+    assert!(matches!(
+        &sent(&drain(&mut h))[..],
+        [Message::Hello(Hello { heard: false, .. })]
+    ));
+    // Closed: nothing.
+    h.handle_close();
+    drain(&mut h);
+    h.handle_link_changed();
+    assert!(h.poll_output().is_none());
+}
+
+/// The remote's session started over while ours went on (its last link
+/// dropped before ours did): its new rounds start from 0, below the round
+/// we served last, and must be served all the same; our round in flight is
+/// asked again of the new session.
+#[test]
+fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
+    let (mut s, round) = open_session();
+    for r in [5, 6] {
+        s.handle_frame(&frame(&Message::Request {
+            round: r,
+            delta: false,
+            since: VersionVector::new(),
+            subscriptions: None,
+            of_hello: 0,
+        }));
+    }
+    drain(&mut s);
+    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
+    let outs = drain(&mut s);
+    assert!(
+        matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
+        "{outs:?}"
+    );
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::ReadVersionVector { round: r } if *r > round)),
+        "our round is asked again: {outs:?}"
+    );
+    s.handle_frame(&frame(&Message::Request {
+        round: 0,
+        delta: false,
+        since: VersionVector::new(),
+        subscriptions: None,
+        of_hello: 0,
+    }));
+    assert!(
+        matches!(drain(&mut s)[..], [Output::Serve { round: 0, .. }]),
+        "the new session's first round is served"
     );
 }

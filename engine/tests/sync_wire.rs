@@ -80,7 +80,7 @@ fn sample_messages() -> Vec<Message> {
             delta: false,
             since: vv(&[(1, 5), (u64::MAX, u64::MAX)]),
             subscriptions: None,
-            of_hello: false,
+            of_hello: 0,
         },
         Message::Request {
             round: 4,
@@ -90,14 +90,14 @@ fn sample_messages() -> Vec<Message> {
                 query: "SELECT * FROM tasks".into(),
                 params: "{}".into(),
             }]),
-            of_hello: false,
+            of_hello: 0,
         },
         Message::Request {
             round: 5,
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
-            of_hello: true,
+            of_hello: 0x5eed_0f_4e11_0000,
         },
         Message::Changes {
             round: 3,

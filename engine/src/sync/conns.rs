@@ -46,16 +46,30 @@
 //!   sessions stay until the link layer reports them down (some radios stop
 //!   advertising while connected).
 //!
-//! # Duplicate sessions
+//! # Duplicate sessions and spare links
 //!
 //! Both sides may dial. The planner keys sessions by (peer, kind) and never
 //! dials a peer it has a session or a dial with, so a dial of ours and an
 //! incoming session from the same peer over the same kind are one session
 //! to it. When two dials cross on the same kind, the driver keeps the link
 //! dialled by the lower [`PeerId`] and closes the other without reporting
-//! it; both sides apply the same rule, so both keep the same link. When
-//! sessions with one peer come up over two kinds, both planners keep the
-//! faster kind's and drop the other ([`DisconnectReason::Duplicate`]).
+//! it; both sides apply the same rule, so both keep the same link.
+//!
+//! Links to one peer over several kinds are one session (the peer's link
+//! manager runs it over the fastest and falls back to the next when it
+//! drops). The planner counts **sessions, not links**: a session counts
+//! once, under the kind it runs on (its fastest link); a slower link to a
+//! peer with a session is a *spare*. A spare counts toward nothing the
+//! planner dials for, and is the first thing dropped when its kind needs
+//! room for a session ([`DisconnectReason::Spare`]); it is kept only while
+//! its kind has room, `sessions + spares <= limit`, so that when the
+//! faster link drops, the session falls back onto the spare and is counted
+//! there without evicting anyone or going past the limit. A faster link
+//! coming up moves the session to its kind (admitted like a new session;
+//! if refused, the session stays where it is), and the slower link becomes
+//! a spare in the slot it held. Ending a session (rotation, making room)
+//! ends its spares with it. A spare reported with no room is refused as
+//! before ([`DisconnectReason::Duplicate`]).
 //!
 //! # Bounds
 //!
@@ -247,6 +261,9 @@ pub enum DisconnectReason {
     Rotated,
     /// Dropped to let in a session that came up at a full kind.
     MadeRoom,
+    /// A spare link (a slower link to a peer whose session runs over a
+    /// faster one), dropped to make room for a session of its kind.
+    Spare,
     /// This session came up at a full kind and nothing could make room.
     Full,
     /// A session with this peer exists over a faster (or the same) kind,
@@ -324,6 +341,9 @@ struct Dial {
 #[derive(Clone, Debug, Default)]
 struct PerKind {
     live: BTreeMap<PeerId, Live>,
+    /// Spare links: peers whose session runs over a faster kind, by when
+    /// the spare came up.
+    spare: BTreeMap<PeerId, u64>,
     dials: BTreeMap<PeerId, Dial>,
     /// When a session was last dropped to make room (one per period).
     made_room_at_ms: Option<u64>,
@@ -337,6 +357,8 @@ struct PerKind {
 
 enum Admit {
     Free,
+    /// Drop this spare link of the kind.
+    EvictSpare(PeerId),
     Evict(PeerId, DisconnectReason),
     Refuse,
 }
@@ -391,6 +413,16 @@ impl ConnPlanner {
     /// Sessions counted over `kind`.
     pub fn sessions(&self, kind: LinkKind) -> usize {
         self.kinds[kind.index()].live.len()
+    }
+
+    /// Spare links counted over `kind` (see the module doc).
+    pub fn spares(&self, kind: LinkKind) -> usize {
+        self.kinds[kind.index()].spare.len()
+    }
+
+    /// Whether a spare link with `peer` over `kind` is counted.
+    pub fn is_spare(&self, peer: PeerId, kind: LinkKind) -> bool {
+        self.kinds[kind.index()].spare.contains_key(&peer)
     }
 
     /// Dials in flight over `kind`.
@@ -474,16 +506,28 @@ impl ConnPlanner {
             return false;
         }
         let k = &self.kinds[kind.index()];
-        if k.live.contains_key(&peer) {
+        if k.live.contains_key(&peer) || k.spare.contains_key(&peer) {
             return true;
         }
+        if self.faster_live(peer, kind).is_some() {
+            return self.spare_room(kind);
+        }
         let rotation = k.dials.get(&peer).is_some_and(|d| d.rotation);
-        !matches!(self.admit(kind, now_ms, rotation), Admit::Refuse) && self.faster_live(peer, kind).is_none()
+        !matches!(self.admit(kind, now_ms, rotation), Admit::Refuse)
     }
 
-    /// A session with `peer` over `kind` is up, dialled by either side.
-    /// If the kind is full, one session is dropped to make room or this one
-    /// is refused (see the module's policy).
+    /// Whether `kind` has room for a spare link (never made by dropping
+    /// anything).
+    fn spare_room(&self, kind: LinkKind) -> bool {
+        let k = &self.kinds[kind.index()];
+        k.live.len() + k.spare.len() < self.config.max_sessions(kind)
+    }
+
+    /// A link with `peer` over `kind` is up, dialled by either side: a
+    /// session, or a spare of the session with `peer` over a faster kind
+    /// (see the module doc). If the kind is full, one spare or session is
+    /// dropped to make room or this one is refused (see the module's
+    /// policy).
     pub fn handle_connected(&mut self, peer: PeerId, kind: LinkKind, now_ms: u64) {
         if peer == self.config.me {
             self.push(Output::Disconnect {
@@ -494,7 +538,7 @@ impl ConnPlanner {
             return;
         }
         let i = kind.index();
-        if self.kinds[i].live.contains_key(&peer) {
+        if self.kinds[i].live.contains_key(&peer) || self.kinds[i].spare.contains_key(&peer) {
             return;
         }
         let c = self.track(peer);
@@ -507,6 +551,21 @@ impl ConnPlanner {
             self.unlink(peer);
         }
         let rotation = dial.is_some_and(|d| d.rotation);
+        if self.faster_live(peer, kind).is_some() {
+            // A slower link to a peer with a session: a spare, if there is
+            // room for it.
+            if self.spare_room(kind) {
+                self.kinds[i].spare.insert(peer, now_ms);
+            } else {
+                self.push(Output::Disconnect {
+                    peer,
+                    kind,
+                    reason: DisconnectReason::Duplicate,
+                });
+            }
+            self.plan(now_ms);
+            return;
+        }
         let admit = self.admit(kind, now_ms, rotation);
         if matches!(admit, Admit::Refuse) {
             self.push(Output::Disconnect {
@@ -514,32 +573,33 @@ impl ConnPlanner {
                 kind,
                 reason: DisconnectReason::Full,
             });
-        } else if self.faster_live(peer, kind).is_some() {
-            self.push(Output::Disconnect {
-                peer,
-                kind,
-                reason: DisconnectReason::Duplicate,
-            });
         } else {
-            if let Admit::Evict(victim, reason) = admit {
-                if reason == DisconnectReason::MadeRoom {
-                    self.kinds[i].made_room_at_ms = Some(now_ms);
+            match admit {
+                Admit::Evict(victim, reason) => {
+                    if reason == DisconnectReason::MadeRoom {
+                        self.kinds[i].made_room_at_ms = Some(now_ms);
+                    }
+                    self.drop_live(victim, kind, now_ms, reason);
                 }
-                self.drop_live(victim, kind, now_ms, reason);
+                Admit::EvictSpare(victim) => self.drop_spare(victim, kind),
+                Admit::Free | Admit::Refuse => {}
             }
-            // Slower sessions with this peer are now duplicates.
+            // The session with this peer over a slower kind moves here; its
+            // link there stays, as a spare in the slot it held.
+            let mut state = Live {
+                connected_at_ms: now_ms,
+                synced: false,
+            };
             for other in LinkKind::ALL {
-                if other > kind && self.kinds[other.index()].live.contains_key(&peer) {
-                    self.drop_live(peer, other, now_ms, DisconnectReason::Duplicate);
+                if other > kind {
+                    if let Some(live) = self.kinds[other.index()].live.remove(&peer) {
+                        self.unlink(peer);
+                        self.kinds[other.index()].spare.insert(peer, now_ms);
+                        state = live;
+                    }
                 }
             }
-            self.kinds[i].live.insert(
-                peer,
-                Live {
-                    connected_at_ms: now_ms,
-                    synced: false,
-                },
-            );
+            self.kinds[i].live.insert(peer, state);
             self.link(peer);
             assert!(
                 self.kinds[i].live.len() <= self.config.max_sessions(kind),
@@ -549,13 +609,24 @@ impl ConnPlanner {
         self.plan(now_ms);
     }
 
-    /// The session with `peer` over `kind` ended, or the dial failed.
+    /// The link with `peer` over `kind` went down, or the dial failed. A
+    /// session with spare links falls back onto the fastest of them.
     pub fn handle_disconnected(&mut self, peer: PeerId, kind: LinkKind, now_ms: u64) {
         let k = &mut self.kinds[kind.index()];
         let failed = if k.dials.remove(&peer).is_some() {
             self.unlink(peer);
             true
+        } else if k.spare.remove(&peer).is_some() {
+            false
         } else if let Some(live) = k.live.remove(&peer) {
+            if let Some(spare) = self.fastest_spare(peer) {
+                // The session falls back onto its spare link, in the slot
+                // the spare held.
+                self.kinds[spare.index()].spare.remove(&peer);
+                self.kinds[spare.index()].live.insert(peer, live);
+                self.plan(now_ms);
+                return;
+            }
             self.unlink(peer);
             if live.synced {
                 if let Some(c) = self.candidates.get_mut(&peer) {
@@ -628,6 +699,23 @@ impl ConnPlanner {
     fn unlink(&mut self, peer: PeerId) {
         let c = self.candidates.get_mut(&peer).expect("peers with sessions are tracked");
         c.links -= 1;
+    }
+
+    /// The fastest kind with a spare link to `peer`.
+    fn fastest_spare(&self, peer: PeerId) -> Option<LinkKind> {
+        LinkKind::ALL
+            .into_iter()
+            .find(|k| self.kinds[k.index()].spare.contains_key(&peer))
+    }
+
+    fn drop_spare(&mut self, peer: PeerId, kind: LinkKind) {
+        if self.kinds[kind.index()].spare.remove(&peer).is_some() {
+            self.push(Output::Disconnect {
+                peer,
+                kind,
+                reason: DisconnectReason::Spare,
+            });
+        }
     }
 
     /// A session with `peer` over a kind faster than `kind`.
@@ -703,6 +791,16 @@ impl ConnPlanner {
                 }
             }
             self.push(Output::Disconnect { peer, kind, reason });
+            // The session ends: its spare links go with it.
+            for other in LinkKind::ALL {
+                if self.kinds[other.index()].spare.remove(&peer).is_some() {
+                    self.push(Output::Disconnect {
+                        peer,
+                        kind: other,
+                        reason,
+                    });
+                }
+            }
         }
     }
 
@@ -710,11 +808,17 @@ impl ConnPlanner {
     fn admit(&self, kind: LinkKind, now_ms: u64, rotation: bool) -> Admit {
         let max = self.config.max_sessions(kind);
         let k = &self.kinds[kind.index()];
-        if k.live.len() < max {
+        if k.live.len() + k.spare.len() < max {
             return Admit::Free;
         }
         if max == 0 {
             return Admit::Refuse;
+        }
+        // A spare is the cheapest room: its peer syncs on over a faster
+        // link. The one up longest goes.
+        let spare = k.spare.iter().min_by_key(|(p, since)| (**since, self.tie(**p), **p));
+        if let Some((&peer, _)) = spare {
+            return Admit::EvictSpare(peer);
         }
         if rotation {
             return match self.victim(kind, now_ms, false) {
@@ -907,6 +1011,15 @@ impl ConnPlanner {
             let k = &self.kinds[kind.index()];
             let max = self.config.max_sessions(kind);
             assert!(k.live.len() <= max, "{kind:?}: {} sessions, limit {max}", k.live.len());
+            assert!(
+                k.live.len() + k.spare.len() <= max,
+                "{kind:?}: {} sessions and {} spares, limit {max}",
+                k.live.len(),
+                k.spare.len()
+            );
+            for peer in k.spare.keys() {
+                assert!(self.faster_live(*peer, kind).is_some(), "a spare of a session");
+            }
             assert!(
                 k.dials.len() <= max + 1,
                 "{kind:?}: {} dials, limit {max}",

@@ -27,6 +27,13 @@
 //! afresh, so documents deleted meanwhile do not come back; its own writes
 //! the other side has not seen stay and sync as usual.
 //!
+//! A session may outlive the link it started on: a link manager moves it
+//! between links to the same peer ([`Session::handle_link_changed`]), so
+//! frames of one session may take several links and overtake each other.
+//! Round numbers keep that harmless, and a `Hello` from a remote whose
+//! session started over while this one went on resets what this side
+//! knows of the remote's requests.
+//!
 //! Any malformed, oversized or out-of-place message ends the session with a
 //! `Refuse` saying why, and changes nothing. (Messages of the open session
 //! that arrive during the handshake are ignored: a lost `Hello` makes that
@@ -467,13 +474,11 @@ impl Session {
                 self.push(Output::Closed { refusal: Some(r) });
             }
             (State::Handshake, Message::Hello(theirs)) => self.handle_hello(theirs),
-            // The other side is open and our Hello got lost: answer it.
+            // The other side did not hear our Hello (it got lost), or its
+            // session is new: answer it.
             (State::Open { .. }, Message::Hello(theirs)) if !theirs.heard => {
                 if Some(theirs.peer) == self.remote {
-                    // The remote's session may be new: it has heard none
-                    // of our requests, so the next one goes whole.
-                    self.answered_since = None;
-                    self.send(&Message::Hello(self.hello(true)));
+                    self.hello_again(theirs);
                 }
             }
             (State::Open { .. }, Message::Hello(_)) => {}
@@ -506,6 +511,30 @@ impl Session {
             // Before our Hello is answered, the other side may be open.
             (State::Handshake, _) => {}
             (state, msg) => self.violation(format!("{} during {}", kind(&msg), phase(&state))),
+        }
+    }
+
+    /// A `Hello` that has not heard ours while this side is open: the
+    /// remote is still in its handshake (our answer got lost), or its
+    /// session is new while ours went on (a link manager ends a session
+    /// when its last link drops, and the two sides need not see that
+    /// together). A new session of the remote has heard none of our
+    /// requests, serves none of our rounds, and numbers its own rounds
+    /// afresh, so everything about its requests is forgotten and our round
+    /// in flight is asked again. A remote still in its handshake has sent
+    /// no request and served none, so this costs it nothing.
+    fn hello_again(&mut self, theirs: Hello) {
+        self.answered_since = None;
+        // The remote may have started over with another vector.
+        self.remote_vv_digest = theirs.vv_digest;
+        self.send(&Message::Hello(self.hello(true)));
+        self.serving = None;
+        self.serving_since = VersionVector::new();
+        self.heard = VersionVector::new();
+        self.poke_pending = None;
+        self.remote_max_frame_bytes = theirs.max_frame_bytes.clamp(1024, wire::MAX_FRAME_BYTES);
+        if self.take_interest(&theirs.subscriptions) {
+            self.ask_again();
         }
     }
 
@@ -555,7 +584,7 @@ impl Session {
         &mut self,
         round: u64,
         since: VersionVector,
-        (delta, of_hello): (bool, bool),
+        (delta, of_hello): (bool, u64),
         subscriptions: Option<Vec<SubscriptionSpec>>,
     ) {
         // Rounds only grow: an older or repeated request was served already
@@ -563,15 +592,20 @@ impl Session {
         if self.serving.is_some_and(|(r, _)| round <= r) {
             return;
         }
-        let since = match (delta, of_hello, &self.hello_vv) {
-            (false, false, _) => since,
-            (true, false, _) => {
+        let since = match (delta, of_hello) {
+            (false, 0) => since,
+            (true, 0) => {
                 let mut whole = self.heard.clone();
                 whole.join(&since);
                 whole
             }
-            (false, true, Some(hello)) if since.is_empty() => hello.clone(),
-            _ => return self.violation("a request naming a Hello vector never announced, or also a delta"),
+            (false, digest) if since.is_empty() => match &self.hello_vv {
+                Some(hello) if hello.digest() == digest => hello.clone(),
+                // Not the vector our `Hello` announced (a late copy of an
+                // older `Hello` reached the asker): from nothing is safe.
+                _ => VersionVector::new(),
+            },
+            _ => return self.violation("a request naming a Hello vector also carries one"),
         };
         self.heard.join(&since);
         self.poke_pending = None;
@@ -654,12 +688,14 @@ impl Session {
         };
         // The remote's `Hello` announced this very vector: name it. (A
         // fresh request asks from nothing, which no `Hello` announces.)
-        let of_hello =
-            grown.is_none() && !r.fresh && self.remote_vv_digest != 0 && since.digest() == self.remote_vv_digest;
+        let of_hello = match grown.is_none() && !r.fresh && self.remote_vv_digest != 0 {
+            true if since.digest() == self.remote_vv_digest => self.remote_vv_digest,
+            _ => 0,
+        };
         self.sent_high.join(&since);
         let (delta, since) = match grown {
             Some(grown) => (true, grown),
-            None if of_hello => (false, VersionVector::new()),
+            None if of_hello != 0 => (false, VersionVector::new()),
             None => (false, since),
         };
         self.send(&Message::Request {
@@ -812,6 +848,44 @@ impl Session {
             Timer::Poke(nonce) if self.is_open() && self.poke_pending == Some(nonce) => self.poke(),
             Timer::Retry | Timer::Handshake(_) | Timer::Poke(_) => {}
         }
+    }
+
+    /// The links under the session changed (see `Peer::attach_link`): a
+    /// link it ran over went down, and what was in flight on it is lost;
+    /// or frames now take another link, and may overtake those still on
+    /// the old one. Repeats at once what the stall timers would repeat
+    /// later: the `Hello` of an unfinished handshake, the request of a
+    /// round still waiting for batches (asked again in a new round, so
+    /// late batches of the old one are ignored by their round number), and
+    /// an unanswered poke. Rounds this side serves need nothing: the
+    /// remote asks again when its own links change, or when they stall.
+    pub fn handle_link_changed(&mut self) {
+        match self.state {
+            State::Closed => {}
+            State::Handshake => self.send(&Message::Hello(self.hello(false))),
+            State::Open { .. } => {
+                self.ask_again();
+                if self.poke_pending.is_some() {
+                    self.poke();
+                }
+            }
+        }
+    }
+
+    /// Abandons the round being received if it still waits for the remote
+    /// (its request was sent and its last batch has not come), and asks
+    /// again in a new round.
+    fn ask_again(&mut self) {
+        let Some(r) = self.receiving.as_ref() else {
+            return;
+        };
+        if r.asking || r.done {
+            return;
+        }
+        let fresh = r.fresh;
+        self.receiving = None;
+        self.fresh |= fresh;
+        self.ask();
     }
 
     fn check_stall(&mut self, round: u64, progress: u32) {

@@ -55,7 +55,8 @@ pub struct Hello {
     pub role: Role,
     /// [`VersionVector::digest`] of the sender's version vector when it
     /// said hello (0: none given). An asker whose vector has the same
-    /// digest sends a `Request` with `of_hello` instead of the vector.
+    /// digest sends a `Request` with `of_hello` (the digest) instead of
+    /// the vector.
     pub vv_digest: u64,
 }
 
@@ -131,11 +132,13 @@ pub enum Message {
         /// With a fresh request (subscriptions grew): all of the asker's
         /// subscriptions, in case its `Subscribe` was lost.
         subscriptions: Option<Vec<SubscriptionSpec>>,
-        /// `since` (sent empty) is the vector of the receiver's own
-        /// `Hello`: the asker's vector has the digest the receiver
-        /// announced. Peers that meet when they already agree (most
+        /// Not 0: `since` (sent empty) is the vector of the receiver's own
+        /// `Hello`, whose digest this is (the asker's vector has that
+        /// digest). Peers that meet when they already agree (most
         /// meetings in a settled mesh) spend 8 bytes instead of a vector.
-        of_hello: bool,
+        /// A receiver whose `Hello` vector has another digest (it started
+        /// over since) serves from nothing: more bytes, nothing missed.
+        of_hello: u64,
     },
     /// Changes answering a request.
     Changes {
