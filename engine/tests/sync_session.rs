@@ -929,7 +929,7 @@ fn a_request_naming_a_hello_vector_not_announced_is_served_from_nothing() {
         delta: false,
         since: VersionVector::new(),
         subscriptions: None,
-        of_hello: 0x5eed_0f_4e11_0000,
+        of_hello: 0x005e_ed0f_4e11_0000,
     }));
     let outs = drain(&mut s);
     assert!(

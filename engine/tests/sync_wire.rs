@@ -97,7 +97,7 @@ fn sample_messages() -> Vec<Message> {
             delta: false,
             since: VersionVector::new(),
             subscriptions: None,
-            of_hello: 0x5eed_0f_4e11_0000,
+            of_hello: 0x005e_ed0f_4e11_0000,
         },
         Message::Changes {
             round: 3,
