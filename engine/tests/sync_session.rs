@@ -912,10 +912,7 @@ fn peers_that_meet_in_disagreement_send_their_vector() {
     net.connect();
     net.run();
     let first = net.peers[1].sent.iter().find(|m| matches!(m, Message::Request { .. }));
-    assert!(
-        matches!(first, Some(Message::Request { of_hello: 0, .. })),
-        "{first:?}"
-    );
+    assert!(matches!(first, Some(Message::Request { of_hello: 0, .. })), "{first:?}");
     net.assert_converged("tasks", "after first contact");
 }
 
