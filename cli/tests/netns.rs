@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::PeerProcess;
+use common::{converge, PeerProcess};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -155,26 +155,6 @@ fn peer_id(p: &PeerProcess) -> String {
     line.split_whitespace().nth(3).expect("peer id").to_string()
 }
 
-/// Waits until every peer's `t` has `want` documents, all the same.
-fn converge(peers: &mut [&mut PeerProcess], want: usize) -> Vec<String> {
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let all: Vec<Vec<String>> = peers
-            .iter_mut()
-            .map(|p| p.query("SELECT * FROM t ORDER BY _id"))
-            .collect();
-        if all[0].len() == want && all.iter().all(|d| *d == all[0]) {
-            return all[0].clone();
-        }
-        let counts: Vec<usize> = all.iter().map(Vec::len).collect();
-        assert!(
-            Instant::now() < deadline,
-            "no convergence on {want} documents: {counts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Inserts documents `{prefix}-{i}` for `i` in `range`.
 fn write(p: &mut PeerProcess, prefix: &str, range: std::ops::Range<u32>) {
     for i in range {
@@ -212,7 +192,7 @@ fn chain_of_link_local_links_converges_through_the_middle() {
     write(&mut a, "a", 0..20);
     write(&mut c, "c", 0..20);
     write(&mut b, "b", 0..1);
-    converge(&mut [&mut a, &mut b, &mut c], 41);
+    converge(&mut [&mut a, &mut b, &mut c], 41, CONVERGE);
 
     // A and C are not linked: each sees only B, over a p2p Wi-Fi link.
     for (p, only) in [(&mut a, &idb), (&mut c, &idb)] {
@@ -241,13 +221,13 @@ fn cut_link_heals_when_it_comes_back() {
     let [mut a, mut b, mut c] = start_chain(&ns, dir.path());
     write(&mut a, "a", 0..5);
     write(&mut c, "c", 0..5);
-    converge(&mut [&mut a, &mut b, &mut c], 10);
+    converge(&mut [&mut a, &mut b, &mut c], 10, CONVERGE);
 
     ip(&["-n", ns.name(1), "link", "set", "xbc", "down"]);
     write(&mut a, "a", 5..25);
     write(&mut c, "c", 5..25);
     // A and B still reach each other; C is cut off.
-    converge(&mut [&mut a, &mut b], 30);
+    converge(&mut [&mut a, &mut b], 30, CONVERGE);
     let c_alone = c.query("SELECT * FROM t");
     assert_eq!(
         c_alone.len(),
@@ -256,7 +236,7 @@ fn cut_link_heals_when_it_comes_back() {
     );
     std::thread::sleep(Duration::from_secs(2));
     ip(&["-n", ns.name(1), "link", "set", "xbc", "up"]);
-    converge(&mut [&mut a, &mut b, &mut c], 50);
+    converge(&mut [&mut a, &mut b, &mut c], 50, CONVERGE);
     for p in [&mut a, &mut b, &mut c] {
         p.finish();
     }
@@ -301,7 +281,7 @@ fn peer_killed_and_restarted_keeps_what_it_acknowledged() {
     drop(alone);
 
     let mut c = start("c", ns.name(2), dir.path(), &["--interface", "xc"]);
-    converge(&mut [&mut a, &mut b, &mut c], 10 + kept.len());
+    converge(&mut [&mut a, &mut b, &mut c], 10 + kept.len(), CONVERGE);
     for p in [&mut a, &mut b, &mut c] {
         p.finish();
     }
@@ -330,7 +310,7 @@ fn peers_find_each_other_by_mdns_on_loopback() {
     let (idp, idq) = (peer_id(&p), peer_id(&q));
     write(&mut p, "p", 0..5);
     write(&mut q, "q", 0..5);
-    converge(&mut [&mut p, &mut q], 10);
+    converge(&mut [&mut p, &mut q], 10, CONVERGE);
     assert_eq!(presence(&mut p), [format!("presence {idq} lan")]);
     assert_eq!(presence(&mut q), [format!("presence {idp} lan")]);
     for x in [&mut p, &mut q] {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::PeerProcess;
+use common::{converge, PeerProcess};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -75,25 +75,7 @@ fn three_peers(subscribe_first: bool) {
         ));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let converged = loop {
-        let all = [
-            p1.query("SELECT * FROM t ORDER BY _id"),
-            p2.query("SELECT * FROM t ORDER BY _id"),
-            p3.query("SELECT * FROM t ORDER BY _id"),
-        ];
-        if all[0].len() == 61 && all[0] == all[1] && all[1] == all[2] {
-            break all[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no convergence: {} / {} / {} documents",
-            all[0].len(),
-            all[1].len(),
-            all[2].len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let converged = converge(&mut [&mut p1, &mut p2, &mut p3], 61, Duration::from_secs(15));
     let shared = converged
         .iter()
         .find(|l| l.contains("\"shared\""))

@@ -156,3 +156,25 @@ impl Drop for PeerProcess {
         }
     }
 }
+
+/// Polls every peer's documents of `t` (every 250 ms, for at most
+/// `within`) until all hold the same `want` documents; returns them.
+/// Panics with each peer's count when they do not.
+pub fn converge(peers: &mut [&mut PeerProcess], want: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let all: Vec<Vec<String>> = peers
+            .iter_mut()
+            .map(|p| p.query("SELECT * FROM t ORDER BY _id"))
+            .collect();
+        if all[0].len() == want && all.iter().all(|d| *d == all[0]) {
+            return all[0].clone();
+        }
+        let counts: Vec<usize> = all.iter().map(Vec::len).collect();
+        assert!(
+            Instant::now() < deadline,
+            "no convergence on {want} documents: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
