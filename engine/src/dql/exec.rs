@@ -344,11 +344,13 @@ struct Projected {
 }
 
 /// Visits the stored records the plan reads, in its order, until `visit`
-/// returns false.
+/// returns false. An index range passes over the entries whose key fails
+/// the plan's key tests without reading their documents.
 fn read_source(
     docs: &mut dyn Docs,
     coll: &str,
     access: &Access,
+    prof: Option<&Profile<'_>>,
     visit: &mut dyn FnMut(RawDoc<'_>) -> bool,
 ) -> Result<(), DqlError> {
     match access {
@@ -361,7 +363,29 @@ fn read_source(
                 }
             }
         }
-        Access::Index(a) => docs.index_scan(a, visit)?,
+        Access::Index(a) if a.key_tests.is_empty() => docs.index_scan(a, &mut |_| true, visit)?,
+        Access::Index(a) => {
+            let mut damaged = false;
+            let mut keep_key = |key: &[u8]| {
+                // After a damaged key, the rest of the range is passed over.
+                let passed = step(prof, "key filter", || match a.key_passes(key) {
+                    Some(ok) => Ok(ok),
+                    None => Err(()),
+                });
+                damaged |= passed.is_err();
+                passed == Ok(true) && !damaged
+            };
+            docs.index_scan(a, &mut keep_key, visit)?;
+            if damaged {
+                return Err(DqlError::Store(StoreError::Corrupt {
+                    collection: coll.to_string(),
+                    id: None,
+                    reason: crate::codec::CodecError::Malformed {
+                        reason: format!("an entry key of index {} does not split into its paths", a.def.name),
+                    },
+                }));
+            }
+        }
         Access::Scan => docs.scan(coll, visit)?,
     }
     Ok(())
@@ -398,7 +422,7 @@ fn source_rows(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<V
         }
         failure.is_none() && rows.len() < MAX_RESULT_ROWS
     };
-    read_source(docs, &s.from.collection, &access, &mut keep)?;
+    read_source(docs, &s.from.collection, &access, None, &mut keep)?;
     failure.map_or(Ok(rows), Err)
 }
 
@@ -446,7 +470,7 @@ fn select_stream(
     if let Some(p) = prof {
         p.add(source, 0, 0, 0); // listed first
     }
-    read_source(docs, &s.from.collection, &access, &mut |raw| {
+    read_source(docs, &s.from.collection, &access, prof, &mut |raw| {
         visited += 1;
         match stream.offer(&mut top, raw) {
             Ok(()) => top.len() < enough,

@@ -5,12 +5,21 @@
 //! `_id = constant`) can be served by an index whose leading paths they
 //! constrain: equalities on a prefix of its paths, then one range. When the
 //! `ORDER BY` terms are the next index paths, all in one direction, the index
-//! also yields rows in order, and a `LIMIT` stops the scan early. An index
-//! only finds candidates: the executor always re-checks the whole filter.
+//! also yields rows in order, and a `LIMIT` stops the scan early.
+//!
+//! Of the filter, only what the index decides exactly is not re-checked on
+//! the documents: the equalities that fixed the range (scalar values), and
+//! key tests, the comparisons of an indexed path with a scalar constant
+//! (and `IS [NOT] NULL | MISSING`), which are decided from the entry's key
+//! bytes before its document is read. The key encodes the engine's total
+//! order (missing < null < bool < number < string < array < object) byte
+//! for byte, so comparing encodings is comparing values; missing and null
+//! never satisfy a comparison, as in the evaluator. Everything else is
+//! checked on the documents.
 
-use super::ast::{BinaryOp, Expr, OrderItem, Path, Segment, Select};
+use super::ast::{BinaryOp, Expr, IsTest, OrderItem, Path, Segment, Select};
 use super::eval::{self, EvalError, Params};
-use crate::store::{encode_sort_key, into_canonical_id, prefix_end, IndexDef};
+use crate::store::{encode_sort_key, entry_columns, into_canonical_id, prefix_end, IndexDef};
 use crate::value::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -43,6 +52,92 @@ pub struct IndexAccess {
     pub eq_paths: usize,
     /// Whether a range bounds the scan.
     pub ranged: bool,
+    /// Conjuncts of the filter decided from each entry's key, before its
+    /// document is read (all must hold).
+    pub key_tests: Vec<KeyTest>,
+}
+
+/// One conjunct of the filter decided from an index entry's key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyTest {
+    /// Position of the conjunct in the filter (see [`conjuncts`]).
+    pub conjunct: usize,
+    /// Which index path (key column) it reads.
+    pub column: usize,
+    /// What the column's encoding must satisfy.
+    pub test: KeyCmp,
+}
+
+/// A test on the sort-key encoding of one value (see
+/// [`crate::store::encode_sort_key`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyCmp {
+    /// `value op constant` (the constant's encoding; never null).
+    Compare {
+        /// `=`, `<>`, `<`, `<=`, `>` or `>=`, with the path on the left.
+        op: BinaryOp,
+        /// The constant, encoded.
+        constant: Vec<u8>,
+    },
+    /// `low <= value <= high` (encodings; never null).
+    Between {
+        /// Lower bound, encoded.
+        low: Vec<u8>,
+        /// Upper bound, encoded.
+        high: Vec<u8>,
+    },
+    /// `value IS [NOT] NULL | MISSING`.
+    Is {
+        /// What is tested.
+        test: IsTest,
+        /// `IS NOT`.
+        negated: bool,
+    },
+}
+
+/// Encodings of missing and null (a comparison with either is never true).
+const KEY_MISSING: u8 = 0x01;
+const KEY_NULL: u8 = 0x02;
+
+impl KeyCmp {
+    /// Whether a column encoding passes.
+    fn holds(&self, column: &[u8]) -> bool {
+        let absent = matches!(column.first(), Some(&KEY_MISSING | &KEY_NULL));
+        match self {
+            KeyCmp::Compare { op, constant } => {
+                let test = match op {
+                    BinaryOp::Eq => std::cmp::Ordering::is_eq,
+                    BinaryOp::Ne => std::cmp::Ordering::is_ne,
+                    BinaryOp::Lt => std::cmp::Ordering::is_lt,
+                    BinaryOp::Le => std::cmp::Ordering::is_le,
+                    BinaryOp::Gt => std::cmp::Ordering::is_gt,
+                    _ => std::cmp::Ordering::is_ge,
+                };
+                !absent && test(column.cmp(constant.as_slice()))
+            }
+            KeyCmp::Between { low, high } => !absent && low.as_slice() <= column && column <= high.as_slice(),
+            KeyCmp::Is { test, negated } => {
+                let tag = match test {
+                    IsTest::Null => KEY_NULL,
+                    IsTest::Missing => KEY_MISSING,
+                };
+                (column.first() == Some(&tag)) != *negated
+            }
+        }
+    }
+}
+
+impl IndexAccess {
+    /// Whether an entry key passes every key test: `Some(false)` means its
+    /// document cannot match the filter; `None`, the key does not split
+    /// into the index's columns (damaged).
+    pub fn key_passes(&self, key: &[u8]) -> Option<bool> {
+        if self.key_tests.is_empty() {
+            return Some(true);
+        }
+        let columns = entry_columns(key, self.def.paths.len())?;
+        Some(self.key_tests.iter().all(|t| t.test.holds(columns[t.column])))
+    }
 }
 
 /// A constant bound on a path.
@@ -364,7 +459,83 @@ pub fn plan(s: &Select, indexes: &[IndexDef], params: &Params) -> Result<Access,
             best = Some((score, candidate));
         }
     }
-    Ok(best.map_or(Access::Scan, |(_, a)| Access::Index(a)))
+    let Some((_, mut best)) = best else {
+        return Ok(Access::Scan);
+    };
+    if let Some(filter) = s.filter.as_ref() {
+        let exact = index_conjuncts(filter, &best, params)?;
+        best.key_tests = key_tests(filter, &best.def, &exact, params)?;
+    }
+    Ok(Access::Index(best))
+}
+
+/// The conjuncts (other than those at `exact`) that the key of an entry of
+/// `def` decides.
+fn key_tests(filter: &Expr, def: &IndexDef, exact: &[usize], params: &Params) -> Result<Vec<KeyTest>, EvalError> {
+    // Scalars only: their encodings compare exactly as the evaluator does
+    // (arrays and objects are left to the documents).
+    let scalar = |e: &Expr| -> Result<Option<Vec<u8>>, EvalError> {
+        Ok(match constant(e, params)? {
+            Some(v @ (Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::String(_))) => Some(encoded(&v)),
+            _ => None,
+        })
+    };
+    let column = |e: &Expr| match e {
+        Expr::Field(p) => keys(p).and_then(|k| def.paths.iter().position(|d| *d == k)),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (at, c) in conjuncts(filter).into_iter().enumerate() {
+        if exact.contains(&at) {
+            continue;
+        }
+        let found = match c {
+            Expr::Binary(
+                op @ (BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge),
+                a,
+                b,
+            ) => match (column(a), column(b)) {
+                (Some(col), None) => scalar(b)?.map(|k| (col, KeyCmp::Compare { op: *op, constant: k })),
+                (None, Some(col)) => scalar(a)?.map(|k| {
+                    (
+                        col,
+                        KeyCmp::Compare {
+                            op: flip(*op),
+                            constant: k,
+                        },
+                    )
+                }),
+                _ => None,
+            },
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } => match (column(expr), scalar(low)?, scalar(high)?) {
+                (Some(col), Some(low), Some(high)) => Some((col, KeyCmp::Between { low, high })),
+                _ => None,
+            },
+            Expr::Is { expr, test, negated } => column(expr).map(|col| {
+                (
+                    col,
+                    KeyCmp::Is {
+                        test: *test,
+                        negated: *negated,
+                    },
+                )
+            }),
+            _ => None,
+        };
+        if let Some((column, test)) = found {
+            out.push(KeyTest {
+                conjunct: at,
+                column,
+                test,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn index_access(
@@ -406,6 +577,7 @@ fn index_access(
         ordered: ordered.is_some(),
         eq_paths: eq,
         ranged: range.is_some(),
+        key_tests: Vec::new(),
     }
 }
 
@@ -414,7 +586,8 @@ fn index_access(
 /// conjunct. An index range fixed by equalities holds exactly the documents
 /// with those values when the values are strings, numbers or booleans
 /// (their keys are exact), so the conjuncts the equalities came from are
-/// dropped too; the rest stays.
+/// dropped too, and so are the conjuncts its key tests decide; the rest
+/// stays.
 pub fn residual<'s>(s: &'s Select, access: &Access, params: &Params) -> Result<Option<Cow<'s, Expr>>, EvalError> {
     let Some(filter) = s.filter.as_ref() else {
         return Ok(None);
@@ -423,7 +596,11 @@ pub fn residual<'s>(s: &'s Select, access: &Access, params: &Params) -> Result<O
         Access::Ids(_) if s.use_ids.is_none() => id_conjunct(&s.from.collection, Some(filter), params)?
             .map(|(at, _)| vec![at])
             .unwrap_or_default(),
-        Access::Index(a) => index_conjuncts(filter, a, params)?,
+        Access::Index(a) => {
+            let mut exact = index_conjuncts(filter, a, params)?;
+            exact.extend(a.key_tests.iter().map(|t| t.conjunct));
+            exact
+        }
         _ => Vec::new(),
     };
     Ok(without(filter, &exact))
@@ -490,6 +667,13 @@ pub fn describe(a: &Access) -> Value {
             o.insert("range".to_string(), Value::Bool(i.ranged));
             o.insert("ordered".to_string(), Value::Bool(i.ordered));
             o.insert("reverse".to_string(), Value::Bool(i.reverse));
+            // The paths whose conditions are checked on the index key.
+            let keyed = i
+                .key_tests
+                .iter()
+                .map(|t| Value::String(i.def.paths[t.column].join(".")))
+                .collect();
+            o.insert("key_filter".to_string(), Value::Array(keyed));
         }
     }
     Value::Object(o)

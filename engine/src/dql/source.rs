@@ -30,8 +30,14 @@ pub trait Docs {
     fn settings(&self) -> Result<Vec<(String, Value)>, StoreError>;
     /// Every index.
     fn indexes(&self) -> Result<Vec<IndexDef>, StoreError>;
-    /// The stored records of an index range, in its order.
-    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(RawDoc<'_>) -> bool) -> Result<(), StoreError>;
+    /// The stored records of an index range, in its order, of the entries
+    /// whose key `keep_key` accepts (refused ones are not read).
+    fn index_scan(
+        &mut self,
+        a: &IndexAccess,
+        keep_key: &mut dyn FnMut(&[u8]) -> bool,
+        visit: &mut dyn FnMut(RawDoc<'_>) -> bool,
+    ) -> Result<(), StoreError>;
 }
 
 /// Runs a store scan whose items may be errors, stopping at the first.
@@ -66,9 +72,14 @@ impl<K: Kv> Docs for ReadTx<'_, K> {
     fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
         ReadTx::indexes(self)
     }
-    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(RawDoc<'_>) -> bool) -> Result<(), StoreError> {
+    fn index_scan(
+        &mut self,
+        a: &IndexAccess,
+        keep_key: &mut dyn FnMut(&[u8]) -> bool,
+        visit: &mut dyn FnMut(RawDoc<'_>) -> bool,
+    ) -> Result<(), StoreError> {
         scan_with(
-            |v| ReadTx::index_scan_raw(self, &a.def, &a.from, a.to.as_deref(), a.reverse, v),
+            |v| ReadTx::index_scan_raw(self, &a.def, &a.from, a.to.as_deref(), a.reverse, keep_key, v),
             visit,
         )
     }
@@ -90,9 +101,14 @@ impl<K: Kv> Docs for WriteTx<'_, K> {
     fn indexes(&self) -> Result<Vec<IndexDef>, StoreError> {
         WriteTx::indexes(self)
     }
-    fn index_scan(&mut self, a: &IndexAccess, visit: &mut dyn FnMut(RawDoc<'_>) -> bool) -> Result<(), StoreError> {
+    fn index_scan(
+        &mut self,
+        a: &IndexAccess,
+        keep_key: &mut dyn FnMut(&[u8]) -> bool,
+        visit: &mut dyn FnMut(RawDoc<'_>) -> bool,
+    ) -> Result<(), StoreError> {
         scan_with(
-            |v| WriteTx::index_scan_raw(self, &a.def, &a.from, a.to.as_deref(), a.reverse, v),
+            |v| WriteTx::index_scan_raw(self, &a.def, &a.from, a.to.as_deref(), a.reverse, keep_key, v),
             visit,
         )
     }

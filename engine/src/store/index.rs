@@ -9,8 +9,10 @@
 //! A number is its `f64` in order-preserving bits, then the integer's exact
 //! distance from that `f64` (0 for floats), so integers beyond 2^53, which
 //! share an `f64`, still get distinct keys in numeric order, and an integer
-//! and a float that are equal share one. Readers still re-check the
-//! predicate on the document: an index only finds candidates.
+//! and a float that are equal share one. Because byte order is value order
+//! (and equal bytes are equal values for scalars), a reader may decide a
+//! comparison of an indexed value with a scalar from the key alone
+//! (`dql::plan` key tests); anything else is checked on the document.
 
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
@@ -110,6 +112,77 @@ fn string(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0, 0]);
 }
 
+/// Deepest array/object nesting [`sort_key_len`] follows in a key.
+const MAX_KEY_DEPTH: usize = 64;
+
+/// The length of the one encoded value (see [`encode_sort_key`]) that
+/// `key` starts with, or `None` if the bytes are not a whole encoding (a
+/// damaged key: callers then fall back to reading the document).
+pub fn sort_key_len(key: &[u8]) -> Option<usize> {
+    value_len(key, 0)
+}
+
+/// The column encodings of an index entry key (`index id (4) + one
+/// encoding per path + document number (8)`), or `None` if it does not
+/// split into `columns` whole encodings.
+pub fn entry_columns(key: &[u8], columns: usize) -> Option<Vec<&[u8]>> {
+    let body = key.get(4..key.len().checked_sub(8)?)?;
+    let mut out = Vec::with_capacity(columns);
+    let mut at = 0;
+    for _ in 0..columns {
+        let n = sort_key_len(body.get(at..)?)?;
+        out.push(&body[at..at + n]);
+        at += n;
+    }
+    (at == body.len()).then_some(out)
+}
+
+fn value_len(key: &[u8], depth: usize) -> Option<usize> {
+    if depth > MAX_KEY_DEPTH {
+        return None;
+    }
+    match *key.first()? {
+        0x01..=0x04 => Some(1),
+        0x05 => (key.len() >= 17).then_some(17),
+        0x06 => string_len(&key[1..]).map(|n| n + 1),
+        0x07 => {
+            let mut at = 1;
+            while *key.get(at)? != 0x00 {
+                at += value_len(&key[at..], depth + 1)?;
+            }
+            Some(at + 1)
+        }
+        0x08 => {
+            let mut at = 1;
+            while *key.get(at)? != 0x00 {
+                if key[at] != 0x01 {
+                    return None;
+                }
+                at += 1;
+                at += string_len(key.get(at..)?)?;
+                at += value_len(key.get(at..)?, depth + 1)?;
+            }
+            Some(at + 1)
+        }
+        _ => None,
+    }
+}
+
+/// Length of an escaped string body with its `00 00` end.
+fn string_len(key: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        match *key.get(at)? {
+            0x00 => match *key.get(at + 1)? {
+                0x00 => return Some(at + 2),
+                0xFF => at += 2,
+                _ => return None,
+            },
+            _ => at += 1,
+        }
+    }
+}
+
 /// The smallest key above every key that starts with `prefix` (for an
 /// exclusive upper bound), or `None` if there is none.
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -168,6 +241,33 @@ mod tests {
         }
         assert_eq!(key(Some("-0.0")), key(Some("0")));
         assert_eq!(key(Some("3.0")), key(Some("3")));
+    }
+
+    #[test]
+    fn sort_key_len_finds_each_value() {
+        let samples = [
+            None,
+            Some("null"),
+            Some("true"),
+            Some("-1.5"),
+            Some(r#""a\u0000b""#),
+            Some(r#""""#),
+            Some(r#"[1,"x",[null,{}]]"#),
+            Some(r#"{"a":{"b":[1]},"c":"\u0000"}"#),
+        ];
+        let mut entry = 7u32.to_be_bytes().to_vec();
+        for v in samples {
+            let k = key(v);
+            assert_eq!(sort_key_len(&k), Some(k.len()), "{v:?}");
+            assert_eq!(sort_key_len(&k[..k.len() - 1]), None, "{v:?} cut short");
+            entry.extend(&k);
+        }
+        entry.extend(42u64.to_be_bytes());
+        let cols = entry_columns(&entry, samples.len()).unwrap();
+        let want: Vec<Vec<u8>> = samples.iter().map(|v| key(*v)).collect();
+        assert_eq!(cols, want.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(entry_columns(&entry, samples.len() - 1), None);
+        assert_eq!(entry_columns(&entry[..10], 1), None);
     }
 
     #[test]

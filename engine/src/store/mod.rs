@@ -21,7 +21,7 @@ mod layout;
 mod local;
 mod raw;
 
-pub use index::{encode_sort_key, prefix_end, IndexDef};
+pub use index::{encode_sort_key, entry_columns, prefix_end, sort_key_len, IndexDef};
 pub use local::MAX_LOCAL_NAME_BYTES;
 pub use raw::{Fields, RawDoc};
 
@@ -896,8 +896,11 @@ fn indexes<R: KvRead + ?Sized>(r: &R) -> Result<Vec<IndexDef>, StoreError> {
 }
 
 /// Visits the stored records of an index's entries in `[from, to)` (full
-/// entry keys), in key order or reversed. Entries whose document is gone
-/// are skipped; damaged records are passed as errors.
+/// entry keys), in key order or reversed. Entries whose key `keep_key`
+/// refuses are passed over without reading their document (a filter on
+/// the indexed values); entries whose document is gone are skipped;
+/// damaged records are passed as errors.
+#[allow(clippy::too_many_arguments)]
 fn index_scan_raw<'r, R: KvRead + ?Sized>(
     r: &'r R,
     cache: Option<&CollIds>,
@@ -905,6 +908,7 @@ fn index_scan_raw<'r, R: KvRead + ?Sized>(
     from: &[u8],
     to: Option<&[u8]>,
     reverse: bool,
+    keep_key: &mut dyn FnMut(&[u8]) -> bool,
     visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
 ) -> Result<(), StoreError> {
     let Some(coll) = coll_id_cached(r, cache, &def.collection)? else {
@@ -915,6 +919,9 @@ fn index_scan_raw<'r, R: KvRead + ?Sized>(
         let Some(num) = k.len().checked_sub(8).and_then(|at| be_u64(&k[at..])) else {
             return true;
         };
+        if !keep_key(k) {
+            return true;
+        }
         match r.get(Table::Docs, &doc_key(coll, num)) {
             Ok(Some(record)) => visit(RawDoc::open(&def.collection, record)),
             Ok(None) => true,
@@ -1213,21 +1220,24 @@ impl<K: Kv> ReadTx<'_, K> {
             from,
             to,
             reverse,
+            &mut |_| true,
             &mut rendering(visit),
         )
     }
 
     /// The stored records (visible or not) of an index range; see
-    /// [`ReadTx::index_scan`].
+    /// [`ReadTx::index_scan`]. Entries whose key `keep_key` refuses are
+    /// skipped without reading their document.
     pub fn index_scan_raw<'r>(
         &'r self,
         def: &'r IndexDef,
         from: &[u8],
         to: Option<&[u8]>,
         reverse: bool,
+        keep_key: &mut dyn FnMut(&[u8]) -> bool,
         visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        index_scan_raw(&self.kv, Some(self.colls), def, from, to, reverse, visit)
+        index_scan_raw(&self.kv, Some(self.colls), def, from, to, reverse, keep_key, visit)
     }
 
     /// What this replica has completely received, per origin peer.
@@ -1425,7 +1435,16 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         visit: &mut dyn FnMut(Result<Value, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        index_scan_raw(&self.view(), None, def, from, to, reverse, &mut rendering(visit))
+        index_scan_raw(
+            &self.view(),
+            None,
+            def,
+            from,
+            to,
+            reverse,
+            &mut |_| true,
+            &mut rendering(visit),
+        )
     }
 
     /// See [`ReadTx::index_scan_raw`]; sees this transaction's writes.
@@ -1435,10 +1454,11 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         from: &[u8],
         to: Option<&[u8]>,
         reverse: bool,
+        keep_key: &mut dyn FnMut(&[u8]) -> bool,
         visit: &mut dyn FnMut(Result<RawDoc<'_>, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
-        index_scan_raw(&self.view(), None, def, from, to, reverse, visit)
+        index_scan_raw(&self.view(), None, def, from, to, reverse, keep_key, visit)
     }
 
     /// Creates an index and fills it from the documents already there.
