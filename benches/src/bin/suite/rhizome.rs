@@ -30,13 +30,11 @@ use std::time::{Duration, Instant};
 /// (`rhizome_actors::session::BATCH_DOCS`).
 pub const BATCH_DOCS: usize = 500;
 
-/// Most batches the merger joins into one transaction
-/// (`rhizome_actors::merger::MAX_JOINED_BATCHES`).
-pub const MAX_JOINED_BATCHES: usize = 16;
+/// Most batches the merger joins into one transaction.
+pub const MAX_JOINED_BATCHES: usize = rhizome_actors::MAX_JOINED_BATCHES;
 
-/// Changes past which the merger joins no further batch
-/// (`rhizome_actors::MAX_BATCH_CHANGES`).
-pub const MAX_BATCH_CHANGES: usize = 10_000;
+/// Changes past which the merger joins no further batch.
+pub const MAX_BATCH_CHANGES: usize = rhizome_actors::MAX_BATCH_CHANGES;
 
 /// When a side commits the batches it applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
