@@ -225,16 +225,22 @@ mod tests {
     }
 
     fn first_id(b: &RemoteBatch) -> String {
-        b.changes
-            .first()
-            .map_or_else(String::new, |c| format!("{}/{}", c.collection, c.id.as_str().unwrap_or("?")))
+        b.changes.first().map_or_else(String::new, |c| {
+            format!("{}/{}", c.collection, c.id.as_str().unwrap_or("?"))
+        })
     }
 
     impl Backend for Logged {
         fn peer(&self) -> PeerId {
             Backend::peer(&self.inner)
         }
-        fn execute(&self, p: &Prepared, t: &str, params: &Params, now_ms: u64) -> Result<(Output, Committed), PeerError> {
+        fn execute(
+            &self,
+            p: &Prepared,
+            t: &str,
+            params: &Params,
+            now_ms: u64,
+        ) -> Result<(Output, Committed), PeerError> {
             Backend::execute(&self.inner, p, t, params, now_ms)
         }
         fn transaction(
@@ -337,7 +343,10 @@ mod tests {
         let log: Log = Arc::default();
         let news: Arc<Mutex<Vec<Option<PeerId>>>> = Arc::default();
         let inner = Store::open(MemKv::new(), StoreConfig::default(), PeerId(99), 99).unwrap();
-        let mut backend: Option<Box<dyn Backend>> = Some(Box::new(Logged { inner, log: log.clone() }));
+        let mut backend: Option<Box<dyn Backend>> = Some(Box::new(Logged {
+            inner,
+            log: log.clone(),
+        }));
         let heard = news.clone();
         let listener: CommitListener = Arc::new(move |_, from| heard.lock().unwrap().push(from));
         let store = actor::spawn(Spec::new("store"), move |_| {
@@ -410,7 +419,12 @@ mod tests {
         let (_, bad) = source(1, BAD, 5, 5);
         // A claim on a batch after the bad one is still recorded: the
         // sessions hold a round's claim back until its batches applied.
-        let queued = vec![(a, good[0].clone()), (a, bad[0].clone()), (a, good[1].clone()), (a, good[2].clone())];
+        let queued = vec![
+            (a, good[0].clone()),
+            (a, bad[0].clone()),
+            (a, good[1].clone()),
+            (a, good[2].clone()),
+        ];
         let answers = queue(&rig, &queued).await;
         let mut oks = Vec::new();
         for ans in answers {
@@ -419,7 +433,11 @@ mod tests {
         assert_eq!(oks, [true, false, true, true]);
         let log = rig.log.lock().unwrap().clone();
         // Whatever was joined with the bad batch failed, then went alone.
-        let committed: Vec<String> = log.iter().filter(|(_, ok)| *ok).flat_map(|(ids, _)| ids.clone()).collect();
+        let committed: Vec<String> = log
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .flat_map(|(ids, _)| ids.clone())
+            .collect();
         let want: Vec<String> = [&good[0], &good[1], &good[2]].iter().map(|b| first_id(b)).collect();
         assert_eq!(committed, want, "the good batches, in order");
         let stats = rig.merger.ask(MergerMsg::Stats).await.unwrap();
@@ -456,7 +474,8 @@ mod tests {
         let news = rig.news.lock().unwrap().clone();
         assert_eq!(news.len(), log.len());
         for ((ids, _), from) in log.iter().zip(&news) {
-            let origins: std::collections::BTreeSet<&str> = ids.iter().map(|i| &i[i.find('/').unwrap_or(0)..][..2]).collect();
+            let origins: std::collections::BTreeSet<&str> =
+                ids.iter().map(|i| &i[i.find('/').unwrap_or(0)..][..2]).collect();
             // A commit that merged both origins names neither.
             assert_eq!(from.is_none(), origins.len() > 1, "{ids:?} {from:?}");
         }

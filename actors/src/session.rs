@@ -365,7 +365,10 @@ impl SessionActor {
             return; // never closed
         };
         self.tally.sent(round);
-        let queued = self.merger.ask_queued(|reply| MergerMsg::Merge { from, batch, reply }).await;
+        let queued = self
+            .merger
+            .ask_queued(|reply| MergerMsg::Merge { from, batch, reply })
+            .await;
         let pending = match queued {
             Ok(p) => p,
             Err(e) => {

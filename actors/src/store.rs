@@ -342,7 +342,11 @@ impl StoreActor {
     }
 
     /// [`StoreMsg::ApplyMany`]: one transaction, else one per batch.
-    fn apply_many(&self, backend: &dyn Backend, batches: &[(PeerId, RemoteBatch)]) -> Vec<Result<BatchOutcome, PeerError>> {
+    fn apply_many(
+        &self,
+        backend: &dyn Backend,
+        batches: &[(PeerId, RemoteBatch)],
+    ) -> Vec<Result<BatchOutcome, PeerError>> {
         let refs: Vec<&RemoteBatch> = batches.iter().map(|(_, b)| b).collect();
         match backend.apply_many(&refs, self.now_ms()) {
             Ok((outcomes, committed)) => {

@@ -23,7 +23,12 @@ async fn insert(peer: &Peer, tag: &str, from: u64, to: u64) {
         let slots: Vec<String> = ids.iter().map(|i| format!("(:d{i})")).collect();
         let params: serde_json::Map<String, serde_json::Value> = ids
             .iter()
-            .map(|i| (format!("d{i}"), json!({"_id": format!("{tag}-{i:05}"), "n": i, "tag": tag})))
+            .map(|i| {
+                (
+                    format!("d{i}"),
+                    json!({"_id": format!("{tag}-{i:05}"), "n": i, "tag": tag}),
+                )
+            })
             .collect();
         peer.store()
             .execute(
@@ -47,7 +52,10 @@ async fn run(seed: u64) {
     let a = Peer::open(PeerConfig::memory()).await.expect("open a");
     let b = Peer::open(PeerConfig::memory()).await.expect("open b");
     for p in [&a, &b] {
-        p.sync().subscribe("SELECT * FROM t", json!({})).await.expect("subscribe");
+        p.sync()
+            .subscribe("SELECT * FROM t", json!({}))
+            .await
+            .expect("subscribe");
     }
     insert(&a, "a", 0, BEFORE).await;
     insert(&b, "b", 0, BEFORE).await;
