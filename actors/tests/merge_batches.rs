@@ -59,7 +59,7 @@ async fn run(seed: u64) {
     }
     insert(&a, "a", 0, BEFORE).await;
     insert(&b, "b", 0, BEFORE).await;
-    let link: InProcessLink = if seed % 2 == 0 {
+    let link: InProcessLink = if seed.is_multiple_of(2) {
         a.connect_in_process(&b).await
     } else {
         a.connect_in_process_with(&b, LinkModel::lan().with_seed(seed)).await
