@@ -5,7 +5,10 @@
 //! [`Addr::tell`] queues a message (waiting for room: back-pressure is
 //! explicit, never an unbounded queue), [`Addr::try_tell`] hands the message
 //! back when the mailbox is full, and [`Addr::ask`] sends a request carrying
-//! a [`Reply`] and awaits the answer.
+//! a [`Reply`] and awaits the answer ([`Addr::ask_queued`] queues it and
+//! leaves the answer to await later, to keep several in flight). A handler
+//! may take further queued messages with [`Ctx::try_next`] to do their work
+//! together.
 //!
 //! Supervision is built in rather than bolted on: [`spawn`] takes a *factory*
 //! that builds the actor from its last durable state. A panic in a handler
@@ -67,6 +70,11 @@ pub struct Ctx<A: Actor> {
     me: mpsc::WeakSender<Envelope<A::Msg>>,
     name: Arc<str>,
     stop: bool,
+    /// The mailbox (the run loop takes from it; so may a handler, through
+    /// [`Ctx::try_next`]).
+    rx: mpsc::Receiver<Envelope<A::Msg>>,
+    /// Stop requests taken so far, answered once the actor has stopped.
+    acks: Vec<oneshot::Sender<()>>,
 }
 
 impl<A: Actor> Ctx<A> {
@@ -88,6 +96,22 @@ impl<A: Actor> Ctx<A> {
     /// handled, later ones are refused.
     pub fn stop(&mut self) {
         self.stop = true;
+    }
+
+    /// Takes the next queued message without waiting: `None` when the
+    /// mailbox is empty, or when the next thing queued is a stop request
+    /// (taken: the actor stops after this message, as with [`Ctx::stop`]).
+    /// For an actor that joins the work of several queued messages (the
+    /// merger); messages taken here are the handler's to answer.
+    pub fn try_next(&mut self) -> Option<A::Msg> {
+        match self.rx.try_recv().ok()? {
+            Envelope::Msg(m) => Some(m),
+            Envelope::Stop(ack) => {
+                self.acks.push(ack);
+                self.stop = true;
+                None
+            }
+        }
     }
 }
 
@@ -241,6 +265,22 @@ impl<A: Actor> Addr<A> {
         })
     }
 
+    /// Queues the request `make(reply)` (waiting while the mailbox is
+    /// full) and returns without awaiting the answer: the caller keeps
+    /// several requests in flight, each answered through its [`Pending`].
+    pub async fn ask_queued<R>(&self, make: impl FnOnce(Reply<R>) -> A::Msg) -> Result<Pending<R>, AskError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tell(make(Reply(tx))).await.is_err() {
+            return Err(AskError::Stopped {
+                actor: self.name.clone(),
+            });
+        }
+        Ok(Pending {
+            rx,
+            actor: self.name.clone(),
+        })
+    }
+
     /// Stops the actor cleanly: messages already queued are handled, then
     /// [`Actor::stopped`] runs. Returns when it has finished (at once if the
     /// actor had already stopped).
@@ -269,6 +309,25 @@ impl<A: Actor> Addr<A> {
             tx: self.tx.downgrade(),
             name: self.name.clone(),
         }
+    }
+}
+
+/// The answer to come of a request queued with [`Addr::ask_queued`].
+pub struct Pending<R> {
+    rx: oneshot::Receiver<R>,
+    actor: Arc<str>,
+}
+
+impl<R> Pending<R> {
+    /// Awaits the answer.
+    pub async fn recv(self) -> Result<R, AskError> {
+        self.rx.await.map_err(|_| AskError::NoReply { actor: self.actor })
+    }
+}
+
+impl<R> fmt::Debug for Pending<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pending({})", self.actor)
     }
 }
 
@@ -389,13 +448,15 @@ pub fn spawn<A: Actor>(spec: Spec, mut factory: impl Factory<A>) -> Result<Addr<
         me: addr.tx.downgrade(),
         name: addr.name.clone(),
         stop: false,
+        rx,
+        acks: Vec::new(),
     };
     let sup = Supervisor {
         spec,
         factory: Box::new(factory),
         restarts: VecDeque::new(),
     };
-    tokio::spawn(run(actor, ctx, rx, sup));
+    tokio::spawn(run(actor, ctx, sup));
     Ok(addr)
 }
 
@@ -484,11 +545,10 @@ async fn start<A: Actor>(mut actor: A, ctx: &mut Ctx<A>, sup: &mut Supervisor<A>
     }
 }
 
-async fn run<A: Actor>(actor: A, mut ctx: Ctx<A>, mut rx: mpsc::Receiver<Envelope<A::Msg>>, mut sup: Supervisor<A>) {
+async fn run<A: Actor>(actor: A, mut ctx: Ctx<A>, mut sup: Supervisor<A>) {
     let mut actor = start(actor, &mut ctx, &mut sup).await;
-    let mut acks = Vec::new();
     while let Some(current) = actor.as_mut() {
-        let Some(envelope) = rx.recv().await else { break };
+        let Some(envelope) = ctx.rx.recv().await else { break };
         match envelope {
             Envelope::Msg(msg) => {
                 if let Err(reason) = caught(current.handle(msg, &mut ctx)).await {
@@ -502,28 +562,28 @@ async fn run<A: Actor>(actor: A, mut ctx: Ctx<A>, mut rx: mpsc::Receiver<Envelop
                 }
             }
             Envelope::Stop(ack) => {
-                acks.push(ack);
+                ctx.acks.push(ack);
                 ctx.stop = true;
             }
         }
         if ctx.stop {
             // Refuse new messages; the loop drains what is queued.
-            rx.close();
+            ctx.rx.close();
         }
     }
     if let Some(mut a) = actor {
         a.stopped().await;
     } else {
-        rx.close();
+        ctx.rx.close();
     }
     // Requests still queued (after an escalation) are dropped, so their
     // askers get `NoReply` instead of waiting forever.
-    while let Ok(envelope) = rx.try_recv() {
+    while let Ok(envelope) = ctx.rx.try_recv() {
         if let Envelope::Stop(ack) = envelope {
-            acks.push(ack);
+            ctx.acks.push(ack);
         }
     }
-    for ack in acks {
+    for ack in std::mem::take(&mut ctx.acks) {
         let _ = ack.send(());
     }
     tracing::debug!(actor = %sup.spec.name, "actor stopped");

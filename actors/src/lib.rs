@@ -36,7 +36,7 @@ mod store;
 pub use actor::{Addr, WeakAddr};
 pub use error::PeerError;
 pub use link::{Direction, Faults, LinkModel, LinkStats};
-pub use merger::{MergeStats, MAX_BATCH_CHANGES};
+pub use merger::{MergeStats, MAX_BATCH_CHANGES, MAX_JOINED_BATCHES};
 pub use observer::QueryEvent;
 pub use peer::{
     AttachedLink, InProcessLink, LiveQuery, ObserverHandle, Peer, PeerConfig, Presence, PresenceStream, QueryResult,

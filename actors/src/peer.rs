@@ -809,8 +809,10 @@ impl std::fmt::Debug for AttachedLink {
 struct CommitNews {
     /// Commits so far.
     seq: u64,
-    /// The remote whose batch the last commit merged (None: a write of
-    /// this peer's own, a reap, an eviction).
+    /// The one remote whose batches the last commit merged (None: a
+    /// write of this peer's own, a reap, an eviction, or a merger's joined
+    /// transaction that took batches of several remotes: each of them
+    /// lacks the others' changes, so every session offers it).
     from: Option<PeerId>,
 }
 

@@ -8,6 +8,15 @@
 //! asks: sends frames, reads changes for the remote (on a task of its own),
 //! hands received batches to the merger, sets timers.
 //!
+//! Merges are pipelined: up to [`MERGES_IN_FLIGHT`] batches are queued at
+//! the merger at once (so it can join them into one transaction), each
+//! reported back as [`SessionMsg::Applied`]. The merger applies one
+//! session's batches in the order they were queued (causal order per
+//! origin). A round's claim rides on its last batch; it is recorded only if
+//! every earlier batch of the round applied, so that batch is held back
+//! (the [`RoundTally`]) until they have, and goes without its claim if one
+//! failed, or if a newer batch must go first.
+//!
 //! Frames are bytes, the same whatever the link: an in-process link passes
 //! them to the remote session actor; transports put them on QUIC or cut
 //! them into BLE chunks. Merged changes commit like local ones, so every
@@ -35,15 +44,17 @@ use rhizome_engine::sync::scope::Interest;
 use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer};
 use rhizome_engine::sync::wire::{self, Role, SubscriptionSpec};
 use rhizome_engine::vv::VersionVector;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 /// Documents per batch a session reads for the remote.
 pub const BATCH_DOCS: usize = 500;
 /// Unsent frames past which the serving task waits.
 pub const OUTBOX_FRAMES: usize = 16;
+/// Batches a session keeps queued at the merger at once.
+pub const MERGES_IN_FLIGHT: usize = 16;
 /// Delay before retrying frames the remote's mailbox did not take.
 const RETRY_MS: u64 = 5;
 /// How long a handshake, round or poke goes unanswered before it is
@@ -83,6 +94,65 @@ pub(crate) enum SessionMsg {
     /// A link joined or left the session's link set
     /// ([`crate::links::Links`]).
     LinksChanged,
+    /// A batch of `round` handed to the merger was applied (`ok` false: it
+    /// failed, or a change of it was refused).
+    Applied { round: u64, ok: bool },
+}
+
+/// The merges of each round still in flight, and the round's last batch
+/// held back with its claim until they have applied.
+#[derive(Default)]
+struct RoundTally {
+    /// Per round: merges in flight, and whether one of the round failed.
+    rounds: BTreeMap<u64, (u32, bool)>,
+    /// The last batch of a round, with its claim, waiting for the round's
+    /// earlier merges.
+    held: Option<(u64, RemoteBatch)>,
+}
+
+impl RoundTally {
+    fn in_flight(&self, round: u64) -> u32 {
+        self.rounds.get(&round).map_or(0, |r| r.0)
+    }
+
+    fn sent(&mut self, round: u64) {
+        self.rounds.entry(round).or_default().0 += 1;
+    }
+
+    /// Counts a merge of `round` done; the held batch if it may go now
+    /// (without its claim if a batch of its round failed).
+    fn applied(&mut self, round: u64, ok: bool) -> Option<(u64, RemoteBatch)> {
+        if let Some(r) = self.rounds.get_mut(&round) {
+            r.0 = r.0.saturating_sub(1);
+            r.1 |= !ok;
+        }
+        let held_round = self.held.as_ref().map(|(r, _)| *r);
+        let release = held_round == Some(round) && self.in_flight(round) == 0;
+        let out = if release {
+            self.held.take().map(|(r, mut batch)| {
+                if self.rounds.get(&r).is_some_and(|t| t.1) {
+                    batch.claim = None;
+                }
+                (r, batch)
+            })
+        } else {
+            None
+        };
+        // Forget settled rounds (the released batch counts again when sent).
+        if self.in_flight(round) == 0 && held_round != Some(round) {
+            self.rounds.remove(&round);
+        }
+        out
+    }
+
+    /// The held batch, to go now without its claim (a newer batch must not
+    /// overtake it, or the round can no longer be vouched for).
+    fn release_unclaimed(&mut self) -> Option<(u64, RemoteBatch)> {
+        self.held.take().map(|(r, mut batch)| {
+            batch.claim = None;
+            (r, batch)
+        })
+    }
 }
 
 /// The other end of the link: the remote session actor, held weakly (the
@@ -125,6 +195,10 @@ pub(crate) struct SessionActor {
     /// Serving tasks waiting for the outbox to drain.
     paced: Vec<Reply<bool>>,
     flush_scheduled: bool,
+    /// Permits for merges in flight ([`MERGES_IN_FLIGHT`]); each merge's
+    /// waiting task holds one until the merger answers.
+    merges: Arc<Semaphore>,
+    tally: RoundTally,
 }
 
 impl SessionActor {
@@ -162,6 +236,8 @@ impl SessionActor {
             outbox: VecDeque::new(),
             paced: Vec::new(),
             flush_scheduled: false,
+            merges: Arc::new(Semaphore::new(MERGES_IN_FLIGHT)),
+            tally: RoundTally::default(),
         }
     }
 
@@ -237,8 +313,11 @@ impl SessionActor {
                 Output::Serve { round, since } => self.serve(round, since, ctx),
                 Output::Apply {
                     round, changes, claim, ..
-                } => self.apply(round, changes, claim).await,
-                Output::Rebase { round, upto, interest } => self.rebase(round, upto, interest).await,
+                } => self.apply(round, changes, claim, ctx).await,
+                Output::Rebase { round, upto, interest } => {
+                    self.settle_merges(ctx).await;
+                    self.rebase(round, upto, interest).await
+                }
                 Output::CaughtUp => note_caught_up(&self.caught_up, self.remote_peer),
                 Output::ClaimedFor(specs) => self.claimed(specs).await,
                 Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
@@ -257,15 +336,87 @@ impl SessionActor {
         Ok(())
     }
 
-    async fn apply(&mut self, round: u64, changes: Vec<rhizome_engine::codec::Change>, claim: Option<VersionVector>) {
-        let from = self.remote_peer;
-        let batch = RemoteBatch { changes, claim };
-        let merged = self.merger.ask(|reply| MergerMsg::Merge { from, batch, reply }).await;
-        let ok = matches!(&merged, Ok(Ok(outcome)) if outcome.refused.is_empty());
-        if let Ok(Err(e)) | Err(e) = merged.map_err(PeerError::from) {
-            tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
+    /// Hands a received batch to the merger (see the module doc: a
+    /// round's last batch waits for the round's earlier ones).
+    async fn apply(
+        &mut self,
+        round: u64,
+        changes: Vec<rhizome_engine::codec::Change>,
+        claim: Option<VersionVector>,
+        ctx: &Ctx<Self>,
+    ) {
+        if let Some((r, held)) = self.tally.release_unclaimed() {
+            self.merge(r, held, ctx).await;
         }
+        let batch = RemoteBatch { changes, claim };
+        if batch.claim.is_some() && self.tally.in_flight(round) > 0 {
+            self.tally.held = Some((round, batch));
+            return;
+        }
+        self.merge(round, batch, ctx).await;
+    }
+
+    /// Queues one batch at the merger (waiting while [`MERGES_IN_FLIGHT`]
+    /// are); a task of its own awaits the outcome and reports it as
+    /// [`SessionMsg::Applied`].
+    async fn merge(&mut self, round: u64, batch: RemoteBatch, ctx: &Ctx<Self>) {
+        let from = self.remote_peer;
+        let Ok(permit) = self.merges.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        self.tally.sent(round);
+        let queued = self
+            .merger
+            .ask_queued(|reply| MergerMsg::Merge { from, batch, reply })
+            .await;
+        let pending = match queued {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
+                // The merger has stopped (the peer is closing): a held
+                // batch of the round cannot be merged either.
+                self.session.handle_applied(round, false);
+                drop(self.tally.applied(round, false));
+                return;
+            }
+        };
+        let me = ctx.addr().map(|a| a.downgrade());
+        let who = self.me;
+        tokio::spawn(async move {
+            let merged = pending.recv().await;
+            drop(permit);
+            let ok = matches!(&merged, Ok(Ok(outcome)) if outcome.refused.is_empty());
+            if let Ok(Err(e)) | Err(e) = merged.map_err(PeerError::from) {
+                tracing::warn!(me = %who, remote = %from, error = %e, "sync: a batch was not merged");
+            }
+            if let Some(me) = me.and_then(|m| m.upgrade()) {
+                let _ = me.tell(SessionMsg::Applied { round, ok }).await;
+            }
+        });
+    }
+
+    /// A merge of `round` is done: the machine hears of it, and the round's
+    /// held last batch goes if it may. (Waiting on the merger here cannot
+    /// cycle: it never waits on sessions.)
+    async fn applied(&mut self, round: u64, ok: bool, ctx: &Ctx<Self>) {
         self.session.handle_applied(round, ok);
+        if let Some((r, batch)) = self.tally.applied(round, ok) {
+            self.merge(r, batch, ctx).await;
+        }
+    }
+
+    /// Waits until every merge handed out has been applied (the held batch
+    /// goes first, without its claim): before an eviction, and before new
+    /// subscriptions are taken (no claim of a round asked for the old ones
+    /// may be recorded after that).
+    async fn settle_merges(&mut self, ctx: &Ctx<Self>) {
+        if let Some((r, held)) = self.tally.release_unclaimed() {
+            self.merge(r, held, ctx).await;
+        }
+        let all = MERGES_IN_FLIGHT as u32;
+        if let Ok(permits) = self.merges.acquire_many(all).await {
+            drop(permits);
+        }
     }
 
     /// Records (shared and persisted) what the store's claims are now
@@ -379,6 +530,7 @@ impl SessionActor {
             SessionMsg::LocalCommit => self.session.handle_local_commit(),
             SessionMsg::Frame(frame) => self.session.handle_frame(&frame),
             SessionMsg::Subscriptions(specs, reply) => {
+                self.settle_merges(ctx).await;
                 self.session.handle_subscriptions(specs);
                 reply.send(());
             }
@@ -408,6 +560,7 @@ impl SessionActor {
                 ctx.stop();
             }
             SessionMsg::LinksChanged => self.links_changed(),
+            SessionMsg::Applied { round, ok } => self.applied(round, ok, ctx).await,
         }
         self.drive(ctx).await
     }

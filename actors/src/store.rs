@@ -84,6 +84,11 @@ pub(crate) trait Backend: Send {
     ) -> Result<(Box<dyn Any + Send>, Committed), PeerError>;
     fn read(&self, run: ReadFn);
     fn apply(&self, batch: &RemoteBatch, now_ms: u64) -> Result<(BatchOutcome, Committed), PeerError>;
+    /// Applies `batches` in order in one write transaction: one outcome
+    /// per batch, each claim recorded as [`Backend::apply`] would (only
+    /// with its own batch, only if none of its changes was refused). An
+    /// error rolls back every batch.
+    fn apply_many(&self, batches: &[&RemoteBatch], now_ms: u64) -> Result<(Vec<BatchOutcome>, Committed), PeerError>;
     fn version_vector(&self) -> Result<VersionVector, PeerError>;
     fn changes(
         &self,
@@ -157,15 +162,25 @@ impl<K: Kv> Backend for Store<K> {
     }
 
     fn apply(&self, batch: &RemoteBatch, now_ms: u64) -> Result<(BatchOutcome, Committed), PeerError> {
+        let (mut outcomes, committed) = self.apply_many(&[batch], now_ms)?;
+        let outcome = outcomes.pop().unwrap_or_default();
+        Ok((outcome, committed))
+    }
+
+    fn apply_many(&self, batches: &[&RemoteBatch], now_ms: u64) -> Result<(Vec<BatchOutcome>, Committed), PeerError> {
         let mut w = self.write(now_ms)?;
-        let outcome = w.apply_batch(&batch.changes)?;
-        // A refused change (too far in the future, say) may be taken later;
-        // recording the claim would stop it from ever being sent again, so
-        // the claim waits for a round with no refusal.
-        if let (Some(claim), true) = (&batch.claim, outcome.refused.is_empty()) {
-            w.mark_synced(claim);
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let outcome = w.apply_batch(&batch.changes)?;
+            // A refused change (too far in the future, say) may be taken
+            // later; recording the claim would stop it from ever being sent
+            // again, so the claim waits for a round with no refusal.
+            if let (Some(claim), true) = (&batch.claim, outcome.refused.is_empty()) {
+                w.mark_synced(claim);
+            }
+            outcomes.push(outcome);
         }
-        Ok((outcome, w.commit()?))
+        Ok((outcomes, w.commit()?))
     }
 
     fn version_vector(&self) -> Result<VersionVector, PeerError> {
@@ -236,6 +251,14 @@ pub(crate) enum StoreMsg {
         from: PeerId,
         batch: RemoteBatch,
         reply: Reply<Result<BatchOutcome, PeerError>>,
+    },
+    /// Merge several batches (from one or several remotes), in order, in
+    /// one write transaction; one outcome per batch, in order. If that
+    /// transaction fails, each batch is applied in a transaction of its
+    /// own, so a bad batch refuses only itself.
+    ApplyMany {
+        batches: Vec<(PeerId, RemoteBatch)>,
+        reply: Reply<Vec<Result<BatchOutcome, PeerError>>>,
     },
     /// What this replica has completely received, per origin.
     VersionVector(Reply<Result<VersionVector, PeerError>>),
@@ -310,10 +333,45 @@ impl StoreActor {
     }
 
     /// Tells the listener about a commit that changed documents; `from`
-    /// is the remote whose batch it merged (None: this peer's own write).
+    /// is the one remote whose batches it merged (None: this peer's own
+    /// write, or batches of several remotes).
     fn notify(&self, committed: Committed, from: Option<PeerId>) {
         if !committed.changed.is_empty() {
             (self.on_commit)(committed, from);
+        }
+    }
+
+    /// [`StoreMsg::ApplyMany`]: one transaction, else one per batch.
+    fn apply_many(
+        &self,
+        backend: &dyn Backend,
+        batches: &[(PeerId, RemoteBatch)],
+    ) -> Vec<Result<BatchOutcome, PeerError>> {
+        let refs: Vec<&RemoteBatch> = batches.iter().map(|(_, b)| b).collect();
+        match backend.apply_many(&refs, self.now_ms()) {
+            Ok((outcomes, committed)) => {
+                debug_assert_eq!(outcomes.len(), batches.len());
+                // Sessions skip news that only merged their remote's own
+                // changes: that holds only when every batch came from one
+                // remote; else every session hears of it.
+                let first = batches.first().map(|(from, _)| *from);
+                let one_source = first.filter(|f| batches.iter().all(|(from, _)| from == f));
+                self.notify(committed, one_source);
+                outcomes.into_iter().map(Ok).collect()
+            }
+            Err(e) => {
+                tracing::warn!(batches = batches.len(), error = %e,
+                    "a joined merge failed; applying its batches one transaction each");
+                batches
+                    .iter()
+                    .map(|(from, batch)| {
+                        backend.apply(batch, self.now_ms()).map(|(o, c)| {
+                            self.notify(c, Some(*from));
+                            o
+                        })
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -350,6 +408,7 @@ impl StoreActor {
                 });
                 reply.send(out);
             }
+            StoreMsg::ApplyMany { batches, reply } => reply.send(self.apply_many(backend, &batches)),
             StoreMsg::VersionVector(reply) => match &self.vv {
                 Some(vv) => reply.send(Ok(vv.clone())),
                 None => {

@@ -6,9 +6,11 @@
 //!
 //! The driver does what the actors do: a `Serve` reads the change log in
 //! batches of [`BATCH_DOCS`] documents (`changes_for`) and hands them to the
-//! session, which packs them into frames; an `Apply` is one durable write
-//! transaction (`apply_batch`, `mark_synced` with the claim, commit), as
-//! the merger does it.
+//! session, which packs them into frames; an `Apply` joins the open
+//! durable write transaction (`apply_batch`, `mark_synced` with the claim),
+//! committed as [`Commits`] says: by default as the merger does it, up to
+//! [`MAX_JOINED_BATCHES`] batches (and [`MAX_BATCH_CHANGES`] changes plus
+//! one batch) a commit.
 
 use crate::crdt::Exchange;
 use rhizome_benches::{thread_cpu, FieldEdit};
@@ -27,6 +29,25 @@ use std::time::{Duration, Instant};
 /// Documents per `Changes` batch, as the session actor reads them
 /// (`rhizome_actors::session::BATCH_DOCS`).
 pub const BATCH_DOCS: usize = 500;
+
+/// Most batches the merger joins into one transaction.
+pub const MAX_JOINED_BATCHES: usize = rhizome_actors::MAX_JOINED_BATCHES;
+
+/// Changes past which the merger joins no further batch.
+pub const MAX_BATCH_CHANGES: usize = rhizome_actors::MAX_BATCH_CHANGES;
+
+/// When a side commits the batches it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commits {
+    /// One durable commit per batch (the merger before it joined batches).
+    PerBatch,
+    /// As the merger: the batches that have arrived, up to
+    /// [`MAX_JOINED_BATCHES`] and [`MAX_BATCH_CHANGES`] changes plus one
+    /// batch, in one commit (here every batch of a wave has arrived).
+    Joined,
+    /// One commit per round.
+    PerRound,
+}
 
 /// The collection every workload writes.
 pub const COLLECTION: &str = "tasks";
@@ -97,10 +118,10 @@ struct Side<'s, K: Kv> {
     serve: Duration,
     apply: Duration,
     apply_cpu: Duration,
-    /// Apply a round's batches in one transaction, committed with the last.
-    coalesce: bool,
-    /// The open transaction of a coalesced round, and its batches' rounds.
-    pending: Option<(WriteTx<'s, K>, Vec<u64>)>,
+    /// When to commit.
+    commits: Commits,
+    /// The open transaction, its batches' rounds, and its changes so far.
+    pending: Option<(WriteTx<'s, K>, Vec<u64>, usize)>,
 }
 
 impl<K: Kv> Side<'_, K> {
@@ -141,8 +162,7 @@ impl<K: Kv> Side<'_, K> {
         sent
     }
 
-    /// Merges one batch; commits (durably) unless coalescing a round that
-    /// has more batches to come.
+    /// Merges one batch; commits (durably) as `commits` says.
     fn apply_batch(
         &mut self,
         round: u64,
@@ -150,12 +170,12 @@ impl<K: Kv> Side<'_, K> {
         claim: Option<&rhizome_engine::vv::VersionVector>,
         last: bool,
     ) {
-        let (w, rounds) = match self.pending.as_mut() {
+        let (w, rounds, joined) = match self.pending.as_mut() {
             Some(p) => p,
             None => {
                 self.now_ms += 1;
                 let w = self.store.write(self.now_ms).expect("write");
-                self.pending.insert((w, Vec::new()))
+                self.pending.insert((w, Vec::new(), 0))
             }
         };
         let outcome = w.apply_batch(changes).expect("apply");
@@ -164,8 +184,16 @@ impl<K: Kv> Side<'_, K> {
             w.mark_synced(claim);
         }
         rounds.push(round);
-        if !self.coalesce || last {
-            let (w, rounds) = self.pending.take().expect("open");
+        *joined += changes.len();
+        let full = match self.commits {
+            Commits::PerBatch => true,
+            Commits::Joined => rounds.len() >= MAX_JOINED_BATCHES || *joined >= MAX_BATCH_CHANGES,
+            Commits::PerRound => false,
+        };
+        // The merger commits what has arrived: at the end of a round here
+        // (nothing more of it is in flight), or when the join is full.
+        if full || last {
+            let (w, rounds, _) = self.pending.take().expect("open");
             w.commit().expect("commit");
             for r in rounds {
                 self.session.handle_applied(r, true);
@@ -201,15 +229,13 @@ impl<K: Kv> Side<'_, K> {
 /// wave form the next). Returns what it cost; `flights` counts the waves
 /// after the handshake (`Hello` both ways at once is the first).
 pub fn sync<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64) -> Exchange {
-    sync_with(a, b, now_ms, false)
+    sync_with(a, b, now_ms, Commits::Joined)
 }
 
-/// [`sync`], with `coalesce`: each side applies a round's batches in one
-/// transaction (one durable commit per round instead of one per batch, as
-/// a merger that takes every batch that has arrived would).
-pub fn sync_with<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64, coalesce: bool) -> Exchange {
+/// [`sync`], committing as `commits` says.
+pub fn sync_with<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64, commits: Commits) -> Exchange {
     let start = Instant::now();
-    fn side<K: Kv>(store: &Store<K>, now_ms: u64, coalesce: bool) -> Side<'_, K> {
+    fn side<K: Kv>(store: &Store<K>, now_ms: u64, commits: Commits) -> Side<'_, K> {
         let config = SessionConfig {
             me: store.peer(),
             role: Role::SmallPeer,
@@ -228,11 +254,11 @@ pub fn sync_with<K: Kv>(a: &Store<K>, b: &Store<K>, now_ms: u64, coalesce: bool)
             serve: Duration::ZERO,
             apply: Duration::ZERO,
             apply_cpu: Duration::ZERO,
-            coalesce,
+            commits,
             pending: None,
         }
     }
-    let mut sides = [side(a, now_ms, coalesce), side(b, now_ms, coalesce)];
+    let mut sides = [side(a, now_ms, commits), side(b, now_ms, commits)];
     let mut ex = Exchange::default();
     // Frames in flight to side 0 and to side 1.
     let mut inflight: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
