@@ -13,6 +13,7 @@ pub mod parse;
 pub mod exec;
 pub mod item;
 pub mod observe;
+pub mod rows;
 pub mod plan;
 pub mod profile;
 pub mod source;
