@@ -247,9 +247,19 @@ fn statements(s: &Step) -> Vec<String> {
         Step::Tx(edits) => edits.iter().map(statement).collect(),
         Step::Bulk { first, count, c } => {
             let docs: Vec<String> = (*first..first + count)
-                .map(|i| format!(r#"({{"_id":{i},"s":"{}","p":{},"c":{}}})"#, if i % 3 == 0 { "a" } else { "b" }, i % 4, (u16::from(*c) + i) % 6))
+                .map(|i| {
+                    format!(
+                        r#"({{"_id":{i},"s":"{}","p":{},"c":{}}})"#,
+                        if i % 3 == 0 { "a" } else { "b" },
+                        i % 4,
+                        (u16::from(*c) + i) % 6
+                    )
+                })
                 .collect();
-            vec![format!("INSERT INTO t DOCUMENTS {} ON ID CONFLICT DO UPDATE", docs.join(", "))]
+            vec![format!(
+                "INSERT INTO t DOCUMENTS {} ON ID CONFLICT DO UPDATE",
+                docs.join(", ")
+            )]
         }
         Step::DeleteWhere(c) => vec![format!("DELETE FROM t WHERE c = {c}")],
         Step::EvictWhere(c) => vec![format!("EVICT FROM t WHERE c = {c}")],
@@ -330,20 +340,36 @@ proptest::proptest! {
 fn a_sync_into_a_live_scan_patches_every_batch() {
     let p = Prepared::new();
     let remote = Store::open(MemKv::new(), StoreConfig::default(), PeerId(2), 2).unwrap();
-    let docs: Vec<String> = (0..3_000).map(|i| format!(r#"({{"_id":{i},"v":{}}})"#, i % 7)).collect();
-    exec(&remote, &p, &format!("INSERT INTO t DOCUMENTS {}", docs.join(", ")), 1_000);
+    let docs: Vec<String> = (0..3_000)
+        .map(|i| format!(r#"({{"_id":{i},"v":{}}})"#, i % 7))
+        .collect();
+    exec(
+        &remote,
+        &p,
+        &format!("INSERT INTO t DOCUMENTS {}", docs.join(", ")),
+        1_000,
+    );
     let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).unwrap();
     let text = "SELECT * FROM t";
     let mut obs = Observers::new();
     let mut seen = obs
-        .observe(text, p.get(text).unwrap(), Default::default(), &mut store.read().unwrap())
+        .observe(
+            text,
+            p.get(text).unwrap(),
+            Default::default(),
+            &mut store.read().unwrap(),
+        )
         .unwrap()
         .items;
     let since = store.read().unwrap().version_vector().unwrap();
     let mut resume = None;
     let mut batches = 0;
     loop {
-        let got = remote.read().unwrap().changes_since(&since, resume.as_ref(), 250).unwrap();
+        let got = remote
+            .read()
+            .unwrap()
+            .changes_since(&since, resume.as_ref(), 250)
+            .unwrap();
         let mut w = store.write(2_000).unwrap();
         w.apply_batch(&got.changes).unwrap();
         let c = w.commit().unwrap();
@@ -361,6 +387,10 @@ fn a_sync_into_a_live_scan_patches_every_batch() {
     assert!(batches > 1);
     assert_eq!(seen.len(), 3_000);
     assert_eq!(obs.runs(), 1, "one run, then patches");
-    let fresh = dql::execute(&store, &p.get(text).unwrap(), &Default::default(), 0).unwrap().0.values().unwrap();
+    let fresh = dql::execute(&store, &p.get(text).unwrap(), &Default::default(), 0)
+        .unwrap()
+        .0
+        .values()
+        .unwrap();
     assert_eq!(seen, fresh);
 }

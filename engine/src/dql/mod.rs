@@ -13,9 +13,9 @@ pub mod parse;
 pub mod exec;
 pub mod item;
 pub mod observe;
-pub mod rows;
 pub mod plan;
 pub mod profile;
+pub mod rows;
 pub mod source;
 
 use crate::kv::Kv;

@@ -28,8 +28,8 @@ use super::ast::{Select, Statement};
 use super::eval::{self, Params};
 use super::exec::{cmp_keys, count_param, eval_keys, run_read, Docs, DqlError, MAX_RESULT_ROWS};
 use super::plan::{self, Access};
-pub use super::rows::Rows;
 use super::rows::Edit;
+pub use super::rows::Rows;
 use super::source::LazyRow;
 use crate::store::RawDoc;
 use crate::store::{Changed, Committed};
@@ -219,7 +219,10 @@ impl Query {
     }
 
     fn set_items(&mut self, items: Rows) -> Result<(), DqlError> {
-        self.ids = items.numbered_iter().map(|(n, v)| (row_key(v), n.unwrap_or(0))).collect();
+        self.ids = items
+            .numbered_iter()
+            .map(|(n, v)| (row_key(v), n.unwrap_or(0)))
+            .collect();
         self.keys = match self.select().filter(|s| patchable(s)) {
             Some(s) => items
                 .iter()
@@ -239,7 +242,9 @@ impl Query {
                 return run_numbered(docs, s, &self.params, limit);
             }
         }
-        Ok(Rows::from(super::item::values(run_read(docs, &self.stmt, &self.params)?.items)?))
+        Ok(Rows::from(super::item::values(
+            run_read(docs, &self.stmt, &self.params)?.items,
+        )?))
     }
 
     /// Patches a numbered result with a commit; `None` when only a re-run

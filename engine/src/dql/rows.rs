@@ -135,12 +135,10 @@ impl Rows {
 
     /// Each row with its document number when numbered.
     pub(crate) fn numbered_iter(&self) -> impl Iterator<Item = (Option<u64>, &Value)> + '_ {
-        self.0.chunks.iter().flat_map(|c| {
-            c.rows
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (c.nums.get(i).copied(), v))
-        })
+        self.0
+            .chunks
+            .iter()
+            .flat_map(|c| c.rows.iter().enumerate().map(|(i, v)| (c.nums.get(i).copied(), v)))
     }
 
     /// Whether rows carry document numbers (see [`Rows::patch`]).
@@ -422,10 +420,7 @@ mod tests {
 
     fn edits() -> impl Strategy<Value = Vec<(u64, Edit)>> {
         // Numbers up to a few chunks' worth, so that chunks split and merge.
-        let edit = prop_oneof![
-            Just(Edit::Remove),
-            (0i64..4).prop_map(|x| Edit::Put(Value::Int(x))),
-        ];
+        let edit = prop_oneof![Just(Edit::Remove), (0i64..4).prop_map(|x| Edit::Put(Value::Int(x))),];
         prop::collection::btree_map(0u64..(6 * CHUNK_ROWS as u64), edit, 0..(3 * CHUNK_ROWS))
             .prop_map(|m| m.into_iter().collect())
     }
