@@ -855,6 +855,9 @@ fn scan_raw<'r, R: KvRead + ?Sized>(
     Ok(())
 }
 
+/// A stored record with its document number, as numbered scans pass it.
+pub type NumberedRecord<'a> = Result<(u64, RawDoc<'a>), StoreError>;
+
 /// The stored record of a document (visible or not) with its document
 /// number: the position of the record in storage (scan) order.
 fn get_numbered<'r, R: KvRead + ?Sized>(
@@ -882,7 +885,7 @@ fn scan_numbered<'r, R: KvRead + ?Sized>(
     r: &'r R,
     cache: Option<&CollIds>,
     collection: &'r str,
-    visit: &mut dyn FnMut(Result<(u64, RawDoc<'_>), StoreError>) -> bool,
+    visit: &mut dyn FnMut(NumberedRecord<'_>) -> bool,
 ) -> Result<(), StoreError> {
     let Some(coll) = coll_id_cached(r, cache, collection)? else {
         return Ok(());
@@ -1246,7 +1249,7 @@ impl<K: Kv> ReadTx<'_, K> {
     pub fn scan_numbered<'r>(
         &'r self,
         collection: &'r str,
-        visit: &mut dyn FnMut(Result<(u64, RawDoc<'_>), StoreError>) -> bool,
+        visit: &mut dyn FnMut(NumberedRecord<'_>) -> bool,
     ) -> Result<(), StoreError> {
         scan_numbered(&self.kv, Some(self.colls), collection, visit)
     }
@@ -1688,7 +1691,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     pub fn scan_numbered(
         &mut self,
         collection: &str,
-        visit: &mut dyn FnMut(Result<(u64, RawDoc<'_>), StoreError>) -> bool,
+        visit: &mut dyn FnMut(NumberedRecord<'_>) -> bool,
     ) -> Result<(), StoreError> {
         self.flush()?;
         scan_numbered(&self.view(), None, collection, visit)
