@@ -44,7 +44,7 @@ pub use peer::{
 };
 pub use presence::{Link, LinkKind, PresenceGraph};
 pub use rhizome_engine::dql::exec::DqlError;
-pub use rhizome_engine::dql::observe::Diff;
+pub use rhizome_engine::dql::observe::{Diff, Rows};
 pub use rhizome_engine::hlc::PeerId;
 pub use rhizome_engine::store::StoreError;
 pub use rhizome_engine::value::Value;

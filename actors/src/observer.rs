@@ -26,7 +26,7 @@ use crate::actor::{Actor, Addr, AskError, Ctx, Reply};
 use crate::error::PeerError;
 use crate::store::{StoreActor, StoreMsg};
 use rhizome_engine::dql::eval::Params;
-use rhizome_engine::dql::observe::{self, Diff, ObserverId, Observers};
+use rhizome_engine::dql::observe::{self, Diff, ObserverId, Observers, Rows};
 use rhizome_engine::dql::source::Docs;
 use rhizome_engine::dql::Prepared;
 use rhizome_engine::store::{Changed, Committed, MAX_LISTED_CHANGES};
@@ -44,8 +44,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What a live query's consumer receives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryEvent {
-    /// The whole current result.
-    pub items: Arc<Vec<Value>>,
+    /// The whole current result (shared chunks: cheap to clone and keep).
+    pub items: Rows,
     /// How it differs from the previous event this consumer took
     /// (everything inserted in the first one).
     pub diff: Diff,
@@ -64,7 +64,7 @@ pub(crate) type Delivery = Result<QueryEvent, PeerError>;
 #[derive(Default)]
 struct SlotState {
     /// The result the consumer last took; `None` before the first.
-    seen: Option<Arc<Vec<Value>>>,
+    seen: Option<Rows>,
     pending: Option<Delivery>,
     /// The consumer is gone (dropped its handle).
     closed: bool,
@@ -87,7 +87,7 @@ pub(crate) struct Slot(Mutex<SlotState>);
 
 impl Slot {
     /// Offers a new result; returns `false` when the consumer is gone.
-    fn publish(&self, items: Arc<Vec<Value>>) -> bool {
+    fn publish(&self, items: Rows) -> bool {
         self.publish_with(items, None)
     }
 
@@ -95,14 +95,14 @@ impl Slot {
     /// address `previous` (see `observe::Event::previous`): when that is
     /// what the consumer took last, the diff is taken as is rather than
     /// computed again from both results.
-    fn publish_with(&self, items: Arc<Vec<Value>>, engine: Option<(usize, Diff)>) -> bool {
+    fn publish_with(&self, items: Rows, engine: Option<(usize, Diff)>) -> bool {
         let mut s = lock(&self.0);
         if s.closed {
             return false;
         }
         let diff = match (&s.seen, engine) {
             (Some(seen), Some((previous, d))) if observe::result_address(seen) == previous => d,
-            (Some(seen), _) => observe::diff(seen, &items),
+            (Some(seen), _) => observe::diff_rows(seen, &items),
             (None, _) => Diff {
                 inserted: (0..items.len()).collect(),
                 ..Diff::default()

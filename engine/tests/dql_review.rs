@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use rhizome_engine::codec::Change;
 use rhizome_engine::doc::{Op, RegVal};
-use rhizome_engine::dql::observe::{diff, Observers};
+use rhizome_engine::dql::observe::{diff_rows, Observers};
 use rhizome_engine::dql::{self, Prepared, Transaction};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
 use rhizome_engine::mem::MemKv;
@@ -269,12 +269,12 @@ proptest! {
             };
             for event in obs.on_commit(&c, &mut s.read().unwrap()).unwrap() {
                 let slot = current.iter_mut().find(|(o, ..)| *o == event.observer).unwrap();
-                prop_assert_eq!(&event.diff, &diff(&slot.3, &event.items));
+                prop_assert_eq!(&event.diff, &diff_rows(&slot.3, &event.items));
                 slot.3 = event.items;
             }
             for (_, q, params, items) in &current {
                 let fresh = dql::execute(&s, &p.get(q).unwrap(), params, 0).unwrap().0.values().unwrap();
-                prop_assert_eq!(&**items, &fresh, "{} after {:?}", q, &edits[..=n]);
+                prop_assert_eq!(items, &fresh, "{} after {:?}", q, &edits[..=n]);
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod item;
 pub mod observe;
 pub mod plan;
 pub mod profile;
+pub mod rows;
 pub mod source;
 
 use crate::kv::Kv;

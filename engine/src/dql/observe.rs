@@ -13,11 +13,25 @@
 //! A `SELECT *` result with an `ORDER BY` is patched in place from the
 //! changed documents when that provably gives what a re-run would (see
 //! `Query::patched`); only the doubtful cases re-run.
+//!
+//! A `SELECT *` result without `ORDER BY` that the plan reads with a plain
+//! scan comes out in scan order, the order of document numbers. It is kept
+//! with each row's number ([`Rows`], numbered), and a commit's changed
+//! documents are inserted, replaced or removed at their number's place: a
+//! commit costs O(changed documents), not O(result), which keeps a sync of
+//! n documents into a live `SELECT * FROM c` at O(n) instead of O(n²) (see
+//! `Query::patch_scan`; a full `LIMIT` window that would lose or gain rows
+//! re-runs).
 
 use super::ast::SelectItem;
 use super::ast::{Select, Statement};
 use super::eval::{self, Params};
-use super::exec::{cmp_keys, count_param, eval_keys, run_read, Docs, DqlError};
+use super::exec::{cmp_keys, count_param, eval_keys, run_read, Docs, DqlError, MAX_RESULT_ROWS};
+use super::plan::{self, Access};
+use super::rows::Edit;
+pub use super::rows::Rows;
+use super::source::LazyRow;
+use crate::store::RawDoc;
 use crate::store::{Changed, Committed};
 use crate::value::Value;
 use std::cmp::Ordering;
@@ -53,20 +67,20 @@ impl Diff {
 pub struct Event {
     /// The observer.
     pub observer: ObserverId,
-    /// The whole current result.
-    pub items: Arc<Vec<Value>>,
+    /// The whole current result (shared: cloning it is cheap).
+    pub items: Rows,
     /// Its difference from the previous one (everything inserted at first).
     pub diff: Diff,
-    /// Which result `diff` is against: the address (`Arc::as_ptr`) of the
-    /// `items` of this query's previous event, 0 for the first. A consumer
+    /// Which result `diff` is against: the address ([`Rows::address`]) of
+    /// the `items` of this query's previous event, 0 for the first. A consumer
     /// still holding that `Arc` can take `diff` as is instead of diffing
     /// the two results again (which costs a pass over both).
     pub previous: usize,
 }
 
 /// The address [`Event::previous`] names a result by.
-pub fn result_address(items: &Arc<Vec<Value>>) -> usize {
-    Arc::as_ptr(items) as usize
+pub fn result_address(items: &Rows) -> usize {
+    items.address()
 }
 
 fn key_bytes(v: &Value) -> Vec<u8> {
@@ -83,10 +97,23 @@ fn row_key(v: &Value) -> Vec<u8> {
 /// rows that are not in the longest run kept in relative order (so a row
 /// inserted at the top does not report every other row as moved).
 pub fn diff(old: &[Value], new: &[Value]) -> Diff {
+    let old: Vec<&Value> = old.iter().collect();
+    let new: Vec<&Value> = new.iter().collect();
+    diff_refs(&old, &new)
+}
+
+/// [`diff`] of two [`Rows`].
+pub fn diff_rows(old: &Rows, new: &Rows) -> Diff {
+    let old: Vec<&Value> = old.iter().collect();
+    let new: Vec<&Value> = new.iter().collect();
+    diff_refs(&old, &new)
+}
+
+fn diff_refs(old: &[&Value], new: &[&Value]) -> Diff {
     // Each row's key is encoded once and looked up by reference; the maps
     // are for lookups only (the output follows the lists' order).
-    let old_keys: Vec<Vec<u8>> = old.iter().map(row_key).collect();
-    let new_keys: Vec<Vec<u8>> = new.iter().map(row_key).collect();
+    let old_keys: Vec<Vec<u8>> = old.iter().map(|v| row_key(v)).collect();
+    let new_keys: Vec<Vec<u8>> = new.iter().map(|v| row_key(v)).collect();
     let old_pos: HashMap<&[u8], usize> = old_keys.iter().enumerate().map(|(i, k)| (k.as_slice(), i)).collect();
     let new_pos: HashSet<&[u8]> = new_keys.iter().map(Vec::as_slice).collect();
     let mut d = Diff {
@@ -172,8 +199,10 @@ struct Query {
     stmt: Arc<Statement>,
     params: Params,
     observers: BTreeSet<ObserverId>,
-    items: Arc<Vec<Value>>,
-    ids: BTreeSet<Vec<u8>>,
+    items: Rows,
+    /// Row identities ([`row_key`]) of `items`, with their document numbers
+    /// when `items` is numbered (0 otherwise).
+    ids: BTreeMap<Vec<u8>, u64>,
     /// The `ORDER BY` keys of `items` when the result can be patched.
     keys: Vec<Keys>,
     /// An update failed midway: `items` may not match the store, so the
@@ -189,8 +218,11 @@ impl Query {
         }
     }
 
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), DqlError> {
-        self.ids = items.iter().map(row_key).collect();
+    fn set_items(&mut self, items: Rows) -> Result<(), DqlError> {
+        self.ids = items
+            .numbered_iter()
+            .map(|(n, v)| (row_key(v), n.unwrap_or(0)))
+            .collect();
         self.keys = match self.select().filter(|s| patchable(s)) {
             Some(s) => items
                 .iter()
@@ -198,8 +230,118 @@ impl Query {
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
-        self.items = Arc::new(items);
+        self.items = items;
         Ok(())
+    }
+
+    /// Runs the query afresh: numbered, by a scan of its own, when it is a
+    /// plain scan (see [`scan_window`]), else by the executor.
+    fn fresh(&self, docs: &mut dyn Docs) -> Result<Rows, DqlError> {
+        if let Some(s) = self.select() {
+            if let Some(limit) = scan_window(s, &self.params, docs)? {
+                return run_numbered(docs, s, &self.params, limit);
+            }
+        }
+        Ok(Rows::from(super::item::values(
+            run_read(docs, &self.stmt, &self.params)?.items,
+        )?))
+    }
+
+    /// Patches a numbered result with a commit; `None` when only a re-run
+    /// can tell (many changes, a plan that is no longer a scan, a full
+    /// `LIMIT` window that would gain or lose rows).
+    fn patch_scan(&mut self, committed: &Committed, docs: &mut dyn Docs) -> Result<Option<Diff>, DqlError> {
+        if !self.items.is_numbered() {
+            return Ok(None);
+        }
+        let stmt = self.stmt.clone();
+        let Statement::Select(s) = stmt.as_ref() else {
+            return Ok(None);
+        };
+        let ids = match committed.changed.get(&s.from.collection) {
+            None => return Ok(Some(Diff::default())),
+            Some(Changed::Many) => return Ok(None),
+            Some(Changed::Docs(ids)) => ids,
+        };
+        // Planned again: an index created since would change the order.
+        let Some(limit) = scan_window(s, &self.params, docs)? else {
+            return Ok(None);
+        };
+        let Some((edits, moved_ids)) = self.scan_edits(s, ids, docs, limit)? else {
+            return Ok(None);
+        };
+        let d = self.items.patch(edits);
+        for (key, num) in moved_ids {
+            match num {
+                Some(n) => self.ids.insert(key, n),
+                None => self.ids.remove(&key),
+            };
+        }
+        debug_assert_eq!(self.ids.len(), self.items.len());
+        Ok(Some(d))
+    }
+
+    /// The edits a commit that changed documents `ids` makes to a numbered
+    /// result, and the new numbers of the row identities they move (`None`:
+    /// no longer a row); `None` when only a re-run can tell.
+    #[allow(clippy::type_complexity)]
+    fn scan_edits(
+        &self,
+        s: &Select,
+        ids: &[Value],
+        docs: &dyn Docs,
+        limit: usize,
+    ) -> Result<Option<(Vec<(u64, Edit)>, Vec<(Vec<u8>, Option<u64>)>)>, DqlError> {
+        let full = self.items.len() >= limit;
+        let last = self.items.last_num();
+        let mut edits: BTreeMap<u64, Edit> = BTreeMap::new();
+        let mut moved = Vec::new();
+        for id in ids {
+            let key = key_bytes(id);
+            let was = self.ids.get(&key).copied();
+            let mut now: Option<(u64, Option<Value>)> = None;
+            let mut failure = None;
+            docs.get_numbered(&s.from.collection, id, &mut |num, raw| {
+                if full && last.is_some_and(|l| num > l) {
+                    // Past a full window: a re-run stops before it.
+                    now = Some((num, None));
+                    return;
+                }
+                match admit(s, &self.params, raw) {
+                    Ok(v) => now = Some((num, v)),
+                    Err(e) => failure = Some(e),
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if let Some(m) = was {
+                if now.as_ref().is_none_or(|(n, v)| *n != m || v.is_none()) {
+                    edits.insert(m, Edit::Remove);
+                }
+            }
+            let row_num = match now {
+                Some((n, Some(v))) => {
+                    edits.insert(n, Edit::Put(v));
+                    Some(n)
+                }
+                _ => None,
+            };
+            if was.is_some() || row_num.is_some() {
+                moved.push((key, row_num));
+            }
+        }
+        let removed = edits.values().filter(|e| matches!(e, Edit::Remove)).count();
+        let added = edits
+            .iter()
+            .filter(|(n, e)| matches!(e, Edit::Put(_)) && !self.items.contains_num(**n))
+            .count();
+        // A full window that loses a row would take in one from past it; one
+        // that gains a row would push its last out (a re-run is simpler).
+        if (full && (removed > 0 || added > 0)) || self.items.len() - removed + added > limit {
+            return Ok(None);
+        }
+        Ok(Some((edits.into_iter().collect(), moved)))
     }
 
     /// The result after a commit that changed documents `ids` of the
@@ -295,7 +437,7 @@ impl Query {
         if d.is_empty() {
             return Ok(d);
         }
-        let mut old = Arc::try_unwrap(std::mem::take(&mut self.items)).unwrap_or_else(|shared| (*shared).clone());
+        let mut old = std::mem::take(&mut self.items).into_vec();
         let (keys, items): (Vec<Keys>, Vec<Value>) = rows
             .into_iter()
             .map(|(k, row)| match row {
@@ -303,8 +445,8 @@ impl Query {
                 Row::New { value, .. } => (k, value),
             })
             .unzip();
-        self.ids = items.iter().map(row_key).collect();
-        self.items = Arc::new(items);
+        self.ids = items.iter().map(|v| (row_key(v), 0)).collect();
+        self.items = Rows::from(items);
         self.keys = keys;
         Ok(d)
     }
@@ -337,11 +479,13 @@ impl Query {
                 .items
                 .iter()
                 .any(|i| matches!(i, super::ast::SelectItem::Expr { expr, .. } if eval::contains_aggregate(expr)));
-        if !rowwise {
+        // Rows skipped by an OFFSET are not in the result, yet one that
+        // leaves shifts the window.
+        if !rowwise || s.offset.is_some() {
             return Ok(true);
         }
         for id in ids {
-            if self.ids.contains(&key_bytes(id)) {
+            if self.ids.contains_key(&key_bytes(id)) {
                 return Ok(true);
             }
             let Some(doc) = docs.get(&s.from.collection, id)? else {
@@ -389,17 +533,17 @@ impl Observers {
         let id = ObserverId(self.next);
         self.next += 1;
         if !self.queries.contains_key(&key) {
-            let items = super::item::values(run_read(docs, &stmt, &params)?.items)?;
-            self.runs += 1;
             let mut q = Query {
                 stmt,
                 params,
                 observers: BTreeSet::new(),
-                items: Arc::default(),
-                ids: BTreeSet::new(),
+                items: Rows::new(),
+                ids: BTreeMap::new(),
                 keys: Vec::new(),
                 stale: false,
             };
+            let items = q.fresh(docs)?;
+            self.runs += 1;
             q.set_items(items)?;
             self.queries.insert(key.clone(), q);
         }
@@ -505,6 +649,14 @@ impl Query {
         runs: &mut u64,
         patches: &mut u64,
     ) -> Result<Diff, DqlError> {
+        if !self.stale {
+            if let Some(d) = self.patch_scan(committed, docs)? {
+                if !d.is_empty() {
+                    *patches += 1;
+                }
+                return Ok(d);
+            }
+        }
         if !self.stale && !self.affected_by(committed, docs)? {
             return Ok(Diff::default());
         }
@@ -522,9 +674,11 @@ impl Query {
             }
             None => {
                 *runs += 1;
-                let items = super::item::values(run_read(docs, &self.stmt, &self.params)?.items)?;
-                let d = diff(&self.items, &items);
-                if !d.is_empty() || self.stale {
+                let items = self.fresh(docs)?;
+                let d = diff_rows(&self.items, &items);
+                // A numbered result takes the new numbers even when the rows
+                // are the same (an evicted document may have come back).
+                if !d.is_empty() || self.stale || items.is_numbered() || self.items.is_numbered() {
                     self.set_items(items)?;
                 }
                 d
@@ -547,4 +701,77 @@ fn patchable(s: &Select) -> bool {
         && s.group_by.is_empty()
         && s.having.is_none()
         && !s.distinct
+}
+
+/// Whether a query's rows are whole documents of one collection, filtered
+/// only, in the order they are read: then a plain scan returns them in
+/// document-number order.
+fn scan_shaped(s: &Select) -> bool {
+    matches!(s.items.as_slice(), [SelectItem::All(None)])
+        && s.use_ids.is_none()
+        && s.order_by.is_empty()
+        && s.joins.is_empty()
+        && s.group_by.is_empty()
+        && s.having.is_none()
+        && !s.distinct
+        && s.from.collection != "system:indexes"
+}
+
+/// For a scan-shaped query that the plan reads with a plain scan (no point
+/// reads, no index) and without `OFFSET`: how many rows it keeps at most
+/// (its `LIMIT`, capped as the executor caps results). `None`: its result
+/// cannot be kept numbered.
+fn scan_window(s: &Select, params: &Params, docs: &dyn Docs) -> Result<Option<usize>, DqlError> {
+    if !scan_shaped(s) || count_param(&s.offset, "OFFSET", params)?.is_some_and(|o| o > 0) {
+        return Ok(None);
+    }
+    let limit = count_param(&s.limit, "LIMIT", params)?
+        .unwrap_or(MAX_RESULT_ROWS)
+        .min(MAX_RESULT_ROWS);
+    if limit == 0 {
+        return Ok(None);
+    }
+    let access = match plan::direct(s, params)? {
+        Some(a) => a,
+        None => plan::plan(s, &docs.indexes()?, params)?,
+    };
+    Ok((access == Access::Scan).then_some(limit))
+}
+
+/// A scan-shaped query's rows, numbered, read as the executor reads a plain
+/// scan: records in storage order, visible ones that pass the filter,
+/// stopping at `limit` rows.
+fn run_numbered(docs: &mut dyn Docs, s: &Select, params: &Params, limit: usize) -> Result<Rows, DqlError> {
+    assert!(limit > 0, "an empty window is not scanned");
+    let mut rows = Vec::new();
+    let mut failure = None;
+    docs.scan_numbered(&s.from.collection, &mut |num, raw| {
+        match admit(s, params, raw) {
+            Ok(Some(v)) => rows.push((num, v)),
+            Ok(None) => {}
+            Err(e) => failure = Some(e),
+        }
+        failure.is_none() && rows.len() < limit
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Rows::numbered(rows)),
+    }
+}
+
+/// A stored record as a row of a scan-shaped query: the document when it
+/// is visible and passes the filter.
+fn admit(s: &Select, params: &Params, raw: RawDoc<'_>) -> Result<Option<Value>, DqlError> {
+    let row = LazyRow::new(raw)?;
+    if !row.is_visible()? {
+        return Ok(None);
+    }
+    if let Some(f) = &s.filter {
+        let v = eval::eval(f, &row, params);
+        row.check()?;
+        if !eval::truthy(&v?) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(row.into_value()?))
 }

@@ -26,6 +26,20 @@ pub trait Docs {
     /// Every stored record of a collection (visible or not), in storage
     /// order; stops when `visit` returns false. Damage is an error.
     fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(RawDoc<'_>) -> bool) -> Result<(), StoreError>;
+    /// Lends the stored record of this id (visible or not) to `visit`,
+    /// with its document number (its place in `scan` order).
+    fn get_numbered(
+        &self,
+        collection: &str,
+        id: &Value,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>),
+    ) -> Result<(), StoreError>;
+    /// [`Docs::scan`] with each record's document number (ascending).
+    fn scan_numbered(
+        &mut self,
+        collection: &str,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>) -> bool,
+    ) -> Result<(), StoreError>;
     /// System settings that were set.
     fn settings(&self) -> Result<Vec<(String, Value)>, StoreError>;
     /// Every index.
@@ -56,6 +70,22 @@ where
     failure.map_or(Ok(()), Err)
 }
 
+/// [`scan_with`] for scans that number their records.
+fn scan_numbered_with<F>(scan: F, visit: &mut dyn FnMut(u64, RawDoc<'_>) -> bool) -> Result<(), StoreError>
+where
+    F: FnOnce(&mut dyn FnMut(Result<(u64, RawDoc<'_>), StoreError>) -> bool) -> Result<(), StoreError>,
+{
+    let mut failure = None;
+    scan(&mut |item| match item {
+        Ok((num, doc)) => visit(num, doc),
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
 impl<K: Kv> Docs for ReadTx<'_, K> {
     fn get(&self, collection: &str, id: &Value) -> Result<Option<Value>, StoreError> {
         ReadTx::get(self, collection, id)
@@ -65,6 +95,21 @@ impl<K: Kv> Docs for ReadTx<'_, K> {
     }
     fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(RawDoc<'_>) -> bool) -> Result<(), StoreError> {
         scan_with(|v| ReadTx::scan_raw(self, collection, v), visit)
+    }
+    fn get_numbered(
+        &self,
+        collection: &str,
+        id: &Value,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>),
+    ) -> Result<(), StoreError> {
+        ReadTx::get_numbered(self, collection, id).map(|raw| raw.map_or((), |(num, raw)| visit(num, raw)))
+    }
+    fn scan_numbered(
+        &mut self,
+        collection: &str,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        scan_numbered_with(|v| ReadTx::scan_numbered(self, collection, v), visit)
     }
     fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
         ReadTx::settings(self)
@@ -94,6 +139,21 @@ impl<K: Kv> Docs for WriteTx<'_, K> {
     }
     fn scan(&mut self, collection: &str, visit: &mut dyn FnMut(RawDoc<'_>) -> bool) -> Result<(), StoreError> {
         scan_with(|v| WriteTx::scan_raw(self, collection, v), visit)
+    }
+    fn get_numbered(
+        &self,
+        collection: &str,
+        id: &Value,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>),
+    ) -> Result<(), StoreError> {
+        WriteTx::with_numbered(self, collection, id, visit).map(drop)
+    }
+    fn scan_numbered(
+        &mut self,
+        collection: &str,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        scan_numbered_with(|v| WriteTx::scan_numbered(self, collection, v), visit)
     }
     fn settings(&self) -> Result<Vec<(String, Value)>, StoreError> {
         WriteTx::settings(self)

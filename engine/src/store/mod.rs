@@ -855,6 +855,60 @@ fn scan_raw<'r, R: KvRead + ?Sized>(
     Ok(())
 }
 
+/// A stored record with its document number, as numbered scans pass it.
+pub type NumberedRecord<'a> = Result<(u64, RawDoc<'a>), StoreError>;
+
+/// The stored record of a document (visible or not) with its document
+/// number: the position of the record in storage (scan) order.
+fn get_numbered<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    h: &IdHasher,
+    cache: Option<&CollIds>,
+    collection: &'r str,
+    id: &Value,
+) -> Result<Option<(u64, RawDoc<'r>)>, StoreError> {
+    let id_bytes = match id {
+        Value::String(_) | Value::Int(_) => codec::encode_id(id),
+        _ => codec::encode_id(&canonical_id(collection, id)?),
+    };
+    let Some(coll) = coll_id_cached(r, cache, collection)? else {
+        return Ok(None);
+    };
+    match locate(r, h, coll, &id_bytes)? {
+        Some((num, record)) => Ok(Some((num, RawDoc::open(collection, record)?))),
+        None => Ok(None),
+    }
+}
+
+/// [`scan_raw`] with each record's document number (ascending).
+fn scan_numbered<'r, R: KvRead + ?Sized>(
+    r: &'r R,
+    cache: Option<&CollIds>,
+    collection: &'r str,
+    visit: &mut dyn FnMut(NumberedRecord<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let Some(coll) = coll_id_cached(r, cache, collection)? else {
+        return Ok(());
+    };
+    let from = coll.to_be_bytes();
+    let to = (coll + 1).to_be_bytes();
+    r.scan(Table::Docs, &from, Some(&to), false, &mut |key, bytes| {
+        // Keys of this range are `doc_key`s: 4 bytes of collection, 8 of number.
+        let num = <[u8; 8]>::try_from(key.get(4..12).unwrap_or_default()).map(u64::from_be_bytes);
+        match num {
+            Ok(num) if key.len() == 12 => visit(RawDoc::open(collection, bytes).map(|raw| (num, raw))),
+            _ => visit(Err(StoreError::Corrupt {
+                collection: collection.to_string(),
+                id: None,
+                reason: CodecError::Malformed {
+                    reason: "document key of the wrong length".into(),
+                },
+            })),
+        }
+    })?;
+    Ok(())
+}
+
 /// Adapts a visitor of live JSON documents to one of raw records: invisible
 /// documents are skipped, the others rendered.
 fn rendering<'v>(
@@ -1188,6 +1242,25 @@ impl<K: Kv> ReadTx<'_, K> {
         scan_raw(&self.kv, Some(self.colls), collection, visit)
     }
 
+    /// The stored record of a document (visible or not) with its document
+    /// number, the order of scans.
+    pub fn get_numbered<'r>(
+        &'r self,
+        collection: &'r str,
+        id: &Value,
+    ) -> Result<Option<(u64, RawDoc<'r>)>, StoreError> {
+        get_numbered(&self.kv, &self.hasher, Some(self.colls), collection, id)
+    }
+
+    /// [`ReadTx::scan_raw`] with each record's document number.
+    pub fn scan_numbered<'r>(
+        &'r self,
+        collection: &'r str,
+        visit: &mut dyn FnMut(NumberedRecord<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        scan_numbered(&self.kv, Some(self.colls), collection, visit)
+    }
+
     /// Every collection ever written.
     pub fn collections(&self) -> Result<Vec<String>, StoreError> {
         collections(&self.kv)
@@ -1504,6 +1577,9 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let bytes = postcard::to_allocvec(&def).unwrap_or_default();
         self.kv.put(Table::Meta, &index_catalog_key(name), &bytes)?;
         self.backfill(&def)?;
+        // Plans of the collection may read the index now, in its order:
+        // live queries must look again.
+        self.changed.insert(def.collection.clone(), None);
         self.indexes.push(def);
         Ok(true)
     }
@@ -1566,6 +1642,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         for k in keys {
             self.kv.delete(Table::Index, &k)?;
         }
+        // Plans that read the index read otherwise now (see `create_index`).
+        self.changed.insert(def.collection, None);
         Ok(true)
     }
 
@@ -1627,6 +1705,28 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     ) -> Result<(), StoreError> {
         self.flush()?;
         scan_raw(&self.view(), None, collection, visit)
+    }
+
+    /// See [`ReadTx::scan_numbered`]; sees this transaction's writes.
+    pub fn scan_numbered(
+        &mut self,
+        collection: &str,
+        visit: &mut dyn FnMut(NumberedRecord<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        scan_numbered(&self.view(), None, collection, visit)
+    }
+
+    /// See [`ReadTx::get_numbered`]; the record is lent to `visit`.
+    pub fn with_numbered(
+        &self,
+        collection: &str,
+        id: &Value,
+        visit: &mut dyn FnMut(u64, RawDoc<'_>),
+    ) -> Result<bool, StoreError> {
+        let view = self.view();
+        let raw = get_numbered(&view, &self.store.hasher, None, collection, id)?;
+        Ok(raw.map(|(num, raw)| visit(num, raw)).is_some())
     }
 
     /// See [`ReadTx::get_raw`]; sees this transaction's writes. The record
