@@ -270,11 +270,21 @@ pub fn run(sizes: &Sizes, root: &Path, targets: &mut Vec<Target>) {
                 loro.merge.as_secs_f64() * 1e3
             ),
         ));
-        let smallest_peer = figures[1..].iter().map(|(_, f)| f.version_bytes).min().unwrap_or(0);
+        // Per writer merged: a library stopped by the time budget reports
+        // the metadata of the writers it merged, not of all of them.
+        let per_writer = |f: &Merged| f.version_bytes as f64 / f.merged.max(1) as f64;
+        let smallest_peer = figures[1..]
+            .iter()
+            .map(|(_, f)| per_writer(f))
+            .fold(f64::INFINITY, f64::min);
         targets.push(Target::new(
             &format!("5. {n} writers: version metadata smaller than every peer's"),
-            ours.version_bytes < smallest_peer,
-            format!("{} vs {} bytes (smallest peer)", ours.version_bytes, smallest_peer),
+            per_writer(ours) < smallest_peer,
+            format!(
+                "{:.2} vs {:.2} bytes a writer merged (smallest peer)",
+                per_writer(ours),
+                smallest_peer
+            ),
         ));
         notes.push(format!(
             "{n} writers: Rhizome's version vector is {} bytes as stored and sent (`vv::packed`, {:.2} a writer); {} ({:.2} a writer) as a postcard map (the encoding before). Pack {:.3} ms, unpack {:.3} ms, postcard map encode {:.3} ms (pack/postcard {:.2})",
