@@ -215,11 +215,12 @@ fn changes_round_trip_and_refuse_unknown_versions() {
     };
     let bytes = codec::encode_change(&c);
     assert_eq!(codec::decode_change(&bytes).unwrap(), c);
-    let mut v2 = bytes.clone();
-    v2[0] = 2;
+    // Format 1 (deletions' vectors as postcard maps) never shipped.
+    let mut v1 = bytes.clone();
+    v1[0] = 1;
     assert!(matches!(
-        codec::decode_change(&v2),
-        Err(codec::CodecError::UnknownFormat { found: 2 })
+        codec::decode_change(&v1),
+        Err(codec::CodecError::UnknownFormat { found: 1 })
     ));
     assert!(matches!(
         codec::decode_change(&bytes[..bytes.len() - 1]),

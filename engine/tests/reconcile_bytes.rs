@@ -15,10 +15,11 @@ use rhizome_engine::codec::Change;
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::mem::MemKv;
 use rhizome_engine::store::{Edit, OnConflict, Store, StoreConfig};
-use rhizome_engine::sync::pack::{pack, pack_as, pack_vv, unpack, unpack_vv, Coding, UnpackLimits};
+use rhizome_engine::sync::pack::{pack, pack_as, unpack, Coding, UnpackLimits};
 use rhizome_engine::sync::wire::FRAME_HEADER_BYTES;
 use rhizome_engine::testing::sync_into;
 use rhizome_engine::value::Value;
+use rhizome_engine::vv::packed;
 use rhizome_engine::vv::VersionVector;
 use serde_json::json;
 
@@ -255,7 +256,7 @@ fn reconciliation_bytes() {
         let packed = pack(&changes);
         let back = unpack(&packed, UnpackLimits::default()).expect("unpacks");
         assert_eq!(back, changes, "the pack round-trips");
-        assert_eq!(unpack_vv(&pack_vv(&since)), Ok(since.clone()));
+        assert_eq!(packed::decode(&packed::encode(&since)), Ok(since.clone()));
 
         rows.push(Row {
             timing,
@@ -265,9 +266,9 @@ fn reconciliation_bytes() {
             plain: pack_as(&changes, Coding::Plain).len(),
             packed: packed.len(),
             since_postcard: postcard_bytes(&since),
-            since_packed: pack_vv(&since).len(),
+            since_packed: packed::encode(&since).len(),
             upto_postcard: postcard_bytes(&batch.upto),
-            upto_packed: pack_vv(&batch.upto).len(),
+            upto_packed: packed::encode(&batch.upto).len(),
         });
 
         // B applies what it received, as a peer would, and is then even.

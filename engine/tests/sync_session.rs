@@ -54,9 +54,9 @@ fn open_session() -> (Session, u64) {
     let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
     s.handle_connected();
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
     let outs = drain(&mut s);
-    assert!(matches!(outs[0], Output::Established { version: 4, .. }), "{outs:?}");
+    assert!(matches!(outs[0], Output::Established { version: 5, .. }), "{outs:?}");
     let round = outs
         .iter()
         .find_map(|o| match o {
@@ -245,7 +245,7 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "same peer",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(1, (4, 4), false)))),
+            Box::new(|_| frame(&Message::Hello(hello(1, (5, 5), false)))),
             |r| *r == Refusal::SamePeer,
             "itself",
             true,
@@ -348,7 +348,7 @@ fn session_messages_during_the_handshake_are_ignored() {
         assert!(outs.is_empty(), "{m:?}: {outs:?}");
         assert!(!s.is_closed());
         // The handshake still completes.
-        s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), true))));
+        s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), true))));
         assert!(matches!(s.poll_output(), Some(Output::Established { .. })), "{m:?}");
     }
 }
@@ -492,14 +492,14 @@ fn the_handshake_repeats_hello_then_gives_up() {
 fn an_open_side_answers_a_repeated_hello() {
     let (mut s, _) = open_session();
     // The other side did not hear our Hello: it is answered, heard.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
         "{outs:?}"
     );
     // A Hello that heard ours, or a stale handshake timer, changes nothing.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), true))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), true))));
     s.handle_timer(Timer::Handshake(1));
     assert!(s.poll_output().is_none());
     assert!(!s.is_closed());
@@ -630,7 +630,7 @@ fn a_failed_apply_claims_nothing_and_asks_again_later() {
 fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
-    let mut small = hello(2, (4, 4), false);
+    let mut small = hello(2, (5, 5), false);
     small.max_frame_bytes = 1024;
     s.handle_frame(&frame(&Message::Hello(small)));
     drain(&mut s);
@@ -1033,7 +1033,7 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
         }));
     }
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (4, 4), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),

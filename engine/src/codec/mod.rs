@@ -35,8 +35,9 @@ const REG_ATTACHMENT: u64 = 3;
 
 /// Version of the stored-document format written by this build.
 pub const DOC_FORMAT: u8 = 1;
-/// Version of the change wire format written by this build.
-pub const CHANGE_FORMAT: u8 = 1;
+/// Version of the change wire format written by this build (2: a
+/// deletion's version vector is packed, `vv::packed`).
+pub const CHANGE_FORMAT: u8 = 2;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `format`, `peer`, `hlc`, `vv`, `next_doc`, `next_coll`, `idkey` | the record |
+//! | `meta` | `format`, `peer`, `hlc`, `vv` + `vv_own`, `reaped`, `log_heads` + `log_heads_own`, `next_doc`, `next_coll`, `idkey`, `ids_recent` | the record (version vectors packed: `vv::packed`) |
 //! | `meta` | `c/` + name / `n/` + collection id | collection id / name |
 //! | `docs` | collection id (4) + document number (8) | stored document (`codec`) |
 //! | `ids`  | level (1) + collection id (4) + SipHash-1-3 of the encoded `_id` (8) | document numbers (varints) |
@@ -32,7 +32,13 @@ use std::hash::Hasher;
 pub(super) const META_FORMAT: &[u8] = b"format";
 pub(super) const META_PEER: &[u8] = b"peer";
 pub(super) const META_HLC: &[u8] = b"hlc";
+/// The version vector's entries of every origin but this store, packed
+/// (`vv::packed`); this store's own entry is kept apart under
+/// [`META_VV_OWN`] (an HLC, 8 bytes), so that a local commit rewrites 8
+/// bytes instead of repacking a vector of thousands of origins.
 pub(super) const META_VV: &[u8] = b"vv";
+/// This store's own entry of the version vector (absent: none).
+pub(super) const META_VV_OWN: &[u8] = b"vv_own";
 /// Version vectors of every document reaped after its deletion, joined.
 pub(super) const META_REAPED: &[u8] = b"reaped";
 /// Per origin, the newest HLC with an entry in the change log (an upper
@@ -40,6 +46,9 @@ pub(super) const META_REAPED: &[u8] = b"reaped";
 /// whose head is past the asker's vector; derived data, rebuilt on open
 /// when missing.
 pub(super) const META_LOG_HEADS: &[u8] = b"log_heads";
+/// This store's own entry of the change log's heads, kept apart like
+/// [`META_VV_OWN`].
+pub(super) const META_LOG_HEADS_OWN: &[u8] = b"log_heads_own";
 pub(super) const META_NEXT_DOC: &[u8] = b"next_doc";
 pub(super) const META_NEXT_COLL: &[u8] = b"next_coll";
 pub(super) const META_ID_KEY: &[u8] = b"idkey";

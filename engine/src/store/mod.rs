@@ -32,13 +32,13 @@ use crate::kv::{Kv, KvError, KvRead, KvWrite, Table};
 use crate::sync::scope::{Interest, Selection, SyncScopes};
 use crate::sync::wire::Role;
 use crate::value::{Value, ValueError, MAX_DEPTH};
-use crate::vv::VersionVector;
+use crate::vv::{packed, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 /// Store format written by this build; a store of another format is refused.
-pub const STORE_FORMAT: u32 = 3;
+pub const STORE_FORMAT: u32 = 4;
 /// Default limit on a stored document's size.
 pub const DEFAULT_MAX_DOC_BYTES: usize = 5 * 1024 * 1024;
 /// Longest encoded `_id` (LMDB keys are at most 511 bytes).
@@ -454,8 +454,8 @@ fn check_path(path: &[String]) -> Result<(), StoreError> {
 
 use layout::{
     be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, LEVEL_MAIN,
-    LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_LOG_HEADS, META_NEXT_COLL, META_NEXT_DOC,
-    META_PEER, META_REAPED, META_VV, RECENT_MAX,
+    LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_LOG_HEADS, META_LOG_HEADS_OWN,
+    META_NEXT_COLL, META_NEXT_DOC, META_PEER, META_REAPED, META_VV, META_VV_OWN, RECENT_MAX,
 };
 
 fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -564,11 +564,7 @@ impl<K: Kv> Store<K> {
         let high_water = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
         if w.get(Table::Meta, META_LOG_HEADS)?.is_none() {
             let heads = rebuild_log_heads(&w)?;
-            w.put(
-                Table::Meta,
-                META_LOG_HEADS,
-                &postcard::to_allocvec(&heads).unwrap_or_default(),
-            )?;
+            put_split_vv(&mut w, (META_LOG_HEADS, META_LOG_HEADS_OWN), &heads, peer, true)?;
         }
         w.commit()?;
         let clock = Clock::new(high_water, config.max_drift_ms);
@@ -628,8 +624,10 @@ impl<K: Kv> Store<K> {
             clock,
             now_ms,
             vv,
-            vv_dirty: false,
+            own_dirty: false,
+            others_dirty: false,
             heads: None,
+            heads_others_dirty: false,
             next_doc,
             next_coll,
             ids_recent,
@@ -1013,24 +1011,52 @@ fn withheld<R: KvRead + ?Sized>(r: &R, interest: Option<(&Interest, Role)>) -> R
 }
 
 fn reaped<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
-    match r.get(Table::Meta, META_REAPED)? {
-        None => Ok(VersionVector::new()),
-        Some(b) => postcard::from_bytes(b).map_err(|e| corrupt("(meta)", None, CodecError::from(e))),
-    }
+    meta_vv(r, META_REAPED)
 }
 
 fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
-    match r.get(Table::Meta, META_VV)? {
-        None => Ok(VersionVector::new()),
-        Some(b) => postcard::from_bytes(b).map_err(|e| corrupt("(meta)", None, CodecError::from(e))),
-    }
+    split_vv(r, (META_VV, META_VV_OWN))
 }
 
 fn log_heads<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
-    match r.get(Table::Meta, META_LOG_HEADS)? {
+    split_vv(r, (META_LOG_HEADS, META_LOG_HEADS_OWN))
+}
+
+/// A packed version vector of the meta table (none: empty).
+fn meta_vv<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<VersionVector, StoreError> {
+    match r.get(Table::Meta, key)? {
         None => Ok(VersionVector::new()),
-        Some(b) => postcard::from_bytes(b).map_err(|e| corrupt("(meta)", None, CodecError::from(e))),
+        Some(b) => packed::decode(b).map_err(|e| {
+            let reason = format!("version vector {:?}: {e}", String::from_utf8_lossy(key));
+            corrupt("(meta)", None, CodecError::Malformed { reason })
+        }),
     }
+}
+
+/// A version vector kept in two records (see `layout::META_VV`): the
+/// packed entries of other origins, and this store's own entry.
+fn split_vv<R: KvRead + ?Sized>(r: &R, (others, own): (&[u8], &[u8])) -> Result<VersionVector, StoreError> {
+    let mut vv = meta_vv(r, others)?;
+    if let (Some(hlc), Some(peer)) = (meta_u64(r, own)?, meta_u64(r, META_PEER)?) {
+        vv.set(PeerId(peer), Hlc(hlc));
+    }
+    Ok(vv)
+}
+
+/// Writes a vector kept in two records: this store's own entry always
+/// (8 bytes), the packed entries of other origins only when `others_changed`.
+fn put_split_vv<W: KvWrite + ?Sized>(
+    w: &mut W,
+    (others, own): (&[u8], &[u8]),
+    vv: &VersionVector,
+    peer: PeerId,
+    others_changed: bool,
+) -> Result<(), StoreError> {
+    if others_changed {
+        w.put(Table::Meta, others, &packed::encode_except(vv, peer))?;
+    }
+    w.put(Table::Meta, own, &vv.get(peer).0.to_be_bytes())?;
+    Ok(())
 }
 
 /// The change log's heads, read off the log (a store written before they
@@ -1387,10 +1413,16 @@ pub struct WriteTx<'s, K: Kv> {
     clock: MutexGuard<'s, Clock>,
     now_ms: u64,
     vv: VersionVector,
-    vv_dirty: bool,
+    /// Whether this store's own entry of `vv` changed.
+    own_dirty: bool,
+    /// Whether an entry of another origin changed (the packed record of
+    /// the others is rewritten only then).
+    others_dirty: bool,
     /// The change log's heads, loaded at the first log entry written (and
     /// then written back at commit).
     heads: Option<VersionVector>,
+    /// Whether a head of another origin changed.
+    heads_others_dirty: bool,
     next_doc: u64,
     next_coll: u32,
     /// Entries in the id index's recent level (see `layout`).
@@ -1460,10 +1492,11 @@ impl<'s, K: Kv> WriteTx<'s, K> {
                 self.heads = Some(log_heads(&self.kv)?);
             }
             if let (Some(heads), Some(peer), Some(hlc)) = (self.heads.as_mut(), be_u64(&key), be_u64(&key[8..])) {
-                heads.observe(Stamp {
+                let moved = heads.observe(Stamp {
                     peer: PeerId(peer),
                     hlc: Hlc(hlc),
                 });
+                self.heads_others_dirty |= moved && PeerId(peer) != self.store.peer;
             }
         }
         self.pending.bytes += 28;
@@ -1767,15 +1800,27 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             hlc: self.clock.tick(self.now_ms)?,
             peer: self.store.peer,
         };
-        self.vv_dirty |= self.vv.observe(stamp);
+        self.saw(stamp);
         Ok(stamp)
+    }
+
+    /// Records `stamp` in the version vector, noting which record changed.
+    fn saw(&mut self, stamp: Stamp) {
+        if self.vv.observe(stamp) {
+            match stamp.peer == self.store.peer {
+                true => self.own_dirty = true,
+                false => self.others_dirty = true,
+            }
+        }
     }
 
     /// Records that every change up to `upto` has been received (see [`ChangeBatch`]).
     pub fn mark_synced(&mut self, upto: &VersionVector) {
-        let before = self.vv.clone();
+        let own = self.store.peer;
+        let others_move = upto.iter().any(|(p, h)| p != own && h > self.vv.get(p));
+        self.own_dirty |= upto.get(own) > self.vv.get(own);
+        self.others_dirty |= others_move;
         self.vv.join(upto);
-        self.vv_dirty |= self.vv != before;
     }
 
     fn check_id_len(collection: &str, id_bytes: &[u8]) -> Result<(), StoreError> {
@@ -1983,7 +2028,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         let wrote = !ops.is_empty();
         self.ops = ops;
         if wrote {
-            self.vv_dirty |= self.vv.observe(stamp);
+            self.saw(stamp);
             self.save(collection, &mut at)?;
         }
         Ok(Inserted { id, written: wrote })
@@ -2164,8 +2209,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             horizon.join(&claimed);
         }
         if !doomed.is_empty() {
-            let bytes = postcard::to_allocvec(&horizon).unwrap_or_default();
-            self.kv.put(Table::Meta, META_REAPED, &bytes)?;
+            self.kv.put(Table::Meta, META_REAPED, &packed::encode(&horizon))?;
         }
         Ok(doomed.len())
     }
@@ -2315,13 +2359,13 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// Returns what changed, for live queries.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
         self.flush()?;
-        if self.vv_dirty {
-            let bytes = postcard::to_allocvec(&self.vv).unwrap_or_default();
-            self.kv.put(Table::Meta, META_VV, &bytes)?;
+        let peer = self.store.peer;
+        if self.own_dirty || self.others_dirty {
+            put_split_vv(&mut self.kv, (META_VV, META_VV_OWN), &self.vv, peer, self.others_dirty)?;
         }
         if let Some(heads) = &self.heads {
-            let bytes = postcard::to_allocvec(heads).unwrap_or_default();
-            self.kv.put(Table::Meta, META_LOG_HEADS, &bytes)?;
+            let others = (META_LOG_HEADS, META_LOG_HEADS_OWN);
+            put_split_vv(&mut self.kv, others, heads, peer, self.heads_others_dirty)?;
         }
         if self.counters_dirty {
             if self.ids_recent >= RECENT_MAX {

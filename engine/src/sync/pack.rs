@@ -1,5 +1,5 @@
 //! Packed changes: a compact, versioned encoding of a batch of [`Change`]s
-//! (and of version vectors) for the sync protocol.
+//! for the sync protocol (version vectors have their own: `vv::packed`).
 //!
 //! Why: reconciliation after a long separation ships only the differences
 //! (version vectors and the per-origin change log see to that), so what is
@@ -45,8 +45,6 @@ use std::mem::size_of;
 
 /// Version of the packed-changes format written by this build.
 pub const PACK_FORMAT: u8 = 1;
-/// Version of the packed version-vector format written by this build.
-pub const PACKED_VV_FORMAT: u8 = 1;
 /// Bytes before the body: format and coding.
 const HEADER_BYTES: usize = 2;
 
@@ -1481,67 +1479,6 @@ pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Vec<Change>, PackErr
         return Err(PackError::TrailingBytes { count: left });
     }
     Ok(changes)
-}
-
-// ---- version vectors ----
-
-/// Packs a version vector: `[format = 1][count: varint]`, then per entry in
-/// peer order `[peer: u64 LE][wall ms: varint][logical: varint]`. About 15
-/// bytes an entry, against about 19 in postcard.
-pub fn pack_vv(vv: &VersionVector) -> Vec<u8> {
-    let mut out = Out::default();
-    out.byte(CTX_RAW, PACKED_VV_FORMAT);
-    out.varint(Role::Count, vv.len() as u64);
-    for (p, h) in vv.iter() {
-        out.raw(&p.0.to_le_bytes());
-        out.varint(Role::Int, h.0 >> LOGICAL_BITS);
-        out.varint(Role::Int, h.0 & LOGICAL_MASK);
-    }
-    out.bytes
-}
-
-/// Unpacks a version vector packed by [`pack_vv`]; peers must be strictly
-/// increasing.
-pub fn unpack_vv(bytes: &[u8]) -> Result<VersionVector, PackError> {
-    let (&format, body) = bytes.split_first().ok_or(PackError::Truncated { offset: 0 })?;
-    if format != PACKED_VV_FORMAT {
-        return Err(PackError::UnknownFormat { found: format });
-    }
-    let limits = UnpackLimits {
-        max_body_bytes: body.len(),
-        ..UnpackLimits::default()
-    };
-    let mut r = In {
-        src: Src::Plain { buf: body, pos: 0 },
-        header: 1,
-        consumed: 0,
-        limits,
-        budget: limits.max_output_bytes,
-        ops: 0,
-    };
-    let n = r.count("version-vector entries", 10, usize::MAX)?;
-    let mut vv = VersionVector::new();
-    let mut last: Option<PeerId> = None;
-    for _ in 0..n {
-        let peer = PeerId(u64::from_le_bytes(r.raw8()?));
-        if last.is_some_and(|l| l >= peer) {
-            return r.malformed("version-vector peers not in strictly increasing order");
-        }
-        last = Some(peer);
-        let wall = r.varint(Role::Int)?;
-        let logical = r.varint(Role::Int)?;
-        if wall >= WALL_LIMIT as u64 || logical > LOGICAL_MASK {
-            return r.malformed("version-vector timestamp out of range");
-        }
-        vv.observe(Stamp {
-            hlc: Hlc((wall << LOGICAL_BITS) | logical),
-            peer,
-        });
-    }
-    if r.remaining() > 0 {
-        return Err(PackError::TrailingBytes { count: r.remaining() });
-    }
-    Ok(vv)
 }
 
 #[cfg(test)]

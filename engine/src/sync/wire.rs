@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still speaks (none of version
 /// 1, which carried changes unpacked and had no batch sequence, 2, whose
-/// requests carried the whole version vector, and 3, whose first request
-/// of a session always did, ever shipped).
-pub const MIN_PROTOCOL_VERSION: u16 = 4;
+/// requests carried the whole version vector, 3, whose first request of
+/// a session always did, and 4, which sent version vectors as postcard
+/// maps instead of packed (`vv::packed`), ever shipped).
+pub const MIN_PROTOCOL_VERSION: u16 = 5;
 /// Largest frame a peer accepts unless it says otherwise in its `Hello`.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 << 20;
 /// Largest frame any peer may ask for.

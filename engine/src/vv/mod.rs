@@ -11,12 +11,16 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
+pub mod packed;
+
 /// Per origin peer, the greatest HLC seen from it.
 ///
 /// Entries sit in a vector sorted by peer, with no `Hlc::ZERO` entry: sync
 /// clones, joins and compares vectors on every message, and a merge walk
 /// over two sorted runs (one allocation per clone) is several times cheaper
-/// than the same over a tree. Serialized as a map, peer to HLC.
+/// than the same over a tree. Serialized as a map, peer to HLC, in
+/// human-readable formats (JSON), and as the bytes of its [`packed`]
+/// encoding in binary ones (postcard: the sync protocol, change records).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector(Vec<(PeerId, Hlc)>);
 
@@ -173,6 +177,9 @@ fn merge(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> Vec<(PeerId, Hlc)> {
 
 impl Serialize for VersionVector {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return serializer.serialize_bytes(&packed::encode(self));
+        }
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (peer, hlc) in &self.0 {
             map.serialize_entry(peer, hlc)?;
@@ -183,6 +190,19 @@ impl Serialize for VersionVector {
 
 impl<'de> Deserialize<'de> for VersionVector {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Packed;
+        impl<'de> Visitor<'de> for Packed {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the bytes of a packed version vector")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<VersionVector, E> {
+                packed::decode(bytes).map_err(E::custom)
+            }
+        }
+        if !deserializer.is_human_readable() {
+            return deserializer.deserialize_bytes(Packed);
+        }
         struct Entries;
         impl<'de> Visitor<'de> for Entries {
             type Value = VersionVector;
