@@ -20,7 +20,8 @@
 //! - `ble` (feature `ble`, Linux): Bluetooth LE, central role with
 //!   btleplug, peripheral role with bluer, frames cut into the chunks of
 //!   `rhizome_engine::sync::chunk` (the framing the simulator's modelled
-//!   links use). Not authenticated yet (see its doc).
+//!   links use). Admitted by the app key and encrypted by [`ble_auth`]
+//!   (pure code, built and tested without the feature).
 
 use rhizome_actors::{LinkKind, PeerId};
 use std::future::Future;
@@ -32,6 +33,8 @@ pub mod quic;
 
 #[cfg(all(feature = "ble", target_os = "linux", not(madsim)))]
 pub mod ble;
+#[cfg(not(madsim))]
+pub mod ble_auth;
 
 /// A source of links of one kind for one peer: it dials, accepts and
 /// authenticates remotes, and runs a sync session on each link through

@@ -7,8 +7,9 @@
 //! where this peer is the peripheral); a peripheral that failed, or is
 //! another app's, is left alone for [`super::BleConfig::retry_after_ms`].
 
+use super::{fresh_nonce, Hello, Proof, INFO_UUID, SERVICE_UUID, WRITE_UUID};
 use super::{run_link, watch_connected, BleError, Info, LinkError, LinkEvent, LinkIo, Shared, NOTIFY_UUID};
-use super::{Hello, INFO_UUID, SERVICE_UUID, WRITE_UUID};
+use crate::ble_auth::{Role, Transcript};
 use btleplug::api::{Central as _, Characteristic, Manager as _, Peripheral as _, ScanFilter, WriteType};
 use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures_util::StreamExt;
@@ -141,8 +142,9 @@ async fn dial(shared: &Arc<Shared>, p: &Peripheral) -> Result<(), ()> {
     outcome.map_err(|reason| shared.emit(LinkEvent::Failed { address, reason }))
 }
 
-/// Connect, discover, read the info, subscribe, write the hello; gives the
-/// link's ends and the task that writes its chunks.
+/// Connect, discover, read the info, subscribe, write the hello, read and
+/// check the proof; gives the link's ends and the task that writes its
+/// chunks.
 async fn handshake(shared: &Arc<Shared>, p: &Peripheral) -> Result<(LinkIo, tokio::task::JoinHandle<()>), LinkError> {
     p.connect().await.map_err(LinkError::Central)?;
     p.discover_services().await.map_err(LinkError::Central)?;
@@ -154,8 +156,8 @@ async fn handshake(shared: &Arc<Shared>, p: &Peripheral) -> Result<(LinkIo, toki
     };
     let (info_c, write_c, notify_c) = (find(INFO_UUID)?, find(WRITE_UUID)?, find(NOTIFY_UUID)?);
     let info = Info::decode(&p.read(&info_c).await.map_err(LinkError::Central)?).map_err(LinkError::BadInfo)?;
-    shared.admit(&info.hello)?;
-    let remote = info.hello.peer;
+    shared.filter(info.peer, info.app)?;
+    let remote = info.peer;
     if shared.has_link(remote) && shared.me > remote {
         // The remote is our central already, and its link is the one kept.
         return Err(LinkError::Duplicate);
@@ -182,13 +184,29 @@ async fn handshake(shared: &Arc<Shared>, p: &Peripheral) -> Result<(LinkIo, toki
             }
         }
     });
+    let transcript = Transcript {
+        peripheral: remote,
+        central: shared.me,
+        slot,
+        peripheral_nonce: info.nonce,
+        central_nonce: fresh_nonce()?,
+    };
     let hello = Hello {
         peer: shared.me,
         app: shared.app,
+        nonce: transcript.central_nonce,
+        mac: transcript.central_mac(&shared.auth),
     };
     p.write(&info_c, &hello.encode(), WriteType::WithResponse)
         .await
         .map_err(LinkError::Central)?;
+    // Nothing is sent on the link before the peripheral has proved the key
+    // (its early frames wait in the bounded chunk queue).
+    let proof = Proof::decode(&p.read(&info_c).await.map_err(LinkError::Central)?).map_err(LinkError::BadInfo)?;
+    transcript
+        .verify_peripheral(&shared.auth, &proof.mac)
+        .map_err(LinkError::NotAdmitted)?;
+    let (sealer, opener) = transcript.frame_keys(&shared.auth, Role::Central);
     let (chunks_out, mut out_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_CHUNKS);
     let writer_p = p.clone();
     let writer = tokio::spawn(async move {
@@ -211,6 +229,8 @@ async fn handshake(shared: &Arc<Shared>, p: &Peripheral) -> Result<(LinkIo, toki
         slot: None,
         chunks_in,
         chunks_out,
+        sealer,
+        opener,
     };
     Ok((io, writer))
 }

@@ -7,9 +7,11 @@
 //! ([`Peer::attach_link`], [`LinkKind::Ble`]). The service:
 //!
 //! - [`INFO_UUID`] (read, write with response): read, it gives the
-//!   peripheral's [`Info`] (peer id, app tag, and the *slot* it gave the
-//!   reading central); written, it takes the central's [`Hello`] (peer id,
-//!   app tag), which starts the link, or is refused with an ATT error.
+//!   peripheral's [`Info`] (peer id, app tag, the *slot* it gave the
+//!   reading central, a fresh nonce); written, it takes the central's
+//!   [`Hello`] (peer id, app tag, nonce, MAC), which starts the link, or is
+//!   refused with an ATT error; read again after that, it gives the
+//!   peripheral's [`Proof`].
 //! - [`WRITE_UUID`] (write without response): chunks central → peripheral.
 //! - [`NOTIFY_UUID`] (notify): the slot byte, then a chunk, peripheral →
 //!   central. BlueZ sends a served characteristic's notifications to every
@@ -20,12 +22,12 @@
 //! ATT MTU less 3 bytes (less one more for the slot on notifications).
 //! The byte layouts are in `docs/format.md` ("Bluetooth LE links").
 //!
-//! **Admission: none yet.** BLE has no TLS here. The app tag (derived from
-//! the app key) only keeps apart peers of different apps that are honest;
-//! anyone can read it from [`INFO_UUID`] and replay it, and nothing
-//! authenticates the peer id either side claims. Until the identity issue,
-//! a BLE link is unauthenticated: use it only where every device in radio
-//! range may read and write the app's synced data.
+//! **Admission and encryption** are [`crate::ble_auth`]'s: both ends prove
+//! they hold the app key with MACs over fresh nonces, and every frame is
+//! sealed (ChaCha20-Poly1305, one key per direction and link). A device
+//! without the app key can neither join a link nor read or alter one; a
+//! frame that does not open ends its link. As on QUIC, any holder of the
+//! app key may claim any peer id until the identity issue.
 //!
 //! One link per remote peer, as on QUIC: when two peers connect to each
 //! other (each a central of the other), both keep the link whose central
@@ -37,6 +39,7 @@
 pub mod central;
 pub mod peripheral;
 
+use crate::ble_auth::{AuthError, AuthKey, Opener, Sealer};
 use crate::quic::AppKey;
 use crate::Transport;
 use rhizome_actors::{LinkKind, Peer, PeerId};
@@ -57,140 +60,16 @@ pub const WRITE_UUID: Uuid = Uuid::from_u128(0x3e1f_6a52_9c1d_4b8e_a7f0_5248_5a0
 pub const NOTIFY_UUID: Uuid = Uuid::from_u128(0x3e1f_6a52_9c1d_4b8e_a7f0_5248_5a00_0002);
 /// The peripheral's [`Info`] (read) and the central's [`Hello`] (write).
 pub const INFO_UUID: Uuid = Uuid::from_u128(0x3e1f_6a52_9c1d_4b8e_a7f0_5248_5a00_0003);
-/// First bytes of [`Info`] and [`Hello`] (format version 1).
-pub const INFO_MAGIC: [u8; 4] = *b"RZB1";
-/// Bytes of an app tag.
-pub const APP_TAG_BYTES: usize = 8;
-/// Bytes of a [`Hello`]: magic, peer id, app tag.
-pub const HELLO_BYTES: usize = 4 + 8 + APP_TAG_BYTES;
-/// Bytes of an [`Info`]: a hello's fields and the slot.
-pub const INFO_BYTES: usize = HELLO_BYTES + 1;
-
-/// A short tag naming an app's peers, derived from its app key
-/// (HMAC-SHA256 of `rhizome ble app tag v1`, first 8 bytes). It filters:
-/// it does not authenticate (anyone in range can read and replay it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AppTag(pub [u8; APP_TAG_BYTES]);
-
-impl AppTag {
-    /// The tag of the app with this key.
-    pub fn of(key: &AppKey) -> AppTag {
-        let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.bytes());
-        let tag = ring::hmac::sign(&mac_key, b"rhizome ble app tag v1");
-        let mut out = [0u8; APP_TAG_BYTES];
-        out.copy_from_slice(&tag.as_ref()[..APP_TAG_BYTES]);
-        AppTag(out)
-    }
-}
-
-/// What a central writes to [`INFO_UUID`] to start a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hello {
-    /// The central's peer id (claimed, not authenticated).
-    pub peer: PeerId,
-    /// The central's app tag.
-    pub app: AppTag,
-}
-
-/// What a central reads from [`INFO_UUID`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Info {
-    /// The peripheral's peer id and app tag.
-    pub hello: Hello,
-    /// The byte before every notification meant for the reading central.
-    pub slot: u8,
-}
-
-/// Why bytes read or written on the service are not what they should be.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum InfoError {
-    /// Wrong length.
-    Length {
-        /// Bytes expected.
-        expected: usize,
-        /// Bytes there.
-        got: usize,
-    },
-    /// Not [`INFO_MAGIC`].
-    BadMagic,
-}
-
-impl fmt::Display for InfoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InfoError::Length { expected, got } => write!(f, "{got} bytes where {expected} were expected"),
-            InfoError::BadMagic => f.write_str("not a Rhizome BLE hello (bad magic)"),
-        }
-    }
-}
-
-impl std::error::Error for InfoError {}
-
-impl Hello {
-    /// Its bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(INFO_BYTES);
-        out.extend_from_slice(&INFO_MAGIC);
-        out.extend_from_slice(&self.peer.0.to_be_bytes());
-        out.extend_from_slice(&self.app.0);
-        out
-    }
-
-    /// Reads a hello from exactly [`HELLO_BYTES`] bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Hello, InfoError> {
-        let fixed: &[u8; HELLO_BYTES] = bytes.try_into().map_err(|_| InfoError::Length {
-            expected: HELLO_BYTES,
-            got: bytes.len(),
-        })?;
-        Hello::decode_fixed(fixed)
-    }
-
-    fn decode_fixed(bytes: &[u8; HELLO_BYTES]) -> Result<Hello, InfoError> {
-        if bytes[..4] != INFO_MAGIC {
-            return Err(InfoError::BadMagic);
-        }
-        let mut peer = [0u8; 8];
-        peer.copy_from_slice(&bytes[4..12]);
-        let mut app = [0u8; APP_TAG_BYTES];
-        app.copy_from_slice(&bytes[12..]);
-        Ok(Hello {
-            peer: PeerId(u64::from_be_bytes(peer)),
-            app: AppTag(app),
-        })
-    }
-}
-
-impl Info {
-    /// Its bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.hello.encode();
-        out.push(self.slot);
-        out
-    }
-
-    /// Reads an info from exactly [`INFO_BYTES`] bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Info, InfoError> {
-        let (&slot, hello) = bytes
-            .split_last()
-            .filter(|_| bytes.len() == INFO_BYTES)
-            .ok_or(InfoError::Length {
-                expected: INFO_BYTES,
-                got: bytes.len(),
-            })?;
-        Ok(Info {
-            hello: Hello::decode(hello)?,
-            slot,
-        })
-    }
-}
+pub use crate::ble_auth::{
+    AppTag, Hello, Info, InfoError, Proof, APP_TAG_BYTES, HELLO_BYTES, INFO_BYTES, INFO_MAGIC, PROOF_BYTES, PROOF_MAGIC,
+};
 
 /// How a [`BleTransport`] runs. Build with [`BleConfig::new`] and set
 /// fields.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct BleConfig {
-    /// The app key (only its [`AppTag`] is used: see the module doc).
+    /// The app key (its [`AppTag`] filters, its [`AuthKey`] admits).
     pub app_key: AppKey,
     /// Run the central role (scan and connect).
     pub central: bool,
@@ -324,8 +203,13 @@ pub enum LinkError {
     },
     /// The peripheral does not serve the whole Rhizome service.
     MissingCharacteristic,
-    /// The remote's info or hello is malformed.
+    /// The remote's info, hello or proof is malformed.
     BadInfo(InfoError),
+    /// The remote did not prove that it holds the app key.
+    NotAdmitted(AuthError),
+    /// A frame from the remote did not open (altered, replayed or
+    /// foreign): the link ends.
+    BadFrame(AuthError),
     /// The remote belongs to another app (its app tag differs).
     OtherApp,
     /// The remote is this peer.
@@ -334,6 +218,8 @@ pub enum LinkError {
     Duplicate,
     /// The device disconnected.
     Disconnected,
+    /// The system gave no randomness for a nonce.
+    Randomness,
     /// The sync session could not start.
     Session(rhizome_actors::PeerError),
     /// The sync session ended.
@@ -348,11 +234,14 @@ impl fmt::Display for LinkError {
             LinkError::Central(e) => write!(f, "BLE: {e}"),
             LinkError::Timeout { step, after_ms } => write!(f, "{step} took over {after_ms} ms"),
             LinkError::MissingCharacteristic => f.write_str("the device lacks the Rhizome service"),
-            LinkError::BadInfo(e) => write!(f, "the remote's hello: {e}"),
+            LinkError::BadInfo(e) => write!(f, "the remote's handshake: {e}"),
+            LinkError::NotAdmitted(e) => write!(f, "not admitted: {e}"),
+            LinkError::BadFrame(e) => write!(f, "frame refused: {e}"),
             LinkError::OtherApp => f.write_str("the remote belongs to another app"),
             LinkError::SelfLink => f.write_str("the remote is this peer"),
             LinkError::Duplicate => f.write_str("another link to this peer is kept"),
             LinkError::Disconnected => f.write_str("the device disconnected"),
+            LinkError::Randomness => f.write_str("no randomness for a nonce"),
             LinkError::Session(e) => write!(f, "sync session: {e}"),
             LinkError::SessionEnded => f.write_str("the sync session ended"),
             LinkError::Closing => f.write_str("the transport is closing"),
@@ -404,6 +293,7 @@ pub(crate) struct Shared {
     peer: Peer,
     me: PeerId,
     app: AppTag,
+    auth: AuthKey,
     config: BleConfig,
     links: Mutex<BTreeMap<PeerId, Entry>>,
     generations: AtomicU64,
@@ -427,12 +317,13 @@ impl Shared {
         self.links.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Checks a remote's hello: same app, not this peer.
-    fn admit(&self, hello: &Hello) -> Result<(), LinkError> {
-        if hello.app != self.app {
+    /// The early filter on a remote's info or hello: same app tag, not
+    /// this peer. (Admission is the MAC check that follows.)
+    fn filter(&self, peer: PeerId, app: AppTag) -> Result<(), LinkError> {
+        if app != self.app {
             return Err(LinkError::OtherApp);
         }
-        if hello.peer == self.me {
+        if peer == self.me {
             return Err(LinkError::SelfLink);
         }
         Ok(())
@@ -472,6 +363,16 @@ impl Shared {
     }
 }
 
+/// A fresh handshake nonce from the system's randomness.
+fn fresh_nonce() -> Result<[u8; crate::ble_auth::NONCE_BYTES], LinkError> {
+    use ring::rand::SecureRandom;
+    let mut nonce = [0u8; crate::ble_auth::NONCE_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| LinkError::Randomness)?;
+    Ok(nonce)
+}
+
 /// One connection's ends, as both roles hand them to [`run_link`].
 pub(crate) struct LinkIo {
     /// The remote peer and its Bluetooth address.
@@ -488,6 +389,9 @@ pub(crate) struct LinkIo {
     chunks_in: mpsc::Receiver<Vec<u8>>,
     /// Chunks to the remote (the role's writer sends them).
     chunks_out: mpsc::Sender<Vec<u8>>,
+    /// Seals this peer's frames, and opens the remote's.
+    sealer: Sealer,
+    opener: Opener,
 }
 
 /// Runs one admitted connection's sync session until the link ends
@@ -516,10 +420,11 @@ pub(crate) async fn run_link(
         central,
     });
     let mut shutdown = shared.shutdown.subscribe();
-    let max_frame_bytes = shared.config.max_frame_bytes as usize;
+    // A sealed frame carries its counter and tag besides the frame.
+    let max_frame_bytes = shared.config.max_frame_bytes as usize + crate::ble_auth::SEAL_OVERHEAD_BYTES;
     let reason = tokio::select! {
-        r = write_frames(frames, io.chunks_out, io.chunk_bytes, io.slot) => r,
-        r = read_chunks(&link, io.chunks_in, max_frame_bytes) => r,
+        r = write_frames(frames, io.sealer, io.chunks_out, io.chunk_bytes, io.slot) => r,
+        r = read_chunks(&link, io.opener, io.chunks_in, max_frame_bytes) => r,
         r = gone => r,
         _ = stopped.wait_for(|stop| *stop) => LinkError::Duplicate,
         _ = shutdown.wait_for(|closing| *closing) => LinkError::Closing,
@@ -536,6 +441,7 @@ pub(crate) async fn run_link(
 /// ends (it held the only sender) or the role's writer is gone.
 async fn write_frames(
     mut frames: mpsc::Receiver<Vec<u8>>,
+    mut sealer: Sealer,
     chunks_out: mpsc::Sender<Vec<u8>>,
     chunk_bytes: usize,
     slot: Option<u8>,
@@ -543,6 +449,10 @@ async fn write_frames(
     let mut chunker = Chunker::new();
     let chunk_bytes = chunk_bytes.max(MIN_CHUNK_BYTES);
     while let Some(frame) = frames.recv().await {
+        let frame = match sealer.seal(&frame) {
+            Ok(sealed) => sealed,
+            Err(e) => return LinkError::BadFrame(e),
+        };
         // Only a frame over 4 GiB fails to split; the session never makes
         // one.
         let Ok(chunks) = chunker.split(&frame, chunk_bytes) else {
@@ -561,11 +471,13 @@ async fn write_frames(
     LinkError::SessionEnded
 }
 
-/// Rebuilds frames from the remote's chunks and hands them to the
-/// session, until the chunks stop (the device is gone) or the session
-/// ends. A damaged or lost chunk drops its frame (the session asks again).
+/// Rebuilds frames from the remote's chunks, opens them and hands them to
+/// the session, until the chunks stop (the device is gone), the session
+/// ends, or a frame does not open. A damaged or lost chunk drops its frame
+/// (the session asks again).
 async fn read_chunks(
     link: &rhizome_actors::AttachedLink,
+    mut opener: Opener,
     mut chunks_in: mpsc::Receiver<Vec<u8>>,
     max_frame_bytes: usize,
 ) -> LinkError {
@@ -582,6 +494,10 @@ async fn read_chunks(
                     _ => continue,
                 }
             }
+        };
+        let frame = match opener.open(&frame) {
+            Ok(frame) => frame,
+            Err(e) => return LinkError::BadFrame(e),
         };
         // Waits while the session's mailbox is full: the chunk queue then
         // fills and the role stops taking chunks from the radio.
@@ -645,6 +561,7 @@ impl BleTransport {
         let shared = Arc::new(Shared {
             me: peer.id(),
             app: AppTag::of(&config.app_key),
+            auth: AuthKey::of(&config.app_key),
             peer,
             config,
             links: Mutex::default(),
@@ -705,53 +622,5 @@ impl Transport for BleTransport {
 
     async fn close(&self) {
         BleTransport::close(self).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(byte: u8) -> AppKey {
-        AppKey::new(vec![byte; 32]).expect("a long enough key")
-    }
-
-    #[test]
-    fn info_and_hello_round_trip() {
-        let hello = Hello {
-            peer: PeerId(0x0102_0304_0506_0708),
-            app: AppTag::of(&key(1)),
-        };
-        assert_eq!(hello.encode().len(), HELLO_BYTES);
-        assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
-        let info = Info { hello, slot: 7 };
-        assert_eq!(info.encode().len(), INFO_BYTES);
-        assert_eq!(Info::decode(&info.encode()), Ok(info));
-    }
-
-    #[test]
-    fn malformed_info_is_an_error() {
-        assert_eq!(
-            Info::decode(&[]),
-            Err(InfoError::Length {
-                expected: INFO_BYTES,
-                got: 0
-            })
-        );
-        assert_eq!(
-            Hello::decode(&[0; HELLO_BYTES + 1]),
-            Err(InfoError::Length {
-                expected: HELLO_BYTES,
-                got: HELLO_BYTES + 1
-            })
-        );
-        assert_eq!(Hello::decode(&[0; HELLO_BYTES]), Err(InfoError::BadMagic));
-        assert_eq!(Info::decode(&[0; INFO_BYTES]), Err(InfoError::BadMagic));
-    }
-
-    #[test]
-    fn app_tags_differ_between_apps_and_agree_within_one() {
-        assert_eq!(AppTag::of(&key(1)), AppTag::of(&key(1)));
-        assert_ne!(AppTag::of(&key(1)), AppTag::of(&key(2)));
     }
 }

@@ -3,18 +3,22 @@
 //! that connect.
 //!
 //! A central first reads the info (which gives it a slot, one of
-//! [`super::BleConfig::max_centrals`]; a slot not followed by a hello
-//! within the handshake timeout is given to the next asker), subscribes to
-//! notifications, then writes its hello: the link starts, and its chunks
+//! [`super::BleConfig::max_centrals`], and a fresh nonce; a slot not
+//! followed by a hello within the handshake timeout is given to the next
+//! asker), subscribes to notifications, then writes its hello. A hello
+//! whose MAC proves the app key ([`crate::ble_auth`]) starts the link; the
+//! central then reads this peer's proof from the same characteristic. Its
+//! chunks
 //! come on the write characteristic (told apart by the central's address)
 //! and go out as notifications behind the slot byte. BlueZ calls the
 //! application once for all subscribers, so one task owns the notifier
 //! and sends every central's chunks from one bounded queue.
 
 use super::{
-    run_link, watch_connected, BleError, Hello, Info, LinkError, LinkEvent, LinkIo, Shared, INFO_UUID, NOTIFY_UUID,
-    SERVICE_UUID, WRITE_UUID,
+    fresh_nonce, run_link, watch_connected, BleError, Hello, Info, LinkError, LinkEvent, LinkIo, Proof, Shared,
+    HELLO_BYTES, INFO_UUID, NOTIFY_UUID, SERVICE_UUID, WRITE_UUID,
 };
+use crate::ble_auth::{read_at, PieceWrite, Role, Transcript, NONCE_BYTES};
 use bluer::adv::{Advertisement, AdvertisementHandle};
 use bluer::gatt::local::{
     Application, ApplicationHandle, Characteristic, CharacteristicNotifier, CharacteristicNotify,
@@ -42,6 +46,12 @@ pub(crate) struct Running {
 struct Central {
     slot: u8,
     given_at: Instant,
+    /// The nonce given with the slot (`Np`).
+    nonce: [u8; NONCE_BYTES],
+    /// The hello, as its pieces come.
+    hello: PieceWrite,
+    /// This peer's proof, once the central's hello was admitted.
+    proof: Option<Proof>,
     /// Where its chunks go, once its hello started a link.
     chunks: Option<mpsc::Sender<Vec<u8>>>,
 }
@@ -99,7 +109,7 @@ fn application(serving: &Arc<Serving>) -> Application {
             read: true,
             fun: Box::new(move |req| {
                 let s = read_s.clone();
-                Box::pin(async move { s.info_for(req.device_address) }) as Reply<Vec<u8>>
+                Box::pin(async move { s.info_for(req.device_address, req.offset.into()) }) as Reply<Vec<u8>>
             }),
             ..Default::default()
         }),
@@ -107,7 +117,8 @@ fn application(serving: &Arc<Serving>) -> Application {
             write: true,
             method: CharacteristicWriteMethod::Fun(Box::new(move |value, req| {
                 let s = hello_s.clone();
-                Box::pin(async move { s.hello_from(req.device_address, req.mtu, &value) }) as Reply<()>
+                Box::pin(async move { s.hello_from(req.device_address, req.mtu, req.offset.into(), &value) })
+                    as Reply<()>
             })),
             ..Default::default()
         }),
@@ -156,43 +167,71 @@ impl Serving {
         self.centrals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The info for a reading central, with its slot (given now if it has
-    /// none). No slot free: refused.
-    fn info_for(&self, address: Address) -> ReqResult<Vec<u8>> {
+    /// What a central reads from `offset` on: its proof once its hello was
+    /// admitted, else the info with its slot and nonce (given now if it has
+    /// none). No slot free, or no randomness: refused.
+    fn info_for(&self, address: Address, offset: usize) -> ReqResult<Vec<u8>> {
         let shared = &self.shared;
         let expiry = Duration::from_millis(shared.config.handshake_timeout_ms);
         let mut centrals = self.centrals();
         // Slots given to centrals that never sent a hello go back.
         centrals.retain(|_, c| c.chunks.is_some() || c.given_at.elapsed() < expiry);
-        let slot = match centrals.get(&address) {
-            Some(c) => c.slot,
+        let (slot, nonce) = match centrals.get(&address) {
+            Some(Central { proof: Some(proof), .. }) => return Ok(read_at(&proof.encode(), offset).to_vec()),
+            Some(c) => (c.slot, c.nonce),
+            // The rest of a value whose start was never read.
+            None if offset > 0 => return Err(ReqError::InvalidOffset),
             None => {
                 let taken: Vec<u8> = centrals.values().map(|c| c.slot).collect();
                 let slot = (0..shared.config.max_centrals.min(255) as u8)
                     .find(|s| !taken.contains(s))
                     .ok_or(ReqError::NotPermitted)?;
+                let nonce = fresh_nonce().map_err(|_| ReqError::Failed)?;
                 centrals.insert(
                     address,
                     Central {
                         slot,
                         given_at: Instant::now(),
+                        nonce,
+                        hello: PieceWrite::default(),
+                        proof: None,
                         chunks: None,
                     },
                 );
-                slot
+                (slot, nonce)
             }
         };
-        let hello = Hello {
+        let info = Info {
             peer: shared.me,
             app: shared.app,
+            slot,
+            nonce,
         };
-        Ok(Info { hello, slot }.encode())
+        Ok(read_at(&info.encode(), offset).to_vec())
     }
 
-    /// A central's hello: admits it and starts its link.
-    fn hello_from(self: &Arc<Self>, address: Address, att_mtu: u16, value: &[u8]) -> ReqResult<()> {
+    /// A piece of a central's hello; once whole, checks it, admits the
+    /// central and starts its link.
+    fn hello_from(self: &Arc<Self>, address: Address, att_mtu: u16, offset: usize, piece: &[u8]) -> ReqResult<()> {
+        let whole = {
+            let mut centrals = self.centrals();
+            let central = centrals.get_mut(&address).ok_or(ReqError::NotPermitted)?;
+            central
+                .hello
+                .push(offset, piece, HELLO_BYTES)
+                .map_err(|_| ReqError::InvalidValueLength)?
+        };
+        match whole {
+            Some(value) => self.admit(address, att_mtu, &value),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a whole hello and, if its MAC proves the app key, starts the
+    /// link and keeps the proof for the central to read.
+    fn admit(self: &Arc<Self>, address: Address, att_mtu: u16, value: &[u8]) -> ReqResult<()> {
         let hello = Hello::decode(value).map_err(|_| ReqError::InvalidValueLength)?;
-        self.shared.admit(&hello).map_err(|e| match e {
+        self.shared.filter(hello.peer, hello.app).map_err(|e| match e {
             LinkError::OtherApp => ReqError::NotAuthorized,
             _ => ReqError::NotPermitted,
         })?;
@@ -202,16 +241,33 @@ impl Serving {
         if self.shared.has_link(remote) && self.shared.me < remote {
             return Err(ReqError::NotPermitted);
         }
-        let (slot, chunks_in) = {
+        let auth = &self.shared.auth;
+        let (slot, chunks_in, transcript) = {
             let mut centrals = self.centrals();
             let central = centrals.get_mut(&address).ok_or(ReqError::NotPermitted)?;
             if central.chunks.is_some() {
                 return Err(ReqError::InProgress);
             }
+            let transcript = Transcript {
+                peripheral: self.shared.me,
+                central: remote,
+                slot: central.slot,
+                peripheral_nonce: central.nonce,
+                central_nonce: hello.nonce,
+            };
+            if transcript.verify_central(auth, &hello.mac).is_err() {
+                // The slot and its nonce go: the next try starts afresh.
+                centrals.remove(&address);
+                return Err(ReqError::NotAuthorized);
+            }
             let (tx, rx) = mpsc::channel(self.shared.config.inbound_chunks);
             central.chunks = Some(tx);
-            (central.slot, rx)
+            central.proof = Some(Proof {
+                mac: transcript.peripheral_mac(auth),
+            });
+            (central.slot, rx, transcript)
         };
+        let (sealer, opener) = transcript.frame_keys(auth, Role::Peripheral);
         let io = LinkIo {
             remote,
             address: address.to_string(),
@@ -221,6 +277,8 @@ impl Serving {
             slot: Some(slot),
             chunks_in,
             chunks_out: self.notify_tx.clone(),
+            sealer,
+            opener,
         };
         tokio::spawn(self.clone().serve(address, io));
         Ok(())

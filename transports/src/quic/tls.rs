@@ -58,8 +58,7 @@ impl AppKey {
     }
 
     /// The secret's bytes (for the other links' derivations, such as the
-    /// BLE app tag).
-    #[cfg(all(feature = "ble", target_os = "linux"))]
+    /// BLE app tag and auth key).
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
