@@ -35,9 +35,11 @@
 //!
 //! Not built under `--cfg madsim` (the simulator has no real sockets).
 
+use rhizome_actors::conns::{conns_config, ConnDriver};
 use rhizome_actors::{LinkKind, ObserverHandle, Peer, PeerConfig, QueryEvent};
 use rhizome_transports::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, LinkLocal, Scope};
-use rhizome_transports::quic::{AppKey, LinkEvent, QuicConfig, QuicError, QuicTransport};
+use rhizome_transports::planned::LinkPlanner;
+use rhizome_transports::quic::{AppKey, LinkEvent, Planned, QuicConfig, QuicError, QuicTransport};
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -255,6 +257,9 @@ fn shorten_timeouts(config: &mut QuicConfig, idle_ms: u64) {
 /// The transports of this peer (the LAN one, then one per `--interface`)
 /// and their discoveries.
 struct Links {
+    /// Decides whom the transports link with (at most a few sessions per
+    /// kind, rotated); shared by all of them.
+    planner: Arc<LinkPlanner>,
     transports: Vec<Arc<QuicTransport>>,
     discoveries: Vec<Discovery>,
     events: Option<mpsc::Receiver<String>>,
@@ -265,7 +270,10 @@ impl Links {
     /// `listening` line for each transport.
     async fn start(peer: &Peer, app_key: &AppKey, opts: &Options) -> Result<Links, String> {
         let (tx, rx) = mpsc::channel(EVENT_LINES);
+        let plan = conns_config(peer.sync_config(), peer.id(), peer.id().0);
+        let driver = ConnDriver::for_peer(peer, plan, || {}).map_err(|e| format!("connection planner: {e}"))?;
         let mut links = Links {
+            planner: LinkPlanner::start(driver),
             transports: Vec::new(),
             discoveries: Vec::new(),
             events: Some(rx),
@@ -314,14 +322,19 @@ impl Links {
         mdns: bool,
         lines: &mpsc::Sender<String>,
     ) -> Result<(), String> {
+        let mut config = config;
+        config.planner = Planned(Some(self.planner.clone()));
         let transport = Arc::new(start_transport(peer, config).await?);
+        self.planner.add_transport(&transport);
         let local = transport.local_addr().map_err(|e| e.to_string())?;
         let on = interface.map(|n| format!(" on {n}")).unwrap_or_default();
         say(&format!("listening {local} peer {}{on}", peer.id()));
         let link_events = transport.take_events().ok_or("the transport's events were taken")?;
         tokio::spawn(forward(link_events, lines.clone(), describe));
         if mdns {
-            let discovery = Discovery::start(transport.clone(), peer.id(), app_key, DiscoveryConfig::new(scope))
+            let mut found_config = DiscoveryConfig::new(scope);
+            found_config.planner = Some(self.planner.clone());
+            let discovery = Discovery::start(transport.clone(), peer.id(), app_key, found_config)
                 .map_err(|e| format!("discovery{on}: {e}"))?;
             let found = discovery.take_events().ok_or("discovery's events were taken")?;
             tokio::spawn(forward(found, lines.clone(), describe_found));

@@ -32,7 +32,9 @@
 //!
 //! Built only without `--cfg madsim`: mDNS needs real multicast sockets.
 
+use crate::planned::LinkPlanner;
 use crate::quic::{AppKey, Dial, QuicTransport};
+use crate::Transport;
 use mdns_sd::{IfKind, IfPredicate, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
 use rhizome_actors::PeerId;
 use rhizome_engine::sync::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -86,6 +88,9 @@ pub struct DiscoveryConfig {
     pub event_capacity: usize,
     /// How long a peer that left is still redialled, in milliseconds.
     pub linger_ms: u64,
+    /// The connection planner to report found peers to, which decides whom
+    /// to dial (none: the lower peer id of every pair dials).
+    pub planner: Option<Arc<LinkPlanner>>,
 }
 
 impl DiscoveryConfig {
@@ -96,6 +101,7 @@ impl DiscoveryConfig {
             max_peers: 256,
             event_capacity: 256,
             linger_ms: 120_000,
+            planner: None,
         }
     }
 }
@@ -304,6 +310,7 @@ impl Discovery {
             local,
             max_peers: config.max_peers,
             linger: Duration::from_millis(config.linger_ms),
+            planner: config.planner.clone(),
             peers: BTreeMap::new(),
             names: BTreeMap::new(),
             found: found.clone(),
@@ -430,6 +437,7 @@ struct Browser {
     local: SocketAddr,
     max_peers: usize,
     linger: Duration,
+    planner: Option<Arc<LinkPlanner>>,
     peers: BTreeMap<PeerId, Found>,
     /// Service instance names to the peers they advertise.
     names: BTreeMap<String, PeerId>,
@@ -496,7 +504,7 @@ impl Browser {
 
     fn found_at(&mut self, fullname: &str, remote: PeerId, addr: SocketAddr) {
         self.names.insert(fullname.to_string(), remote);
-        let dialling = self.me < remote;
+        let dialling = self.planner.is_none() && self.me < remote;
         match self.peers.get_mut(&remote) {
             Some(f) if f.addr == addr && f.lost_at.is_none() => return,
             // Back where it was: its dial never stopped.
@@ -512,6 +520,9 @@ impl Browser {
                 };
                 self.peers.insert(remote, found);
             }
+        }
+        if let Some(planner) = &self.planner {
+            planner.found(remote, &self.transport, addr);
         }
         self.publish();
         self.emit(DiscoveryEvent::Found { remote, addr, dialling });
@@ -532,12 +543,23 @@ impl Browser {
         }
     }
 
-    /// Stops redialling peers that left longer than the linger time ago.
+    /// Stops redialling peers that left longer than the linger time ago
+    /// (with a planner: tells it they are lost).
     fn forget_lost(&mut self) {
         let linger = self.linger;
-        let before = self.peers.len();
-        self.peers.retain(|_, f| f.lost_at.is_none_or(|t| t.elapsed() < linger));
-        if self.peers.len() != before {
+        let gone: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, f)| f.lost_at.is_some_and(|t| t.elapsed() >= linger))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in &gone {
+            self.peers.remove(peer);
+            if let Some(planner) = &self.planner {
+                planner.lost(*peer, self.transport.kind());
+            }
+        }
+        if !gone.is_empty() {
             self.publish();
         }
     }

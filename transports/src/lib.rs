@@ -17,6 +17,10 @@
 //!   IPv6 link-local addresses with the interface as scope). Also built
 //!   only without `--cfg madsim`.
 //!
+//! - [`planned`]: links made on the connection planner's decisions, so a
+//!   peer holds a bounded number of sessions per link kind and rotates
+//!   them; discovery reports to it instead of dialling.
+//!
 //! - `ble` (feature `ble`, Linux): Bluetooth LE, central role with
 //!   btleplug, peripheral role with bluer, frames cut into the chunks of
 //!   `rhizome_engine::sync::chunk` (the framing the simulator's modelled
@@ -28,6 +32,8 @@ use std::future::Future;
 
 #[cfg(not(madsim))]
 pub mod discovery;
+#[cfg(not(madsim))]
+pub mod planned;
 #[cfg(not(madsim))]
 pub mod quic;
 

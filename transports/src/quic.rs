@@ -59,6 +59,37 @@ pub const CLOSE_IDENTITY: u32 = 2;
 pub const CLOSE_DUPLICATE: u32 = 3;
 /// Close code: the remote is this peer itself.
 pub const CLOSE_SELF: u32 = 4;
+/// Close code: this peer's connection planner has no room for the link
+/// (or took it down to make room or rotate).
+pub const CLOSE_BUSY: u32 = 5;
+
+/// The session accounting of a connection planner, which a transport
+/// consults and informs ([`crate::planned::LinkPlanner`] is the one in use):
+/// whether to take an incoming link, and which links are up.
+pub trait Admission: Send + Sync + 'static {
+    /// Whether a link from `remote` over `kind`, which it dialled, would be
+    /// kept now.
+    fn would_accept(&self, remote: PeerId, kind: LinkKind) -> bool;
+    /// A link with `remote` over `kind` is up (a session started).
+    fn up(&self, remote: PeerId, kind: LinkKind);
+    /// The link with `remote` over `kind` that was up went down.
+    fn down(&self, remote: PeerId, kind: LinkKind);
+}
+
+/// A transport's [`Admission`], if any (a wrapper so [`QuicConfig`] stays
+/// `Debug`).
+#[derive(Clone, Default)]
+pub struct Planned(pub Option<Arc<dyn Admission>>);
+
+impl fmt::Debug for Planned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Planned(Some(..))"
+        } else {
+            "Planned(None)"
+        })
+    }
+}
 
 /// How a [`QuicTransport`] runs. Build with [`QuicConfig::new`] and set
 /// fields.
@@ -95,6 +126,9 @@ pub struct QuicConfig {
     /// [`LinkKind::P2pWifi`] for a transport bound to a peer-to-peer Wi-Fi
     /// interface's link-local address.
     pub kind: LinkKind,
+    /// The connection planner that bounds its sessions (none: every link
+    /// is taken, as with static `connect` addresses alone).
+    pub planner: Planned,
 }
 
 impl QuicConfig {
@@ -114,6 +148,7 @@ impl QuicConfig {
             backoff_max_ms: 5_000,
             event_capacity: 1_024,
             kind: LinkKind::Lan,
+            planner: Planned::default(),
         }
     }
 }
@@ -181,6 +216,8 @@ pub enum LinkError {
     SelfLink,
     /// Another link to the same peer is kept.
     Duplicate,
+    /// The connection planner has no room for the link, or took it down.
+    Busy,
     /// The remote announced a frame over the limit.
     FrameTooLarge {
         /// The announced length, in bytes.
@@ -215,6 +252,7 @@ impl fmt::Display for LinkError {
             }
             LinkError::SelfLink => f.write_str("the remote is this peer"),
             LinkError::Duplicate => f.write_str("another link to this peer is kept"),
+            LinkError::Busy => f.write_str("no room for the link in the connection plan"),
             LinkError::FrameTooLarge { len, max_bytes } => {
                 write!(f, "a frame of {len} bytes is over the limit of {max_bytes}")
             }
@@ -249,6 +287,7 @@ impl LinkError {
             LinkError::NotCertified { .. } => (CLOSE_IDENTITY, b"certificate does not name the claimed peer"),
             LinkError::SelfLink => (CLOSE_SELF, b"a peer cannot link to itself"),
             LinkError::Duplicate => (CLOSE_DUPLICATE, b"another link to this peer is kept"),
+            LinkError::Busy => (CLOSE_BUSY, b"no room in the connection plan"),
             LinkError::Closing => (CLOSE_NORMAL, b"closing"),
             _ => (CLOSE_NORMAL, b"link ended"),
         }
@@ -401,6 +440,16 @@ impl QuicTransport {
         Dial { addr, _stop: stop }
     }
 
+    /// Takes the link with `peer` down (the connection planner's decision);
+    /// nothing if there is none.
+    pub fn disconnect(&self, peer: PeerId) {
+        let links = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = links.get(&peer) {
+            let (code, reason) = LinkError::Busy.close();
+            entry.conn.close(code.into(), reason);
+        }
+    }
+
     /// The events of the links (once: later calls get `None`).
     pub fn take_events(&self) -> Option<mpsc::Receiver<LinkEvent>> {
         self.shared_events().take()
@@ -510,11 +559,25 @@ impl Shared {
         Ok(generation)
     }
 
-    fn unregister(&self, remote: PeerId, generation: u64) {
+    /// Removes a link from the table unless a newer one replaced it; says
+    /// whether it did.
+    fn unregister(&self, remote: PeerId, generation: u64) -> bool {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        if links.get(&remote).is_some_and(|e| e.generation == generation) {
+        let ours = links.get(&remote).is_some_and(|e| e.generation == generation);
+        if ours {
             links.remove(&remote);
         }
+        ours
+    }
+
+    /// Whether the planner (if any) takes a link from `remote`.
+    fn admits(&self, remote: PeerId) -> bool {
+        let kind = self.config.kind;
+        self.config
+            .planner
+            .0
+            .as_ref()
+            .is_none_or(|p| p.would_accept(remote, kind))
     }
 
     fn handshake_timeout(&self) -> Duration {
@@ -667,6 +730,13 @@ async fn run_link(shared: &Arc<Shared>, conn: quinn::Connection, dialled: bool) 
             return remote;
         }
     };
+    if !dialled && !shared.admits(remote) {
+        let reason = LinkError::Busy;
+        let (code, text) = reason.close();
+        conn.close(code.into(), text);
+        shared.emit(LinkEvent::Failed { addr, reason });
+        return Some(remote);
+    }
     let dialler = if dialled { shared.me } else { remote };
     let generation = match shared.register(remote, &conn, dialler) {
         Ok(g) => g,
@@ -677,6 +747,10 @@ async fn run_link(shared: &Arc<Shared>, conn: quinn::Connection, dialled: bool) 
             return Some(remote);
         }
     };
+    let planner = shared.config.planner.0.as_ref();
+    if let Some(p) = planner {
+        p.up(remote, shared.config.kind);
+    }
     let (outbound, frames) = mpsc::channel(shared.config.outbound_frames);
     let reason = match shared.peer.attach_link(remote, shared.config.kind, outbound).await {
         Ok(link) => {
@@ -686,7 +760,11 @@ async fn run_link(shared: &Arc<Shared>, conn: quinn::Connection, dialled: bool) 
         }
         Err(e) => LinkError::Session(e),
     };
-    shared.unregister(remote, generation);
+    if shared.unregister(remote, generation) {
+        if let Some(p) = planner {
+            p.down(remote, shared.config.kind);
+        }
+    }
     let (code, text) = reason.close();
     conn.close(code.into(), text);
     tracing::info!(me = %shared.me, %remote, %addr, %reason, "QUIC link down");
