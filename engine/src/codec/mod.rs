@@ -818,25 +818,34 @@ struct Json<'o, 'v> {
 impl Json<'_, '_> {
     #[inline]
     fn key(&mut self, key: &[u8]) {
-        let comma: &[u8] = if std::mem::take(&mut self.first) { b"" } else { b"," };
-        self.out.extend_from_slice(comma);
+        // One capacity check for the comma, quotes and colon around the key.
+        self.out.reserve(key.len() + 4);
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
         if crate::value::any_escape(key) {
             crate::value::push_json_string(key, self.out);
             self.out.push(b':');
         } else {
-            // The common case in three copies: `"`, the key, `":`.
             self.out.push(b'"');
             self.out.extend_from_slice(key);
-            self.out.extend_from_slice(b"\":");
+            self.out.push(b'"');
+            self.out.push(b':');
         }
     }
 
     /// Writes the `_id` if the next top-level key sorts after it (`None`: the end).
-    #[inline]
+    #[inline(always)]
     fn id_before(&mut self, next: Option<&[u8]>) -> Result<(), CodecError> {
-        if self.depth > 0 || self.id.is_none() || next.is_some_and(|k| k <= b"_id".as_slice()) {
+        // Once written (mostly at the first field), this is one test.
+        if self.id.is_none() || self.depth > 0 || next.is_some_and(|k| k <= b"_id".as_slice()) {
             return Ok(());
         }
+        self.write_id()
+    }
+
+    #[inline(never)]
+    fn write_id(&mut self) -> Result<(), CodecError> {
         self.key(b"_id");
         match self.id.take() {
             Some(Id::Value(id)) => id.write_json_bytes(self.out),
