@@ -912,7 +912,11 @@ impl RangeEncoder {
 }
 
 fn range_encode(body: &Out) -> Vec<u8> {
-    debug_assert_eq!(body.bytes.len(), body.ctxs.len(), "range coding needs every byte's context");
+    debug_assert_eq!(
+        body.bytes.len(),
+        body.ctxs.len(),
+        "range coding needs every byte's context"
+    );
     let mut models = Models::new();
     let mut enc = RangeEncoder::new();
     for (&b, &ctx) in body.bytes.iter().zip(&body.ctxs) {
@@ -1130,6 +1134,19 @@ impl<'a> In<'a> {
 
     fn text(&mut self, len: usize) -> Result<String, PackError> {
         self.charge(size_of::<String>() + len)?;
+        // A plain body's text is one slice (the byte-by-byte path below
+        // reports truncation and the body limit).
+        if let Src::Plain { buf, pos } = &mut self.src {
+            let fits = self.consumed.saturating_add(len) <= self.limits.max_body_bytes;
+            if let Some(slice) = buf.get(*pos..pos.saturating_add(len)).filter(|_| fits) {
+                *pos += len;
+                self.consumed += len;
+                return match std::str::from_utf8(slice) {
+                    Ok(s) => Ok(s.to_owned()),
+                    Err(_) => self.malformed("string is not UTF-8"),
+                };
+            }
+        }
         // The length is checked against the bytes left, but a range-coded
         // body's are only bounded by the limit: grow as bytes arrive.
         let mut bytes = Vec::with_capacity(len.min(4096));
