@@ -51,6 +51,11 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Documents per batch a session reads for the remote.
 pub const BATCH_DOCS: usize = 500;
+/// On links other than BLE, batches whose plain body is larger than this
+/// are sent plain rather than range-coded: the coder's CPU on both ends
+/// costs more than the bytes it saves (bulk initial sync); live edits,
+/// smaller, stay coded.
+pub const RANGE_CODE_MAX_BYTES: usize = 32 << 10;
 /// Unsent frames past which the serving task waits.
 pub const OUTBOX_FRAMES: usize = 16;
 /// Batches a session keeps queued at the merger at once.
@@ -220,6 +225,10 @@ impl SessionActor {
             retry_ms: 50,
             stall_ms: STALL_MS,
         };
+        let mut session = Session::new(config, 0);
+        if link.kind != crate::presence::LinkKind::Ble {
+            session.set_range_code_max_bytes(RANGE_CODE_MAX_BYTES);
+        }
         SessionActor {
             me: ids.0,
             remote_peer: ids.1,
@@ -228,7 +237,7 @@ impl SessionActor {
             store: actors.0,
             merger: actors.1,
             presence: actors.2,
-            session: Session::new(config, 0),
+            session,
             interest: Arc::new(Interest::none()),
             remote_role: Role::SmallPeer,
             claimed_for,

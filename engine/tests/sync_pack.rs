@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rhizome_engine::codec::Change;
 use rhizome_engine::doc::{Attachment, Num, Op, RegVal};
 use rhizome_engine::hlc::{Hlc, PeerId, Stamp};
-use rhizome_engine::sync::pack::{pack, pack_as, unpack, Coding, PackError, UnpackLimits};
+use rhizome_engine::sync::pack::{pack, pack_as, pack_bounded, unpack, Coding, PackError, UnpackLimits};
 use rhizome_engine::value::Value;
 use rhizome_engine::vv::VersionVector;
 use std::collections::BTreeMap;
@@ -198,6 +198,10 @@ fn round_trip(changes: &[Change]) -> Result<(), TestCaseError> {
     prop_assert!(best.len() <= pack_as(changes, Coding::Plain).len());
     let back = unpack(&best, limits);
     prop_assert_eq!(back.as_deref(), Ok(changes));
+    // Bounded: above the bound the body goes plain without the coder; an
+    // unbounded pack is the smaller form.
+    prop_assert_eq!(pack_bounded(changes, 0), pack_as(changes, Coding::Plain));
+    prop_assert_eq!(pack_bounded(changes, usize::MAX), best);
     Ok(())
 }
 

@@ -263,6 +263,9 @@ pub struct Session {
     outputs: VecDeque<Output>,
     /// The serving side's scopes keep a wanted collection from the remote.
     withheld: bool,
+    /// Batches whose plain body is larger go plain, not range-coded
+    /// ([`pack::pack_bounded`]); `usize::MAX`: always try the coder.
+    range_max_bytes: usize,
     /// Our subscriptions changed before the session opened: announce them
     /// when it does.
     resubscribe: bool,
@@ -304,6 +307,7 @@ impl Session {
             serving_since: VersionVector::new(),
             outputs: VecDeque::new(),
             withheld: false,
+            range_max_bytes: usize::MAX,
             resubscribe: false,
         }
     }
@@ -934,7 +938,7 @@ impl Session {
             &Message::Changes {
                 round,
                 seq,
-                changes: pack::pack(changes),
+                changes: pack::pack_bounded(changes, self.range_max_bytes),
                 upto,
                 last,
                 complete: self.claimed.covers(&self.theirs) && !self.withheld,
@@ -962,6 +966,14 @@ impl Session {
         self.serving = Some((round, 1));
         let complete = self.claimed.covers(&self.theirs) && !self.withheld;
         self.send(&Message::Rebase { round, upto, complete });
+    }
+
+    /// Batches of changes whose plain body is larger than `bytes` are sent
+    /// plain rather than range-coded: on a fast link the coder's CPU on both
+    /// ends costs more than the bytes it saves (bulk initial sync). The
+    /// default, `usize::MAX`, always tries the coder (slow links: BLE).
+    pub fn set_range_code_max_bytes(&mut self, bytes: usize) {
+        self.range_max_bytes = bytes;
     }
 
     /// Whether sync scopes keep a collection the remote wants from it.
