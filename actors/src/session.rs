@@ -56,6 +56,16 @@ pub const BATCH_DOCS: usize = 500;
 /// costs more than the bytes it saves (bulk initial sync); live edits,
 /// smaller, stay coded.
 pub const RANGE_CODE_MAX_BYTES: usize = 32 << 10;
+
+/// The largest batch body range-coded over a link of `kind`: every batch
+/// on BLE, where bytes are scarce; small ones elsewhere.
+fn range_code_max_bytes(kind: crate::presence::LinkKind) -> usize {
+    if kind == crate::presence::LinkKind::Ble {
+        usize::MAX
+    } else {
+        RANGE_CODE_MAX_BYTES
+    }
+}
 /// Unsent frames past which the serving task waits.
 pub const OUTBOX_FRAMES: usize = 16;
 /// Batches a session keeps queued at the merger at once.
@@ -226,9 +236,7 @@ impl SessionActor {
             stall_ms: STALL_MS,
         };
         let mut session = Session::new(config, 0);
-        if link.kind != crate::presence::LinkKind::Ble {
-            session.set_range_code_max_bytes(RANGE_CODE_MAX_BYTES);
-        }
+        session.set_range_code_max_bytes(range_code_max_bytes(link.kind));
         SessionActor {
             me: ids.0,
             remote_peer: ids.1,
@@ -522,6 +530,11 @@ impl SessionActor {
         if links.is_ended() {
             self.session.handle_close();
         } else if links.take_changed() {
+            // Bulk batches are range-coded on slow links only: the session
+            // may have moved between a BLE link and a fast one.
+            if let Some(active) = links.active() {
+                self.session.set_range_code_max_bytes(range_code_max_bytes(active.kind));
+            }
             self.session.handle_link_changed();
         }
     }
