@@ -970,8 +970,13 @@ fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
     }
     let n = r.len()?;
     let empty: Path = Vec::new();
+    // Slots arrive in strictly increasing path order (checked below), so
+    // they are gathered in a vector and the map built from it in one bulk
+    // pass, rather than searched for and inserted one at a time: this is
+    // the merge's hot path (every merged document is decoded).
+    let mut slots: Vec<(Path, Slot)> = Vec::with_capacity(n);
     for i in 0..n {
-        let prev = doc.slots.last_key_value().map_or(&empty, |(p, _)| p);
+        let prev = slots.last().map_or(&empty, |(p, _)| p);
         let shared = r.u32()? as usize;
         let rest = r.len()?;
         if shared > prev.len() || (i > 0 && rest == 0) || shared + rest > MAX_DEPTH {
@@ -998,8 +1003,9 @@ fn read_doc(r: &mut Reader<'_>) -> Result<Doc, CodecError> {
         } else {
             None
         };
-        doc.slots.insert(path, Slot { reg, counter });
+        slots.push((path, Slot { reg, counter }));
     }
+    doc.slots = slots.into_iter().collect();
     Ok(doc)
 }
 

@@ -139,6 +139,10 @@ fn main() {
         rhizome_benches::SEED
     );
     let root = tempfile::tempdir().expect("tempdir");
+    if args.iter().any(|a| a == "--profile-merge") {
+        sync::profile_merge(&sizes, root.path());
+        return;
+    }
     let mut targets = Vec::new();
     // Workloads 1, 2 and 4 share the stores and replicas 1 builds.
     let needs_build = only.iter().any(|w| [1, 2, 4].contains(w));

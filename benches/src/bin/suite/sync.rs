@@ -40,6 +40,17 @@ fn crdt_merge<C: Crdt>(json: &[Json], edits: &[Vec<FieldEdit>; 2], sizes: &Sizes
     ex
 }
 
+/// The measured sync of workload 3, apart so that a profiler can collect
+/// it alone (`--toggle-collect='*merge_sync*'`).
+#[inline(never)]
+fn merge_sync<K: rhizome_engine::kv::Kv>(
+    a: &rhizome_engine::store::Store<K>,
+    b: &rhizome_engine::store::Store<K>,
+    commits: Commits,
+) -> crate::crdt::Exchange {
+    rhizome::sync_with(a, b, now_ms(), commits)
+}
+
 /// Workload 3 for Rhizome: two durable stores in `root`/`name`-a and -b.
 fn rhizome_merge(
     root: &Path,
@@ -61,13 +72,31 @@ fn rhizome_merge(
             rhizome::edit(store, chunk, now_ms());
         }
     }
-    let ex = rhizome::sync_with(&a, &b, now_ms(), commits);
+    let ex = merge_sync(&a, &b, commits);
     assert_eq!(
         fingerprint(&a),
         fingerprint(&b),
         "Rhizome: replicas differ after the merge"
     );
     ex
+}
+
+/// Workload 3's Rhizome merge alone (hidden `--profile-merge`): for
+/// profilers, e.g. `valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect='*merge_sync*'`, then
+/// the inclusive cost of `Side::apply_batch` and `Session::handle_frame`.
+pub fn profile_merge(sizes: &Sizes, root: &Path) {
+    let json = dataset(sizes.merge_records as u64);
+    let ids = ids_of(&json);
+    let edits = concurrent_edits(SEED ^ 3, &ids, sizes.merge_edits, 30);
+    let docs: Vec<Value> = json.iter().map(|d| Value::from_json(d).expect("valid")).collect();
+    let ex = rhizome_merge(root, "w3p", &docs, &edits, sizes, Commits::Joined);
+    println!(
+        "Rhizome merge: apply {} ms (CPU {} ms), produce {} ms",
+        ms(ex.apply),
+        ms(ex.apply_cpu),
+        ms(ex.produce)
+    );
 }
 
 /// Workload 3.
