@@ -245,6 +245,10 @@ impl KvWrite for LmdbWrite<'_> {
             len_bytes: value.len(),
         };
         let db = self.dbs[table.index()];
+        // Document numbers are allocated in order, so new records usually
+        // land past the table's end: appended, a full leaf stays full where
+        // LMDB's split would leave it ~89% full. `MDB_APPEND` refuses a key
+        // not past the end before touching anything, and the put falls back.
         if table == Table::Docs {
             match db.put_with_flags(&mut self.txn, heed::PutFlags::APPEND, key, value) {
                 Err(heed::Error::Mdb(heed::MdbError::KeyExist)) => {}

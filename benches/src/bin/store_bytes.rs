@@ -16,8 +16,22 @@ fn main() {
         let Value::Object(f) = &v else { return };
         let id = rhizome_engine::codec::encode_id(&f["_id"]);
         let mut out = Vec::new();
-        rhizome_engine::codec::encode_fresh(&id, f, rhizome_engine::hlc::Stamp { peer: PeerId(0x9f3a_6c2e_51d4_b807), hlc: rhizome_engine::hlc::Hlc(1_780_000_000_000 << 16) }, &mut out);
-        println!("{} json {}\n{} bytes: {:?}", dataset(1)[0], dataset(1)[0].to_string().len(), out.len(), String::from_utf8_lossy(&out));
+        rhizome_engine::codec::encode_fresh(
+            &id,
+            f,
+            rhizome_engine::hlc::Stamp {
+                peer: PeerId(0x9f3a_6c2e_51d4_b807),
+                hlc: rhizome_engine::hlc::Hlc(1_780_000_000_000 << 16),
+            },
+            &mut out,
+        );
+        println!(
+            "{} json {}\n{} bytes: {:?}",
+            dataset(1)[0],
+            dataset(1)[0].to_string().len(),
+            out.len(),
+            String::from_utf8_lossy(&out)
+        );
         return;
     }
     let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
@@ -41,20 +55,36 @@ fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     let file = std::fs::metadata(dir.path().join("data.mdb")).map_or(0, |m| m.len());
-    println!("{n} docs, {:.0} docs/s, data.mdb {file} bytes = {:.1} B/doc", n as f64 / secs, file as f64 / n as f64);
+    println!(
+        "{n} docs, {:.0} docs/s, data.mdb {file} bytes = {:.1} B/doc",
+        n as f64 / secs,
+        file as f64 / n as f64
+    );
     // SAFETY: the store above is dropped; this process opens the env once more.
-    let env = unsafe { heed::EnvOpenOptions::new().map_size(16 << 30).max_dbs(8).open(dir.path()) }.expect("env");
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .map_size(16 << 30)
+            .max_dbs(8)
+            .open(dir.path())
+    }
+    .expect("env");
     let w = env.write_txn().expect("wtxn");
     let created = env
         .create_databases_and_commit(w, |opener, w| {
-            let dbs = Table::ALL.map(|t| opener.create_database::<heed::types::Bytes, heed::types::Bytes>(w, Some(t.name())));
+            let dbs =
+                Table::ALL.map(|t| opener.create_database::<heed::types::Bytes, heed::types::Bytes>(w, Some(t.name())));
             let [a, b, c, d, e] = dbs;
             Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit([a?, b?, c?, d?, e?]))
         })
         .expect("dbs");
-    let heed::CommitOrAbort::Commit(dbs) = created else { unreachable!("never aborted") };
+    let heed::CommitOrAbort::Commit(dbs) = created else {
+        unreachable!("never aborted")
+    };
     let r = env.read_txn().expect("rtxn");
-    println!("{:<6} {:>8} {:>10} {:>11} {:>5} {:>7} {:>7} {:>8} {:>6} {:>8}", "table", "entries", "key B", "value B", "depth", "branch", "leaf", "overflow", "fill", "B/doc");
+    println!(
+        "{:<6} {:>8} {:>10} {:>11} {:>5} {:>7} {:>7} {:>8} {:>6} {:>8}",
+        "table", "entries", "key B", "value B", "depth", "branch", "leaf", "overflow", "fill", "B/doc"
+    );
     let mut total_pages = 0;
     for (t, db) in Table::ALL.iter().zip(&dbs) {
         let s = db.stat(&r).expect("stat");
@@ -71,12 +101,24 @@ fn main() {
         let fill = used as f64 / ((s.leaf_pages + s.overflow_pages).max(1) * s.page_size as usize) as f64;
         println!(
             "{:<6} {:>8} {:>10} {:>11} {:>5} {:>7} {:>7} {:>8} {:>5.0}% {:>8.1}",
-            t.name(), s.entries, kb, vb, s.depth, s.branch_pages, s.leaf_pages, s.overflow_pages, fill * 100.0,
+            t.name(),
+            s.entries,
+            kb,
+            vb,
+            s.depth,
+            s.branch_pages,
+            s.leaf_pages,
+            s.overflow_pages,
+            fill * 100.0,
             pages as f64 * s.page_size as f64 / n as f64
         );
     }
     let info = env.info();
-    println!("pages in tables {total_pages}, last page {} ({} B), file {file}", info.last_page_number, (info.last_page_number + 1) * 4096);
+    println!(
+        "pages in tables {total_pages}, last page {} ({} B), file {file}",
+        info.last_page_number,
+        (info.last_page_number + 1) * 4096
+    );
 }
 
 #[allow(dead_code)]
