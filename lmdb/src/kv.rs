@@ -244,9 +244,18 @@ impl KvWrite for LmdbWrite<'_> {
             table,
             len_bytes: value.len(),
         };
-        self.dbs[table.index()]
-            .put(&mut self.txn, key, value)
-            .map_err(|e| map_err(e, Some(put)))
+        let db = self.dbs[table.index()];
+        // Document numbers are allocated in order, so new records usually
+        // land past the table's end: appended, a full leaf stays full where
+        // LMDB's split would leave it ~89% full. `MDB_APPEND` refuses a key
+        // not past the end before touching anything, and the put falls back.
+        if table == Table::Docs {
+            match db.put_with_flags(&mut self.txn, heed::PutFlags::APPEND, key, value) {
+                Err(heed::Error::Mdb(heed::MdbError::KeyExist)) => {}
+                r => return r.map_err(|e| map_err(e, Some(put))),
+            }
+        }
+        db.put(&mut self.txn, key, value).map_err(|e| map_err(e, Some(put)))
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError> {

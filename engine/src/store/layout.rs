@@ -4,7 +4,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `format`, `peer`, `hlc`, `vv` + `vv_own`, `reaped`, `log_heads` + `log_heads_own`, `next_doc`, `next_coll`, `idkey`, `ids_recent` | the record (version vectors packed: `vv::packed`) |
+//! | `meta` | `format`, `peer`, `hlc`, `vv` + `vv_own`, `reaped`, `log_heads` + `log_heads_own`, `next_doc`, `next_coll`, `idkey`, `ids_recent`, `ids_cursor` | the record (version vectors packed: `vv::packed`) |
 //! | `meta` | `c/` + name / `n/` + collection id | collection id / name |
 //! | `docs` | collection id (4) + document number (8) | stored document (`codec`) |
 //! | `ids`  | level (1) + collection id (4) + SipHash-1-3 of the encoded `_id` (8) | document numbers (varints) |
@@ -19,9 +19,11 @@
 //! The index has two levels in one table, told apart by a prefix byte, like a
 //! two-level LSM tree: new entries go to the small *recent* level, whose few
 //! pages absorb a commit's random inserts, and when it holds
-//! [`RECENT_MAX`] entries it is merged into the *main* level in one sorted
-//! pass, so each main page is rewritten once per merge instead of once per
-//! commit. Lookups read the main level first, and the recent one only when
+//! [`RECENT_MAX`] entries its next slice (a [`MERGE_SLICES`]th, after a
+//! rotating cursor) is merged into the *main* level in one sorted pass, so
+//! each main page is rewritten once per merge instead of once per commit,
+//! and a merge frees only a slice of the main level's pages (LMDB reuses
+//! them two commits later; the file grows by what a commit frees). Lookups read the main level first, and the recent one only when
 //! the main one has no record carrying the id (most documents are in the
 //! main level, so a hit costs one index read).
 
@@ -53,6 +55,9 @@ pub(super) const META_NEXT_DOC: &[u8] = b"next_doc";
 pub(super) const META_NEXT_COLL: &[u8] = b"next_coll";
 pub(super) const META_ID_KEY: &[u8] = b"idkey";
 pub(super) const META_IDS_RECENT: &[u8] = b"ids_recent";
+/// Where the next merge of the id index's recent level starts: a key of
+/// that level (absent: its start).
+pub(super) const META_IDS_CURSOR: &[u8] = b"ids_cursor";
 
 /// Prefix of the id index's small, write-absorbing level.
 pub(super) const LEVEL_RECENT: u8 = 0;
@@ -60,6 +65,9 @@ pub(super) const LEVEL_RECENT: u8 = 0;
 pub(super) const LEVEL_MAIN: u8 = 1;
 /// Entries the recent level takes before it is merged into the main one.
 pub(super) const RECENT_MAX: u64 = 8_192;
+/// A merge moves `RECENT_MAX / MERGE_SLICES` buckets of the recent level:
+/// the next slice of the hash space after [`META_IDS_CURSOR`].
+pub(super) const MERGE_SLICES: u64 = 4;
 
 pub(super) fn coll_key(name: &str) -> Vec<u8> {
     [b"c/".as_slice(), name.as_bytes()].concat()

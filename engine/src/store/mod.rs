@@ -454,8 +454,8 @@ fn check_path(path: &[String]) -> Result<(), StoreError> {
 
 use layout::{
     be_u32, be_u64, bucket_nums, bucket_push, coll_key, coll_name_key, doc_key, log_key, IdHasher, LEVEL_MAIN,
-    LEVEL_RECENT, META_FORMAT, META_HLC, META_IDS_RECENT, META_ID_KEY, META_LOG_HEADS, META_LOG_HEADS_OWN,
-    META_NEXT_COLL, META_NEXT_DOC, META_PEER, META_REAPED, META_VV, META_VV_OWN, RECENT_MAX,
+    LEVEL_RECENT, MERGE_SLICES, META_FORMAT, META_HLC, META_IDS_CURSOR, META_IDS_RECENT, META_ID_KEY, META_LOG_HEADS,
+    META_LOG_HEADS_OWN, META_NEXT_COLL, META_NEXT_DOC, META_PEER, META_REAPED, META_VV, META_VV_OWN, RECENT_MAX,
 };
 
 fn meta_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -1846,28 +1846,48 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         Ok(num)
     }
 
-    /// Moves every entry of the id index's recent level into the main level,
-    /// in key order (see `layout`).
+    /// Moves the next [`RECENT_MAX`]` / `[`MERGE_SLICES`] buckets of the id
+    /// index's recent level, from a cursor that rotates through the hash
+    /// space, into the main level, in key order (see `layout`). A slice of
+    /// the hash space rewrites only that slice of the main level's pages, so
+    /// a commit frees a fraction of the main level instead of all of it, and
+    /// LMDB, which can reuse freed pages only two commits later, grows the
+    /// file by that fraction.
     fn merge_recent_ids(&mut self) -> Result<(), StoreError> {
+        let max_buckets = (RECENT_MAX / MERGE_SLICES) as usize;
+        let cursor = match self.kv.get(Table::Meta, META_IDS_CURSOR)? {
+            // Disk bytes: a cursor outside the recent level restarts it.
+            Some(c) if c.first() == Some(&LEVEL_RECENT) && c.len() <= 64 => c.to_vec(),
+            _ => vec![LEVEL_RECENT],
+        };
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        self.kv.scan(
-            Table::Ids,
-            &[LEVEL_RECENT],
-            Some(&[LEVEL_RECENT + 1]),
-            false,
-            &mut |k, v| {
+        let end = [LEVEL_RECENT + 1];
+        // From the cursor to the level's end, then around from its start.
+        for (from, to) in [(&cursor[..], &end[..]), (&[LEVEL_RECENT][..], &cursor[..])] {
+            if entries.len() >= max_buckets {
+                break;
+            }
+            self.kv.scan(Table::Ids, from, Some(to), false, &mut |k, v| {
                 entries.push((k.to_vec(), v.to_vec()));
-                true
-            },
-        )?;
+                entries.len() < max_buckets
+            })?;
+        }
+        let next = match entries.last() {
+            // The smallest key after the last bucket taken.
+            Some((k, _)) if entries.len() >= max_buckets => [&k[..], &[0]].concat(),
+            _ => vec![LEVEL_RECENT],
+        };
+        let mut merged = 0u64;
         for (mut key, nums) in entries {
+            merged += bucket_nums(&nums).count() as u64;
             self.kv.delete(Table::Ids, &key)?;
             key[0] = LEVEL_MAIN;
             let mut bucket = self.kv.get(Table::Ids, &key)?.map(<[u8]>::to_vec).unwrap_or_default();
             bucket.extend_from_slice(&nums);
             self.kv.put(Table::Ids, &key, &bucket)?;
         }
-        self.ids_recent = 0;
+        self.kv.put(Table::Meta, META_IDS_CURSOR, &next)?;
+        self.ids_recent = self.ids_recent.saturating_sub(merged);
         Ok(())
     }
 
