@@ -502,7 +502,20 @@ impl Doc {
 
     /// Whether the document is visible.
     pub fn exists(&self) -> bool {
-        self.render().is_some()
+        // Every write checks this, so the common case skips rendering: a
+        // root object marker no deletion covers, and no counter at the
+        // root, leave the map the only thing the root can render as.
+        let plain_root = self.slots.first_key_value().is_some_and(|(path, slot)| {
+            path.is_empty()
+                && slot.counter.is_none()
+                && slot
+                    .reg
+                    .as_ref()
+                    .is_some_and(|r| r.val == RegVal::Object && !self.covered(r.stamp))
+        });
+        let exists = plain_root || self.render().is_some();
+        debug_assert_eq!(exists, self.render().is_some(), "the fast path of exists");
+        exists
     }
 
     /// `items` are the slots whose paths start with one prefix of length

@@ -1270,11 +1270,35 @@ fn matching_ids(
         limit: None,
         offset: None,
     };
-    let rows = phase(prof, "match", 0, || source_rows(docs, &s, params))?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|d| d.as_object().and_then(|o| o.get("_id").cloned()))
-        .collect())
+    phase(prof, "match", 0, || source_ids(docs, &s, params))
+}
+
+/// The `_id`s of the visible documents `s`'s source and filter select, read
+/// from the records without rendering the documents (a mutation renders
+/// each one again as it writes it).
+fn source_ids(docs: &mut dyn Docs, s: &Select, params: &Params) -> Result<Vec<Value>, DqlError> {
+    debug_assert!(s.joins.is_empty(), "mutations select from one collection");
+    let access = access(docs, s, params)?;
+    let mut ids = Vec::new();
+    let mut failure = None;
+    let mut keep = |raw: RawDoc<'_>| -> bool {
+        let id = raw.id();
+        let selected = LazyRow::new(raw).map_err(DqlError::from).and_then(|row| {
+            let passed = passes(s.filter.as_ref(), &row, params)?;
+            // A storage error met while the filter read fields fails the
+            // statement, as rendering the row would.
+            row.check()?;
+            Ok(passed && row.is_visible()?)
+        });
+        match selected.and_then(|ok| ok.then(|| id.map_err(DqlError::from)).transpose()) {
+            Ok(Some(id)) => ids.push(id),
+            Ok(None) => {}
+            Err(e) => failure = Some(e),
+        }
+        failure.is_none() && ids.len() < MAX_RESULT_ROWS
+    };
+    read_source(docs, &s.from.collection, &access, None, &mut keep)?;
+    failure.map_or(Ok(ids), Err)
 }
 
 fn field_path(p: &Path, pos: super::ast::Pos) -> Result<Vec<String>, DqlError> {
