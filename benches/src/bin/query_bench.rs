@@ -46,8 +46,31 @@ fn medians(reps: usize, k: usize, run: &mut dyn FnMut(usize)) -> Vec<Duration> {
         .collect()
 }
 
+/// Runs `f` `runs` times; a function of its own so that a profiler can
+/// count only these runs (`valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect='*profiled_runs*'`).
+#[inline(never)]
+fn profiled_runs(runs: usize, f: &mut dyn FnMut()) {
+    for _ in 0..runs {
+        f();
+    }
+}
+
+/// `QUERY_BENCH_PROFILE=<runs>` with `QUERY_BENCH_QUERY=<name>`: which
+/// measurement to run alone that many times, for a profiler.
+fn profile_request(query: &str) -> Option<(usize, bool)> {
+    let runs = std::env::var("QUERY_BENCH_PROFILE").ok()?.parse::<usize>().ok()?;
+    let want = std::env::var("QUERY_BENCH_QUERY").unwrap_or_else(|_| "index-json".into());
+    let json = want.ends_with("-json");
+    (want.trim_end_matches("-json") == query).then_some((runs, json))
+}
+
 fn main() {
-    let n = 100_000;
+    // `QUERY_BENCH_DOCS`: fewer documents, for a profiler's slow runs.
+    let n = std::env::var("QUERY_BENCH_DOCS")
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or(100_000);
     let json = dataset(n);
     let docs: Vec<Value> = json.iter().map(|d| Value::from_json(d).expect("valid")).collect();
     let ids: Vec<String> = json
@@ -101,6 +124,21 @@ fn main() {
 
     // Point lookups by _id (1,000 random ids per measurement).
     let picks: Vec<String> = (0..1_000).map(|_| ids[rng.below(n) as usize].clone()).collect();
+    let point = |json: bool| {
+        for id in &picks {
+            let mut p = Params::new();
+            p.insert("id", Value::String(id.clone()));
+            let items = run("SELECT * FROM docs WHERE _id = :id", &p);
+            assert_eq!(items.len(), 1);
+            if json {
+                assert!(json_of(items) > 0);
+            }
+        }
+    };
+    if let Some((runs, json)) = profile_request("point") {
+        profiled_runs(runs, &mut || point(json));
+        return;
+    }
     let mut st = conn
         .prepare_cached("SELECT body FROM docs WHERE id = ?1")
         .expect("prepare");
@@ -109,17 +147,7 @@ fn main() {
         // Each round is short (about 10 ms a side), so a slow spell of a
         // shared machine can take a whole round: more rounds steady the median.
         15,
-        &mut |json| {
-            for id in &picks {
-                let mut p = Params::new();
-                p.insert("id", Value::String(id.clone()));
-                let items = run("SELECT * FROM docs WHERE _id = :id", &p);
-                assert_eq!(items.len(), 1);
-                if json {
-                    assert!(json_of(items) > 0);
-                }
-            }
-        },
+        &mut |json| point(json),
         &mut || {
             for id in &picks {
                 let body: String = st.query_row([id], |r| r.get(0)).expect("row");
@@ -148,6 +176,10 @@ fn main() {
             assert!(json_of(items) > 0);
         }
     };
+    if let Some((runs, json)) = profile_request("scan") {
+        profiled_runs(runs, &mut || ours(json));
+        return;
+    }
     measure("status/priority/order/limit, no index", 7, &mut ours, &mut || {
         sqlite_query(&conn)
     });
@@ -178,15 +210,8 @@ fn main() {
         expected,
         "the index plan gives the same result"
     );
-    // `QUERY_BENCH_PROFILE=<runs>`: only run the indexed query (rows as
-    // JSON) that many times, for a profiler (`perf record -g`).
-    if let Some(runs) = std::env::var("QUERY_BENCH_PROFILE")
-        .ok()
-        .and_then(|r| r.parse::<usize>().ok())
-    {
-        for _ in 0..runs {
-            ours(true);
-        }
+    if let Some((runs, json)) = profile_request("index") {
+        profiled_runs(runs, &mut || ours(json));
         return;
     }
     measure(

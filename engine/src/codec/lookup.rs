@@ -238,8 +238,8 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
     // Leading keys of the current path equal to `keys`.
     let mut matched = 0usize;
     // The newest register above the field: older writes below it are
-    // hidden. Decoded only when there is one (a nested field).
-    let mut shadow: Option<Stamp> = None;
+    // hidden.
+    let mut shadow = Shadow::None;
     let mut found: Option<Lookup> = None;
     let slots = r.len()?;
     for i in 0..slots {
@@ -277,16 +277,13 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
         let reg = read_reg(r, header)?;
         if depth < target {
             match reg {
-                Some((at, REG_OBJECT)) if !r.bool()? => {
-                    let stamp = header.stamp(body, at)?;
-                    shadow = Some(shadow.map_or(stamp, |s| s.max(stamp)));
-                }
+                Some((at, REG_OBJECT)) if !r.bool()? => shadow = shadow.above(header, body, at)?,
                 _ => return Ok(Lookup::Unknown),
             }
             continue;
         }
-        if let (Some((at, _)), Some(shadow)) = (reg, shadow) {
-            if header.stamp(body, at)? < shadow {
+        if let Some((at, _)) = reg {
+            if shadow.hides(header, body, at)? {
                 return Ok(Lookup::Unknown);
             }
         }
@@ -302,6 +299,41 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
         found = Some(value);
     }
     Ok(found.unwrap_or(Lookup::Missing))
+}
+
+/// The newest object marker above a field, which hides older writes below
+/// it. Kept as a stamp index while every marker met has the same one (a
+/// document written in one go has a single stamp), so the common case
+/// decodes no stamp: a write with the marker's own stamp is not older.
+#[derive(Clone, Copy)]
+enum Shadow {
+    None,
+    Index(u32),
+    Stamp(Stamp),
+}
+
+impl Shadow {
+    /// The shadow once a marker with stamp index `at` is passed.
+    #[inline]
+    fn above(self, header: &Header, body: &[u8], at: u32) -> Result<Shadow, CodecError> {
+        Ok(match self {
+            Shadow::None => Shadow::Index(at),
+            Shadow::Index(i) if i == at => self,
+            Shadow::Index(i) => Shadow::Stamp(header.stamp(body, i)?.max(header.stamp(body, at)?)),
+            Shadow::Stamp(s) => Shadow::Stamp(s.max(header.stamp(body, at)?)),
+        })
+    }
+
+    /// Whether a write with stamp index `at` is older than the shadow.
+    #[inline]
+    fn hides(self, header: &Header, body: &[u8], at: u32) -> Result<bool, CodecError> {
+        Ok(match self {
+            Shadow::None => false,
+            Shadow::Index(i) if i == at => false,
+            Shadow::Index(i) => header.stamp(body, at)? < header.stamp(body, i)?,
+            Shadow::Stamp(s) => header.stamp(body, at)? < s,
+        })
+    }
 }
 
 /// Byte order of two keys; most keys differ in their first byte, which is

@@ -298,6 +298,36 @@ fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), CodecError> {
+    // Up to nine bytes (63 bits: stamps, timestamps) from one 8-byte load
+    // without a loop; longer or near the end of the buffer, byte by byte.
+    if let Some(head) = bytes.get(..8) {
+        let w = u64::from_le_bytes(head.try_into().unwrap_or_default());
+        let ends = !w & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let n = (ends.trailing_zeros() / 8 + 1) as usize;
+            let keep = if n == 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+            return Ok((gather7(w & keep), &bytes[n..]));
+        }
+        if let Some(&last) = bytes.get(8) {
+            if last < 0x80 {
+                return Ok((gather7(w) | (u64::from(last) << 56), &bytes[9..]));
+            }
+        }
+    }
+    take_varint_slow(bytes)
+}
+
+/// The low seven bits of each byte of `w`, packed (the payload of eight
+/// varint bytes, continuation bits dropped).
+#[inline]
+fn gather7(w: u64) -> u64 {
+    let x = w & 0x7f7f_7f7f_7f7f_7f7f;
+    let x = ((x & 0x7f00_7f00_7f00_7f00) >> 1) | (x & 0x007f_007f_007f_007f);
+    let x = ((x & 0x3fff_0000_3fff_0000) >> 2) | (x & 0x0000_3fff_0000_3fff);
+    ((x & 0x0fff_ffff_0000_0000) >> 4) | (x & 0x0000_0000_0fff_ffff)
+}
+
+fn take_varint_slow(bytes: &[u8]) -> Result<(u64, &[u8]), CodecError> {
     let mut v = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         v |= ((b & 0x7f) as u64) << (7 * i);
@@ -1068,4 +1098,40 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change, CodecError> {
         return Err(malformed("trailing bytes after change"));
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod varint_tests {
+    use super::{take_varint, take_varint_slow};
+    use proptest::prelude::*;
+
+    fn encode(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    proptest! {
+        /// The one-load decoder agrees with the byte loop on any bytes
+        /// (values, lengths consumed and errors alike).
+        #[test]
+        fn fast_varint_agrees_with_the_loop(bytes in prop::collection::vec(any::<u8>(), 0..14)) {
+            prop_assert_eq!(format!("{:?}", take_varint(&bytes)), format!("{:?}", take_varint_slow(&bytes)));
+        }
+
+        /// Every value round-trips, with any bytes after it.
+        #[test]
+        fn varints_round_trip(shift in 0u32..64, v in any::<u64>(), tail in prop::collection::vec(any::<u8>(), 0..10)) {
+            let v = v >> shift;
+            let mut bytes = Vec::new();
+            encode(v, &mut bytes);
+            let n = bytes.len();
+            bytes.extend_from_slice(&tail);
+            let (got, rest) = take_varint(&bytes).unwrap();
+            prop_assert_eq!(got, v);
+            prop_assert_eq!(rest.len(), bytes.len() - n);
+        }
+    }
 }
