@@ -264,3 +264,31 @@ proptest! {
         prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Damaged bodies (a byte changed, or cut short) give answers or errors
+    /// from the byte-level lookup, never a panic (its fast paths for
+    /// one-byte heads, keys and plain slots fall back on anything unusual).
+    #[test]
+    fn lookups_of_damaged_bodies_do_not_panic(ops in prop::collection::vec(op(), 0..8),
+                                               at in any::<prop::sample::Index>(),
+                                               byte in any::<u8>(),
+                                               cut in any::<bool>()) {
+        let mut body = body_of(&doc_of(&ops));
+        if body.is_empty() {
+            return Ok(());
+        }
+        let i = at.index(body.len());
+        if cut {
+            body.truncate(i);
+        } else {
+            body[i] = byte;
+        }
+        for a in KEYS {
+            let _ = codec::lookup_field(&body, &[a]);
+            let _ = codec::lookup_field(&body, &[a, "a"]);
+        }
+    }
+}

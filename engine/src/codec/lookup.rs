@@ -243,8 +243,7 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
     let mut found: Option<Lookup> = None;
     let slots = r.len()?;
     for i in 0..slots {
-        let shared = r.u32()? as usize;
-        let rest = r.len()?;
+        let (shared, rest) = r.two_small()?;
         if shared > depth || (i > 0 && rest == 0) || shared + rest > MAX_DEPTH {
             return Err(malformed(format!("slot {i}: bad path")));
         }
@@ -254,7 +253,7 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
         // first place they differ means every later slot is past it.
         let mut past = false;
         for _ in 0..rest {
-            let key = r.bytes()?;
+            let key = r.short_bytes()?;
             if matched == depth && depth < target {
                 match cmp_key(key, keys[depth].as_bytes()) {
                     Ordering::Equal => matched += 1,
@@ -271,7 +270,10 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
             if past || found.is_some() {
                 break;
             }
-            skip_slot(r)?;
+            match skip_plain_slot(r.buf, r.pos) {
+                Some(end) => r.pos = end,
+                None => skip_slot(r)?,
+            }
             continue;
         }
         let reg = read_reg(r, header)?;
@@ -358,6 +360,55 @@ fn read_reg(r: &mut Reader<'_>, header: &Header) -> Result<Option<(u32, u64)>, C
     Ok(Some((at, r.varint()?)))
 }
 
+/// The end of a slot starting at `p` (its path read) in the common shape:
+/// one-byte stamp index, a scalar value or a marker, no counter; `None`
+/// for anything else (or too few bytes), which [`skip_slot`] then reads.
+/// Returns where `skip_slot` would stop, with plain index arithmetic and
+/// no `Result` per byte: the walk passes most slots this way.
+#[inline]
+fn skip_plain_slot(b: &[u8], mut p: usize) -> Option<usize> {
+    if *b.get(p)? == 1 {
+        // A register: stamp index, variant tag, payload.
+        if *b.get(p + 1)? >= 0x80 {
+            return None;
+        }
+        let tag = u64::from(*b.get(p + 2)?);
+        p += 3;
+        match tag {
+            REG_ABSENT | REG_OBJECT => {}
+            REG_VALUE => {
+                let value = *b.get(p)?;
+                p += 1;
+                match value {
+                    0 => {}
+                    1 => p += 1,
+                    2 => {
+                        // A varint of at most ten bytes.
+                        let n = b.get(p..)?.iter().take(10).position(|&x| x < 0x80)?;
+                        p += n + 1;
+                    }
+                    3 => p += 8,
+                    4 => {
+                        let n = *b.get(p)?;
+                        if n >= 0x80 {
+                            return None;
+                        }
+                        p += 1 + usize::from(n);
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    } else if *b.get(p)? != 0 {
+        return None;
+    } else {
+        p += 1;
+    }
+    // No counter.
+    (*b.get(p)? == 0).then_some(p + 1)
+}
+
 /// Skips the register and counter of a slot whose path was read.
 fn skip_slot(r: &mut Reader<'_>) -> Result<(), CodecError> {
     if r.bool()? {
@@ -399,6 +450,37 @@ fn skip_counter(r: &mut Reader<'_>) -> Result<(), CodecError> {
 }
 
 impl<'a> Reader<'a> {
+    /// A slot's path head: the count of keys shared with the previous path
+    /// (a `u32`) and of keys that follow (a length); both are one byte in
+    /// all but deep or damaged documents, read here without a `Result` per
+    /// byte.
+    #[inline]
+    fn two_small(&mut self) -> Result<(usize, usize), CodecError> {
+        if let Some(&[a, b]) = self.buf.get(self.pos..self.pos + 2) {
+            let left = self.buf.len() - self.pos - 2;
+            if a < 0x80 && b < 0x80 && usize::from(b) <= left {
+                self.pos += 2;
+                return Ok((usize::from(a), usize::from(b)));
+            }
+        }
+        Ok((self.u32()? as usize, self.len()?))
+    }
+
+    /// [`Reader::bytes`], with a one-byte length (keys) read directly.
+    #[inline]
+    fn short_bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        if let Some(&n) = self.buf.get(self.pos) {
+            let start = self.pos + 1;
+            if n < 0x80 {
+                if let Some(b) = self.buf.get(start..start + usize::from(n)) {
+                    self.pos = start + usize::from(n);
+                    return Ok(b);
+                }
+            }
+        }
+        self.bytes()
+    }
+
     #[inline]
     pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let b = self.buf.get(self.pos..self.pos + n).ok_or(CodecError::Truncated)?;
