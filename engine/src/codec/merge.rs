@@ -80,16 +80,23 @@ struct Emit<'a> {
     count: usize,
     /// Path of the last slot written (for the shared-prefix count).
     prev: Vec<&'a [u8]>,
+    /// Whether the last slot written is the last stored slot read.
+    prev_is_stored: bool,
 }
 
 impl<'a> Emit<'a> {
+    /// Writes a slot; `shared`: its shared-prefix count with the last
+    /// slot written, when the caller knows it.
     fn slot(
         &mut self,
         path: &[&'a [u8]],
+        shared: Option<usize>,
         reg: Option<(Stamp, RegSrc<'a>)>,
         counter: Option<&Counter>,
     ) -> Result<(), CodecError> {
-        let shared = self.prev.iter().zip(path).take_while(|(a, b)| a == b).count();
+        let shared =
+            shared.unwrap_or_else(|| self.prev.iter().zip(path).take_while(|(a, b)| a == b).count());
+        debug_assert_eq!(shared, self.prev.iter().zip(path).take_while(|(a, b)| a == b).count());
         push_varint(&mut self.slots, shared as u64);
         push_varint(&mut self.slots, (path.len() - shared) as u64);
         for seg in &path[shared..] {
@@ -206,9 +213,9 @@ fn merge<'a>(
         slots: Vec::with_capacity(body.len() + 64 * edits.len()),
         count: 0,
         prev: Vec::with_capacity(8),
+        prev_is_stored: false,
     };
     let mut path: Vec<&'a [u8]> = Vec::with_capacity(8);
-    let mut prev_stored: Vec<&'a [u8]> = Vec::with_capacity(8);
     let mut segs: Vec<&'a [u8]> = Vec::with_capacity(8);
     for i in 0..n {
         // The stored slot, with the checks of `read_doc`.
@@ -217,17 +224,21 @@ fn merge<'a>(
         if shared > path.len() || (i > 0 && rest == 0) || shared + rest > MAX_DEPTH {
             return Ok(None);
         }
+        // The previous path's segment where this one departs from it.
+        let departs = path.get(shared).copied();
         path.truncate(shared);
         for _ in 0..rest {
             let seg = r.bytes()?;
             std::str::from_utf8(seg).map_err(|_| super::malformed("invalid UTF-8"))?;
             path.push(seg);
         }
-        if i > 0 && path <= prev_stored {
+        // Strictly after the previous path (which it shares `shared`
+        // segments with): longer, or greater where they depart. An equal
+        // segment there (a shorter prefix than the paths share: not what
+        // encoding writes) is left to the reference.
+        if i > 0 && departs.is_some_and(|d| path[shared] <= d) {
             return Ok(None);
         }
-        prev_stored.clear();
-        prev_stored.extend_from_slice(&path);
         let reg = if r.bool()? {
             let stamp = stamp_at(&stamps, r.u32()?)?;
             Some((stamp, RegSrc::Stored(reg_val_bytes(&mut r)?)))
@@ -253,7 +264,8 @@ fn merge<'a>(
             changed |= j.changed;
             segs.clear();
             segs.extend(p.iter().map(|s| s.as_bytes()));
-            emit.slot(&segs, j.reg, j.counter.as_ref())?;
+            emit.slot(&segs, None, j.reg, j.counter.as_ref())?;
+            emit.prev_is_stored = false;
         }
         // This path's ops.
         let mut j = Joining {
@@ -266,7 +278,11 @@ fn merge<'a>(
             next += 1;
         }
         changed |= j.changed;
-        emit.slot(&path, j.reg, j.counter.as_ref())?;
+        // Written right after the previous stored slot, the shared count
+        // stays (it is the longest: the paths depart right after it).
+        let keep_shared = (emit.count == 0 || emit.prev_is_stored).then_some(shared);
+        emit.slot(&path, keep_shared, j.reg, j.counter.as_ref())?;
+        emit.prev_is_stored = true;
     }
     if r.pos != body.len() {
         return Ok(None);
@@ -285,7 +301,7 @@ fn merge<'a>(
         changed |= j.changed;
         segs.clear();
         segs.extend(p.iter().map(|s| s.as_bytes()));
-        emit.slot(&segs, j.reg, j.counter.as_ref())?;
+        emit.slot(&segs, None, j.reg, j.counter.as_ref())?;
     }
     if !changed {
         return Ok(Some(EncodedMerge {
@@ -345,6 +361,7 @@ fn push_pairs(out: &mut Vec<u8>, pairs: &[(u32, u64)]) {
 impl<'a> Reader<'a> {
     /// A varint in its shortest form (what encoding writes); a longer one
     /// would not be copied byte for byte.
+    #[inline]
     fn canonical(&mut self) -> Result<u64, CodecError> {
         let start = self.pos;
         let v = self.varint()?;
@@ -354,6 +371,7 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    #[inline]
     fn canonical_len(&mut self) -> Result<usize, CodecError> {
         let start = self.pos;
         let n = self.len()?;
@@ -363,6 +381,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    #[inline]
     fn canon_string(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.canonical_len()?;
         let b = self.take(n)?;

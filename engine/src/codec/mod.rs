@@ -296,6 +296,7 @@ fn push_fresh<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>, depth: 
     }
 }
 
+#[inline]
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
