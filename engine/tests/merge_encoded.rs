@@ -155,18 +155,21 @@ fn case() -> impl Strategy<Value = Case> {
             let own = rs[0].doc.delta_since(&Default::default());
             let mut ops: Vec<Op> = picks
                 .iter()
-                .map(|i| {
+                .filter_map(|i| {
                     if others.is_empty() || i.index(4) == 0 {
                         own.get(i.index(own.len().max(1))).cloned()
                     } else {
                         others.get(i.index(others.len())).cloned()
                     }
                 })
-                .flatten()
                 .collect();
             // Hostile ties: a stored register's stamp with another value.
             for (i, v) in ties {
-                let sets: Vec<&Op> = own.iter().chain(&ops).filter(|op| matches!(op, Op::Set { .. })).collect();
+                let sets: Vec<&Op> = own
+                    .iter()
+                    .chain(&ops)
+                    .filter(|op| matches!(op, Op::Set { .. }))
+                    .collect();
                 if let Some(Op::Set { path, stamp, .. }) = sets.get(i.index(sets.len().max(1))).copied() {
                     if !path.is_empty() {
                         ops.push(Op::Set {

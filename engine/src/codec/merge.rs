@@ -94,8 +94,7 @@ impl<'a> Emit<'a> {
         reg: Option<(Stamp, RegSrc<'a>)>,
         counter: Option<&Counter>,
     ) -> Result<(), CodecError> {
-        let shared =
-            shared.unwrap_or_else(|| self.prev.iter().zip(path).take_while(|(a, b)| a == b).count());
+        let shared = shared.unwrap_or_else(|| self.prev.iter().zip(path).take_while(|(a, b)| a == b).count());
         debug_assert_eq!(shared, self.prev.iter().zip(path).take_while(|(a, b)| a == b).count());
         push_varint(&mut self.slots, shared as u64);
         push_varint(&mut self.slots, (path.len() - shared) as u64);
@@ -304,11 +303,7 @@ fn merge<'a>(
         emit.slot(&segs, None, j.reg, j.counter.as_ref())?;
     }
     if !changed {
-        return Ok(Some(EncodedMerge {
-            changed,
-            before,
-            after,
-        }));
+        return Ok(Some(EncodedMerge { changed, before, after }));
     }
     // The tables and headers, interned after the slots as `encode_doc` does.
     let mut t = emit.t;
@@ -342,11 +337,7 @@ fn merge<'a>(
     out.extend_from_slice(&emit.slots);
     let crc = crc32fast::hash(&out[5..]);
     out[1..5].copy_from_slice(&crc.to_le_bytes());
-    Ok(Some(EncodedMerge {
-        changed,
-        before,
-        after,
-    }))
+    Ok(Some(EncodedMerge { changed, before, after }))
 }
 
 /// A version vector as (peer index, hlc) pairs, as postcard writes them.
