@@ -308,6 +308,16 @@ fn overlong_and_unsorted_bytes_are_declined() {
     assert!(decode_doc(body).is_ok(), "the reference takes overlong varints");
     let mut out = Vec::new();
     assert_eq!(merge_encoded(b"\x04\x02id", body, &[&later], &mut out), None);
+    // A ten-byte varint with bits past 64 (dropped when decoded).
+    let mut wide = record[..at + 2].to_vec();
+    wide.extend_from_slice(&[0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]);
+    wide.extend_from_slice(&record[at + 3..]);
+    let crc = crc32fast::hash(&wide[5..]);
+    wide[1..5].copy_from_slice(&crc.to_le_bytes());
+    let (_, body) = split_record(&wide);
+    let body = body.unwrap();
+    assert!(decode_doc(body).is_ok(), "the reference drops the extra bits");
+    assert_eq!(merge_encoded(b"\x04\x02id", body, &[&later], &mut out), None);
     // The untouched record merges.
     let (_, body) = split_record(&record);
     let m = merge_encoded(b"\x04\x02id", body.unwrap(), &[&later], &mut out).unwrap();

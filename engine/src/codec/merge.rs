@@ -356,19 +356,28 @@ impl<'a> Reader<'a> {
     fn canonical(&mut self) -> Result<u64, CodecError> {
         let start = self.pos;
         let v = self.varint()?;
-        if self.pos - start > 1 && self.buf[self.pos - 1] == 0 {
-            return Err(super::malformed("overlong varint"));
-        }
+        self.check_canonical(start)?;
         Ok(v)
+    }
+
+    /// The varint read from `start` is what encoding its value writes: no
+    /// trailing zero byte, and a tenth byte holding only bit 63 (the
+    /// decoder drops the bits past it).
+    #[inline]
+    fn check_canonical(&self, start: usize) -> Result<(), CodecError> {
+        let n = self.pos - start;
+        let last = self.buf[self.pos - 1];
+        if n > 1 && (last == 0 || (n == 10 && last > 1)) {
+            return Err(super::malformed("varint not in its shortest form"));
+        }
+        Ok(())
     }
 
     #[inline]
     fn canonical_len(&mut self) -> Result<usize, CodecError> {
         let start = self.pos;
         let n = self.len()?;
-        if self.pos - start > 1 && self.buf[self.pos - 1] == 0 {
-            return Err(super::malformed("overlong varint"));
-        }
+        self.check_canonical(start)?;
         Ok(n)
     }
 
