@@ -228,7 +228,7 @@ fn merge<'a>(
         path.truncate(shared);
         for _ in 0..rest {
             let seg = r.bytes()?;
-            std::str::from_utf8(seg).map_err(|_| super::malformed("invalid UTF-8"))?;
+            check_utf8(seg)?;
             path.push(seg);
         }
         // Strictly after the previous path (which it shares `shared`
@@ -340,6 +340,17 @@ fn merge<'a>(
     Ok(Some(EncodedMerge { changed, before, after }))
 }
 
+/// UTF-8 as the decoder requires it; keys and short strings are mostly
+/// ASCII, checked inline.
+#[inline]
+fn check_utf8(b: &[u8]) -> Result<(), CodecError> {
+    if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+        Ok(())
+    } else {
+        Err(super::malformed("invalid UTF-8"))
+    }
+}
+
 /// A version vector as (peer index, hlc) pairs, as postcard writes them.
 fn push_pairs(out: &mut Vec<u8>, pairs: &[(u32, u64)]) {
     push_varint(out, pairs.len() as u64);
@@ -385,7 +396,7 @@ impl<'a> Reader<'a> {
     fn canon_string(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.canonical_len()?;
         let b = self.take(n)?;
-        std::str::from_utf8(b).map_err(|_| super::malformed("invalid UTF-8"))?;
+        check_utf8(b)?;
         Ok(b)
     }
 
