@@ -144,7 +144,7 @@ pub enum RegVal {
 }
 
 impl RegVal {
-    fn tiebreak(&self, other: &RegVal) -> Ordering {
+    pub(crate) fn tiebreak(&self, other: &RegVal) -> Ordering {
         // Equal stamps mean the same write, but a hostile or buggy peer could
         // send two values under one stamp: any strict, replica-independent
         // order keeps replicas converged.
@@ -225,7 +225,8 @@ impl Op {
         }
     }
 
-    fn path(&self) -> Option<&Path> {
+    /// The field the op writes (`None`: a document-wide op).
+    pub fn path(&self) -> Option<&Path> {
         match self {
             Op::Set { path, .. } | Op::Count { path, .. } | Op::Restart { path, .. } | Op::Floor { path, .. } => {
                 Some(path)
@@ -338,6 +339,43 @@ pub struct Counter {
     pub base: Option<(Stamp, Num)>,
 }
 
+impl Counter {
+    /// Joins a counter op (`Count`, `Restart` or `Floor`) into this
+    /// counter; returns whether it changed. Any other op changes nothing.
+    /// Shared by [`Doc::apply`] and the merge of encoded documents
+    /// (`codec::merge_encoded`), so the two cannot disagree.
+    pub fn apply(&mut self, op: &Op) -> bool {
+        match op {
+            Op::Count { stamp, total, .. } => join_max(self.parts.entry(stamp.peer), (stamp.hlc, *total), |a, b| {
+                a.0.cmp(&b.0).then(a.1.total_cmp(b.1))
+            }),
+            Op::Restart { stamp, base, .. } => {
+                let newer = match self.base {
+                    None => true,
+                    Some((s, b)) => stamp.cmp(&s).then(base.total_cmp(b)) == Ordering::Greater,
+                };
+                if newer {
+                    self.base = Some((*stamp, *base));
+                }
+                newer
+            }
+            Op::Floor {
+                peer, hlc, total, by, ..
+            } => {
+                let f = Floor {
+                    hlc: *hlc,
+                    total: *total,
+                    by: *by,
+                };
+                join_max(self.floors.entry(*peer), f, |a, b| {
+                    a.hlc.cmp(&b.hlc).then(a.total.total_cmp(b.total)).then(a.by.cmp(&b.by))
+                })
+            }
+            Op::Set { .. } | Op::Seen { .. } | Op::Delete { .. } => false,
+        }
+    }
+}
+
 /// What one path holds.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Slot {
@@ -407,40 +445,11 @@ impl Doc {
         let advanced = self.vv.observe(op.stamp());
         let changed = match op {
             Op::Set { path, stamp, val } => self.apply_set(path, *stamp, val),
-            Op::Count { path, stamp, total } => {
-                let parts = &mut self.slot_mut(path).counter.get_or_insert_with(Default::default).parts;
-                join_max(parts.entry(stamp.peer), (stamp.hlc, *total), |a, b| {
-                    a.0.cmp(&b.0).then(a.1.total_cmp(b.1))
-                })
-            }
-            Op::Restart { path, stamp, base } => {
-                let c = self.slot_mut(path).counter.get_or_insert_with(Default::default);
-                let newer = match c.base {
-                    None => true,
-                    Some((s, b)) => (*stamp, *base).0.cmp(&s).then(base.total_cmp(b)) == Ordering::Greater,
-                };
-                if newer {
-                    c.base = Some((*stamp, *base));
-                }
-                newer
-            }
-            Op::Floor {
-                path,
-                peer,
-                hlc,
-                total,
-                by,
-            } => {
-                let floors = &mut self.slot_mut(path).counter.get_or_insert_with(Default::default).floors;
-                let f = Floor {
-                    hlc: *hlc,
-                    total: *total,
-                    by: *by,
-                };
-                join_max(floors.entry(*peer), f, |a, b| {
-                    a.hlc.cmp(&b.hlc).then(a.total.total_cmp(b.total)).then(a.by.cmp(&b.by))
-                })
-            }
+            Op::Count { path, .. } | Op::Restart { path, .. } | Op::Floor { path, .. } => self
+                .slot_mut(path)
+                .counter
+                .get_or_insert_with(Default::default)
+                .apply(op),
             Op::Seen { .. } => false,
             Op::Delete { stamp, seen } => self.apply_delete(*stamp, seen),
         };

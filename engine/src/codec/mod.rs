@@ -16,8 +16,10 @@
 //! an allocation.
 
 mod lookup;
+mod merge;
 
 pub use lookup::{lookup_field, plainly_visible, FieldReader, Lookup};
+pub use merge::{merge_encoded, EncodedMerge};
 
 use crate::doc::{Counter, Deletion, Doc, Floor, Num, Op, Path, Reg, RegVal, Slot};
 use crate::hlc::{Hlc, PeerId, Stamp};
@@ -163,6 +165,19 @@ impl Interner {
     }
 }
 
+/// A counter as stored, its peers and stamps interned in `t` (in this order).
+fn counter_repr(t: &mut Interner, c: &Counter) -> CounterRepr {
+    CounterRepr {
+        parts: c.parts.iter().map(|(&p, &(h, n))| (t.peer(p), h.0, n)).collect(),
+        floors: c
+            .floors
+            .iter()
+            .map(|(&p, f)| (t.peer(p), f.hlc.0, f.total, t.stamp(f.by)))
+            .collect(),
+        base: c.base.map(|(s, n)| (t.stamp(s), n)),
+    }
+}
+
 /// Encodes a stored document record into `out` (cleared first).
 pub fn encode_doc(id_bytes: &[u8], doc: &Doc, out: &mut Vec<u8>) {
     let mut t = Interner::default();
@@ -171,15 +186,7 @@ pub fn encode_doc(id_bytes: &[u8], doc: &Doc, out: &mut Vec<u8>) {
     for (path, slot) in &doc.slots {
         let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
         let reg = slot.reg.as_ref().map(|r| (t.stamp(r.stamp), &r.val));
-        let counter = slot.counter.as_ref().map(|c| CounterRepr {
-            parts: c.parts.iter().map(|(&p, &(h, n))| (t.peer(p), h.0, n)).collect(),
-            floors: c
-                .floors
-                .iter()
-                .map(|(&p, f)| (t.peer(p), f.hlc.0, f.total, t.stamp(f.by)))
-                .collect(),
-            base: c.base.map(|(s, n)| (t.stamp(s), n)),
-        });
+        let counter = slot.counter.as_ref().map(|c| counter_repr(&mut t, c));
         slots.push(SlotOut {
             shared: shared as u32,
             rest: &path[shared..],
@@ -289,6 +296,7 @@ fn push_fresh<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>, depth: 
     }
 }
 
+#[inline]
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

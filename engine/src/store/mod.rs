@@ -2305,7 +2305,11 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         Ok((id_bytes, newest))
     }
 
-    /// Merges checked changes of one document: decoded once, written once.
+    /// Merges checked changes of one document: read once, written once.
+    /// A stored document of a collection without indexes is merged in its
+    /// encoded form (`codec::merge_encoded`); anything it declines, a new
+    /// document, and collections with indexes (whose entries need the
+    /// rendered document) go through the decoded [`Doc`].
     fn merge_doc<'c>(
         &mut self,
         first: &'c Change,
@@ -2315,12 +2319,18 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     ) -> Result<bool, StoreError> {
         let collection = first.collection.as_str();
         let coll = self.coll_id_or_create(collection)?;
+        let ops: Vec<&Op> = std::iter::once(first).chain(rest).flat_map(|c| &c.ops).collect();
+        if !self.indexes.iter().any(|d| d.collection == collection) {
+            if let Some(changed) = self.merge_encoded(collection, coll, &first.id, &id_bytes, &ops, newest)? {
+                return Ok(changed);
+            }
+        }
         let mut at = match self.find_encoded(collection, first.id.clone(), id_bytes.clone())? {
             Some(at) => at,
             None => Located::new(coll, first.id.clone(), id_bytes),
         };
         let mut changed = false;
-        for op in std::iter::once(first).chain(rest).flat_map(|c| &c.ops) {
+        for op in ops {
             changed |= at.doc.apply(op);
         }
         if !changed {
@@ -2329,6 +2339,53 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         self.clock.observe(newest, self.now_ms)?;
         self.save(collection, &mut at)?;
         Ok(true)
+    }
+
+    /// [`WriteTx::merge_doc`] on the stored bytes; `None`: not stored, or
+    /// declined (the caller merges the decoded document, which also reports
+    /// damage). Writes what [`WriteTx::save`] would for a collection without
+    /// indexes.
+    fn merge_encoded(
+        &mut self,
+        collection: &str,
+        coll: u32,
+        id: &Value,
+        id_bytes: &[u8],
+        ops: &[&Op],
+        newest: Hlc,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut out = std::mem::take(&mut self.record);
+        let merged = {
+            let view = self.view();
+            match locate(&view, &self.store.hasher, coll, id_bytes)? {
+                None => None,
+                Some((num, record)) => {
+                    let (_, body) = split_checked(collection, record)?;
+                    codec::merge_encoded(id_bytes, body, ops, &mut out).map(|m| (num, m))
+                }
+            }
+        };
+        self.record = out;
+        let Some((num, m)) = merged else { return Ok(None) };
+        if !m.changed {
+            return Ok(Some(false));
+        }
+        self.clock.observe(newest, self.now_ms)?;
+        self.check_size(collection, id)?;
+        self.put_doc(coll, num)?;
+        for (peer, hlc) in m.after.iter() {
+            let old = m.before.get(peer);
+            if old == hlc {
+                continue;
+            }
+            debug_assert!(old < hlc, "a document's version vector only grows");
+            if old != Hlc::ZERO {
+                self.put_log(log_key(peer, old, coll, num), false)?;
+            }
+            self.put_log(log_key(peer, hlc, coll, num), true)?;
+        }
+        self.note_change(collection, id_bytes);
+        Ok(Some(true))
     }
 
     /// Merges a change from another replica. All or nothing: an invalid op or

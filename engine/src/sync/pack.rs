@@ -793,8 +793,14 @@ struct Prob {
 }
 
 impl Prob {
+    #[inline(always)]
     fn update(&mut self, bit: u8) {
-        let shift = (u32::from(self.seen) + 2).ilog2().min(MAX_SHIFT);
+        // `seen + 2 >= 32` from 30 on: the settled shift, without the log.
+        let shift = if self.seen >= 30 {
+            MAX_SHIFT
+        } else {
+            (u32::from(self.seen) + 2).ilog2().min(MAX_SHIFT)
+        };
         let p = u32::from(self.p);
         let p = if bit == 0 {
             p + ((PROB_ONE - p) >> shift)
@@ -802,7 +808,9 @@ impl Prob {
             p - (p >> shift)
         };
         self.p = (p as u16).clamp(PROB_MIN, PROB_MAX);
-        self.seen = self.seen.saturating_add(1).min(62);
+        if self.seen < 62 {
+            self.seen += 1;
+        }
     }
 }
 
@@ -967,22 +975,6 @@ impl<'a> RangeDecoder<'a> {
         Some(())
     }
 
-    fn bit(&mut self, index: usize) -> Option<u8> {
-        let prob = self.models.tables.get_mut(index)?;
-        let bound = (self.range >> PROB_BITS) * u32::from(prob.p);
-        let bit = if self.code < bound {
-            self.range = bound;
-            0
-        } else {
-            self.code -= bound;
-            self.range -= bound;
-            1
-        };
-        prob.update(bit);
-        self.normalize()?;
-        Some(bit)
-    }
-
     fn direct(&mut self) -> Option<u8> {
         self.range >>= 1;
         let bit = if self.code >= self.range {
@@ -1007,12 +999,34 @@ impl<'a> RangeDecoder<'a> {
         if usize::from(ctx) >= MODELLED_CTXS {
             return None;
         }
+        // The hot loop of unpacking: the coder's state in locals, the
+        // context's 256 models as one slice (one model per node of the
+        // byte's binary tree, as the encoder's `range_encode`).
         let base = self.models.base(ctx);
+        let models = self.models.tables.get_mut(base..base + 256)?;
+        let (mut range, mut code, mut pos) = (self.range, self.code, self.pos);
         let mut m = 1usize;
         for _ in 0..8 {
-            let bit = self.bit(base + m)?;
+            let prob = &mut models[m & 0xff];
+            let bound = (range >> PROB_BITS) * u32::from(prob.p);
+            let bit = if code < bound {
+                range = bound;
+                0
+            } else {
+                code -= bound;
+                range -= bound;
+                1
+            };
+            prob.update(bit);
+            if range < RANGE_TOP {
+                let b = *self.buf.get(pos)?;
+                pos += 1;
+                range <<= 8;
+                code = (code << 8) | u32::from(b);
+            }
             m = (m << 1) | usize::from(bit);
         }
+        (self.range, self.code, self.pos) = (range, code, pos);
         Some(m as u8)
     }
 }
