@@ -80,8 +80,10 @@ const STALL_MS: u64 = 2_000;
 pub(crate) enum SessionMsg {
     /// The link is wired: start the handshake.
     Start,
-    /// This peer committed something (local or merged).
-    LocalCommit,
+    /// This peer committed something (local or merged): for merges, the
+    /// newest write of each origin merged (`None`: not known, e.g. this
+    /// peer's own writes; see `Session::handle_local_news`).
+    LocalCommit(Option<VersionVector>),
     /// A frame from the remote.
     Frame(Vec<u8>),
     /// This peer's subscriptions changed (all of them); answered once the
@@ -549,7 +551,7 @@ impl SessionActor {
                     _ => self.session.handle_connected(),
                 }
             }
-            SessionMsg::LocalCommit => self.session.handle_local_commit(),
+            SessionMsg::LocalCommit(moved) => self.session.handle_local_news(moved.as_ref()),
             SessionMsg::Frame(frame) => self.session.handle_frame(&frame),
             SessionMsg::Subscriptions(specs, reply) => {
                 self.settle_merges(ctx).await;

@@ -374,7 +374,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
             s.handle_connected();
             let subscriptions = vec![good.clone(), bad.clone()];
             let remote = |subscriptions| Hello {
-                versions: (5, 5),
+                versions: (6, 6),
                 peer: PeerId(2),
                 subscriptions,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -431,7 +431,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
     s.handle_frame(&frame(&Message::Hello(Hello {
-        versions: (5, 5),
+        versions: (6, 6),
         peer: PeerId(2),
         subscriptions: many,
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,

@@ -54,9 +54,9 @@ fn open_session() -> (Session, u64) {
     let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
     s.handle_connected();
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), false))));
     let outs = drain(&mut s);
-    assert!(matches!(outs[0], Output::Established { version: 5, .. }), "{outs:?}");
+    assert!(matches!(outs[0], Output::Established { version: 6, .. }), "{outs:?}");
     let round = outs
         .iter()
         .find_map(|o| match o {
@@ -176,18 +176,18 @@ enum Phase {
 #[test]
 fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
     let damaged = {
-        let mut f = frame(&Message::Poke);
+        let mut f = frame(&Message::Poke { nonce: 0, moved: None });
         let n = f.len();
         f[n - 1] ^= 1;
         f
     };
     let huge = {
-        let mut f = frame(&Message::Poke);
+        let mut f = frame(&Message::Poke { nonce: 0, moved: None });
         f[4..8].copy_from_slice(&(wire::DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes());
         f
     };
     let trailing = {
-        let mut f = frame(&Message::Poke);
+        let mut f = frame(&Message::Poke { nonce: 0, moved: None });
         f.push(0);
         f
     };
@@ -245,7 +245,7 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "same peer",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(1, (5, 5), false)))),
+            Box::new(|_| frame(&Message::Hello(hello(1, (6, 6), false)))),
             |r| *r == Refusal::SamePeer,
             "itself",
             true,
@@ -312,7 +312,7 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         assert!(p.session.is_closed(), "{what}");
         assert_eq!((p.states("tasks"), p.vv()), before, "{what}: nothing changed");
         // Nothing more is taken once closed.
-        p.session.handle_frame(&frame(&Message::Poke));
+        p.session.handle_frame(&frame(&Message::Poke { nonce: 0, moved: None }));
         p.session.handle_frame(&frame(&changes(round, 0, &[], true)));
         p.session.handle_local_commit();
         assert!(p.session.poll_output().is_none(), "{what}");
@@ -323,7 +323,8 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
 fn session_messages_during_the_handshake_are_ignored() {
     // The other side may be open already (our Hello was lost).
     let others = [
-        Message::Poke,
+        Message::Poke { nonce: 0, moved: None },
+        Message::Have { nonce: 0 },
         Message::Request {
             round: 1,
             delta: false,
@@ -348,7 +349,7 @@ fn session_messages_during_the_handshake_are_ignored() {
         assert!(outs.is_empty(), "{m:?}: {outs:?}");
         assert!(!s.is_closed());
         // The handshake still completes.
-        s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), true))));
+        s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), true))));
         assert!(matches!(s.poll_output(), Some(Output::Established { .. })), "{m:?}");
     }
 }
@@ -492,14 +493,14 @@ fn the_handshake_repeats_hello_then_gives_up() {
 fn an_open_side_answers_a_repeated_hello() {
     let (mut s, _) = open_session();
     // The other side did not hear our Hello: it is answered, heard.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
         "{outs:?}"
     );
     // A Hello that heard ours, or a stale handshake timer, changes nothing.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), true))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), true))));
     s.handle_timer(Timer::Handshake(1));
     assert!(s.poll_output().is_none());
     assert!(!s.is_closed());
@@ -542,11 +543,11 @@ fn lost_hellos_are_sent_again_and_the_peers_converge() {
 #[test]
 fn a_lost_poke_is_repeated() {
     let mut net = synced_pair();
-    net.losses.push((0, |m| matches!(m, Message::Poke)));
+    net.losses.push((0, |m| matches!(m, Message::Poke { .. })));
     net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
     net.run();
     assert_eq!(net.lost, 1);
-    assert_eq!(net.peers[0].sent.iter().filter(|m| **m == Message::Poke).count(), 2);
+    assert_eq!(net.peers[0].sent.iter().filter(|m| matches!(m, Message::Poke { .. })).count(), 2);
     net.assert_converged("tasks", "after a lost poke");
 }
 
@@ -557,7 +558,7 @@ fn a_lost_poke_is_repeated() {
 fn a_stale_request_does_not_cancel_a_pending_poke() {
     let mut net = synced_pair();
     let (round, since) = net.peers[1].requests().last().cloned().expect("B asked");
-    net.losses.push((0, |m| matches!(m, Message::Poke)));
+    net.losses.push((0, |m| matches!(m, Message::Poke { .. })));
     net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
     net.inject(
         0,
@@ -630,7 +631,7 @@ fn a_failed_apply_claims_nothing_and_asks_again_later() {
 fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
-    let mut small = hello(2, (5, 5), false);
+    let mut small = hello(2, (6, 6), false);
     small.max_frame_bytes = 1024;
     s.handle_frame(&frame(&Message::Hello(small)));
     drain(&mut s);
@@ -960,7 +961,7 @@ fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
     s.handle_frame(&frame(&changes(round, 0, &[], false)));
     assert!(matches!(drain(&mut s)[..], [Output::Apply { .. }]));
     s.handle_local_commit();
-    assert!(matches!(&sent(&drain(&mut s))[..], [Message::Poke]));
+    assert!(matches!(&sent(&drain(&mut s))[..], [Message::Poke { .. }]));
     s.handle_link_changed();
     let outs = drain(&mut s);
     let next = outs
@@ -971,7 +972,7 @@ fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
         })
         .expect("asks again");
     assert!(next > round);
-    assert_eq!(sent(&outs), vec![Message::Poke], "the poke is repeated");
+    assert!(matches!(&sent(&outs)[..], [Message::Poke { .. }]), "the poke is repeated");
     // The old round's batches, late on the old link, do nothing.
     s.handle_applied(round, true);
     s.handle_frame(&frame(&changes(round, 1, &[], true)));
@@ -1033,7 +1034,7 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
         }));
     }
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),

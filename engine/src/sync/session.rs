@@ -207,6 +207,10 @@ struct Receiving {
     complete: bool,
     /// Changes received this round.
     changes: u64,
+    /// Asked only for pokes naming this news: when this peer's vector
+    /// (read for the request) dominates it, the round is not asked and the
+    /// pokes are answered with `Have`.
+    check: Option<VersionVector>,
 }
 
 /// Bound on outputs queued between drains (a driver that never drains is
@@ -232,6 +236,22 @@ pub struct Session {
     receiving: Option<Receiving>,
     /// News came while receiving: ask again when the round ends.
     poked: bool,
+    /// The news of those pokes, when every one of them named it (`None`:
+    /// one did not, or an ask that must go came): see `Receiving::check`.
+    poked_check: Option<VersionVector>,
+    /// The newest poke of the remote not answered yet (a `Have` names it).
+    poke_heard: Option<u64>,
+    /// News of ours the remote was not answered for yet: for each origin,
+    /// the newest write merged (see `Message::Poke`).
+    news: VersionVector,
+    /// News of ours whose writes are not named (our own writes): the next
+    /// poke names none, so the remote asks.
+    news_blind: bool,
+    /// The news our pending poke carried.
+    carried: VersionVector,
+    /// What the remote holds in full as its newest request said (reset by
+    /// a fresh request): news it dominates is not poked at all.
+    known: VersionVector,
     /// The next round must ask from nothing (subscriptions grew).
     fresh: bool,
     /// What the remote sent us in full, by round claim, this session (a
@@ -293,6 +313,12 @@ impl Session {
             next_round: first_round,
             receiving: None,
             poked: false,
+            poked_check: None,
+            poke_heard: None,
+            news: VersionVector::new(),
+            news_blind: false,
+            carried: VersionVector::new(),
+            known: VersionVector::new(),
             fresh,
             acked: VersionVector::new(),
             hello_vv: None,
@@ -398,10 +424,30 @@ impl Session {
         self.handle_connected();
     }
 
-    /// This peer committed something the remote may want.
+    /// This peer committed something the remote may want, without saying
+    /// what (a write of its own): the remote will ask.
     pub fn handle_local_commit(&mut self) {
-        // One unanswered poke is enough: the remote asks when it can.
-        if self.is_open() && self.poke_pending.is_none() {
+        self.handle_local_news(None);
+    }
+
+    /// This peer committed something the remote may want: `moved` names,
+    /// for each origin, the newest write the commit merged (`None`: not
+    /// known, e.g. this peer's own writes). News the remote is known to
+    /// hold (its requests said so) is not offered; other news is poked,
+    /// naming it, so a remote that holds it already answers `Have`
+    /// instead of asking a round that would bring nothing.
+    pub fn handle_local_news(&mut self, moved: Option<&VersionVector>) {
+        if !self.is_open() {
+            return; // the remote asks when the session opens
+        }
+        match moved {
+            Some(m) if self.known.dominates(m) => return,
+            Some(m) => self.news.join(m),
+            None => self.news_blind = true,
+        }
+        // One unanswered poke is enough: the remote asks when it can, and
+        // the news joined meanwhile is offered when it answers `Have`.
+        if self.poke_pending.is_none() {
             self.poke();
         }
     }
@@ -410,8 +456,48 @@ impl Session {
         let nonce = self.next_poke;
         self.next_poke += 1;
         self.poke_pending = Some(nonce);
-        self.send(&Message::Poke);
+        self.carried = self.news.clone();
+        let moved = (!self.news_blind).then(|| self.news.clone());
+        self.send(&Message::Poke { nonce, moved });
         self.timer(Timer::Poke(nonce), self.config.stall_ms);
+    }
+
+    /// The remote holds the news of our poke `nonce`: offer what came
+    /// since, if anything.
+    fn have(&mut self, nonce: u64) {
+        if self.poke_pending != Some(nonce) {
+            return; // an older poke's answer, or a repeat
+        }
+        self.poke_pending = None;
+        let carried = std::mem::take(&mut self.carried);
+        self.news = self.news.grown_past(&carried);
+        // The remote held it when it answered (and vectors only grow).
+        self.known.join(&carried);
+        if self.news_blind || !self.news.is_empty() {
+            self.poke();
+        }
+    }
+
+    /// The remote has news (`moved`, if it named it): ask, unless this
+    /// peer turns out to hold it (see `Receiving::check`).
+    fn poked(&mut self, nonce: u64, moved: Option<VersionVector>) {
+        self.poke_heard = Some(self.poke_heard.map_or(nonce, |n| n.max(nonce)));
+        match self.receiving.as_mut() {
+            // The request is not out yet: it answers this poke too.
+            Some(r) if r.asking => match (&mut r.check, moved) {
+                (Some(check), Some(m)) => check.join(&m),
+                (check, _) => *check = None,
+            },
+            Some(_) => {
+                match (self.poked, &mut self.poked_check, moved) {
+                    (false, check, Some(m)) => *check = Some(m),
+                    (true, Some(check), Some(m)) => check.join(&m),
+                    (_, check, _) => *check = None,
+                }
+                self.poked = true;
+            }
+            None => self.ask_checked(moved),
+        }
     }
 
     /// This peer's subscriptions changed: tell the remote, and if they now
@@ -486,7 +572,8 @@ impl Session {
                 }
             }
             (State::Open { .. }, Message::Hello(_)) => {}
-            (State::Open { .. }, Message::Poke) => self.ask(),
+            (State::Open { .. }, Message::Poke { nonce, moved }) => self.poked(nonce, moved),
+            (State::Open { .. }, Message::Have { nonce }) => self.have(nonce),
             (
                 State::Open { .. },
                 Message::Request {
@@ -535,7 +622,9 @@ impl Session {
         self.serving = None;
         self.serving_since = VersionVector::new();
         self.heard = VersionVector::new();
+        self.known = VersionVector::new();
         self.poke_pending = None;
+        self.poke_heard = None;
         self.remote_max_frame_bytes = theirs.max_frame_bytes.clamp(1024, wire::MAX_FRAME_BYTES);
         if self.take_interest(&theirs.subscriptions) {
             self.ask_again();
@@ -612,7 +701,18 @@ impl Session {
             _ => return self.violation("a request naming a Hello vector also carries one"),
         };
         self.heard.join(&since);
+        // A fresh asker's vector is complete only for its old
+        // subscriptions: it is not known to hold anything until it asks
+        // from its vector again.
+        match subscriptions.is_some() {
+            true => self.known = VersionVector::new(),
+            false => self.known.join(&since),
+        }
+        // This request is served from our state now: it carries every news
+        // we poked, or would.
         self.poke_pending = None;
+        self.news = VersionVector::new();
+        self.news_blind = false;
         // A fresh request carries the asker's subscriptions: a `Subscribe`
         // may have been lost, and the round must be served with them.
         if let Some(subs) = subscriptions {
@@ -627,11 +727,22 @@ impl Session {
 
     /// Asks the remote for what this peer lacks, unless a round is running.
     fn ask(&mut self) {
+        self.ask_checked(None);
+    }
+
+    /// Asks the remote for what this peer lacks, unless a round is running;
+    /// with `check`, only if this peer does not hold that news already.
+    fn ask_checked(&mut self, check: Option<VersionVector>) {
         if !self.is_open() {
             return;
         }
-        if self.receiving.is_some() {
-            self.poked = true;
+        if let Some(r) = self.receiving.as_mut() {
+            if r.asking {
+                r.check = None;
+            } else {
+                self.poked = true;
+                self.poked_check = None;
+            }
             return;
         }
         let round = self.next_round;
@@ -650,6 +761,7 @@ impl Session {
             done: false,
             complete: true,
             changes: 0,
+            check: check.filter(|_| !fresh),
         });
         // A fresh round asks from nothing, yet reads the vector too: see
         // `held`.
@@ -661,7 +773,27 @@ impl Session {
         let Some(r) = self.receiving.as_mut().filter(|r| r.round == round && r.asking) else {
             return;
         };
+        let me = self.config.me;
+        // Our own writes may make a document match a filtered subscription
+        // of ours on the remote: asked again below, so never skipped.
+        let own_news = self.ours.has_filters() && self.asked_me != Some(local.get(me));
+        if r.check.as_ref().is_some_and(|c| local.dominates(c)) && !own_news {
+            // Every poke this round answers named news we hold: a round
+            // would bring none of it.
+            self.receiving = None;
+            if let Some(nonce) = self.poke_heard.take() {
+                self.send(&Message::Have { nonce });
+            }
+            self.push(Output::CaughtUp);
+            if std::mem::take(&mut self.poked) {
+                let check = self.poked_check.take();
+                self.ask_checked(check);
+            }
+            return;
+        }
+        let Some(r) = self.receiving.as_mut() else { return };
         r.asking = false;
+        self.poke_heard = None;
         r.held = local.clone();
         if !r.fresh {
             r.local = local.clone();
@@ -675,7 +807,6 @@ impl Session {
             // remote visits a document only for news past `since`, so for
             // our own origin ask from where our previous request stood: it
             // looks again at our writes made since (an echo of those).
-            let me = self.config.me;
             if let (true, Some(before)) = (self.ours.has_filters(), self.asked_me) {
                 since.set(me, before.min(local.get(me)));
             }
@@ -827,7 +958,8 @@ impl Session {
                 self.push(Output::ClaimedFor(self.config.subscriptions.clone()));
             }
             if std::mem::take(&mut self.poked) {
-                self.ask();
+                let check = self.poked_check.take();
+                self.ask_checked(check);
             } else if changes == 0 {
                 self.push(Output::CaughtUp);
             }
@@ -1002,7 +1134,8 @@ fn kind(msg: &Message) -> &'static str {
         Message::Refuse(_) => "Refuse",
         Message::Request { .. } => "Request",
         Message::Changes { .. } => "Changes",
-        Message::Poke => "Poke",
+        Message::Poke { .. } => "Poke",
+        Message::Have { .. } => "Have",
         Message::Rebase { .. } => "Rebase",
         Message::Subscribe { .. } => "Subscribe",
     }
