@@ -115,10 +115,19 @@ fn sample_messages() -> Vec<Message> {
             last: true,
             complete: false,
         },
-        Message::Poke { nonce: 0, moved: None },
+        Message::Poke { nonce: 0, moved: None, ack: None },
         Message::Poke {
             nonce: u64::MAX,
             moved: Some(vv(&[(3, 7 << 16), (u64::MAX, u64::MAX)])),
+            ack: Some(u64::MAX),
+        },
+        Message::Push {
+            nonce: 3,
+            ack: None,
+            asked: u64::MAX,
+            changes: pack::pack(&sample_changes()),
+            upto: vv(&[(3, 7 << 16)]),
+            complete: true,
         },
         Message::Have { nonce: 7 },
         Message::Subscribe {
@@ -142,7 +151,7 @@ fn sample_messages() -> Vec<Message> {
 }
 
 /// How many [`sample_messages`] there are (for strategies).
-const SAMPLES: usize = 15;
+const SAMPLES: usize = 18;
 
 #[test]
 fn messages_round_trip() {

@@ -186,6 +186,9 @@ pub enum Message {
         /// receiver whose version vector dominates it holds every change
         /// of that news it wants, so a round would bring nothing of it.
         moved: Option<VersionVector>,
+        /// Also answers the receiver's poke (or push) of this nonce, as a
+        /// `Have` would (a `Have` waits a little to ride on a poke).
+        ack: Option<u64>,
     },
     /// The sender's subscriptions changed: from now on it wants these.
     Subscribe {
@@ -193,10 +196,32 @@ pub enum Message {
         subscriptions: Vec<SubscriptionSpec>,
     },
     /// Answers a `Poke` whose news the sender already holds (instead of a
-    /// `Request` and an empty round).
+    /// `Request` and an empty round), or takes a `Push`.
     Have {
-        /// The newest poke answered.
+        /// The newest poke (or the push) answered.
         nonce: u64,
+    },
+    /// A poke carrying its news: the changes the receiver lacks since
+    /// what it is known to hold (its newest request's `since`, joined with
+    /// the `upto` of every push it took since), when they are few. The
+    /// receiver applies them and answers `Have`, or, when it cannot take
+    /// them (see `Session`), treats it as a poke naming no news.
+    Push {
+        /// Numbers the push among the sender's pokes.
+        nonce: u64,
+        /// As in `Poke`.
+        ack: Option<u64>,
+        /// The round of the receiver's newest request the sender had
+        /// heard when it read the changes (their base).
+        asked: u64,
+        /// The changes, packed as in `Changes`.
+        changes: Vec<u8>,
+        /// The sender's version vector when the changes were read: only
+        /// the entries ahead of the base.
+        upto: VersionVector,
+        /// As in `Changes`: whether the receiver may record `upto` as
+        /// complete.
+        complete: bool,
     },
 }
 
