@@ -55,7 +55,8 @@ fn overtaken_write_lost_in_flight_converges_at_quiescence() {
     net.run_until(t);
     // Peer 1's news to peer 2 (its overtaken write: a push, or a round's
     // answer) is lost.
-    net.losses.push((0, |m| matches!(m, Message::Changes { .. } | Message::Push { .. })));
+    net.losses
+        .push((0, |m| matches!(m, Message::Changes { .. } | Message::Push { .. })));
     net.on(0, |p| p.set(COLL, "d", "b", r#""one""#));
     net.on(1, |p| p.set(COLL, "d", "b", r#""two""#));
     let stamp = |p: &Peer| {

@@ -176,18 +176,30 @@ enum Phase {
 #[test]
 fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
     let damaged = {
-        let mut f = frame(&Message::Poke { nonce: 0, moved: None, ack: None });
+        let mut f = frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        });
         let n = f.len();
         f[n - 1] ^= 1;
         f
     };
     let huge = {
-        let mut f = frame(&Message::Poke { nonce: 0, moved: None, ack: None });
+        let mut f = frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        });
         f[4..8].copy_from_slice(&(wire::DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes());
         f
     };
     let trailing = {
-        let mut f = frame(&Message::Poke { nonce: 0, moved: None, ack: None });
+        let mut f = frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        });
         f.push(0);
         f
     };
@@ -312,7 +324,11 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         assert!(p.session.is_closed(), "{what}");
         assert_eq!((p.states("tasks"), p.vv()), before, "{what}: nothing changed");
         // Nothing more is taken once closed.
-        p.session.handle_frame(&frame(&Message::Poke { nonce: 0, moved: None, ack: None }));
+        p.session.handle_frame(&frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        }));
         p.session.handle_frame(&frame(&changes(round, 0, &[], true)));
         p.session.handle_local_commit();
         assert!(p.session.poll_output().is_none(), "{what}");
@@ -323,7 +339,11 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
 fn session_messages_during_the_handshake_are_ignored() {
     // The other side may be open already (our Hello was lost).
     let others = [
-        Message::Poke { nonce: 0, moved: None, ack: None },
+        Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        },
         Message::Have { nonce: 0 },
         Message::Push {
             nonce: 0,
@@ -555,7 +575,14 @@ fn a_lost_poke_is_repeated() {
     net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
     net.run();
     assert_eq!(net.lost, 1);
-    assert_eq!(net.peers[0].sent.iter().filter(|m| matches!(m, Message::Poke { .. })).count(), 2);
+    assert_eq!(
+        net.peers[0]
+            .sent
+            .iter()
+            .filter(|m| matches!(m, Message::Poke { .. }))
+            .count(),
+        2
+    );
     net.assert_converged("tasks", "after a lost poke");
 }
 
@@ -984,7 +1011,10 @@ fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
         })
         .expect("asks again");
     assert!(next > round);
-    assert!(matches!(&sent(&outs)[..], [Message::Poke { .. }]), "the poke is repeated");
+    assert!(
+        matches!(&sent(&outs)[..], [Message::Poke { .. }]),
+        "the poke is repeated"
+    );
     // The old round's batches, late on the old link, do nothing.
     s.handle_applied(round, true);
     s.handle_frame(&frame(&changes(round, 1, &[], true)));
@@ -1134,11 +1164,18 @@ fn a_push_built_on_a_failed_one_is_not_taken() {
     s.handle_frame(&frame(&push(1)));
     let outs = drain(&mut s);
     assert!(
-        outs.iter().any(|o| matches!(o, Output::Apply { round: r, .. } if *r == PUSH_ROUND)),
+        outs.iter()
+            .any(|o| matches!(o, Output::Apply { round: r, .. } if *r == PUSH_ROUND)),
         "{outs:?}"
     );
     assert!(
-        outs.iter().any(|o| matches!(o, Output::SetTimer { timer: Timer::Ack(1), .. })),
+        outs.iter().any(|o| matches!(
+            o,
+            Output::SetTimer {
+                timer: Timer::Ack(1),
+                ..
+            }
+        )),
         "a Have is owed: {outs:?}"
     );
     s.handle_timer(Timer::Ack(1));

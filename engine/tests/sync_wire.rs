@@ -115,7 +115,11 @@ fn sample_messages() -> Vec<Message> {
             last: true,
             complete: false,
         },
-        Message::Poke { nonce: 0, moved: None, ack: None },
+        Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        },
         Message::Poke {
             nonce: u64::MAX,
             moved: Some(vv(&[(3, 7 << 16), (u64::MAX, u64::MAX)])),
