@@ -544,8 +544,12 @@ impl Session {
             self.carried_blind = false;
             return self.offer();
         }
+        // Counted before packing: the range coder is the costly part.
+        if more || changes.len() > PUSH_MAX_CHANGES {
+            return self.poke();
+        }
         let packed = pack::pack_bounded(changes, self.range_max_bytes);
-        if more || changes.len() > PUSH_MAX_CHANGES || packed.len() > PUSH_MAX_BYTES {
+        if packed.len() > PUSH_MAX_BYTES {
             return self.poke();
         }
         let upto: VersionVector = upto.iter().filter(|&(p, h)| h > base.get(p)).collect();
