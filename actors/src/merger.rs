@@ -348,7 +348,7 @@ mod tests {
             log: log.clone(),
         }));
         let heard = news.clone();
-        let listener: CommitListener = Arc::new(move |_, from| heard.lock().unwrap().push(from));
+        let listener: CommitListener = Arc::new(move |_, from, _| heard.lock().unwrap().push(from));
         let store = actor::spawn(Spec::new("store"), move |_| {
             let b = backend.take().ok_or("no restart in this test")?;
             Ok(StoreActor::new(b, listener.clone(), 0))

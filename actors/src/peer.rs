@@ -26,6 +26,7 @@ use rhizome_engine::mem::MemKv;
 use rhizome_engine::sync::scope;
 use rhizome_engine::sync::wire::SubscriptionSpec;
 use rhizome_engine::value::Value;
+use rhizome_engine::vv::VersionVector;
 use rhizome_lmdb::{LmdbConfig, LmdbKv};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -244,8 +245,8 @@ impl Peer {
         let (commits_tx, commits) = latest::channel(CommitNews::default());
         let listener: store::CommitListener = {
             let (pending, wake) = (pending.clone(), wake.clone());
-            Arc::new(move |c, from| {
-                commits_tx.send_modify(|n| *n = CommitNews { seq: n.seq + 1, from });
+            Arc::new(move |c, from, moved| {
+                commits_tx.send_modify(|n| n.push(from, moved));
                 pending.add(c);
                 let obs = wake
                     .lock()
@@ -533,14 +534,11 @@ impl Peer {
         tokio::spawn(async move {
             let mut seen = commits.borrow_and_update().seq;
             while commits.changed().await.is_ok() {
-                let news = commits.borrow_and_update();
-                let only_theirs = news.seq == seen + 1 && news.from == Some(remote_peer);
-                seen = news.seq;
-                if only_theirs {
-                    continue;
-                }
+                let offer = commits.borrow_and_update().offer(seen, remote_peer);
+                seen = offer.0;
+                let Some(moved) = offer.1 else { continue };
                 let Some(s) = session.upgrade() else { break };
-                if s.tell(SessionMsg::LocalCommit).await.is_err() {
+                if s.tell(SessionMsg::LocalCommit(moved)).await.is_err() {
                     break;
                 }
             }
@@ -798,22 +796,61 @@ impl std::fmt::Debug for AttachedLink {
     }
 }
 
-/// The last commit that changed documents, as sessions see it.
+/// The last commits that changed documents, as sessions see them.
 ///
 /// A session does not offer the remote a commit that only merged that
 /// remote's own batch: the remote holds every change in it, and its ask
 /// would be an empty round (a quarter of all rounds with four sessions a
-/// peer). Commits coalesce, so a session that missed one (`seq` moved by
-/// more than one) offers news whatever the source.
-#[derive(Clone, Copy, Debug, Default)]
+/// peer). Other commits are offered naming the writes they merged, joined
+/// over the commits a session has not seen yet. Commits coalesce (the
+/// channel keeps the latest value), so the last [`RECENT_COMMITS`] are
+/// kept; a session that missed more offers news without naming it.
+#[derive(Clone, Debug, Default)]
 struct CommitNews {
     /// Commits so far.
     seq: u64,
-    /// The one remote whose batches the last commit merged (None: a
-    /// write of this peer's own, a reap, an eviction, or a merger's joined
-    /// transaction that took batches of several remotes: each of them
-    /// lacks the others' changes, so every session offers it).
-    from: Option<PeerId>,
+    /// The last commits, oldest first: (number, source, writes merged).
+    /// The source is the one remote whose batches the commit merged (None:
+    /// a write of this peer's own, a reap, an eviction, or a merger's
+    /// joined transaction that took batches of several remotes: each of
+    /// them lacks the others' changes, so every session offers it); the
+    /// writes are `None` when not known (this peer's own).
+    recent: std::collections::VecDeque<(u64, Option<PeerId>, Option<VersionVector>)>,
+}
+
+/// Commits [`CommitNews`] remembers.
+const RECENT_COMMITS: usize = 16;
+
+impl CommitNews {
+    fn push(&mut self, from: Option<PeerId>, moved: Option<VersionVector>) {
+        self.seq += 1;
+        if self.recent.len() == RECENT_COMMITS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.seq, from, moved));
+    }
+
+    /// What a session with `remote` that saw commits up to `seen` offers:
+    /// (the newest commit, `None` when there is nothing to offer, else the
+    /// news: `Some(None)` when it cannot be named).
+    fn offer(&self, seen: u64, remote: PeerId) -> (u64, Option<Option<VersionVector>>) {
+        let missed = self.recent.iter().filter(|(seq, ..)| *seq > seen);
+        if self.seq > seen && self.recent.front().is_none_or(|(first, ..)| *first > seen + 1) {
+            return (self.seq, Some(None)); // forgotten: offer it blind
+        }
+        let mut news: Option<Option<VersionVector>> = None;
+        for (_, _, moved) in missed.filter(|(_, from, _)| *from != Some(remote)) {
+            news = match (news, moved) {
+                (None, Some(m)) => Some(Some(m.clone())),
+                (Some(Some(mut n)), Some(m)) => {
+                    n.join(m);
+                    Some(Some(n))
+                }
+                _ => Some(None),
+            };
+        }
+        (self.seq, news)
+    }
 }
 
 /// The store of a peer (see [`Peer::store`]).

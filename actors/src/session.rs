@@ -41,7 +41,7 @@ use crate::store::{RemoteBatch, StoreActor, StoreMsg};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::ChangeBatch;
 use rhizome_engine::sync::scope::Interest;
-use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer};
+use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer, PUSH_MAX_CHANGES};
 use rhizome_engine::sync::wire::{self, Role, SubscriptionSpec};
 use rhizome_engine::vv::VersionVector;
 use std::collections::{BTreeMap, VecDeque};
@@ -80,8 +80,10 @@ const STALL_MS: u64 = 2_000;
 pub(crate) enum SessionMsg {
     /// The link is wired: start the handshake.
     Start,
-    /// This peer committed something (local or merged).
-    LocalCommit,
+    /// This peer committed something (local or merged): for merges, the
+    /// newest write of each origin merged (`None`: not known, e.g. this
+    /// peer's own writes; see `Session::handle_local_news`).
+    LocalCommit(Option<VersionVector>),
     /// A frame from the remote.
     Frame(Vec<u8>),
     /// This peer's subscriptions changed (all of them); answered once the
@@ -102,6 +104,8 @@ pub(crate) enum SessionMsg {
         batch: ChangeBatch,
         reply: Reply<bool>,
     },
+    /// The changes read for a push (`Err`: the read failed; poke instead).
+    PushRead(Result<ChangeBatch, PeerError>),
     /// Time to retry the outbox.
     Flush,
     /// Close the session (the link went down).
@@ -328,6 +332,7 @@ impl SessionActor {
                 Output::Interest(interest) => self.interest = interest,
                 Output::ReadVersionVector { round } => self.read_vv(round, ctx),
                 Output::Serve { round, since } => self.serve(round, since, ctx),
+                Output::ReadPush { since } => self.read_push(since, ctx),
                 Output::Apply {
                     round, changes, claim, ..
                 } => self.apply(round, changes, claim, ctx).await,
@@ -485,6 +490,32 @@ impl SessionActor {
         });
     }
 
+    /// Reads the few changes a push would carry, on a task of its own; they
+    /// come back as `PushRead`.
+    fn read_push(&mut self, since: VersionVector, ctx: &Ctx<Self>) {
+        let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
+            return;
+        };
+        let store = self.store.clone();
+        let (interest, role) = (self.interest.clone(), self.remote_role);
+        tokio::spawn(async move {
+            let read = store
+                .ask(|reply| StoreMsg::Changes {
+                    since,
+                    resume: None,
+                    max_docs: PUSH_MAX_CHANGES,
+                    interest,
+                    role,
+                    reply,
+                })
+                .await;
+            let batch = read.map_err(PeerError::from).and_then(|r| r);
+            if let Some(me) = me.upgrade() {
+                let _ = me.tell(SessionMsg::PushRead(batch)).await;
+            }
+        });
+    }
+
     /// Hands frames to the remote as far as its mailbox takes them, then
     /// releases serving tasks if the outbox has room; arranges a retry if
     /// frames are left.
@@ -549,7 +580,7 @@ impl SessionActor {
                     _ => self.session.handle_connected(),
                 }
             }
-            SessionMsg::LocalCommit => self.session.handle_local_commit(),
+            SessionMsg::LocalCommit(moved) => self.session.handle_local_news(moved.as_ref()),
             SessionMsg::Frame(frame) => self.session.handle_frame(&frame),
             SessionMsg::Subscriptions(specs, reply) => {
                 self.settle_merges(ctx).await;
@@ -575,6 +606,15 @@ impl SessionActor {
                         reply.send(false);
                     }
                 }
+            }
+            SessionMsg::PushRead(Ok(batch)) => {
+                self.session.set_withheld(batch.withheld);
+                let more = batch.resume.is_some() || batch.behind_reaped;
+                self.session.send_push(&batch.changes, &batch.upto, more);
+            }
+            SessionMsg::PushRead(Err(e)) => {
+                tracing::warn!(me = %self.me, error = %e, "sync: reading a push failed; poking instead");
+                self.session.send_push(&[], &VersionVector::new(), true);
             }
             SessionMsg::Flush => self.flush_scheduled = false,
             SessionMsg::Close => {

@@ -301,8 +301,26 @@ pub(crate) enum StoreMsg {
     Panic,
 }
 
-/// Told about every commit that changed documents.
-pub(crate) type CommitListener = Arc<dyn Fn(Committed, Option<PeerId>) + Send + Sync>;
+/// Told about every commit that changed documents: which remote's
+/// batches it merged (see `StoreActor::notify`) and, for merges, the
+/// newest write of each origin it merged ([`moved_by`]; `None`: this
+/// peer's own writes, a reap or an eviction).
+pub(crate) type CommitListener = Arc<dyn Fn(Committed, Option<PeerId>, Option<VersionVector>) + Send + Sync>;
+
+/// For each origin, the newest write in `batches`: what a merge of them
+/// can bring a remote (a sync poke names it, so a remote holding it
+/// already need not ask).
+pub(crate) fn moved_by<'b>(batches: impl IntoIterator<Item = &'b RemoteBatch>) -> VersionVector {
+    let mut moved = VersionVector::new();
+    for batch in batches {
+        for change in &batch.changes {
+            for op in &change.ops {
+                moved.observe(op.stamp());
+            }
+        }
+    }
+    moved
+}
 
 /// The store actor's state: the open store and the statement cache.
 pub(crate) struct StoreActor {
@@ -335,9 +353,9 @@ impl StoreActor {
     /// Tells the listener about a commit that changed documents; `from`
     /// is the one remote whose batches it merged (None: this peer's own
     /// write, or batches of several remotes).
-    fn notify(&self, committed: Committed, from: Option<PeerId>) {
+    fn notify(&self, committed: Committed, from: Option<PeerId>, moved: Option<VersionVector>) {
         if !committed.changed.is_empty() {
-            (self.on_commit)(committed, from);
+            (self.on_commit)(committed, from, moved);
         }
     }
 
@@ -356,7 +374,7 @@ impl StoreActor {
                 // remote; else every session hears of it.
                 let first = batches.first().map(|(from, _)| *from);
                 let one_source = first.filter(|f| batches.iter().all(|(from, _)| from == f));
-                self.notify(committed, one_source);
+                self.notify(committed, one_source, Some(moved_by(refs)));
                 outcomes.into_iter().map(Ok).collect()
             }
             Err(e) => {
@@ -366,7 +384,7 @@ impl StoreActor {
                     .iter()
                     .map(|(from, batch)| {
                         backend.apply(batch, self.now_ms()).map(|(o, c)| {
-                            self.notify(c, Some(*from));
+                            self.notify(c, Some(*from), Some(moved_by([batch])));
                             o
                         })
                     })
@@ -388,14 +406,14 @@ impl StoreActor {
                 let out = backend
                     .execute(&self.prepared, &text, &params, self.now_ms())
                     .map(|(out, c)| {
-                        self.notify(c, None);
+                        self.notify(c, None, None);
                         out
                     });
                 reply.send(out);
             }
             StoreMsg::Transaction { run, reply } => {
                 let out = backend.transaction(&self.prepared, run, self.now_ms()).map(|(v, c)| {
-                    self.notify(c, None);
+                    self.notify(c, None, None);
                     v
                 });
                 reply.send(out);
@@ -403,7 +421,7 @@ impl StoreActor {
             StoreMsg::Read(run) => backend.read(run),
             StoreMsg::Apply { from, batch, reply } => {
                 let out = backend.apply(&batch, self.now_ms()).map(|(o, c)| {
-                    self.notify(c, Some(from));
+                    self.notify(c, Some(from), Some(moved_by([&batch])));
                     o
                 });
                 reply.send(out);
@@ -433,14 +451,14 @@ impl StoreActor {
             StoreMsg::Locals { prefix, reply } => reply.send(backend.locals(&prefix)),
             StoreMsg::Reap { max_docs, reply } => {
                 let out = backend.reap(max_docs, self.now_ms()).map(|(n, c)| {
-                    self.notify(c, None);
+                    self.notify(c, None, None);
                     n
                 });
                 reply.send(out);
             }
             StoreMsg::EvictCovered { upto, interest, reply } => {
                 let out = backend.evict_covered(&upto, &interest, self.now_ms()).map(|(n, c)| {
-                    self.notify(c, None);
+                    self.notify(c, None, None);
                     n
                 });
                 reply.send(out);

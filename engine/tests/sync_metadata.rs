@@ -53,6 +53,10 @@ fn overtaken_write_lost_in_flight_converges_at_quiescence() {
     // wins the tie, so peer 1's write is overtaken everywhere.
     let t = net.now + 10;
     net.run_until(t);
+    // Peer 1's news to peer 2 (its overtaken write: a push, or a round's
+    // answer) is lost.
+    net.losses
+        .push((0, |m| matches!(m, Message::Changes { .. } | Message::Push { .. })));
     net.on(0, |p| p.set(COLL, "d", "b", r#""one""#));
     net.on(1, |p| p.set(COLL, "d", "b", r#""two""#));
     let stamp = |p: &Peer| {
@@ -64,8 +68,6 @@ fn overtaken_write_lost_in_flight_converges_at_quiescence() {
     let (s1, s2) = (stamp(&net.peers[0]), stamp(&net.peers[1]));
     assert_eq!(s1.map(|s| s.hlc), s2.map(|s| s.hlc), "the two writes tie on HLC");
 
-    // Peer 1's answer to peer 2 (its overtaken write) is lost.
-    net.losses.push((0, |m| matches!(m, Message::Changes { .. })));
     net.run_until(t + STALL_MS / 2);
     assert_eq!(
         net.peers[0].live(COLL),
@@ -264,6 +266,15 @@ impl Mesh {
                 Output::ReadVersionVector { round } => {
                     let local = store.read().expect("read").version_vector().expect("vv");
                     link.session.send_request(round, &local);
+                }
+                Output::ReadPush { since } => {
+                    let batch = store
+                        .read()
+                        .expect("read")
+                        .changes_for(&since, None, 2, &link.interest, Role::SmallPeer)
+                        .expect("changes");
+                    let more = batch.resume.is_some() || batch.behind_reaped;
+                    link.session.send_push(&batch.changes, &batch.upto, more);
                 }
                 Output::Serve { round, since } => {
                     link.session.set_withheld(false);

@@ -217,7 +217,7 @@ fn a_filtered_subscription_gets_matching_documents_whole() {
 /// document sends that edit, not the document.
 #[test]
 fn a_whole_collection_subscription_gets_deltas() {
-    let mut net = Net::new(Peer::new(1, &[]), Peer::new(2, &[TASKS]));
+    let mut net = Net::new(Peer::new(1, &[]), Peer::new(2, &[TASKS])).rounds_only();
     let fields: Vec<String> = (0..20).map(|i| format!(r#""f{i}": {i}"#)).collect();
     net.a()
         .insert("tasks", &format!(r#"{{"_id": "big", {}}}"#, fields.join(", ")));
@@ -251,7 +251,7 @@ fn a_round_is_claimed_only_when_the_sender_holds_all_that_is_wanted() {
     ];
     for &(wants, holds, claimed) in cases {
         let context = format!("receiver {wants:?}, sender {holds:?}");
-        let mut net = Net::new(Peer::new(1, holds), Peer::new(2, wants));
+        let mut net = Net::new(Peer::new(1, holds), Peer::new(2, wants)).rounds_only();
         net.a().insert("tasks", r#"{"_id": "t", "done": false}"#);
         net.a().insert("notes", r#"{"_id": "n"}"#);
         net.connect();
@@ -374,7 +374,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
             s.handle_connected();
             let subscriptions = vec![good.clone(), bad.clone()];
             let remote = |subscriptions| Hello {
-                versions: (5, 5),
+                versions: (6, 6),
                 peer: PeerId(2),
                 subscriptions,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -431,7 +431,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
     s.handle_frame(&frame(&Message::Hello(Hello {
-        versions: (5, 5),
+        versions: (6, 6),
         peer: PeerId(2),
         subscriptions: many,
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -452,7 +452,7 @@ fn a_malformed_remote_subscription_closes_the_session_naming_it() {
 /// (f) A request repeated (a duplicate, or a stale one) is served once.
 #[test]
 fn a_repeated_request_is_served_once() {
-    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS])).rounds_only();
     net.a().insert("tasks", r#"{"_id": "t"}"#);
     net.connect();
     net.run();
@@ -484,7 +484,7 @@ fn a_repeated_request_is_served_once() {
 /// (g) `CaughtUp` follows a round that brought nothing.
 #[test]
 fn caught_up_follows_a_round_that_brought_nothing() {
-    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS])).rounds_only();
     net.a().insert("tasks", r#"{"_id": "t"}"#);
     net.connect();
     net.run();
@@ -573,7 +573,7 @@ fn subscriptions_changed_during_the_handshake_reach_the_remote() {
 /// brings them.
 #[test]
 fn a_round_in_flight_when_subscriptions_grow_claims_nothing() {
-    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[]));
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[])).rounds_only();
     net.connect();
     net.run();
     net.on(0, |a| a.insert("tasks", r#"{"_id": "x"}"#));

@@ -8,7 +8,7 @@ mod sync_harness;
 
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::sync::pack;
-use rhizome_engine::sync::session::{Output, Session, Timer};
+use rhizome_engine::sync::session::{Output, Session, Timer, PUSH_ROUND};
 use rhizome_engine::sync::wire::{self, Hello, Message, Refusal, Role, WireError};
 use rhizome_engine::vv::VersionVector;
 use sync_harness::{config, frame, msg, spec, Faults, Net, Peer, Rng, RETRY_MS, STALL_MS};
@@ -54,9 +54,9 @@ fn open_session() -> (Session, u64) {
     let mut s = Session::new(config(1, vec![spec(TASKS)]), 0);
     s.handle_connected();
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), false))));
     let outs = drain(&mut s);
-    assert!(matches!(outs[0], Output::Established { version: 5, .. }), "{outs:?}");
+    assert!(matches!(outs[0], Output::Established { version: 6, .. }), "{outs:?}");
     let round = outs
         .iter()
         .find_map(|o| match o {
@@ -82,7 +82,7 @@ fn changes(round: u64, seq: u32, docs: &[rhizome_engine::codec::Change], last: b
 }
 
 fn synced_pair() -> Net {
-    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS])).rounds_only();
     net.connect();
     net.run();
     net
@@ -176,18 +176,30 @@ enum Phase {
 #[test]
 fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
     let damaged = {
-        let mut f = frame(&Message::Poke);
+        let mut f = frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        });
         let n = f.len();
         f[n - 1] ^= 1;
         f
     };
     let huge = {
-        let mut f = frame(&Message::Poke);
+        let mut f = frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        });
         f[4..8].copy_from_slice(&(wire::DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes());
         f
     };
     let trailing = {
-        let mut f = frame(&Message::Poke);
+        let mut f = frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        });
         f.push(0);
         f
     };
@@ -245,7 +257,7 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         (
             "same peer",
             Phase::Handshake,
-            Box::new(|_| frame(&Message::Hello(hello(1, (5, 5), false)))),
+            Box::new(|_| frame(&Message::Hello(hello(1, (6, 6), false)))),
             |r| *r == Refusal::SamePeer,
             "itself",
             true,
@@ -312,7 +324,11 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
         assert!(p.session.is_closed(), "{what}");
         assert_eq!((p.states("tasks"), p.vv()), before, "{what}: nothing changed");
         // Nothing more is taken once closed.
-        p.session.handle_frame(&frame(&Message::Poke));
+        p.session.handle_frame(&frame(&Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        }));
         p.session.handle_frame(&frame(&changes(round, 0, &[], true)));
         p.session.handle_local_commit();
         assert!(p.session.poll_output().is_none(), "{what}");
@@ -323,7 +339,20 @@ fn bad_frames_close_the_session_with_a_reason_and_change_nothing() {
 fn session_messages_during_the_handshake_are_ignored() {
     // The other side may be open already (our Hello was lost).
     let others = [
-        Message::Poke,
+        Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        },
+        Message::Have { nonce: 0 },
+        Message::Push {
+            nonce: 0,
+            ack: None,
+            asked: 0,
+            changes: rhizome_engine::sync::pack::pack(&[]),
+            upto: VersionVector::new(),
+            complete: true,
+        },
         Message::Request {
             round: 1,
             delta: false,
@@ -348,7 +377,7 @@ fn session_messages_during_the_handshake_are_ignored() {
         assert!(outs.is_empty(), "{m:?}: {outs:?}");
         assert!(!s.is_closed());
         // The handshake still completes.
-        s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), true))));
+        s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), true))));
         assert!(matches!(s.poll_output(), Some(Output::Established { .. })), "{m:?}");
     }
 }
@@ -492,14 +521,14 @@ fn the_handshake_repeats_hello_then_gives_up() {
 fn an_open_side_answers_a_repeated_hello() {
     let (mut s, _) = open_session();
     // The other side did not hear our Hello: it is answered, heard.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
         "{outs:?}"
     );
     // A Hello that heard ours, or a stale handshake timer, changes nothing.
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), true))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), true))));
     s.handle_timer(Timer::Handshake(1));
     assert!(s.poll_output().is_none());
     assert!(!s.is_closed());
@@ -542,11 +571,18 @@ fn lost_hellos_are_sent_again_and_the_peers_converge() {
 #[test]
 fn a_lost_poke_is_repeated() {
     let mut net = synced_pair();
-    net.losses.push((0, |m| matches!(m, Message::Poke)));
+    net.losses.push((0, |m| matches!(m, Message::Poke { .. })));
     net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
     net.run();
     assert_eq!(net.lost, 1);
-    assert_eq!(net.peers[0].sent.iter().filter(|m| **m == Message::Poke).count(), 2);
+    assert_eq!(
+        net.peers[0]
+            .sent
+            .iter()
+            .filter(|m| matches!(m, Message::Poke { .. }))
+            .count(),
+        2
+    );
     net.assert_converged("tasks", "after a lost poke");
 }
 
@@ -557,7 +593,7 @@ fn a_lost_poke_is_repeated() {
 fn a_stale_request_does_not_cancel_a_pending_poke() {
     let mut net = synced_pair();
     let (round, since) = net.peers[1].requests().last().cloned().expect("B asked");
-    net.losses.push((0, |m| matches!(m, Message::Poke)));
+    net.losses.push((0, |m| matches!(m, Message::Poke { .. })));
     net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
     net.inject(
         0,
@@ -630,7 +666,7 @@ fn a_failed_apply_claims_nothing_and_asks_again_later() {
 fn serving_stops_when_superseded_and_refuses_an_oversized_batch() {
     let mut s = Session::new(config(1, vec![]), 0);
     s.handle_connected();
-    let mut small = hello(2, (5, 5), false);
+    let mut small = hello(2, (6, 6), false);
     small.max_frame_bytes = 1024;
     s.handle_frame(&frame(&Message::Hello(small)));
     drain(&mut s);
@@ -788,7 +824,7 @@ fn concurrent_deletions_converge() {
 
 #[test]
 fn later_requests_carry_only_the_origins_that_moved() {
-    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS])).rounds_only();
     net.a().insert("tasks", r#"{"_id": "a", "n": 1}"#);
     net.b().insert("tasks", r#"{"_id": "b", "n": 1}"#);
     net.connect();
@@ -842,8 +878,12 @@ fn later_requests_carry_only_the_origins_that_moved() {
 fn delta_requests_survive_loss_and_reordering() {
     // The server's join of what it heard must equal the asker's vector
     // whatever got lost: many seeds of a lossy link, writes on both sides.
-    for seed in 0..40u64 {
+    // With pushes too: they must converge through the same faults.
+    for (seed, pushes) in (0..40u64).flat_map(|s| [(s, false), (s, true)]) {
         let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+        if !pushes {
+            net = net.rounds_only();
+        }
         net.faults = Some(Faults {
             rng: Rng::new(seed * 13 + 5),
             drop: 150,
@@ -870,7 +910,7 @@ fn delta_requests_survive_loss_and_reordering() {
             .iter()
             .filter(|m| matches!(m, Message::Request { delta: true, .. }))
             .count();
-        assert!(deltas > 0, "seed {seed}: no delta request was sent");
+        assert!(deltas > 0 || pushes, "seed {seed}: no delta request was sent");
     }
 }
 
@@ -960,7 +1000,7 @@ fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
     s.handle_frame(&frame(&changes(round, 0, &[], false)));
     assert!(matches!(drain(&mut s)[..], [Output::Apply { .. }]));
     s.handle_local_commit();
-    assert!(matches!(&sent(&drain(&mut s))[..], [Message::Poke]));
+    assert!(matches!(&sent(&drain(&mut s))[..], [Message::Poke { .. }]));
     s.handle_link_changed();
     let outs = drain(&mut s);
     let next = outs
@@ -971,7 +1011,10 @@ fn a_link_change_asks_again_at_once_what_the_old_link_may_have_lost() {
         })
         .expect("asks again");
     assert!(next > round);
-    assert_eq!(sent(&outs), vec![Message::Poke], "the poke is repeated");
+    assert!(
+        matches!(&sent(&outs)[..], [Message::Poke { .. }]),
+        "the poke is repeated"
+    );
     // The old round's batches, late on the old link, do nothing.
     s.handle_applied(round, true);
     s.handle_frame(&frame(&changes(round, 1, &[], true)));
@@ -1033,7 +1076,7 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
         }));
     }
     drain(&mut s);
-    s.handle_frame(&frame(&Message::Hello(hello(2, (5, 5), false))));
+    s.handle_frame(&frame(&Message::Hello(hello(2, (6, 6), false))));
     let outs = drain(&mut s);
     assert!(
         matches!(&sent(&outs)[..], [Message::Hello(Hello { heard: true, .. })]),
@@ -1055,4 +1098,102 @@ fn a_remote_whose_session_started_over_is_served_from_its_first_round() {
         matches!(drain(&mut s)[..], [Output::Serve { round: 0, .. }]),
         "the new session's first round is served"
     );
+}
+
+// ---- pushes (protocol 6) ----
+
+fn pushes(p: &Peer) -> usize {
+    p.sent.iter().filter(|m| matches!(m, Message::Push { .. })).count()
+}
+
+/// Once the remote has asked, a live edit travels as one `Push` (and a
+/// `Have` back), not as a poke, a request and a round.
+#[test]
+fn a_live_edit_is_pushed_and_acknowledged() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    net.connect();
+    net.run();
+    let requests = net.peers[1].requests().len();
+    for i in 0..3 {
+        net.on(0, |a| a.insert("tasks", &format!(r#"{{"_id": "t{i}"}}"#)));
+        net.run();
+    }
+    net.assert_converged("tasks", "after the pushes");
+    assert_eq!(pushes(&net.peers[0]), 3);
+    assert_eq!(net.peers[1].requests().len(), requests, "no round was asked");
+    let acks = net.peers[1]
+        .sent
+        .iter()
+        .filter(|m| matches!(m, Message::Have { .. }))
+        .count();
+    assert_eq!(acks, 3, "each push was acknowledged");
+    // Each push was complete: B's vector claims A's writes.
+    assert_eq!(net.peers[1].vv(), net.peers[0].vv());
+}
+
+/// A push that is lost is offered again (as a poke) after `stall_ms`.
+#[test]
+fn a_lost_push_is_offered_again() {
+    let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+    net.connect();
+    net.run();
+    net.losses.push((0, |m| matches!(m, Message::Push { .. })));
+    net.on(0, |a| a.insert("tasks", r#"{"_id": "new"}"#));
+    net.run();
+    assert_eq!(net.lost, 1);
+    net.assert_converged("tasks", "after a lost push");
+}
+
+/// A push whose base may include a push that failed to apply here is not
+/// taken: it is asked as a round instead.
+#[test]
+fn a_push_built_on_a_failed_one_is_not_taken() {
+    let (mut s, round) = open_session();
+    s.handle_frame(&frame(&changes(round, 0, &[], true)));
+    drain(&mut s);
+    s.handle_applied(round, true);
+    drain(&mut s);
+    let push = |nonce: u64| Message::Push {
+        nonce,
+        ack: None,
+        asked: round,
+        changes: pack::pack(&[]),
+        upto: VersionVector::new(),
+        complete: true,
+    };
+    s.handle_frame(&frame(&push(1)));
+    let outs = drain(&mut s);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Apply { round: r, .. } if *r == PUSH_ROUND)),
+        "{outs:?}"
+    );
+    assert!(
+        outs.iter().any(|o| matches!(
+            o,
+            Output::SetTimer {
+                timer: Timer::Ack(1),
+                ..
+            }
+        )),
+        "a Have is owed: {outs:?}"
+    );
+    s.handle_timer(Timer::Ack(1));
+    assert_eq!(sent(&drain(&mut s)), vec![Message::Have { nonce: 1 }]);
+    // It failed to apply: the session asks again, and a push read before
+    // the remote hears that request is not applied.
+    s.handle_applied(PUSH_ROUND, false);
+    let outs = drain(&mut s);
+    let next = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::ReadVersionVector { round } => Some(*round),
+            _ => None,
+        })
+        .expect("asks again");
+    s.send_request(next, &VersionVector::new());
+    drain(&mut s);
+    s.handle_frame(&frame(&push(2)));
+    let outs = drain(&mut s);
+    assert!(!outs.iter().any(|o| matches!(o, Output::Apply { .. })), "{outs:?}");
 }

@@ -115,7 +115,25 @@ fn sample_messages() -> Vec<Message> {
             last: true,
             complete: false,
         },
-        Message::Poke,
+        Message::Poke {
+            nonce: 0,
+            moved: None,
+            ack: None,
+        },
+        Message::Poke {
+            nonce: u64::MAX,
+            moved: Some(vv(&[(3, 7 << 16), (u64::MAX, u64::MAX)])),
+            ack: Some(u64::MAX),
+        },
+        Message::Push {
+            nonce: 3,
+            ack: None,
+            asked: u64::MAX,
+            changes: pack::pack(&sample_changes()),
+            upto: vv(&[(3, 7 << 16)]),
+            complete: true,
+        },
+        Message::Have { nonce: 7 },
         Message::Subscribe {
             subscriptions: vec![
                 SubscriptionSpec {
@@ -137,7 +155,7 @@ fn sample_messages() -> Vec<Message> {
 }
 
 /// How many [`sample_messages`] there are (for strategies).
-const SAMPLES: usize = 15;
+const SAMPLES: usize = 18;
 
 #[test]
 fn messages_round_trip() {
@@ -160,8 +178,8 @@ fn packed_changes_in_a_frame_unpack_to_what_was_packed() {
 }
 
 #[test]
-fn this_build_speaks_protocol_version_5() {
-    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (5, 5));
+fn this_build_speaks_protocol_version_6() {
+    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (6, 6));
 }
 
 #[test]
@@ -307,4 +325,12 @@ proptest! {
             prop_assert_eq!(decode(&damaged, LIMIT), Err(WireError::Checksum));
         }
     }
+}
+
+/// Version 5's pokes named no news; its frames are refused by version
+/// before their body is read.
+#[test]
+fn a_version_5_frame_is_refused_as_old() {
+    let frame = encode(&sample_messages()[0], 5);
+    assert_eq!(decode(&frame, LIMIT), Err(WireError::OldVersion { version: 5 }));
 }

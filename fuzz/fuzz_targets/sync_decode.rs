@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(encode(&msg2, version), again);
         // What a session does next with a hostile message's contents.
         match &msg {
-            Message::Changes { changes, .. } => {
+            Message::Changes { changes, .. } | Message::Push { changes, .. } => {
                 let limits = UnpackLimits {
                     max_body_bytes: 16 * LIMIT,
                     ..UnpackLimits::default()

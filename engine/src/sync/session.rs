@@ -71,6 +71,17 @@ pub struct SessionConfig {
     pub stall_ms: u64,
 }
 
+/// The round number pushes are applied under ([`Output::Apply`]).
+pub const PUSH_ROUND: u64 = u64::MAX;
+/// Most changes a push carries; more are asked for in a round.
+pub const PUSH_MAX_CHANGES: usize = 8;
+/// Most bytes (packed) of a push's changes.
+pub const PUSH_MAX_BYTES: usize = 1024;
+
+/// A `Have` waits this fraction of `stall_ms` for a poke or push of ours
+/// to carry it.
+const ACK_DELAY_DIVISOR: u64 = 10;
+
 /// Hellos sent before the handshake is given up.
 const MAX_HELLOS: u32 = 20;
 
@@ -91,6 +102,9 @@ pub enum Timer {
     },
     /// Poke again if poke `nonce` is still unanswered.
     Poke(u64),
+    /// Send the `Have` owed for poke `nonce` if no poke or push of ours
+    /// carried it meanwhile.
+    Ack(u64),
 }
 
 /// What the driver must do.
@@ -110,6 +124,13 @@ pub enum Output {
     /// What the other peer wants from this one, compiled (at the handshake
     /// and whenever it changes its subscriptions). Serve with it.
     Interest(Arc<Interest>),
+    /// Read the changes the remote lacks since `since` and wants (the last
+    /// [`Output::Interest`]), at most [`PUSH_MAX_CHANGES`] documents, and
+    /// hand them to [`Session::send_push`].
+    ReadPush {
+        /// What the remote holds at least.
+        since: VersionVector,
+    },
     /// Read this peer's version vector and hand it to
     /// [`Session::send_request`] with this round.
     ReadVersionVector {
@@ -207,6 +228,10 @@ struct Receiving {
     complete: bool,
     /// Changes received this round.
     changes: u64,
+    /// Asked only for pokes naming this news: when this peer's vector
+    /// (read for the request) dominates it, the round is not asked and the
+    /// pokes are answered with `Have`.
+    check: Option<VersionVector>,
 }
 
 /// Bound on outputs queued between drains (a driver that never drains is
@@ -232,6 +257,43 @@ pub struct Session {
     receiving: Option<Receiving>,
     /// News came while receiving: ask again when the round ends.
     poked: bool,
+    /// The news of those pokes, when every one of them named it (`None`:
+    /// one did not, or an ask that must go came): see `Receiving::check`.
+    poked_check: Option<VersionVector>,
+    /// The newest poke of the remote not answered yet (a `Have` names it).
+    poke_heard: Option<u64>,
+    /// A `Have` we owe the remote: it rides on our next poke or push, or
+    /// goes alone when [`Timer::Ack`] fires first.
+    ack_owed: Option<u64>,
+    /// News of ours the remote was not answered for yet: for each origin,
+    /// the newest write merged (see `Message::Poke`).
+    news: VersionVector,
+    /// News of ours whose writes are not named (our own writes): the next
+    /// poke names none, so the remote asks.
+    news_blind: bool,
+    /// The news our pending poke (or push, or the read for one) offers.
+    carried: VersionVector,
+    /// That offer includes unnamed news.
+    carried_blind: bool,
+    /// The changes for a push are being read, from this base, heard at
+    /// the remote's request of this round.
+    reading: Option<(u64, VersionVector)>,
+    /// What the remote holds at least, as the base of a push: its newest
+    /// request's `since`, joined with the `upto` of every push it took
+    /// since (`None`: no request heard yet).
+    push_base: Option<VersionVector>,
+    /// The round of that request.
+    push_asked: u64,
+    /// Our pending push: its nonce and `upto`.
+    pushed: Option<(u64, VersionVector)>,
+    /// News may be offered as a push (else it is always poked).
+    pushes: bool,
+    /// Pushes read before the remote heard our request of this round are
+    /// not taken (a push of ours failed to apply: their base may claim it).
+    push_min_round: u64,
+    /// What the remote holds in full as its newest request said (reset by
+    /// a fresh request): news it dominates is not poked at all.
+    known: VersionVector,
     /// The next round must ask from nothing (subscriptions grew).
     fresh: bool,
     /// What the remote sent us in full, by round claim, this session (a
@@ -293,6 +355,20 @@ impl Session {
             next_round: first_round,
             receiving: None,
             poked: false,
+            poked_check: None,
+            poke_heard: None,
+            ack_owed: None,
+            news: VersionVector::new(),
+            news_blind: false,
+            carried: VersionVector::new(),
+            carried_blind: false,
+            reading: None,
+            push_base: None,
+            push_asked: 0,
+            pushed: None,
+            push_min_round: 0,
+            pushes: true,
+            known: VersionVector::new(),
             fresh,
             acked: VersionVector::new(),
             hello_vv: None,
@@ -398,20 +474,179 @@ impl Session {
         self.handle_connected();
     }
 
-    /// This peer committed something the remote may want.
+    /// This peer committed something the remote may want, without saying
+    /// what (a write of its own): the remote will ask.
     pub fn handle_local_commit(&mut self) {
-        // One unanswered poke is enough: the remote asks when it can.
-        if self.is_open() && self.poke_pending.is_none() {
-            self.poke();
+        self.handle_local_news(None);
+    }
+
+    /// This peer committed something the remote may want: `moved` names,
+    /// for each origin, the newest write the commit merged (`None`: not
+    /// known, e.g. this peer's own writes). News the remote is known to
+    /// hold (its requests said so) is not offered; other news is poked,
+    /// naming it, so a remote that holds it already answers `Have`
+    /// instead of asking a round that would bring nothing.
+    pub fn handle_local_news(&mut self, moved: Option<&VersionVector>) {
+        if !self.is_open() {
+            return; // the remote asks when the session opens
         }
+        match moved {
+            Some(m) if self.known.dominates(m) => return,
+            Some(m) => self.news.join(m),
+            None => self.news_blind = true,
+        }
+        self.offer();
+    }
+
+    /// Offers the news not offered yet: one unanswered offer is enough
+    /// (the remote asks when it can, and news joined meanwhile is offered
+    /// when it answers `Have`). Once the remote asked in this session,
+    /// the changes themselves are offered when few ([`Output::ReadPush`]).
+    fn offer(&mut self) {
+        if self.poke_pending.is_some() || self.reading.is_some() || (self.news.is_empty() && !self.news_blind) {
+            return;
+        }
+        let Some(since) = self.push_base.clone().filter(|_| self.pushes) else {
+            return self.poke();
+        };
+        self.reading = Some((self.push_asked, since.clone()));
+        self.carried.join(&std::mem::take(&mut self.news));
+        self.carried_blind |= std::mem::take(&mut self.news_blind);
+        self.push(Output::ReadPush { since });
     }
 
     fn poke(&mut self) {
         let nonce = self.next_poke;
         self.next_poke += 1;
         self.poke_pending = Some(nonce);
-        self.send(&Message::Poke);
+        self.pushed = None;
+        self.carried.join(&std::mem::take(&mut self.news));
+        self.carried_blind |= std::mem::take(&mut self.news_blind);
+        let moved = (!self.carried_blind).then(|| self.carried.clone());
+        let ack = self.ack_owed.take();
+        self.send(&Message::Poke { nonce, moved, ack });
         self.timer(Timer::Poke(nonce), self.config.stall_ms);
+    }
+
+    /// The changes read for a push ([`Output::ReadPush`]): `more` when the
+    /// read stopped before the end (or found the remote behind reaped
+    /// deletions). Sent as a `Push` when they are few, else poked.
+    pub fn send_push(&mut self, changes: &[Change], upto: &VersionVector, more: bool) {
+        let Some((asked, base)) = self.reading.take() else {
+            return;
+        };
+        if !self.is_open() || self.poke_pending.is_some() {
+            return;
+        }
+        if changes.is_empty() && !more {
+            // The remote holds all of it (or wants none of it).
+            self.carried = VersionVector::new();
+            self.carried_blind = false;
+            return self.offer();
+        }
+        // Counted before packing: the range coder is the costly part.
+        if more || changes.len() > PUSH_MAX_CHANGES {
+            return self.poke();
+        }
+        let packed = pack::pack_bounded(changes, self.range_max_bytes);
+        if packed.len() > PUSH_MAX_BYTES {
+            return self.poke();
+        }
+        let upto: VersionVector = upto.iter().filter(|&(p, h)| h > base.get(p)).collect();
+        let nonce = self.next_poke;
+        self.next_poke += 1;
+        self.poke_pending = Some(nonce);
+        self.pushed = Some((nonce, upto.clone()));
+        let msg = Message::Push {
+            nonce,
+            ack: self.ack_owed.take(),
+            asked,
+            changes: packed,
+            upto,
+            complete: self.claimed.covers(&self.theirs) && !self.withheld,
+        };
+        self.send(&msg);
+        self.timer(Timer::Poke(nonce), self.config.stall_ms);
+    }
+
+    /// The remote holds the news of our poke `nonce` (or took our push):
+    /// offer what came since, if anything.
+    fn have(&mut self, nonce: u64) {
+        if self.poke_pending != Some(nonce) {
+            return; // an older poke's answer, or a repeat
+        }
+        self.poke_pending = None;
+        let carried = std::mem::take(&mut self.carried);
+        self.carried_blind = false;
+        // The remote held it when it answered (and vectors only grow).
+        self.known.join(&carried);
+        if let (Some((n, upto)), Some(base)) = (self.pushed.take(), self.push_base.as_mut()) {
+            if n == nonce {
+                base.join(&upto);
+            }
+        }
+        self.offer();
+    }
+
+    /// Owes the remote a `Have` for `nonce`: it waits a little for a poke
+    /// or push of ours to carry it (the remote offers nothing more until
+    /// it hears, so the wait is short).
+    fn owe_have(&mut self, nonce: u64) {
+        let first = self.ack_owed.is_none();
+        self.ack_owed = Some(self.ack_owed.map_or(nonce, |n| n.max(nonce)));
+        if first {
+            let after_ms = (self.config.stall_ms / ACK_DELAY_DIVISOR).max(1);
+            self.timer(Timer::Ack(nonce), after_ms);
+        }
+    }
+
+    /// A push from the remote: taken (applied, answered `Have`) when its
+    /// base is sure to be held here, else a poke naming no news.
+    fn take_push(&mut self, nonce: u64, asked: u64, packed: &[u8], upto: VersionVector, complete: bool) {
+        let fresh = self.fresh || self.receiving.as_ref().is_some_and(|r| r.fresh);
+        if fresh || asked < self.push_min_round || !self.claimed.covers(&self.ours) {
+            return self.poked(nonce, None);
+        }
+        let limits = UnpackLimits {
+            max_body_bytes: 16 * self.config.max_frame_bytes as usize,
+            ..UnpackLimits::default()
+        };
+        let changes = match pack::unpack(packed, limits) {
+            Ok(c) => c,
+            Err(e) => return self.violation(format!("undecodable changes: {e}")),
+        };
+        self.owe_have(nonce);
+        // The base is held, and the push brings every wanted write between
+        // it and `upto`: complete up to `upto` (see `Message::Push`).
+        let claim = complete.then_some(upto);
+        self.push(Output::Apply {
+            round: PUSH_ROUND,
+            changes,
+            last: true,
+            claim,
+        });
+    }
+
+    /// The remote has news (`moved`, if it named it): ask, unless this
+    /// peer turns out to hold it (see `Receiving::check`).
+    fn poked(&mut self, nonce: u64, moved: Option<VersionVector>) {
+        self.poke_heard = Some(self.poke_heard.map_or(nonce, |n| n.max(nonce)));
+        match self.receiving.as_mut() {
+            // The request is not out yet: it answers this poke too.
+            Some(r) if r.asking => match (&mut r.check, moved) {
+                (Some(check), Some(m)) => check.join(&m),
+                (check, _) => *check = None,
+            },
+            Some(_) => {
+                match (self.poked, &mut self.poked_check, moved) {
+                    (false, check, Some(m)) => *check = Some(m),
+                    (true, Some(check), Some(m)) => check.join(&m),
+                    (_, check, _) => *check = None,
+                }
+                self.poked = true;
+            }
+            None => self.ask_checked(moved),
+        }
     }
 
     /// This peer's subscriptions changed: tell the remote, and if they now
@@ -486,7 +721,29 @@ impl Session {
                 }
             }
             (State::Open { .. }, Message::Hello(_)) => {}
-            (State::Open { .. }, Message::Poke) => self.ask(),
+            (State::Open { .. }, Message::Poke { nonce, moved, ack }) => {
+                if let Some(ack) = ack {
+                    self.have(ack);
+                }
+                self.poked(nonce, moved)
+            }
+            (State::Open { .. }, Message::Have { nonce }) => self.have(nonce),
+            (
+                State::Open { .. },
+                Message::Push {
+                    nonce,
+                    ack,
+                    asked,
+                    changes,
+                    upto,
+                    complete,
+                },
+            ) => {
+                if let Some(ack) = ack {
+                    self.have(ack);
+                }
+                self.take_push(nonce, asked, &changes, upto, complete)
+            }
             (
                 State::Open { .. },
                 Message::Request {
@@ -535,7 +792,12 @@ impl Session {
         self.serving = None;
         self.serving_since = VersionVector::new();
         self.heard = VersionVector::new();
+        self.known = VersionVector::new();
         self.poke_pending = None;
+        self.poke_heard = None;
+        self.ack_owed = None;
+        self.push_base = None;
+        self.pushed = None;
         self.remote_max_frame_bytes = theirs.max_frame_bytes.clamp(1024, wire::MAX_FRAME_BYTES);
         if self.take_interest(&theirs.subscriptions) {
             self.ask_again();
@@ -612,7 +874,23 @@ impl Session {
             _ => return self.violation("a request naming a Hello vector also carries one"),
         };
         self.heard.join(&since);
+        // A fresh asker's vector is complete only for its old
+        // subscriptions: it is not known to hold anything until it asks
+        // from its vector again.
+        match subscriptions.is_some() {
+            true => self.known = VersionVector::new(),
+            false => self.known.join(&since),
+        }
+        // This request is served from our state now: it carries every news
+        // we poked, or would. Pushes start from what it holds.
         self.poke_pending = None;
+        self.news = VersionVector::new();
+        self.news_blind = false;
+        self.carried = VersionVector::new();
+        self.carried_blind = false;
+        self.pushed = None;
+        self.push_base = Some(since.clone());
+        self.push_asked = round;
         // A fresh request carries the asker's subscriptions: a `Subscribe`
         // may have been lost, and the round must be served with them.
         if let Some(subs) = subscriptions {
@@ -627,11 +905,22 @@ impl Session {
 
     /// Asks the remote for what this peer lacks, unless a round is running.
     fn ask(&mut self) {
+        self.ask_checked(None);
+    }
+
+    /// Asks the remote for what this peer lacks, unless a round is running;
+    /// with `check`, only if this peer does not hold that news already.
+    fn ask_checked(&mut self, check: Option<VersionVector>) {
         if !self.is_open() {
             return;
         }
-        if self.receiving.is_some() {
-            self.poked = true;
+        if let Some(r) = self.receiving.as_mut() {
+            if r.asking {
+                r.check = None;
+            } else {
+                self.poked = true;
+                self.poked_check = None;
+            }
             return;
         }
         let round = self.next_round;
@@ -650,6 +939,7 @@ impl Session {
             done: false,
             complete: true,
             changes: 0,
+            check: check.filter(|_| !fresh),
         });
         // A fresh round asks from nothing, yet reads the vector too: see
         // `held`.
@@ -661,7 +951,29 @@ impl Session {
         let Some(r) = self.receiving.as_mut().filter(|r| r.round == round && r.asking) else {
             return;
         };
+        let me = self.config.me;
+        // Our own writes may make a document match a filtered subscription
+        // of ours on the remote: asked again below, so never skipped.
+        let own_news = self.ours.has_filters() && self.asked_me != Some(local.get(me));
+        if r.check.as_ref().is_some_and(|c| local.dominates(c)) && !own_news {
+            // Every poke this round answers named news we hold: a round
+            // would bring none of it.
+            self.receiving = None;
+            if let Some(nonce) = self.poke_heard.take() {
+                self.owe_have(nonce);
+            }
+            self.push(Output::CaughtUp);
+            if std::mem::take(&mut self.poked) {
+                let check = self.poked_check.take();
+                self.ask_checked(check);
+            }
+            return;
+        }
+        let Some(r) = self.receiving.as_mut() else { return };
         r.asking = false;
+        // The request answers every poke and push of the remote.
+        self.poke_heard = None;
+        self.ack_owed = None;
         r.held = local.clone();
         if !r.fresh {
             r.local = local.clone();
@@ -675,7 +987,6 @@ impl Session {
             // remote visits a document only for news past `since`, so for
             // our own origin ask from where our previous request stood: it
             // looks again at our writes made since (an echo of those).
-            let me = self.config.me;
             if let (true, Some(before)) = (self.ours.has_filters(), self.asked_me) {
                 since.set(me, before.min(local.get(me)));
             }
@@ -796,6 +1107,15 @@ impl Session {
     /// The driver applied a batch of `round` (`ok` false: it failed, or a
     /// change was refused).
     pub fn handle_applied(&mut self, round: u64, ok: bool) {
+        if round == PUSH_ROUND {
+            if !ok {
+                // Later pushes may build on it: take none read before the
+                // remote hears our next request, and ask now.
+                self.push_min_round = self.next_round;
+                self.ask();
+            }
+            return;
+        }
         let Some(r) = self.receiving.as_mut().filter(|r| r.round == round) else {
             return;
         };
@@ -827,7 +1147,8 @@ impl Session {
                 self.push(Output::ClaimedFor(self.config.subscriptions.clone()));
             }
             if std::mem::take(&mut self.poked) {
-                self.ask();
+                let check = self.poked_check.take();
+                self.ask_checked(check);
             } else if changes == 0 {
                 self.push(Output::CaughtUp);
             }
@@ -850,7 +1171,11 @@ impl Session {
             }
             Timer::Stall { round, progress } => self.check_stall(round, progress),
             Timer::Poke(nonce) if self.is_open() && self.poke_pending == Some(nonce) => self.poke(),
-            Timer::Retry | Timer::Handshake(_) | Timer::Poke(_) => {}
+            Timer::Ack(nonce) if self.is_open() && self.ack_owed == Some(nonce) => {
+                self.ack_owed = None;
+                self.send(&Message::Have { nonce });
+            }
+            Timer::Retry | Timer::Handshake(_) | Timer::Poke(_) | Timer::Ack(_) => {}
         }
     }
 
@@ -976,6 +1301,12 @@ impl Session {
         self.range_max_bytes = bytes;
     }
 
+    /// Whether news is offered as pushes when few (the default) or always
+    /// poked (tests of rounds use this).
+    pub fn set_pushes(&mut self, pushes: bool) {
+        self.pushes = pushes;
+    }
+
     /// Whether sync scopes keep a collection the remote wants from it.
     pub fn set_withheld(&mut self, withheld: bool) {
         self.withheld = withheld;
@@ -1002,7 +1333,9 @@ fn kind(msg: &Message) -> &'static str {
         Message::Refuse(_) => "Refuse",
         Message::Request { .. } => "Request",
         Message::Changes { .. } => "Changes",
-        Message::Poke => "Poke",
+        Message::Poke { .. } => "Poke",
+        Message::Have { .. } => "Have",
+        Message::Push { .. } => "Push",
         Message::Rebase { .. } => "Rebase",
         Message::Subscribe { .. } => "Subscribe",
     }

@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The oldest protocol version this build still speaks (none of version
 /// 1, which carried changes unpacked and had no batch sequence, 2, whose
 /// requests carried the whole version vector, 3, whose first request of
-/// a session always did, and 4, which sent version vectors as postcard
-/// maps instead of packed (`vv::packed`), ever shipped).
-pub const MIN_PROTOCOL_VERSION: u16 = 5;
+/// a session always did, 4, which sent version vectors as postcard maps
+/// instead of packed (`vv::packed`), and 5, whose pokes named no news and
+/// were always answered with a round, ever shipped).
+pub const MIN_PROTOCOL_VERSION: u16 = 6;
 /// Largest frame a peer accepts unless it says otherwise in its `Hello`.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 << 20;
 /// Largest frame any peer may ask for.
@@ -173,12 +174,54 @@ pub enum Message {
         /// the asker drops nothing and just asks afresh).
         complete: bool,
     },
-    /// "I have news": the receiver asks with a `Request` when it is ready.
-    Poke,
+    /// "I have news": the receiver asks with a `Request` when it is ready,
+    /// or answers `Have` when it already holds the news.
+    Poke {
+        /// Numbers the poke in the sender's session: a `Have` names the
+        /// newest poke it answers.
+        nonce: u64,
+        /// The news: for each origin, the newest write of it the sender
+        /// merged since its last poke was answered (`None`: unknown, e.g.
+        /// a write of the sender's own; then the receiver always asks). A
+        /// receiver whose version vector dominates it holds every change
+        /// of that news it wants, so a round would bring nothing of it.
+        moved: Option<VersionVector>,
+        /// Also answers the receiver's poke (or push) of this nonce, as a
+        /// `Have` would (a `Have` waits a little to ride on a poke).
+        ack: Option<u64>,
+    },
     /// The sender's subscriptions changed: from now on it wants these.
     Subscribe {
         /// Every subscription of the sender.
         subscriptions: Vec<SubscriptionSpec>,
+    },
+    /// Answers a `Poke` whose news the sender already holds (instead of a
+    /// `Request` and an empty round), or takes a `Push`.
+    Have {
+        /// The newest poke (or the push) answered.
+        nonce: u64,
+    },
+    /// A poke carrying its news: the changes the receiver lacks since
+    /// what it is known to hold (its newest request's `since`, joined with
+    /// the `upto` of every push it took since), when they are few. The
+    /// receiver applies them and answers `Have`, or, when it cannot take
+    /// them (see `Session`), treats it as a poke naming no news.
+    Push {
+        /// Numbers the push among the sender's pokes.
+        nonce: u64,
+        /// As in `Poke`.
+        ack: Option<u64>,
+        /// The round of the receiver's newest request the sender had
+        /// heard when it read the changes (their base).
+        asked: u64,
+        /// The changes, packed as in `Changes`.
+        changes: Vec<u8>,
+        /// The sender's version vector when the changes were read: only
+        /// the entries ahead of the base.
+        upto: VersionVector,
+        /// As in `Changes`: whether the receiver may record `upto` as
+        /// complete.
+        complete: bool,
     },
 }
 

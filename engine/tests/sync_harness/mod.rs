@@ -305,6 +305,22 @@ impl Peer {
                     self.session.send_request(round, &local);
                 }
                 Output::Serve { round, since } => self.serve(round, since),
+                Output::ReadPush { since } => {
+                    let batch = self
+                        .store
+                        .read()
+                        .expect("read")
+                        .changes_for(
+                            &since,
+                            None,
+                            rhizome_engine::sync::session::PUSH_MAX_CHANGES,
+                            &self.interest,
+                            self.remote_role(),
+                        )
+                        .expect("changes");
+                    let more = batch.resume.is_some() || batch.behind_reaped;
+                    self.session.send_push(&batch.changes, &batch.upto, more);
+                }
                 Output::Apply {
                     round,
                     changes,
@@ -500,6 +516,16 @@ impl Net {
     }
 
     /// Both sides connect (say hello).
+    /// News goes as pokes and rounds only, never as pushes (for tests of
+    /// rounds).
+    #[allow(dead_code)]
+    pub fn rounds_only(mut self) -> Net {
+        for p in &mut self.peers {
+            p.session.set_pushes(false);
+        }
+        self
+    }
+
     pub fn connect(&mut self) {
         for side in 0..2 {
             let local = self.peers[side].vv();

@@ -153,6 +153,11 @@ impl<K: Kv> Side<'_, K> {
                     self.apply += t.elapsed();
                     self.apply_cpu += thread_cpu() - cpu;
                 }
+                // The suite offers no news mid-session: poke if it ever does.
+                Output::ReadPush { .. } => {
+                    let none = rhizome_engine::vv::VersionVector::new();
+                    self.session.send_push(&[], &none, true);
+                }
                 Output::Rebase { .. } => panic!("no tombstones are reaped in the suite"),
                 Output::Closed { refusal } => assert!(refusal.is_none(), "session refused: {refusal:?}"),
                 // Timers guard lost frames; this link loses none.
