@@ -130,6 +130,41 @@ impl<'a> Emit<'a> {
         self.count += 1;
         Ok(())
     }
+
+    /// Writes the slots of the paths only the ops write, from `edits[*next]`
+    /// on, while they sort before `below` (all of them when `None`);
+    /// returns whether any op changed something.
+    fn op_only_slots(
+        &mut self,
+        edits: &[(&'a Path, &'a Op)],
+        next: &mut usize,
+        below: Option<&[&'a [u8]]>,
+        deleted: Option<&Deletion>,
+    ) -> Result<bool, CodecError> {
+        let mut changed = false;
+        // Allocates only when such a path exists (this runs once per stored slot).
+        let mut segs: Vec<&'a [u8]> = Vec::new();
+        while let Some(&(p, _)) = edits
+            .get(*next)
+            .filter(|(p, _)| below.is_none_or(|b| cmp_path(p, b) == Ordering::Less))
+        {
+            let mut j = Joining {
+                reg: None,
+                counter: None,
+                changed: false,
+            };
+            while let Some(&(_, op)) = edits.get(*next).filter(|(q, _)| *q == p) {
+                j.op(op, deleted);
+                *next += 1;
+            }
+            changed |= j.changed;
+            segs.clear();
+            segs.extend(p.iter().map(|s| s.as_bytes()));
+            self.slot(&segs, None, j.reg, j.counter.as_ref())?;
+            self.prev_is_stored = false;
+        }
+        Ok(changed)
+    }
 }
 
 /// Compares an op's path with a path of byte segments (the order of `Path`).
@@ -215,7 +250,6 @@ fn merge<'a>(
         prev_is_stored: false,
     };
     let mut path: Vec<&'a [u8]> = Vec::with_capacity(8);
-    let mut segs: Vec<&'a [u8]> = Vec::with_capacity(8);
     for i in 0..n {
         // The stored slot, with the checks of `read_doc`.
         let shared = r.u32()? as usize;
@@ -250,22 +284,7 @@ fn merge<'a>(
             None
         };
         // Paths only the ops write, before this one.
-        while let Some(&(p, _)) = edits.get(next).filter(|(p, _)| cmp_path(p, &path) == Ordering::Less) {
-            let mut j = Joining {
-                reg: None,
-                counter: None,
-                changed: false,
-            };
-            while let Some(&(_, op)) = edits.get(next).filter(|(q, _)| *q == p) {
-                j.op(op, deleted.as_ref());
-                next += 1;
-            }
-            changed |= j.changed;
-            segs.clear();
-            segs.extend(p.iter().map(|s| s.as_bytes()));
-            emit.slot(&segs, None, j.reg, j.counter.as_ref())?;
-            emit.prev_is_stored = false;
-        }
+        changed |= emit.op_only_slots(&edits, &mut next, Some(&path), deleted.as_ref())?;
         // This path's ops.
         let mut j = Joining {
             reg,
@@ -287,21 +306,7 @@ fn merge<'a>(
         return Ok(None);
     }
     // Paths only the ops write, after every stored one.
-    while let Some(&(p, _)) = edits.get(next) {
-        let mut j = Joining {
-            reg: None,
-            counter: None,
-            changed: false,
-        };
-        while let Some(&(_, op)) = edits.get(next).filter(|(q, _)| *q == p) {
-            j.op(op, deleted.as_ref());
-            next += 1;
-        }
-        changed |= j.changed;
-        segs.clear();
-        segs.extend(p.iter().map(|s| s.as_bytes()));
-        emit.slot(&segs, None, j.reg, j.counter.as_ref())?;
-    }
+    changed |= emit.op_only_slots(&edits, &mut next, None, deleted.as_ref())?;
     if !changed {
         return Ok(Some(EncodedMerge { changed, before, after }));
     }

@@ -607,11 +607,7 @@ impl Session {
         if fresh || asked < self.push_min_round || !self.claimed.covers(&self.ours) {
             return self.poked(nonce, None);
         }
-        let limits = UnpackLimits {
-            max_body_bytes: 16 * self.config.max_frame_bytes as usize,
-            ..UnpackLimits::default()
-        };
-        let changes = match pack::unpack(packed, limits) {
+        let changes = match unpack_changes(packed, self.config.max_frame_bytes) {
             Ok(c) => c,
             Err(e) => return self.violation(format!("undecodable changes: {e}")),
         };
@@ -1030,11 +1026,7 @@ impl Session {
         if r.round != round || r.next_seq != seq || r.done {
             return;
         }
-        let limits = UnpackLimits {
-            max_body_bytes: 16 * self.config.max_frame_bytes as usize,
-            ..UnpackLimits::default()
-        };
-        let changes = match pack::unpack(packed, limits) {
+        let changes = match unpack_changes(packed, self.config.max_frame_bytes) {
             Ok(c) => c,
             Err(e) => return self.violation(format!("undecodable changes: {e}")),
         };
@@ -1321,6 +1313,16 @@ impl Session {
     pub fn handle_close(&mut self) {
         self.close(None);
     }
+}
+
+/// Unpacks the changes of a push or a batch, bounded at 16 frames of this
+/// side's limit.
+fn unpack_changes(packed: &[u8], max_frame_bytes: u32) -> Result<Vec<Change>, pack::PackError> {
+    let limits = UnpackLimits {
+        max_body_bytes: 16 * max_frame_bytes as usize,
+        ..UnpackLimits::default()
+    };
+    pack::unpack(packed, limits)
 }
 
 fn describe(e: &WireError) -> String {
