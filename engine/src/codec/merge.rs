@@ -134,6 +134,7 @@ impl<'a> Emit<'a> {
     /// Writes the slots of the paths only the ops write, from `edits[*next]`
     /// on, while they sort before `below` (all of them when `None`);
     /// returns whether any op changed something.
+    #[inline]
     fn op_only_slots(
         &mut self,
         edits: &[(&'a Path, &'a Op)],

@@ -792,25 +792,33 @@ struct Prob {
     seen: u8,
 }
 
+/// `min(MAX_SHIFT, floor(log2(seen + 2)))` for every `seen` a model can
+/// reach (0..=62): a load instead of a logarithm on the hot path.
+const SHIFTS: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut seen = 0;
+    while seen < 64 {
+        let shift = (seen as u32 + 2).ilog2();
+        t[seen] = if shift > MAX_SHIFT {
+            MAX_SHIFT as u8
+        } else {
+            shift as u8
+        };
+        seen += 1;
+    }
+    t
+};
+
 impl Prob {
     #[inline(always)]
     fn update(&mut self, bit: u8) {
-        // `seen + 2 >= 32` from 30 on: the settled shift, without the log.
-        let shift = if self.seen >= 30 {
-            MAX_SHIFT
-        } else {
-            (u32::from(self.seen) + 2).ilog2().min(MAX_SHIFT)
-        };
+        let shift = u32::from(SHIFTS[usize::from(self.seen & 63)]);
         let p = u32::from(self.p);
-        let p = if bit == 0 {
-            p + ((PROB_ONE - p) >> shift)
-        } else {
-            p - (p >> shift)
-        };
+        let up = p + ((PROB_ONE - p) >> shift);
+        let down = p - (p >> shift);
+        let p = if bit == 0 { up } else { down };
         self.p = (p as u16).clamp(PROB_MIN, PROB_MAX);
-        if self.seen < 62 {
-            self.seen += 1;
-        }
+        self.seen += u8::from(self.seen < 62);
     }
 }
 
@@ -1003,7 +1011,7 @@ impl<'a> RangeDecoder<'a> {
         // context's 256 models as one slice (one model per node of the
         // byte's binary tree, as the encoder's `range_encode`).
         let base = self.models.base(ctx);
-        let models = self.models.tables.get_mut(base..base + 256)?;
+        let models: &mut [Prob; 256] = self.models.tables.get_mut(base..base + 256)?.try_into().ok()?;
         let (mut range, mut code, mut pos) = (self.range, self.code, self.pos);
         let mut m = 1usize;
         for _ in 0..8 {
