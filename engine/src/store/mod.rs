@@ -501,6 +501,7 @@ pub struct Store<K: Kv> {
     clock: Mutex<Clock>,
     ids: Mutex<IdGen>,
     colls: CollIds,
+    vvs: VvCache,
 }
 
 /// Most collection ids [`CollIds`] keeps (a store has a few collections;
@@ -515,6 +516,34 @@ const MAX_CACHED_COLLS: usize = 256;
 /// collection finds no documents under its id, as it would find no id.
 #[derive(Default)]
 struct CollIds(RwLock<Vec<(String, u32)>>);
+
+/// Decoded version vectors of `meta` (the store's and the change log's
+/// heads), each with the packed bytes it was decoded from. Why: every sync
+/// request reads both, and in a mesh of thousands of peers they hold
+/// thousands of entries whose bit-packed decoding was a fifth of serving a
+/// request (2,000-peer simulation); comparing the bytes is one `memcmp`.
+/// Keyed by the bytes themselves, a hit is exactly what decoding them gives,
+/// whichever snapshot or transaction reads them.
+#[derive(Default)]
+struct VvCache(Mutex<Vec<CachedVv>>);
+
+/// The meta key, the packed bytes, and what they decode to.
+type CachedVv = (&'static [u8], Vec<u8>, VersionVector);
+
+impl VvCache {
+    fn get(&self, key: &[u8], bytes: &[u8]) -> Option<VersionVector> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cached.iter().find(|(k, b, _)| *k == key && b == bytes).map(|(_, _, vv)| vv.clone())
+    }
+
+    fn put(&self, key: &'static [u8], bytes: &[u8], vv: &VersionVector) {
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cached.retain(|(k, _, _)| *k != key);
+        // Bounded: one entry per meta key (two keys use it).
+        debug_assert!(cached.len() < 2, "one cached vector per meta key");
+        cached.push((key, bytes.to_vec(), vv.clone()));
+    }
+}
 
 impl CollIds {
     fn get(&self, name: &str) -> Option<u32> {
@@ -576,6 +605,7 @@ impl<K: Kv> Store<K> {
             clock: Mutex::new(clock),
             ids: Mutex::new(entropy),
             colls: CollIds::default(),
+            vvs: VvCache::default(),
         })
     }
 
@@ -605,6 +635,7 @@ impl<K: Kv> Store<K> {
             kv: self.kv.read()?,
             hasher: self.hasher,
             colls: &self.colls,
+            vvs: &self.vvs,
         })
     }
 
@@ -612,7 +643,7 @@ impl<K: Kv> Store<K> {
     pub fn write(&self, now_ms: u64) -> Result<WriteTx<'_, K>, StoreError> {
         let kv = self.kv.write()?;
         let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-        let vv = version_vector(&kv)?;
+        let vv = version_vector(&kv, Some(&self.vvs))?;
         let next_doc = meta_u64(&kv, META_NEXT_DOC)?.unwrap_or(1);
         let next_coll = meta_u64(&kv, META_NEXT_COLL)?.unwrap_or(1) as u32;
         let ids_recent = meta_u64(&kv, META_IDS_RECENT)?.unwrap_or(0);
@@ -1011,32 +1042,48 @@ fn withheld<R: KvRead + ?Sized>(r: &R, interest: Option<(&Interest, Role)>) -> R
 }
 
 fn reaped<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
-    meta_vv(r, META_REAPED)
+    meta_vv(r, META_REAPED, None)
 }
 
-fn version_vector<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
-    split_vv(r, (META_VV, META_VV_OWN))
+fn version_vector<R: KvRead + ?Sized>(r: &R, cache: Option<&VvCache>) -> Result<VersionVector, StoreError> {
+    split_vv(r, (META_VV, META_VV_OWN), cache)
 }
 
-fn log_heads<R: KvRead + ?Sized>(r: &R) -> Result<VersionVector, StoreError> {
-    split_vv(r, (META_LOG_HEADS, META_LOG_HEADS_OWN))
+fn log_heads<R: KvRead + ?Sized>(r: &R, cache: Option<&VvCache>) -> Result<VersionVector, StoreError> {
+    split_vv(r, (META_LOG_HEADS, META_LOG_HEADS_OWN), cache)
 }
 
-/// A packed version vector of the meta table (none: empty).
-fn meta_vv<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<VersionVector, StoreError> {
-    match r.get(Table::Meta, key)? {
-        None => Ok(VersionVector::new()),
-        Some(b) => packed::decode(b).map_err(|e| {
-            let reason = format!("version vector {:?}: {e}", String::from_utf8_lossy(key));
-            corrupt("(meta)", None, CodecError::Malformed { reason })
-        }),
+/// A packed version vector of the meta table (none: empty), decoded or
+/// found in `cache`.
+fn meta_vv<R: KvRead + ?Sized>(
+    r: &R,
+    key: &'static [u8],
+    cache: Option<&VvCache>,
+) -> Result<VersionVector, StoreError> {
+    let Some(b) = r.get(Table::Meta, key)? else {
+        return Ok(VersionVector::new());
+    };
+    if let Some(vv) = cache.and_then(|c| c.get(key, b)) {
+        return Ok(vv);
     }
+    let vv = packed::decode(b).map_err(|e| {
+        let reason = format!("version vector {:?}: {e}", String::from_utf8_lossy(key));
+        corrupt("(meta)", None, CodecError::Malformed { reason })
+    })?;
+    if let Some(c) = cache {
+        c.put(key, b, &vv);
+    }
+    Ok(vv)
 }
 
 /// A version vector kept in two records (see `layout::META_VV`): the
 /// packed entries of other origins, and this store's own entry.
-fn split_vv<R: KvRead + ?Sized>(r: &R, (others, own): (&[u8], &[u8])) -> Result<VersionVector, StoreError> {
-    let mut vv = meta_vv(r, others)?;
+fn split_vv<R: KvRead + ?Sized>(
+    r: &R,
+    (others, own): (&'static [u8], &[u8]),
+    cache: Option<&VvCache>,
+) -> Result<VersionVector, StoreError> {
+    let mut vv = meta_vv(r, others, cache)?;
     if let (Some(hlc), Some(peer)) = (meta_u64(r, own)?, meta_u64(r, META_PEER)?) {
         vv.set(PeerId(peer), Hlc(hlc));
     }
@@ -1109,6 +1156,7 @@ fn log_docs<R: KvRead + ?Sized>(
     since: &VersionVector,
     resume: Option<&SyncCursor>,
     max_docs: usize,
+    cache: Option<&VvCache>,
 ) -> Result<LogDocs, StoreError> {
     let mut docs: Vec<(PeerId, u32, u64)> = Vec::new();
     let mut next: Option<SyncCursor> = None;
@@ -1118,7 +1166,7 @@ fn log_docs<R: KvRead + ?Sized>(
     // writes merged from a peer whose claims were not complete for us are
     // held and must be passed on too (multihop). Only those with entries
     // past `since` are visited: a request with no news costs no seek.
-    let heads = log_heads(r)?;
+    let heads = log_heads(r, cache)?;
     let news = heads.iter().filter(|&(p, h)| p.0 >= resume_peer && h > since.get(p));
     for (peer, _) in news {
         let after = since.get(peer);
@@ -1152,9 +1200,10 @@ fn changes_since<R: KvRead + ?Sized>(
     resume: Option<&SyncCursor>,
     max_docs: usize,
     interest: Option<(&Interest, Role)>,
+    cache: Option<&VvCache>,
 ) -> Result<ChangeBatch, StoreError> {
     assert!(max_docs > 0, "a batch must be allowed at least one document");
-    let upto = version_vector(r)?;
+    let upto = version_vector(r, cache)?;
     // A fresh asker (nothing seen) holds nothing that was deleted.
     if resume.is_none() && !since.is_empty() && !since.dominates(&reaped(r)?) {
         return Ok(ChangeBatch {
@@ -1165,7 +1214,7 @@ fn changes_since<R: KvRead + ?Sized>(
             resume: None,
         });
     }
-    let LogDocs { docs, next } = log_docs(r, since, resume, max_docs)?;
+    let LogDocs { docs, next } = log_docs(r, since, resume, max_docs, cache)?;
     let scopes = match interest {
         Some(_) => SyncScopes::from_settings(&settings(r)?),
         None => SyncScopes::default(),
@@ -1230,6 +1279,7 @@ pub struct ReadTx<'s, K: Kv> {
     kv: K::Read<'s>,
     hasher: IdHasher,
     colls: &'s CollIds,
+    vvs: &'s VvCache,
 }
 
 impl<K: Kv> ReadTx<'_, K> {
@@ -1341,7 +1391,7 @@ impl<K: Kv> ReadTx<'_, K> {
 
     /// What this replica has completely received, per origin peer.
     pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
-        version_vector(&self.kv)
+        version_vector(&self.kv, Some(self.vvs))
     }
 
     /// Joined version vectors of every document reaped after deletion.
@@ -1358,7 +1408,7 @@ impl<K: Kv> ReadTx<'_, K> {
         resume: Option<&SyncCursor>,
         max_docs: usize,
     ) -> Result<ChangeBatch, StoreError> {
-        changes_since(&self.kv, since, resume, max_docs, None)
+        changes_since(&self.kv, since, resume, max_docs, None, Some(self.vvs))
     }
 
     /// [`ReadTx::changes_since`] for a peer of `role` that wants only
@@ -1373,7 +1423,7 @@ impl<K: Kv> ReadTx<'_, K> {
         interest: &Interest,
         role: Role,
     ) -> Result<ChangeBatch, StoreError> {
-        changes_since(&self.kv, since, resume, max_docs, Some((interest, role)))
+        changes_since(&self.kv, since, resume, max_docs, Some((interest, role)), Some(self.vvs))
     }
 }
 
@@ -1489,7 +1539,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     fn put_log(&mut self, key: [u8; 28], put: bool) -> Result<(), StoreError> {
         if put {
             if self.heads.is_none() {
-                self.heads = Some(log_heads(&self.kv)?);
+                self.heads = Some(log_heads(&self.kv, Some(&self.store.vvs))?);
             }
             if let (Some(heads), Some(peer), Some(hlc)) = (self.heads.as_mut(), be_u64(&key), be_u64(&key[8..])) {
                 let moved = heads.observe(Stamp {
