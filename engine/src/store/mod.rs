@@ -533,7 +533,10 @@ type CachedVv = (&'static [u8], Vec<u8>, VersionVector);
 impl VvCache {
     fn get(&self, key: &[u8], bytes: &[u8]) -> Option<VersionVector> {
         let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cached.iter().find(|(k, b, _)| *k == key && b == bytes).map(|(_, _, vv)| vv.clone())
+        cached
+            .iter()
+            .find(|(k, b, _)| *k == key && b == bytes)
+            .map(|(_, _, vv)| vv.clone())
     }
 
     fn put(&self, key: &'static [u8], bytes: &[u8], vv: &VersionVector) {
@@ -1423,7 +1426,14 @@ impl<K: Kv> ReadTx<'_, K> {
         interest: &Interest,
         role: Role,
     ) -> Result<ChangeBatch, StoreError> {
-        changes_since(&self.kv, since, resume, max_docs, Some((interest, role)), Some(self.vvs))
+        changes_since(
+            &self.kv,
+            since,
+            resume,
+            max_docs,
+            Some((interest, role)),
+            Some(self.vvs),
+        )
     }
 }
 
