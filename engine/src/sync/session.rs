@@ -612,6 +612,9 @@ impl Session {
             Err(e) => return self.violation(format!("undecodable changes: {e}")),
         };
         self.owe_have(nonce);
+        // Each entry of `upto` is the pusher's own (complete) version
+        // vector entry: news it names need not be poked back.
+        self.known.join(&upto);
         // The base is held, and the push brings every wanted write between
         // it and `upto`: complete up to `upto` (see `Message::Push`).
         let claim = complete.then_some(upto);
@@ -1039,6 +1042,9 @@ impl Session {
         r.done = last;
         r.complete &= complete;
         r.changes += changes.len() as u64;
+        // Each entry of `upto` is the sender's own (complete) version vector
+        // entry: the sender holds that news, so it is not poked back.
+        self.known.join(&upto);
         // `upto` is the delta over our `since` (first batch only); joined
         // with what we held when asking it claims no more than the sender
         // holds, and never an entry we only remembered from this session.
