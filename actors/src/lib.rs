@@ -32,6 +32,7 @@ mod presence;
 pub mod rt;
 mod session;
 mod store;
+mod timers;
 
 pub use actor::{Addr, WeakAddr};
 pub use error::PeerError;

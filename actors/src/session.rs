@@ -38,6 +38,7 @@ use crate::links::{Links, Offered};
 use crate::merger::{MergerActor, MergerMsg};
 use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
+use crate::timers::Timers;
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::ChangeBatch;
 use rhizome_engine::sync::scope::Interest;
@@ -46,8 +47,8 @@ use rhizome_engine::sync::wire::{self, Role, SubscriptionSpec};
 use rhizome_engine::vv::VersionVector;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 
 /// Documents per batch a session reads for the remote.
 pub const BATCH_DOCS: usize = 500;
@@ -95,8 +96,9 @@ pub(crate) enum SessionMsg {
         round: u64,
         vv: Result<VersionVector, PeerError>,
     },
-    /// A timer the session machine asked for.
-    Timer(Timer),
+    /// The timer sleeper for this deadline woke: deliver what is due
+    /// ([`crate::timers`]).
+    TimersDue(Instant),
     /// One batch read for the remote's round; answered once the outbox has
     /// room for more (this paces the serving task).
     Served {
@@ -106,8 +108,6 @@ pub(crate) enum SessionMsg {
     },
     /// The changes read for a push (`Err`: the read failed; poke instead).
     PushRead(Result<ChangeBatch, PeerError>),
-    /// Time to retry the outbox.
-    Flush,
     /// Close the session (the link went down).
     Close,
     /// A link joined or left the session's link set
@@ -218,6 +218,16 @@ pub(crate) struct SessionActor {
     /// waiting task holds one until the merger answers.
     merges: Arc<Semaphore>,
     tally: RoundTally,
+    /// Timers of the session machine, and the outbox's retry.
+    timers: Timers<Delayed>,
+}
+
+/// What a session delays ([`SessionActor::after`]).
+enum Delayed {
+    /// A timer the session machine asked for.
+    Timer(Timer),
+    /// Time to retry the outbox.
+    Flush,
 }
 
 impl SessionActor {
@@ -259,6 +269,7 @@ impl SessionActor {
             flush_scheduled: false,
             merges: Arc::new(Semaphore::new(MERGES_IN_FLIGHT)),
             tally: RoundTally::default(),
+            timers: Timers::default(),
         }
     }
 
@@ -342,7 +353,7 @@ impl SessionActor {
                 }
                 Output::CaughtUp => note_caught_up(&self.caught_up, self.remote_peer),
                 Output::ClaimedFor(specs) => self.claimed(specs).await,
-                Output::SetTimer { timer, after_ms } => after(ctx, after_ms, SessionMsg::Timer(timer)),
+                Output::SetTimer { timer, after_ms } => self.after(ctx, after_ms, Delayed::Timer(timer)),
                 Output::Closed { refusal } => {
                     // No link joins a session that is going away.
                     if let Some(links) = self.remote.links.get() {
@@ -550,7 +561,32 @@ impl SessionActor {
             }
         }
         if !self.outbox.is_empty() && !std::mem::replace(&mut self.flush_scheduled, true) {
-            after(ctx, RETRY_MS, SessionMsg::Flush);
+            self.after(ctx, RETRY_MS, Delayed::Flush);
+        }
+    }
+
+    /// Delivers `what` to this actor after `after_ms`.
+    fn after(&mut self, ctx: &Ctx<Self>, after_ms: u64, what: Delayed) {
+        match self.timers.add(Instant::now(), after_ms, what) {
+            Ok(Some(deadline)) => spawn_sleeper(ctx, deadline),
+            Ok(None) => {}
+            Err(_) => {
+                tracing::warn!(me = %self.me, timers = self.timers.len(), "sync: timer queue full; a timer is dropped")
+            }
+        }
+    }
+
+    /// The sleeper for `woke` woke: handles the timers due.
+    fn timers_due(&mut self, woke: Instant, ctx: &Ctx<Self>) {
+        let (due, next) = self.timers.due(Instant::now(), woke);
+        if let Some(deadline) = next {
+            spawn_sleeper(ctx, deadline);
+        }
+        for what in due {
+            match what {
+                Delayed::Timer(timer) => self.session.handle_timer(timer),
+                Delayed::Flush => self.flush_scheduled = false,
+            }
         }
     }
 
@@ -588,7 +624,7 @@ impl SessionActor {
                 reply.send(());
             }
             SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &vv?),
-            SessionMsg::Timer(timer) => self.session.handle_timer(timer),
+            SessionMsg::TimersDue(woke) => self.timers_due(woke, ctx),
             SessionMsg::Served { round, batch, reply } if batch.behind_reaped => {
                 self.session.set_withheld(batch.withheld);
                 self.session.send_rebase(round, batch.upto);
@@ -616,7 +652,6 @@ impl SessionActor {
                 tracing::warn!(me = %self.me, error = %e, "sync: reading a push failed; poking instead");
                 self.session.send_push(&[], &VersionVector::new(), true);
             }
-            SessionMsg::Flush => self.flush_scheduled = false,
             SessionMsg::Close => {
                 self.session.handle_close();
                 ctx.stop();
@@ -665,15 +700,16 @@ pub(crate) fn specs_from_value(v: &rhizome_engine::value::Value) -> Vec<Subscrip
         .collect()
 }
 
-/// Sends `msg` to the actor after `ms` (weakly: a stopped actor gets none).
-fn after(ctx: &Ctx<SessionActor>, ms: u64, msg: SessionMsg) {
+/// Wakes the actor at `deadline` (weakly: a stopped actor gets nothing).
+fn spawn_sleeper(ctx: &Ctx<SessionActor>, deadline: Instant) {
     let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
         return;
     };
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tokio::time::sleep_until(deadline).await;
         if let Some(me) = me.upgrade() {
-            let _ = me.try_tell(msg);
+            // Waits for room: a lost wake-up would strand every later timer.
+            let _ = me.tell(SessionMsg::TimersDue(deadline)).await;
         }
     });
 }
