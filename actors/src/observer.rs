@@ -515,7 +515,9 @@ impl ObserverActor {
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(RETRY_MS)).await;
             if let Some(me) = me.upgrade() {
-                let _ = me.try_tell(ObserverMsg::Retry);
+                // Waits for room: a dropped `Retry` would leave
+                // `retry_scheduled` set and no retry ever scheduled again.
+                let _ = me.tell(ObserverMsg::Retry).await;
             }
         });
     }
