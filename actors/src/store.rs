@@ -332,6 +332,41 @@ pub(crate) struct StoreActor {
     /// The version vector as of the last message that could not change it
     /// (sessions ask for it with every frame; reading it decodes a record).
     vv: Option<VersionVector>,
+    /// The last change read and its answer, as of the last message that
+    /// could not change the store (see [`LastRead`]).
+    last_read: Option<LastRead>,
+}
+
+/// A change read and its answer. Why: a peer that merged news offers it to
+/// each of its sessions, and each asks for what its remote lacks; remotes
+/// that were up to date ask the same question, one after the other. At
+/// 300 simulated peers, reading changes was a fifth of all instructions.
+/// Kept only until the next message that may write, so the answer is what
+/// reading again would give.
+struct LastRead {
+    since: VersionVector,
+    resume: Option<SyncCursor>,
+    max_docs: usize,
+    interest: Arc<Interest>,
+    role: Role,
+    batch: ChangeBatch,
+}
+
+impl LastRead {
+    fn answers(
+        &self,
+        since: &VersionVector,
+        resume: Option<&SyncCursor>,
+        max_docs: usize,
+        interest: &Interest,
+        role: Role,
+    ) -> bool {
+        self.max_docs == max_docs
+            && self.role == role
+            && self.resume.as_ref() == resume
+            && self.since == *since
+            && self.interest.same_as(interest)
+    }
 }
 
 impl StoreActor {
@@ -342,6 +377,7 @@ impl StoreActor {
             on_commit,
             clock_skew_ms,
             vv: None,
+            last_read: None,
         }
     }
 
@@ -393,6 +429,33 @@ impl StoreActor {
         }
     }
 
+    /// [`Backend::changes`], answered again when asked again unchanged.
+    fn changes(
+        &mut self,
+        backend: &dyn Backend,
+        since: VersionVector,
+        resume: Option<SyncCursor>,
+        max_docs: usize,
+        interest: Arc<Interest>,
+        role: Role,
+    ) -> Result<ChangeBatch, PeerError> {
+        if let Some(last) = &self.last_read {
+            if last.answers(&since, resume.as_ref(), max_docs, &interest, role) {
+                return Ok(last.batch.clone());
+            }
+        }
+        let batch = backend.changes(&since, resume.as_ref(), max_docs, &interest, role)?;
+        self.last_read = Some(LastRead {
+            since,
+            resume,
+            max_docs,
+            interest,
+            role,
+            batch: batch.clone(),
+        });
+        Ok(batch)
+    }
+
     fn handle_now(&mut self, backend: &dyn Backend, msg: StoreMsg) {
         // Anything that may write may move the version vector.
         if !matches!(
@@ -400,6 +463,7 @@ impl StoreActor {
             StoreMsg::VersionVector(_) | StoreMsg::Changes { .. } | StoreMsg::Read(_) | StoreMsg::Locals { .. }
         ) {
             self.vv = None;
+            self.last_read = None;
         }
         match msg {
             StoreMsg::Execute { text, params, reply } => {
@@ -444,7 +508,7 @@ impl StoreActor {
                 interest,
                 role,
                 reply,
-            } => reply.send(backend.changes(&since, resume.as_ref(), max_docs, &interest, role)),
+            } => reply.send(self.changes(backend, since, resume, max_docs, interest, role)),
             StoreMsg::PutLocal { name, value, reply } => {
                 reply.send(backend.put_local(&name, value.as_ref(), self.now_ms()))
             }
@@ -499,4 +563,77 @@ pub(crate) fn open_backend<K: Kv>(
     };
     let store = Store::open(kv, config, PeerId(fresh_peer), rt::entropy())?;
     Ok(Box::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actor::{self, Addr, Spec};
+    use rhizome_engine::mem::MemKv;
+    use rhizome_engine::sync::wire::SubscriptionSpec;
+
+    fn store() -> Addr<StoreActor> {
+        let mut backend = Some(open_backend(MemKv::new(), 7, 60_000).unwrap());
+        let listener: CommitListener = Arc::new(|_, _, _| {});
+        actor::spawn(Spec::new("store"), move |_| {
+            let b = backend.take().ok_or("no restart in this test")?;
+            Ok(StoreActor::new(b, listener.clone(), 0))
+        })
+        .unwrap()
+    }
+
+    fn interest(queries: &[&str]) -> Arc<Interest> {
+        let specs: Vec<SubscriptionSpec> = queries
+            .iter()
+            .map(|q| SubscriptionSpec {
+                query: q.to_string(),
+                params: "{}".into(),
+            })
+            .collect();
+        Arc::new(Interest::compile(&specs).unwrap())
+    }
+
+    async fn insert(store: &Addr<StoreActor>, id: &str) {
+        let text = format!("INSERT INTO t DOCUMENTS ({{'_id': '{id}', 'v': 1}})");
+        let params = Params::default();
+        store
+            .ask(|reply| StoreMsg::Execute { text, params, reply })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn ids(store: &Addr<StoreActor>, interest: Arc<Interest>) -> Vec<String> {
+        let batch = store
+            .ask(|reply| StoreMsg::Changes {
+                since: VersionVector::new(),
+                resume: None,
+                max_docs: 100,
+                interest,
+                role: Role::SmallPeer,
+                reply,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        batch.changes.iter().map(|c| c.id.to_json().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_change_read_is_answered_as_of_the_last_write() {
+        let store = store();
+        let all = interest(&["SELECT * FROM t", "SELECT * FROM u"]);
+        insert(&store, "a").await;
+        assert_eq!(ids(&store, all.clone()).await, ["\"a\""]);
+        // Another subscription is another question.
+        assert!(ids(&store, interest(&["SELECT * FROM u"])).await.is_empty());
+        // The same question from another remote subscribed alike (its specs
+        // in another order): the same answer.
+        let alike = interest(&["SELECT * FROM u", "SELECT * FROM t"]);
+        assert!(alike.same_as(&all) && !Arc::ptr_eq(&alike, &all));
+        assert_eq!(ids(&store, alike).await, ["\"a\""]);
+        // A write in between: read again, not the kept answer.
+        insert(&store, "b").await;
+        assert_eq!(ids(&store, all).await, ["\"a\"", "\"b\""]);
+    }
 }

@@ -797,9 +797,7 @@ impl Doc {
     /// deletions that saw writes of `origin` the other side lacks): sync
     /// ships a document once per origin with news, in each origin's order.
     pub fn delta_from(&self, since: &VersionVector, origin: PeerId) -> Vec<Op> {
-        let mut ops = self.delta_since(since);
-        ops.retain(|op| from_origin(op, since, origin));
-        ops
+        self.delta(since, Some(origin))
     }
 
     /// The whole state as far as it does not run ahead of `since` for an
@@ -816,14 +814,22 @@ impl Doc {
     /// The ops that bring a replica which has seen `since` up to this state:
     /// only writes newer than `since`, never the whole document.
     pub fn delta_since(&self, since: &VersionVector) -> Vec<Op> {
-        let new = |s: Stamp| !since.covers(s);
+        self.delta(since, None)
+    }
+
+    /// [`Doc::delta_since`], keeping only what [`from_origin`] lets travel
+    /// for `origin` when one is given. Filtering while collecting (not
+    /// after) matters: sync reads every document once per origin with
+    /// news, and the other origins' ops would be cloned only to be dropped.
+    fn delta(&self, since: &VersionVector, origin: Option<PeerId>) -> Vec<Op> {
+        let ours = |peer: PeerId| origin.is_none_or(|o| o == peer);
+        let new = |s: Stamp| ours(s.peer) && !since.covers(s);
         let mut out = Vec::new();
         // Joined deletions: ship when the other side misses any part of what they saw.
-        if let Some(d) = self
-            .deleted
-            .as_ref()
-            .filter(|d| new(d.stamp) || !since.dominates(&d.seen))
-        {
+        if let Some(d) = self.deleted.as_ref().filter(|d| {
+            (!since.covers(d.stamp) || !since.dominates(&d.seen))
+                && origin.is_none_or(|o| d.stamp.peer == o || d.seen.get(o) > since.get(o))
+        }) {
             out.push(Op::Delete {
                 stamp: d.stamp,
                 seen: d.seen.clone(),
@@ -866,18 +872,21 @@ impl Doc {
                 });
             }
         }
-        let mut shipped = since.clone();
-        for op in &out {
-            shipped.observe(op.stamp());
-        }
-        for (peer, hlc) in self.vv.iter() {
-            if shipped.get(peer) < hlc {
-                out.push(Op::Seen {
-                    stamp: Stamp { hlc, peer },
-                });
-            }
+        // A `Seen` for each origin the document saw further than `since`
+        // and the ops above carry.
+        let shipped: VersionVector = out.iter().map(|op| (op.stamp().peer, op.stamp().hlc)).collect();
+        let seen_past = |peer: PeerId, hlc: Hlc| since.get(peer).max(shipped.get(peer)) < hlc;
+        match origin {
+            Some(o) => out.extend(Some((o, self.vv.get(o))).filter(|&(p, h)| seen_past(p, h)).map(seen_op)),
+            None => out.extend(self.vv.iter().filter(|&(p, h)| seen_past(p, h)).map(seen_op)),
         }
         out
+    }
+}
+
+fn seen_op((peer, hlc): (PeerId, Hlc)) -> Op {
+    Op::Seen {
+        stamp: Stamp { hlc, peer },
     }
 }
 

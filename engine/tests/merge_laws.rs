@@ -209,6 +209,20 @@ fn assert_fast_read_agrees(doc: &Doc) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A delta's `Seen` ops only carry what nothing else in it (nor `since`)
+/// says: one per origin, past `since` and past that origin's other ops.
+fn assert_seen_needed(delta: &[Op], since: &rhizome_engine::vv::VersionVector) -> Result<(), TestCaseError> {
+    for op in delta {
+        let Op::Seen { stamp } = op else { continue };
+        prop_assert!(since.get(stamp.peer) < stamp.hlc, "{:?} is in since", stamp);
+        let carried = delta
+            .iter()
+            .any(|o| !matches!(o, Op::Seen { .. }) && o.stamp().peer == stamp.peer && o.stamp().hlc >= stamp.hlc);
+        prop_assert!(!carried, "{:?} is carried by another op", stamp);
+    }
+    Ok(())
+}
+
 fn assert_converged(rs: &[Replica]) -> Result<(), TestCaseError> {
     for r in rs {
         assert_fast_read_agrees(&r.doc)?;
@@ -275,5 +289,55 @@ proptest! {
             }
         }
         assert_converged(&rs)?;
+    }
+    #[test]
+    fn delta_from_is_the_delta_of_one_origin(
+        steps in steps(3),
+        pairs in prop::collection::vec((0usize..3, 0usize..3), 0..12),
+    ) {
+        // Replicas partly synced through deltas, so each lacks different writes.
+        let mut rs: Vec<Replica> = (0..3).map(|i| Replica { peer: PeerId(i + 1), last: 0, doc: Doc::new() }).collect();
+        for (i, step) in steps.iter().enumerate() {
+            if let Step::Local { replica, wall, edit } = step {
+                rs[*replica].edit(*wall, edit);
+            }
+            if let Some(&(from, to)) = pairs.get(i) {
+                for op in &rs[from].doc.delta_since(&rs[to].doc.vv) {
+                    rs[to].doc.apply(op);
+                }
+            }
+        }
+        for from in 0..3 {
+            for to in 0..3 {
+                let since = &rs[to].doc.vv;
+                let all = rs[from].doc.delta_since(since);
+                let mut merged = rs[to].doc.clone();
+                for origin in (1..=3).map(PeerId) {
+                    // What sync lets travel for `origin`: its writes, and a
+                    // deletion that saw writes of it `since` lacks.
+                    let expected: Vec<Op> = all
+                        .iter()
+                        .filter(|op| match op {
+                            Op::Delete { stamp, seen } => stamp.peer == origin || seen.get(origin) > since.get(origin),
+                            op => op.stamp().peer == origin,
+                        })
+                        .cloned()
+                        .collect();
+                    let got = rs[from].doc.delta_from(since, origin);
+                    prop_assert_eq!(&got, &expected, "origin {:?}", origin);
+                    assert_seen_needed(&got, since)?;
+                    for op in &got {
+                        merged.apply(op);
+                    }
+                }
+                let mut whole = rs[to].doc.clone();
+                for op in &all {
+                    whole.apply(op);
+                }
+                prop_assert!(merged.vv.dominates(&rs[from].doc.vv), "the delta brings the whole vector");
+                prop_assert_eq!(merged, whole, "the origins' deltas together are the delta");
+                assert_seen_needed(&all, since)?;
+            }
+        }
     }
 }

@@ -556,15 +556,15 @@ impl<'a> Reader<'a> {
 
     fn vv(&mut self, peers: &[u64]) -> Result<VersionVector, CodecError> {
         let n = self.len()?;
-        let mut vv = VersionVector::new();
+        // Collected, then sorted once (`FromIterator`): entries come in
+        // interning order, and an insertion each was a hot spot of sync
+        // reads (a shared document's vector names every writer).
+        let mut entries = Vec::with_capacity(n.min(self.buf.len().saturating_sub(self.pos)));
         for _ in 0..n {
             let p = peer_at(peers, self.u32()?)?;
-            vv.observe(Stamp {
-                hlc: Hlc(self.varint()?),
-                peer: p,
-            });
+            entries.push((p, Hlc(self.varint()?)));
         }
-        Ok(vv)
+        Ok(entries.into_iter().collect())
     }
 }
 

@@ -101,6 +101,9 @@ enum Wanted {
 #[derive(Debug, Default)]
 pub struct Interest {
     collections: BTreeMap<String, Wanted>,
+    /// The subscriptions compiled, sorted and without repeats: what
+    /// [`Interest::same_as`] compares.
+    specs: Vec<SubscriptionSpec>,
 }
 
 /// Checks one subscription and splits it into its collection and filter
@@ -175,7 +178,17 @@ impl Interest {
                 (Wanted::Matching(fs), Some(f)) => fs.push(f),
             }
         }
-        Ok(Interest { collections })
+        let mut specs = specs.to_vec();
+        specs.sort_unstable();
+        specs.dedup();
+        Ok(Interest { collections, specs })
+    }
+
+    /// Whether `other` was compiled from the same subscriptions (in any
+    /// order), so wants exactly the same documents. Several remotes usually
+    /// subscribe alike; a read for one then serves the others.
+    pub fn same_as(&self, other: &Interest) -> bool {
+        self.specs == other.specs
     }
 
     /// Whether any document of `collection` may be wanted.
