@@ -77,7 +77,9 @@ const RETRY_MS: u64 = 5;
 /// repeated (links may lose frames).
 const STALL_MS: u64 = 2_000;
 
-/// Messages of a session actor.
+/// Messages of a session actor. Large payloads are boxed: every mailbox
+/// keeps blocks of 32 messages' room, and a mesh holds tens of thousands
+/// of sessions.
 pub(crate) enum SessionMsg {
     /// The link is wired: start the handshake.
     Start,
@@ -94,7 +96,7 @@ pub(crate) enum SessionMsg {
     /// This peer's version vector, read for the request of `round`.
     VersionVector {
         round: u64,
-        vv: Result<VersionVector, PeerError>,
+        vv: Box<Result<VersionVector, PeerError>>,
     },
     /// The timer sleeper for this deadline woke: deliver what is due
     /// ([`crate::timers`]).
@@ -103,11 +105,11 @@ pub(crate) enum SessionMsg {
     /// room for more (this paces the serving task).
     Served {
         round: u64,
-        batch: ChangeBatch,
+        batch: Box<ChangeBatch>,
         reply: Reply<bool>,
     },
     /// The changes read for a push (`Err`: the read failed; poke instead).
-    PushRead(Result<ChangeBatch, PeerError>),
+    PushRead(Box<Result<ChangeBatch, PeerError>>),
     /// Close the session (the link went down).
     Close,
     /// A link joined or left the session's link set
@@ -117,6 +119,10 @@ pub(crate) enum SessionMsg {
     /// failed, or a change of it was refused).
     Applied { round: u64, ok: bool },
 }
+
+// Kept small on purpose (see the type's doc): a payload that grows past
+// this goes in a box.
+const _: () = assert!(std::mem::size_of::<SessionMsg>() <= 40);
 
 /// The merges of each round still in flight, and the round's last batch
 /// held back with its claim until they have applied.
@@ -313,7 +319,12 @@ impl SessionActor {
                 Err(e) => Err(e.into()),
             };
             if let Some(me) = me.upgrade() {
-                let _ = me.tell(SessionMsg::VersionVector { round, vv }).await;
+                let _ = me
+                    .tell(SessionMsg::VersionVector {
+                        round,
+                        vv: Box::new(vv),
+                    })
+                    .await;
             }
         });
     }
@@ -522,7 +533,7 @@ impl SessionActor {
                 .await;
             let batch = read.map_err(PeerError::from).and_then(|r| r);
             if let Some(me) = me.upgrade() {
-                let _ = me.tell(SessionMsg::PushRead(batch)).await;
+                let _ = me.tell(SessionMsg::PushRead(Box::new(batch))).await;
             }
         });
     }
@@ -623,9 +634,10 @@ impl SessionActor {
                 self.session.handle_subscriptions(specs);
                 reply.send(());
             }
-            SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &vv?),
+            SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &(*vv)?),
             SessionMsg::TimersDue(woke) => self.timers_due(woke, ctx),
             SessionMsg::Served { round, batch, reply } if batch.behind_reaped => {
+                let batch = *batch;
                 self.session.set_withheld(batch.withheld);
                 self.session.send_rebase(round, batch.upto);
                 reply.send(false);
@@ -643,15 +655,17 @@ impl SessionActor {
                     }
                 }
             }
-            SessionMsg::PushRead(Ok(batch)) => {
-                self.session.set_withheld(batch.withheld);
-                let more = batch.resume.is_some() || batch.behind_reaped;
-                self.session.send_push(&batch.changes, &batch.upto, more);
-            }
-            SessionMsg::PushRead(Err(e)) => {
-                tracing::warn!(me = %self.me, error = %e, "sync: reading a push failed; poking instead");
-                self.session.send_push(&[], &VersionVector::new(), true);
-            }
+            SessionMsg::PushRead(read) => match *read {
+                Ok(batch) => {
+                    self.session.set_withheld(batch.withheld);
+                    let more = batch.resume.is_some() || batch.behind_reaped;
+                    self.session.send_push(&batch.changes, &batch.upto, more);
+                }
+                Err(e) => {
+                    tracing::warn!(me = %self.me, error = %e, "sync: reading a push failed; poking instead");
+                    self.session.send_push(&[], &VersionVector::new(), true);
+                }
+            },
             SessionMsg::Close => {
                 self.session.handle_close();
                 ctx.stop();
@@ -740,7 +754,13 @@ async fn serve(
             .await??;
         resume = batch.resume.clone();
         let Some(s) = session.upgrade() else { return Ok(()) };
-        let go_on = s.ask(|reply| SessionMsg::Served { round, batch, reply }).await?;
+        let go_on = s
+            .ask(|reply| SessionMsg::Served {
+                round,
+                batch: Box::new(batch),
+                reply,
+            })
+            .await?;
         if !go_on || resume.is_none() {
             return Ok(());
         }
