@@ -209,6 +209,29 @@ fn assert_fast_read_agrees(doc: &Doc) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Three replicas that make the local steps and, after step `i`, send
+/// `pairs[i].0`'s delta to `pairs[i].1`: each ends lacking different writes.
+fn partly_synced(steps: &[Step], pairs: &[(usize, usize)]) -> Vec<Replica> {
+    let mut rs: Vec<Replica> = (0..3)
+        .map(|i| Replica {
+            peer: PeerId(i + 1),
+            last: 0,
+            doc: Doc::new(),
+        })
+        .collect();
+    for (i, step) in steps.iter().enumerate() {
+        if let Step::Local { replica, wall, edit } = step {
+            rs[*replica].edit(*wall, edit);
+        }
+        if let Some(&(from, to)) = pairs.get(i) {
+            for op in &rs[from].doc.delta_since(&rs[to].doc.vv) {
+                rs[to].doc.apply(op);
+            }
+        }
+    }
+    rs
+}
+
 /// A delta's `Seen` ops only carry what nothing else in it (nor `since`)
 /// says: one per origin, past `since` and past that origin's other ops.
 fn assert_seen_needed(delta: &[Op], since: &rhizome_engine::vv::VersionVector) -> Result<(), TestCaseError> {
@@ -266,18 +289,7 @@ proptest! {
         pairs in prop::collection::vec((0usize..3, 0usize..3), 0..12),
     ) {
         // Replicas that only ever sync through deltas (as the protocol does).
-        let mut rs: Vec<Replica> = (0..3).map(|i| Replica { peer: PeerId(i + 1), last: 0, doc: Doc::new() }).collect();
-        for (i, step) in steps.iter().enumerate() {
-            if let Step::Local { replica, wall, edit } = step {
-                rs[*replica].edit(*wall, edit);
-            }
-            if let Some(&(from, to)) = pairs.get(i) {
-                let delta = rs[from].doc.delta_since(&rs[to].doc.vv);
-                for op in &delta {
-                    rs[to].doc.apply(op);
-                }
-            }
-        }
+        let mut rs = partly_synced(&steps, &pairs);
         for _ in 0..2 {
             for from in 0..3 {
                 for to in 0..3 {
@@ -290,23 +302,14 @@ proptest! {
         }
         assert_converged(&rs)?;
     }
+
     #[test]
     fn delta_from_is_the_delta_of_one_origin(
         steps in steps(3),
         pairs in prop::collection::vec((0usize..3, 0usize..3), 0..12),
     ) {
         // Replicas partly synced through deltas, so each lacks different writes.
-        let mut rs: Vec<Replica> = (0..3).map(|i| Replica { peer: PeerId(i + 1), last: 0, doc: Doc::new() }).collect();
-        for (i, step) in steps.iter().enumerate() {
-            if let Step::Local { replica, wall, edit } = step {
-                rs[*replica].edit(*wall, edit);
-            }
-            if let Some(&(from, to)) = pairs.get(i) {
-                for op in &rs[from].doc.delta_since(&rs[to].doc.vv) {
-                    rs[to].doc.apply(op);
-                }
-            }
-        }
+        let rs = partly_synced(&steps, &pairs);
         for from in 0..3 {
             for to in 0..3 {
                 let since = &rs[to].doc.vv;
