@@ -92,6 +92,21 @@ impl<A: Actor> Ctx<A> {
         &self.name
     }
 
+    /// Sends `msg` to this actor at `deadline`, from a task that holds the
+    /// actor weakly (gone by then: nothing is sent) and waits for mailbox
+    /// room (a dropped wake-up would leave the actor waiting for it).
+    pub(crate) fn tell_at(&self, deadline: Instant, msg: A::Msg) {
+        let Some(me) = self.addr().map(|a| a.downgrade()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Some(me) = me.upgrade() {
+                let _ = me.tell(msg).await;
+            }
+        });
+    }
+
     /// Stops the actor after this message: queued messages are still
     /// handled, later ones are refused.
     pub fn stop(&mut self) {

@@ -507,19 +507,13 @@ impl ObserverActor {
     }
 
     fn schedule_retry(&mut self, ctx: &Ctx<Self>) {
-        let Some(me) = ctx.addr() else { return };
-        if std::mem::replace(&mut self.retry_scheduled, true) {
+        if ctx.addr().is_none() || std::mem::replace(&mut self.retry_scheduled, true) {
             return;
         }
-        let me = me.downgrade();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(RETRY_MS)).await;
-            if let Some(me) = me.upgrade() {
-                // Waits for room: a dropped `Retry` would leave
-                // `retry_scheduled` set and no retry ever scheduled again.
-                let _ = me.tell(ObserverMsg::Retry).await;
-            }
-        });
+        // `tell_at` waits for room: a dropped `Retry` would leave
+        // `retry_scheduled` set and no retry ever scheduled again.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(RETRY_MS);
+        ctx.tell_at(deadline, ObserverMsg::Retry);
     }
 }
 

@@ -579,7 +579,7 @@ impl SessionActor {
     /// Delivers `what` to this actor after `after_ms`.
     fn after(&mut self, ctx: &Ctx<Self>, after_ms: u64, what: Delayed) {
         match self.timers.add(Instant::now(), after_ms, what) {
-            Ok(Some(deadline)) => spawn_sleeper(ctx, deadline),
+            Ok(Some(deadline)) => ctx.tell_at(deadline, SessionMsg::TimersDue(deadline)),
             Ok(None) => {}
             Err(_) => {
                 tracing::warn!(me = %self.me, timers = self.timers.len(), "sync: timer queue full; a timer is dropped")
@@ -591,7 +591,7 @@ impl SessionActor {
     fn timers_due(&mut self, woke: Instant, ctx: &Ctx<Self>) {
         let (due, next) = self.timers.due(Instant::now(), woke);
         if let Some(deadline) = next {
-            spawn_sleeper(ctx, deadline);
+            ctx.tell_at(deadline, SessionMsg::TimersDue(deadline));
         }
         for what in due {
             match what {
@@ -712,20 +712,6 @@ pub(crate) fn specs_from_value(v: &rhizome_engine::value::Value) -> Vec<Subscrip
             })
         })
         .collect()
-}
-
-/// Wakes the actor at `deadline` (weakly: a stopped actor gets nothing).
-fn spawn_sleeper(ctx: &Ctx<SessionActor>, deadline: Instant) {
-    let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
-        return;
-    };
-    tokio::spawn(async move {
-        tokio::time::sleep_until(deadline).await;
-        if let Some(me) = me.upgrade() {
-            // Waits for room: a lost wake-up would strand every later timer.
-            let _ = me.tell(SessionMsg::TimersDue(deadline)).await;
-        }
-    });
 }
 
 /// Reads every change the remote lacks since `since`, batch by batch, each

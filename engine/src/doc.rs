@@ -826,14 +826,18 @@ impl Doc {
         let new = |s: Stamp| ours(s.peer) && !since.covers(s);
         let mut out = Vec::new();
         // Joined deletions: ship when the other side misses any part of what they saw.
-        if let Some(d) = self.deleted.as_ref().filter(|d| {
-            (!since.covers(d.stamp) || !since.dominates(&d.seen))
-                && origin.is_none_or(|o| d.stamp.peer == o || d.seen.get(o) > since.get(o))
-        }) {
-            out.push(Op::Delete {
+        if let Some(d) = self
+            .deleted
+            .as_ref()
+            .filter(|d| !since.covers(d.stamp) || !since.dominates(&d.seen))
+        {
+            let op = Op::Delete {
                 stamp: d.stamp,
                 seen: d.seen.clone(),
-            });
+            };
+            if origin.is_none_or(|o| from_origin(&op, since, o)) {
+                out.push(op);
+            }
         }
         for (path, slot) in &self.slots {
             if let Some(r) = slot.reg.as_ref().filter(|r| new(r.stamp)) {
