@@ -62,6 +62,37 @@ proptest! {
         prop_assert_eq!(x.len(), mx.len());
     }
 
+    /// Vectors are shared copy-on-write: a change to one never shows in a
+    /// clone, nor in the vector an empty one joined (and so shares).
+    #[test]
+    fn a_change_never_shows_in_a_copy(a in entries(), b in entries(), sets in entries()) {
+        let (mut x, mx) = build(&a);
+        let (y, my) = build(&b);
+        let copy = x.clone();
+        let mut empty = VersionVector::new();
+        empty.join(&y);
+        prop_assert_eq!(&empty, &y);
+        x.join(&y);
+        for (p, h) in sets {
+            x.set(PeerId(p), Hlc(h));
+            empty.set(PeerId(p), Hlc(h));
+            x.observe(Stamp { peer: PeerId(p), hlc: Hlc(h + 1) });
+            empty.observe(Stamp { peer: PeerId(p), hlc: Hlc(h + 1) });
+        }
+        prop_assert_eq!(as_model(&copy), mx);
+        prop_assert_eq!(as_model(&y), my);
+        // A vector emptied by `set` equals (and hashes as) a new one.
+        for (p, _) in x.clone().iter() {
+            x.set(p, Hlc::ZERO);
+        }
+        prop_assert_eq!(&x, &VersionVector::new());
+        let hash = |v: &VersionVector| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(v)
+        };
+        prop_assert_eq!(hash(&x), hash(&VersionVector::new()));
+    }
+
     #[test]
     fn any_json_map_decodes_to_the_joined_vector(raw in entries()) {
         // The raw pairs as a JSON map in the given order, repeats and zeros

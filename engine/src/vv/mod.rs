@@ -10,6 +10,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::sync::Arc;
 
 pub mod packed;
 
@@ -17,12 +18,17 @@ pub mod packed;
 ///
 /// Entries sit in a vector sorted by peer, with no `Hlc::ZERO` entry: sync
 /// clones, joins and compares vectors on every message, and a merge walk
-/// over two sorted runs (one allocation per clone) is several times cheaper
-/// than the same over a tree. Serialized as a map, peer to HLC, in
-/// human-readable formats (JSON), and as the bytes of its [`packed`]
-/// encoding in binary ones (postcard: the sync protocol, change records).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct VersionVector(Vec<(PeerId, Hlc)>);
+/// over two sorted runs is several times cheaper than the same over a
+/// tree. The vector is shared copy-on-write: a session keeps a dozen
+/// vectors that are mostly copies of one another (the remote's `since`,
+/// the base of its pushes, what it was served from), so a clone is a
+/// reference count and only a change copies the entries; at thousands of
+/// simulated peers the copies were a quarter of the heap. Serialized as a
+/// map, peer to HLC, in human-readable formats (JSON), and as the bytes of
+/// its [`packed`] encoding in binary ones (postcard: the sync protocol,
+/// change records).
+#[derive(Clone, Default)]
+pub struct VersionVector(Option<Arc<Vec<(PeerId, Hlc)>>>);
 
 impl VersionVector {
     /// Nothing seen.
@@ -30,13 +36,29 @@ impl VersionVector {
         Self::default()
     }
 
+    /// From entries sorted by peer, without repeats or `Hlc::ZERO`.
+    fn from_sorted(entries: Vec<(PeerId, Hlc)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(entries.iter().all(|&(_, h)| h != Hlc::ZERO));
+        VersionVector((!entries.is_empty()).then(|| Arc::new(entries)))
+    }
+
+    fn entries(&self) -> &[(PeerId, Hlc)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The entries to change in place (copied first if shared).
+    fn entries_mut(&mut self) -> &mut Vec<(PeerId, Hlc)> {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+
     fn find(&self, peer: PeerId) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&peer, |&(p, _)| p)
+        self.entries().binary_search_by_key(&peer, |&(p, _)| p)
     }
 
     /// The greatest HLC seen from `peer` (`Hlc::ZERO` if none).
     pub fn get(&self, peer: PeerId) -> Hlc {
-        self.find(peer).map_or(Hlc::ZERO, |i| self.0[i].1)
+        self.find(peer).map_or(Hlc::ZERO, |i| self.entries()[i].1)
     }
 
     /// Whether the write `stamp` is included.
@@ -50,13 +72,13 @@ impl VersionVector {
             return false;
         }
         match self.find(stamp.peer) {
-            Ok(i) if self.0[i].1 >= stamp.hlc => false,
+            Ok(i) if self.entries()[i].1 >= stamp.hlc => false,
             Ok(i) => {
-                self.0[i].1 = stamp.hlc;
+                self.entries_mut()[i].1 = stamp.hlc;
                 true
             }
             Err(i) => {
-                self.0.insert(i, (stamp.peer, stamp.hlc));
+                self.entries_mut().insert(i, (stamp.peer, stamp.hlc));
                 true
             }
         }
@@ -67,49 +89,55 @@ impl VersionVector {
     pub fn set(&mut self, peer: PeerId, hlc: Hlc) {
         match (self.find(peer), hlc == Hlc::ZERO) {
             (Ok(i), true) => {
-                self.0.remove(i);
+                self.entries_mut().remove(i);
+                if self.entries().is_empty() {
+                    self.0 = None;
+                }
             }
-            (Ok(i), false) => self.0[i].1 = hlc,
+            (Ok(i), false) if self.entries()[i].1 == hlc => {}
+            (Ok(i), false) => self.entries_mut()[i].1 = hlc,
             (Err(_), true) => {}
-            (Err(i), false) => self.0.insert(i, (peer, hlc)),
+            (Err(i), false) => self.entries_mut().insert(i, (peer, hlc)),
         }
     }
 
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
-        if other.0.is_empty() {
+        let theirs = other.entries();
+        if theirs.is_empty() {
             return;
         }
-        if self.0.is_empty() {
-            self.0.clone_from(&other.0);
+        if self.entries().is_empty() {
+            self.0.clone_from(&other.0); // shared, not copied
             return;
         }
         // In place when `other` adds no peer (the common case: vectors of
-        // one session share their origins); else one merge walk.
-        let mut missing = false;
-        let mut i = 0;
-        for &(p, h) in &other.0 {
-            while i < self.0.len() && self.0[i].0 < p {
-                i += 1;
+        // one session share their origins), and not at all (no copy of a
+        // shared vector) when it adds nothing; else one merge walk.
+        let (missing, raises) = compare(self.entries(), theirs);
+        if missing > 0 {
+            self.0 = Some(Arc::new(merge(self.entries(), theirs, missing)));
+        } else if raises {
+            let mine = self.entries_mut();
+            let mut i = 0;
+            for &(p, h) in theirs {
+                while mine[i].0 < p {
+                    i += 1;
+                }
+                mine[i].1 = mine[i].1.max(h);
             }
-            match self.0.get_mut(i) {
-                Some(e) if e.0 == p => e.1 = e.1.max(h),
-                _ => missing = true,
-            }
-        }
-        if missing {
-            self.0 = merge(&self.0, &other.0);
         }
     }
 
     /// Whether every entry of `other` is covered by `self`.
     pub fn dominates(&self, other: &VersionVector) -> bool {
+        let mine = self.entries();
         let mut i = 0;
-        other.0.iter().all(|&(p, h)| {
-            while i < self.0.len() && self.0[i].0 < p {
+        other.entries().iter().all(|&(p, h)| {
+            while i < mine.len() && mine[i].0 < p {
                 i += 1;
             }
-            self.0.get(i).is_some_and(|e| e.0 == p && e.1 >= h)
+            mine.get(i).is_some_and(|e| e.0 == p && e.1 >= h)
         })
     }
 
@@ -120,8 +148,8 @@ impl VersionVector {
     /// where a collision costs at most that one round's completeness, so
     /// a fast non-cryptographic mix is enough.
     pub fn digest(&self) -> u64 {
-        let mut h: u64 = 0x9E37_79B9_7F4A_7C15 ^ self.0.len() as u64;
-        for &(p, hlc) in &self.0 {
+        let mut h: u64 = 0x9E37_79B9_7F4A_7C15 ^ self.len() as u64;
+        for &(p, hlc) in self.entries() {
             h = mix(h ^ p.0);
             h = mix(h ^ hlc.0);
         }
@@ -130,28 +158,66 @@ impl VersionVector {
 
     /// The entries of `self` ahead of `base` (what grew past it).
     pub fn grown_past(&self, base: &VersionVector) -> VersionVector {
-        VersionVector(self.0.iter().copied().filter(|&(p, h)| h > base.get(p)).collect())
+        Self::from_sorted(self.iter().filter(|&(p, h)| h > base.get(p)).collect())
     }
 
     /// Entries in peer order.
     pub fn iter(&self) -> impl Iterator<Item = (PeerId, Hlc)> + '_ {
-        self.0.iter().copied()
+        self.entries().iter().copied()
     }
 
     /// Number of peers with an entry.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// Whether nothing was seen.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries().is_empty()
     }
 }
 
-/// The pointwise maximum of two sorted runs.
-fn merge(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> Vec<(PeerId, Hlc)> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
+impl PartialEq for VersionVector {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for VersionVector {}
+
+impl std::hash::Hash for VersionVector {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.entries().hash(state);
+    }
+}
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("VersionVector").field(&self.entries()).finish()
+    }
+}
+
+/// How `b` relates to `a` (both sorted by peer): how many of its peers `a`
+/// lacks, and whether it raises an entry `a` has.
+fn compare(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> (usize, bool) {
+    let (mut missing, mut raises) = (0, false);
+    let mut i = 0;
+    for &(p, h) in b {
+        while i < a.len() && a[i].0 < p {
+            i += 1;
+        }
+        match a.get(i) {
+            Some(e) if e.0 == p => raises |= h > e.1,
+            _ => missing += 1,
+        }
+    }
+    (missing, raises)
+}
+
+/// The pointwise maximum of two sorted runs, `b` holding `missing` peers
+/// that `a` lacks (allocated to size: joined vectors are kept).
+fn merge(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)], missing: usize) -> Vec<(PeerId, Hlc)> {
+    let mut out = Vec::with_capacity(a.len() + missing);
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].0.cmp(&b[j].0) {
@@ -172,6 +238,7 @@ fn merge(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> Vec<(PeerId, Hlc)> {
     }
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);
+    debug_assert_eq!(out.len(), a.len() + missing);
     out
 }
 
@@ -180,8 +247,8 @@ impl Serialize for VersionVector {
         if !serializer.is_human_readable() {
             return serializer.serialize_bytes(&packed::encode(self));
         }
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (peer, hlc) in &self.0 {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (peer, hlc) in self.entries() {
             map.serialize_entry(peer, hlc)?;
         }
         map.end()
@@ -220,7 +287,7 @@ impl<'de> Deserialize<'de> for VersionVector {
                 }
                 let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
                 if sorted {
-                    return Ok(VersionVector(entries));
+                    return Ok(VersionVector::from_sorted(entries));
                 }
                 Ok(entries.into_iter().collect())
             }
@@ -242,7 +309,7 @@ impl FromIterator<(PeerId, Hlc)> for VersionVector {
             }
             same
         });
-        VersionVector(entries)
+        VersionVector::from_sorted(entries)
     }
 }
 

@@ -381,13 +381,13 @@ fn put_gamma(w: &mut BitWriter, v: u64) {
 
 /// Encodes `vv`.
 pub fn encode(vv: &VersionVector) -> Vec<u8> {
-    encode_runs(&vv.0, &[])
+    encode_runs(vv.entries(), &[])
 }
 
 /// Encodes `vv` without the entry of `peer` (without copying the rest).
 pub fn encode_except(vv: &VersionVector, peer: PeerId) -> Vec<u8> {
     match vv.find(peer) {
-        Ok(i) => encode_runs(&vv.0[..i], &vv.0[i + 1..]),
+        Ok(i) => encode_runs(&vv.entries()[..i], &vv.entries()[i + 1..]),
         Err(_) => encode(vv),
     }
 }
@@ -515,7 +515,7 @@ pub fn decode(bytes: &[u8]) -> Result<VersionVector, PackedVvError> {
     if r.get(pad as u32)? != 0 {
         return Err(PackedVvError::NonZeroPadding { bit: at });
     }
-    Ok(VersionVector(entries))
+    Ok(VersionVector::from_sorted(entries))
 }
 
 #[cfg(test)]
