@@ -8,7 +8,9 @@
 //! a [`Reply`] and awaits the answer ([`Addr::ask_queued`] queues it and
 //! leaves the answer to await later, to keep several in flight). A handler
 //! may take further queued messages with [`Ctx::try_next`] to do their work
-//! together.
+//! together, and send itself a message for later with [`Ctx::tell_at`]
+//! (an *alarm*: kept by the run loop, not a task, and delivered ahead of
+//! the mailbox, so a full mailbox never drops or delays a wake-up).
 //!
 //! Supervision is built in rather than bolted on: [`spawn`] takes a *factory*
 //! that builds the actor from its last durable state. A panic in a handler
@@ -26,12 +28,13 @@
 //! `tokio::time`, which madsim virtualizes.
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -75,6 +78,28 @@ pub struct Ctx<A: Actor> {
     rx: mpsc::Receiver<Envelope<A::Msg>>,
     /// Stop requests taken so far, answered once the actor has stopped.
     acks: Vec<oneshot::Sender<()>>,
+    /// Messages the actor sent itself for later ([`Ctx::tell_at`]), by
+    /// deadline, then in the order asked.
+    alarms: BTreeMap<(Instant, u64), A::Msg>,
+    next_alarm: u64,
+    /// The sleep standing for the earliest alarm, polled once for its
+    /// deadline: a pending sleep wakes the task at its deadline from that
+    /// one poll (tokio and madsim alike), and each further poll would add
+    /// another wake-up to madsim's timer heap.
+    sleep: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+/// Most alarms one actor holds: far above what a session asks for (a few
+/// per message it handles, each gone within its `stall_ms`); past it an
+/// alarm is refused rather than letting a runaway actor grow without bound.
+pub const MAX_ALARMS: usize = 65_536;
+
+/// What the run loop takes next.
+enum Event<M> {
+    /// A message whose alarm is due.
+    Alarm(M),
+    /// The next envelope of the mailbox; `None`: closed and empty.
+    Mail(Option<Envelope<M>>),
 }
 
 impl<A: Actor> Ctx<A> {
@@ -92,19 +117,49 @@ impl<A: Actor> Ctx<A> {
         &self.name
     }
 
-    /// Sends `msg` to this actor at `deadline`, from a task that holds the
-    /// actor weakly (gone by then: nothing is sent) and waits for mailbox
-    /// room (a dropped wake-up would leave the actor waiting for it).
-    pub(crate) fn tell_at(&self, deadline: Instant, msg: A::Msg) {
-        let Some(me) = self.addr().map(|a| a.downgrade()) else {
-            return;
-        };
-        tokio::spawn(async move {
-            tokio::time::sleep_until(deadline).await;
-            if let Some(me) = me.upgrade() {
-                let _ = me.tell(msg).await;
+    /// Hands `msg` to this actor at `deadline` (or as soon after as it is
+    /// free), ahead of its mailbox and whatever the mailbox holds: the run
+    /// loop keeps the alarms, so a wake-up costs a map entry, no task, and
+    /// can neither be dropped by a full mailbox nor wait for room in it.
+    /// Alarms survive restarts like the mailbox; they end with the actor.
+    /// `Err(msg)` when [`MAX_ALARMS`] are waiting.
+    pub fn tell_at(&mut self, deadline: Instant, msg: A::Msg) -> Result<(), A::Msg> {
+        if self.alarms.len() >= MAX_ALARMS {
+            return Err(msg);
+        }
+        self.alarms.insert((deadline, self.next_alarm), msg);
+        self.next_alarm += 1;
+        Ok(())
+    }
+
+    /// Alarms waiting.
+    pub fn alarms(&self) -> usize {
+        self.alarms.len()
+    }
+
+    /// The next thing to handle: a due alarm first (a busy mailbox must
+    /// not starve them), then the mailbox; else arms the sleep for the
+    /// earliest alarm and waits.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event<A::Msg>> {
+        if let Some(entry) = self.alarms.first_entry() {
+            if entry.key().0 <= Instant::now() {
+                return Poll::Ready(Event::Alarm(entry.remove()));
             }
-        });
+        }
+        if let Poll::Ready(envelope) = self.rx.poll_recv(cx) {
+            return Poll::Ready(Event::Mail(envelope));
+        }
+        let Some(&(at, _)) = self.alarms.keys().next() else {
+            return Poll::Pending;
+        };
+        if self.sleep.as_ref().is_none_or(|(armed, _)| *armed != at) {
+            let mut sleep = Box::pin(tokio::time::sleep_until(at));
+            if sleep.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref(); // due by now: look again
+            }
+            self.sleep = Some((at, sleep));
+        }
+        Poll::Pending
     }
 
     /// Stops the actor after this message: queued messages are still
@@ -465,6 +520,9 @@ pub fn spawn<A: Actor>(spec: Spec, mut factory: impl Factory<A>) -> Result<Addr<
         stop: false,
         rx,
         acks: Vec::new(),
+        alarms: BTreeMap::new(),
+        next_alarm: 0,
+        sleep: None,
     };
     let sup = Supervisor {
         spec,
@@ -569,7 +627,11 @@ async fn start<A: Actor>(mut actor: Box<A>, ctx: &mut Ctx<A>, sup: &mut Supervis
 async fn run<A: Actor>(actor: Box<A>, mut ctx: Ctx<A>, mut sup: Supervisor<A>) {
     let mut actor = Box::pin(start(actor, &mut ctx, &mut sup)).await;
     while let Some(current) = actor.as_mut() {
-        let Some(envelope) = ctx.rx.recv().await else { break };
+        let envelope = match std::future::poll_fn(|cx| ctx.poll_event(cx)).await {
+            Event::Alarm(msg) => Envelope::Msg(msg),
+            Event::Mail(Some(envelope)) => envelope,
+            Event::Mail(None) => break,
+        };
         match envelope {
             Envelope::Msg(msg) => {
                 if let Err(reason) = caught(Box::pin(current.handle(msg, &mut ctx))).await {

@@ -32,7 +32,6 @@ mod presence;
 pub mod rt;
 mod session;
 mod store;
-mod timers;
 
 pub use actor::{Addr, WeakAddr};
 pub use error::PeerError;

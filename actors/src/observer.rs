@@ -499,21 +499,24 @@ impl ObserverActor {
 
     /// Catches up with pending commits; on failure, keeps them and asks
     /// itself to try again shortly.
-    async fn catch_up(&mut self, ctx: &Ctx<Self>) {
+    async fn catch_up(&mut self, ctx: &mut Ctx<Self>) {
         if let Err(e) = self.wake().await {
             tracing::warn!(error = %e, "live queries not updated; retrying");
             self.schedule_retry(ctx);
         }
     }
 
-    fn schedule_retry(&mut self, ctx: &Ctx<Self>) {
-        if ctx.addr().is_none() || std::mem::replace(&mut self.retry_scheduled, true) {
+    fn schedule_retry(&mut self, ctx: &mut Ctx<Self>) {
+        if std::mem::replace(&mut self.retry_scheduled, true) {
             return;
         }
-        // `tell_at` waits for room: a dropped `Retry` would leave
-        // `retry_scheduled` set and no retry ever scheduled again.
+        // An alarm is never dropped for a full mailbox: a lost `Retry`
+        // would leave `retry_scheduled` set and no retry ever scheduled
+        // again. (One alarm at most is waiting: the flag says so.)
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(RETRY_MS);
-        ctx.tell_at(deadline, ObserverMsg::Retry);
+        if ctx.tell_at(deadline, ObserverMsg::Retry).is_err() {
+            self.retry_scheduled = false;
+        }
     }
 }
 

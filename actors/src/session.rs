@@ -38,7 +38,6 @@ use crate::links::{Links, Offered};
 use crate::merger::{MergerActor, MergerMsg};
 use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
-use crate::timers::Timers;
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::ChangeBatch;
 use rhizome_engine::sync::scope::Interest;
@@ -98,9 +97,8 @@ pub(crate) enum SessionMsg {
         round: u64,
         vv: Box<Result<VersionVector, PeerError>>,
     },
-    /// The timer sleeper for this deadline woke: deliver what is due
-    /// ([`crate::timers`]).
-    TimersDue(Instant),
+    /// A delay the session asked for ran out ([`Ctx::tell_at`]).
+    Delayed(Delayed),
     /// One batch read for the remote's round; answered once the outbox has
     /// room for more (this paces the serving task).
     Served {
@@ -224,12 +222,10 @@ pub(crate) struct SessionActor {
     /// waiting task holds one until the merger answers.
     merges: Arc<Semaphore>,
     tally: RoundTally,
-    /// Timers of the session machine, and the outbox's retry.
-    timers: Timers<Delayed>,
 }
 
 /// What a session delays ([`SessionActor::after`]).
-enum Delayed {
+pub(crate) enum Delayed {
     /// A timer the session machine asked for.
     Timer(Timer),
     /// Time to retry the outbox.
@@ -275,7 +271,6 @@ impl SessionActor {
             flush_scheduled: false,
             merges: Arc::new(Semaphore::new(MERGES_IN_FLIGHT)),
             tally: RoundTally::default(),
-            timers: Timers::default(),
         }
     }
 
@@ -577,27 +572,17 @@ impl SessionActor {
     }
 
     /// Delivers `what` to this actor after `after_ms`.
-    fn after(&mut self, ctx: &Ctx<Self>, after_ms: u64, what: Delayed) {
-        match self.timers.add(Instant::now(), after_ms, what) {
-            Ok(Some(deadline)) => ctx.tell_at(deadline, SessionMsg::TimersDue(deadline)),
-            Ok(None) => {}
-            Err(_) => {
-                tracing::warn!(me = %self.me, timers = self.timers.len(), "sync: timer queue full; a timer is dropped")
-            }
+    fn after(&mut self, ctx: &mut Ctx<Self>, after_ms: u64, what: Delayed) {
+        let deadline = Instant::now() + std::time::Duration::from_millis(after_ms);
+        if ctx.tell_at(deadline, SessionMsg::Delayed(what)).is_err() {
+            tracing::warn!(me = %self.me, timers = ctx.alarms(), "sync: timer queue full; a timer is dropped")
         }
     }
 
-    /// The sleeper for `woke` woke: handles the timers due.
-    fn timers_due(&mut self, woke: Instant, ctx: &Ctx<Self>) {
-        let (due, next) = self.timers.due(Instant::now(), woke);
-        if let Some(deadline) = next {
-            ctx.tell_at(deadline, SessionMsg::TimersDue(deadline));
-        }
-        for what in due {
-            match what {
-                Delayed::Timer(timer) => self.session.handle_timer(timer),
-                Delayed::Flush => self.flush_scheduled = false,
-            }
+    fn delayed(&mut self, what: Delayed) {
+        match what {
+            Delayed::Timer(timer) => self.session.handle_timer(timer),
+            Delayed::Flush => self.flush_scheduled = false,
         }
     }
 
@@ -635,7 +620,7 @@ impl SessionActor {
                 reply.send(());
             }
             SessionMsg::VersionVector { round, vv } => self.session.send_request(round, &(*vv)?),
-            SessionMsg::TimersDue(woke) => self.timers_due(woke, ctx),
+            SessionMsg::Delayed(what) => self.delayed(what),
             SessionMsg::Served { round, batch, reply } if batch.behind_reaped => {
                 let batch = *batch;
                 self.session.set_withheld(batch.withheld);

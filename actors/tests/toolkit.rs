@@ -21,12 +21,14 @@ enum Msg {
     /// Panics while holding a request's reply.
     PanicAsked(Reply<()>),
     Count(Reply<(usize, u64)>),
+    /// Pushes the number to itself after the delay in ms (an alarm).
+    Later(u64, u64),
 }
 
 impl Actor for Recorder {
     type Msg = Msg;
 
-    async fn handle(&mut self, msg: Msg, _ctx: &mut Ctx<Self>) {
+    async fn handle(&mut self, msg: Msg, ctx: &mut Ctx<Self>) {
         match msg {
             Msg::Push(n) => {
                 self.volatile += 1;
@@ -39,6 +41,10 @@ impl Actor for Recorder {
             Msg::Panic => panic!("injected"),
             Msg::PanicAsked(_reply) => panic!("injected while asked"),
             Msg::Count(r) => r.send((self.durable.lock().unwrap().len(), self.volatile)),
+            Msg::Later(delay_ms, n) => {
+                let at = tokio::time::Instant::now() + Duration::from_millis(delay_ms);
+                assert!(ctx.tell_at(at, Msg::Push(n)).is_ok(), "far below the bound");
+            }
         }
     }
 
@@ -116,6 +122,36 @@ async fn a_full_mailbox_pushes_back() {
     assert_eq!(n as u64, queued + 1);
     addr.stop().await;
     assert_eq!(log.lock().unwrap().last(), Some(&u64::MAX));
+}
+
+/// Alarms come in deadline order (equal deadlines in the order asked), and
+/// ahead of a full mailbox: a wake-up is never lost to back-pressure.
+#[tokio::test]
+async fn alarms_arrive_in_deadline_order_ahead_of_a_full_mailbox() {
+    let (addr, log) = recorder(Spec::new("alarms").mailbox(2));
+    for (delay_ms, n) in [(30, 1), (10, 2), (10, 3)] {
+        addr.tell(Msg::Later(delay_ms, n)).await.expect("later");
+    }
+    let (release, hold) = tokio::sync::oneshot::channel();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    addr.tell(Msg::Hold(started_tx, hold)).await.expect("hold");
+    started.await.expect("the actor is holding");
+    for n in [4, 5] {
+        addr.try_tell(Msg::Push(n)).map_err(|_| ()).expect("room for two");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await; // every alarm is due
+    release.send(()).expect("release");
+    let (n, _) = addr.ask(Msg::Count).await.expect("count");
+    assert_eq!(n, 5);
+    assert_eq!(*log.lock().unwrap(), vec![2, 3, 1, 4, 5]);
+    // One not yet due waits for its time; the actor keeps taking mail.
+    addr.tell(Msg::Later(20, 6)).await.expect("later");
+    addr.tell(Msg::Push(7)).await.expect("push");
+    assert_eq!(addr.ask(Msg::Count).await.expect("count").0, 6);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(addr.ask(Msg::Count).await.expect("count").0, 7);
+    assert_eq!(log.lock().unwrap()[5..], [7, 6]);
+    addr.stop().await;
 }
 
 #[tokio::test]
