@@ -6,7 +6,9 @@
 //! explicit, never an unbounded queue), [`Addr::try_tell`] hands the message
 //! back when the mailbox is full, and [`Addr::ask`] sends a request carrying
 //! a [`Reply`] and awaits the answer ([`Addr::ask_queued`] queues it and
-//! leaves the answer to await later, to keep several in flight). A handler
+//! leaves the answer to await later, to keep several in flight;
+//! [`Addr::ask_forward`] has it delivered to another actor as a message,
+//! so no task waits for it). A handler
 //! may take further queued messages with [`Ctx::try_next`] to do their work
 //! together, and send itself a message for later with [`Ctx::tell_at`]
 //! (an *alarm*: kept by the run loop, not a task, and delivered ahead of
@@ -112,6 +114,15 @@ impl<A: Actor> Ctx<A> {
         })
     }
 
+    /// The actor's own address, held weakly (it does not keep the actor
+    /// alive): where answers to its [`Addr::ask_forward`] requests go.
+    pub fn weak_addr(&self) -> WeakAddr<A> {
+        WeakAddr {
+            tx: self.me.clone(),
+            name: self.name.clone(),
+        }
+    }
+
     /// The actor's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
@@ -186,17 +197,91 @@ impl<A: Actor> Ctx<A> {
 }
 
 /// The answer slot of an [`Addr::ask`] request.
-pub struct Reply<R>(oneshot::Sender<R>);
+pub struct Reply<R>(Answer<R>);
+
+enum Answer<R> {
+    /// An asker awaits it.
+    Awaited(oneshot::Sender<R>),
+    /// It goes into another actor's mailbox ([`Addr::ask_forward`]).
+    /// Boxed twice: a thin pointer keeps `Reply` two words, and so the
+    /// messages that carry one small.
+    #[allow(clippy::redundant_allocation)]
+    Forwarded(Box<Box<dyn Forward<R>>>),
+    /// Sent already.
+    Gone,
+}
+
+/// Where a forwarded answer goes, type-erased over the receiving actor.
+trait Forward<R>: Send + Sync {
+    fn deliver(self: Box<Self>, answer: Result<R, AskError>);
+    fn is_closed(&self) -> bool;
+    fn asked(&self) -> Arc<str>;
+}
+
+struct ForwardTo<B: Actor, F> {
+    to: WeakAddr<B>,
+    wrap: F,
+    /// The asked actor, named in `NoReply`.
+    asked: Arc<str>,
+}
+
+impl<R, B, F> Forward<R> for ForwardTo<B, F>
+where
+    B: Actor,
+    F: FnOnce(Result<R, AskError>) -> B::Msg + Send + Sync,
+{
+    fn deliver(self: Box<Self>, answer: Result<R, AskError>) {
+        let msg = (self.wrap)(answer);
+        let Some(to) = self.to.upgrade() else { return };
+        // The answering actor must not wait on the asker's mailbox (two
+        // actors waiting on each other's full mailboxes would deadlock):
+        // when it is full, a task of its own waits for room.
+        if let Err(TellError::Full(msg)) = to.try_tell(msg) {
+            tokio::spawn(async move {
+                let _ = to.tell(msg).await;
+            });
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.to.upgrade().is_none()
+    }
+
+    fn asked(&self) -> Arc<str> {
+        self.asked.clone()
+    }
+}
 
 impl<R> Reply<R> {
     /// Answers the request. An asker that gave up is not an error.
-    pub fn send(self, value: R) {
-        let _ = self.0.send(value);
+    pub fn send(mut self, value: R) {
+        match std::mem::replace(&mut self.0, Answer::Gone) {
+            Answer::Awaited(tx) => {
+                let _ = tx.send(value);
+            }
+            Answer::Forwarded(f) => f.deliver(Ok(value)),
+            Answer::Gone => {}
+        }
     }
 
     /// Whether the asker has given up (the answer would be thrown away).
     pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        match &self.0 {
+            Answer::Awaited(tx) => tx.is_closed(),
+            Answer::Forwarded(f) => f.is_closed(),
+            Answer::Gone => true,
+        }
+    }
+}
+
+impl<R> Drop for Reply<R> {
+    /// Dropped unanswered: a forwarded request still gets its answer,
+    /// `NoReply` (an awaited one sees its channel close).
+    fn drop(&mut self) {
+        if let Answer::Forwarded(f) = std::mem::replace(&mut self.0, Answer::Gone) {
+            let actor = f.asked();
+            f.deliver(Err(AskError::NoReply { actor }));
+        }
     }
 }
 
@@ -325,7 +410,7 @@ impl<A: Actor> Addr<A> {
     /// Sends the request `make(reply)` and awaits its answer.
     pub async fn ask<R>(&self, make: impl FnOnce(Reply<R>) -> A::Msg) -> Result<R, AskError> {
         let (tx, rx) = oneshot::channel();
-        if self.tell(make(Reply(tx))).await.is_err() {
+        if self.tell(make(Reply(Answer::Awaited(tx)))).await.is_err() {
             return Err(AskError::Stopped {
                 actor: self.name.clone(),
             });
@@ -340,7 +425,7 @@ impl<A: Actor> Addr<A> {
     /// several requests in flight, each answered through its [`Pending`].
     pub async fn ask_queued<R>(&self, make: impl FnOnce(Reply<R>) -> A::Msg) -> Result<Pending<R>, AskError> {
         let (tx, rx) = oneshot::channel();
-        if self.tell(make(Reply(tx))).await.is_err() {
+        if self.tell(make(Reply(Answer::Awaited(tx)))).await.is_err() {
             return Err(AskError::Stopped {
                 actor: self.name.clone(),
             });
@@ -349,6 +434,29 @@ impl<A: Actor> Addr<A> {
             rx,
             actor: self.name.clone(),
         })
+    }
+
+    /// Queues the request `make(reply)` (waiting while the mailbox is
+    /// full) and returns: the answer comes to the actor `to` as the
+    /// message `wrap(answer)`, with no task waiting for it. `NoReply` if
+    /// the request is dropped unanswered, or was refused because this
+    /// actor has stopped (then before this returns). Nothing comes if
+    /// `to` is gone by then.
+    pub async fn ask_forward<R, B: Actor>(
+        &self,
+        make: impl FnOnce(Reply<R>) -> A::Msg,
+        to: WeakAddr<B>,
+        wrap: impl FnOnce(Result<R, AskError>) -> B::Msg + Send + Sync + 'static,
+    ) {
+        let forward = ForwardTo {
+            to,
+            wrap,
+            asked: self.name.clone(),
+        };
+        // Refused, the request (and its reply) is dropped: `NoReply`.
+        let _ = self
+            .tell(make(Reply(Answer::Forwarded(Box::new(Box::new(forward))))))
+            .await;
     }
 
     /// Stops the actor cleanly: messages already queued are handled, then

@@ -30,7 +30,7 @@
 //! buffers a whole sync. A session that fails is not restarted: its state
 //! belongs to the link, so the link goes down and is reconnected afresh.
 
-use crate::actor::{Actor, Addr, Ctx, Reply, TellError, WeakAddr};
+use crate::actor::{Actor, Addr, AskError, Ctx, Reply, TellError, WeakAddr};
 use crate::conns::{note_caught_up, CaughtUpSender};
 use crate::error::PeerError;
 use crate::link::Pipe;
@@ -301,27 +301,17 @@ impl SessionActor {
         }
     }
 
-    /// Reads this peer's version vector on a task of its own (the store
-    /// may be busy); it comes back as `SessionMsg::VersionVector`.
-    fn read_vv(&self, round: u64, ctx: &Ctx<Self>) {
-        let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
-            return;
+    /// Asks the store for this peer's version vector; the answer comes
+    /// back as `SessionMsg::VersionVector` (no handler waits on the store's
+    /// work, only for room in its mailbox).
+    async fn read_vv(&self, round: u64, ctx: &Ctx<Self>) {
+        let wrap = move |vv: Result<Result<VersionVector, PeerError>, AskError>| SessionMsg::VersionVector {
+            round,
+            vv: Box::new(vv.unwrap_or_else(|e| Err(e.into()))),
         };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let vv = match store.ask(StoreMsg::VersionVector).await {
-                Ok(r) => r,
-                Err(e) => Err(e.into()),
-            };
-            if let Some(me) = me.upgrade() {
-                let _ = me
-                    .tell(SessionMsg::VersionVector {
-                        round,
-                        vv: Box::new(vv),
-                    })
-                    .await;
-            }
-        });
+        self.store
+            .ask_forward(StoreMsg::VersionVector, ctx.weak_addr(), wrap)
+            .await;
     }
 
     /// Does what the session machine asks, until it asks nothing more.
@@ -347,9 +337,9 @@ impl SessionActor {
                     self.remote_role = role;
                 }
                 Output::Interest(interest) => self.interest = interest,
-                Output::ReadVersionVector { round } => self.read_vv(round, ctx),
+                Output::ReadVersionVector { round } => self.read_vv(round, ctx).await,
                 Output::Serve { round, since } => self.serve(round, since, ctx),
-                Output::ReadPush { since } => self.read_push(since, ctx),
+                Output::ReadPush { since } => self.read_push(since, ctx).await,
                 Output::Apply {
                     round, changes, claim, ..
                 } => self.apply(round, changes, claim, ctx).await,
@@ -396,42 +386,26 @@ impl SessionActor {
     }
 
     /// Queues one batch at the merger (waiting while [`MERGES_IN_FLIGHT`]
-    /// are); a task of its own awaits the outcome and reports it as
-    /// [`SessionMsg::Applied`].
+    /// are); the outcome comes back as [`SessionMsg::Applied`], and with it
+    /// the permit. A merger that has stopped (the peer is closing) answers
+    /// `NoReply`: not applied.
     async fn merge(&mut self, round: u64, batch: RemoteBatch, ctx: &Ctx<Self>) {
         let from = self.remote_peer;
         let Ok(permit) = self.merges.clone().acquire_owned().await else {
             return; // never closed
         };
         self.tally.sent(round);
-        let queued = self
-            .merger
-            .ask_queued(|reply| MergerMsg::Merge { from, batch, reply })
-            .await;
-        let pending = match queued {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(me = %self.me, remote = %from, error = %e, "sync: a batch was not merged");
-                // The merger has stopped (the peer is closing): a held
-                // batch of the round cannot be merged either.
-                self.session.handle_applied(round, false);
-                drop(self.tally.applied(round, false));
-                return;
-            }
-        };
-        let me = ctx.addr().map(|a| a.downgrade());
         let who = self.me;
-        tokio::spawn(async move {
-            let merged = pending.recv().await;
+        let wrap = move |merged: Result<Result<rhizome_engine::store::BatchOutcome, PeerError>, AskError>| {
             drop(permit);
             let ok = matches!(&merged, Ok(Ok(outcome)) if outcome.refused.is_empty());
             if let Ok(Err(e)) | Err(e) = merged.map_err(PeerError::from) {
                 tracing::warn!(me = %who, remote = %from, error = %e, "sync: a batch was not merged");
             }
-            if let Some(me) = me.and_then(|m| m.upgrade()) {
-                let _ = me.tell(SessionMsg::Applied { round, ok }).await;
-            }
-        });
+            SessionMsg::Applied { round, ok }
+        };
+        let merge = |reply| MergerMsg::Merge { from, batch, reply };
+        self.merger.ask_forward(merge, ctx.weak_addr(), wrap).await;
     }
 
     /// A merge of `round` is done: the machine hears of it, and the round's
@@ -507,30 +481,22 @@ impl SessionActor {
         });
     }
 
-    /// Reads the few changes a push would carry, on a task of its own; they
-    /// come back as `PushRead`.
-    fn read_push(&mut self, since: VersionVector, ctx: &Ctx<Self>) {
-        let Some(me) = ctx.addr().map(|a| a.downgrade()) else {
-            return;
-        };
-        let store = self.store.clone();
+    /// Asks the store for the few changes a push would carry; they come
+    /// back as `PushRead`.
+    async fn read_push(&mut self, since: VersionVector, ctx: &Ctx<Self>) {
         let (interest, role) = (self.interest.clone(), self.remote_role);
-        tokio::spawn(async move {
-            let read = store
-                .ask(|reply| StoreMsg::Changes {
-                    since,
-                    resume: None,
-                    max_docs: PUSH_MAX_CHANGES,
-                    interest,
-                    role,
-                    reply,
-                })
-                .await;
-            let batch = read.map_err(PeerError::from).and_then(|r| r);
-            if let Some(me) = me.upgrade() {
-                let _ = me.tell(SessionMsg::PushRead(Box::new(batch))).await;
-            }
-        });
+        let read = |reply| StoreMsg::Changes {
+            since,
+            resume: None,
+            max_docs: PUSH_MAX_CHANGES,
+            interest,
+            role,
+            reply,
+        };
+        let wrap = |batch: Result<Result<ChangeBatch, PeerError>, AskError>| {
+            SessionMsg::PushRead(Box::new(batch.unwrap_or_else(|e| Err(e.into()))))
+        };
+        self.store.ask_forward(read, ctx.weak_addr(), wrap).await;
     }
 
     /// Hands frames to the remote as far as its mailbox takes them, then

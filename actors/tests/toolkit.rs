@@ -215,6 +215,34 @@ async fn stop_drains_the_mailbox_then_runs_stopped() {
     assert!(matches!(addr.ask(Msg::Count).await, Err(AskError::Stopped { .. })));
 }
 
+/// A forwarded answer lands in the other actor's mailbox as a message;
+/// a request dropped unanswered (a panic) or refused (stopped) still
+/// brings one, `NoReply`.
+#[tokio::test]
+async fn a_forwarded_answer_arrives_as_a_message() {
+    let (asked, _) = recorder(Spec::new("asked").backoff(1, 1));
+    let (to, log) = recorder(Spec::new("to"));
+    let wrap = |answer: Result<(usize, u64), AskError>| match answer {
+        Ok((n, _)) => Msg::Push(100 + n as u64),
+        Err(AskError::NoReply { .. }) => Msg::Push(999),
+        Err(_) => Msg::Push(0),
+    };
+    asked.tell(Msg::Push(1)).await.expect("push");
+    asked.ask_forward(Msg::Count, to.downgrade(), wrap).await;
+    let wrap_unit = |answer: Result<(), AskError>| Msg::Push(if answer.is_err() { 999 } else { 0 });
+    asked.ask_forward(Msg::PanicAsked, to.downgrade(), wrap_unit).await;
+    asked.stop().await;
+    asked.ask_forward(Msg::Count, to.downgrade(), wrap).await;
+    for _ in 0..100 {
+        if log.lock().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(*log.lock().unwrap(), vec![101, 999, 999]);
+    to.stop().await;
+}
+
 #[tokio::test]
 async fn an_actor_whose_addresses_are_all_gone_stops() {
     let (addr, log) = recorder(Spec::new("orphan"));
