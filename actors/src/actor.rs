@@ -11,8 +11,9 @@
 //! so no task waits for it). A handler
 //! may take further queued messages with [`Ctx::try_next`] to do their work
 //! together, and send itself a message for later with [`Ctx::tell_at`]
-//! (an *alarm*: kept by the run loop, not a task, and delivered ahead of
-//! the mailbox, so a full mailbox never drops or delays a wake-up).
+//! (an *alarm*: kept by the run loop, not a task, so a full mailbox never
+//! drops a wake-up; a due alarm waits behind at most a mailbox's worth of
+//! queued mail).
 //!
 //! Supervision is built in rather than bolted on: [`spawn`] takes a *factory*
 //! that builds the actor from its last durable state. A panic in a handler
@@ -84,17 +85,24 @@ pub struct Ctx<A: Actor> {
     /// deadline, then in the order asked.
     alarms: BTreeMap<(Instant, u64), A::Msg>,
     next_alarm: u64,
-    /// The sleep standing for the earliest alarm, polled once for its
-    /// deadline: a pending sleep wakes the task at its deadline from that
-    /// one poll (tokio and madsim alike), and each further poll would add
-    /// another wake-up to madsim's timer heap.
+    /// The sleep standing for the earliest alarm (see [`REPOLL_SLEEP`]).
     sleep: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+    /// Messages taken from the mailbox in a row while an alarm was due.
+    mail_streak: usize,
 }
 
 /// Most alarms one actor holds: far above what a session asks for (a few
 /// per message it handles, each gone within its `stall_ms`); past it an
 /// alarm is refused rather than letting a runaway actor grow without bound.
 pub const MAX_ALARMS: usize = 65_536;
+
+/// Whether the alarm's sleep is polled on every wait, not only once per
+/// deadline. On tokio, yes: a re-poll is cheap, and a first poll made when
+/// the task's cooperative budget is spent returns `Pending` without arming
+/// the timer. In madsim (no budget) a pending sleep wakes the task from its
+/// first poll, and every further poll would add another wake-up to the
+/// timer heap.
+const REPOLL_SLEEP: bool = cfg!(not(madsim));
 
 /// What the run loop takes next.
 enum Event<M> {
@@ -128,10 +136,10 @@ impl<A: Actor> Ctx<A> {
         &self.name
     }
 
-    /// Hands `msg` to this actor at `deadline` (or as soon after as it is
-    /// free), ahead of its mailbox and whatever the mailbox holds: the run
-    /// loop keeps the alarms, so a wake-up costs a map entry, no task, and
-    /// can neither be dropped by a full mailbox nor wait for room in it.
+    /// Hands `msg` to this actor at `deadline`, after the mail queued by
+    /// then (see `poll_event`): the run loop keeps the alarms, so a wake-up
+    /// costs a map entry, no task, and can neither be dropped by a full
+    /// mailbox nor wait for room in it.
     /// Alarms survive restarts like the mailbox; they end with the actor.
     /// `Err(msg)` when [`MAX_ALARMS`] are waiting.
     pub fn tell_at(&mut self, deadline: Instant, msg: A::Msg) -> Result<(), A::Msg> {
@@ -148,27 +156,36 @@ impl<A: Actor> Ctx<A> {
         self.alarms.len()
     }
 
-    /// The next thing to handle: a due alarm first (a busy mailbox must
-    /// not starve them), then the mailbox; else arms the sleep for the
-    /// earliest alarm and waits.
+    /// The next thing to handle. A due alarm waits behind the mail already
+    /// queued, as a message sent at its deadline would (a session's stall
+    /// timer must not overtake the batches that show progress), but for at
+    /// most a mailbox's capacity of messages: a busy mailbox never starves
+    /// it. Else arms the sleep for the earliest alarm and waits.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event<A::Msg>> {
-        if let Some(entry) = self.alarms.first_entry() {
-            if entry.key().0 <= Instant::now() {
-                return Poll::Ready(Event::Alarm(entry.remove()));
+        let due = self.alarms.keys().next().is_some_and(|&(at, _)| at <= Instant::now());
+        if !due || self.mail_streak < self.rx.max_capacity() {
+            if let Poll::Ready(envelope) = self.rx.poll_recv(cx) {
+                self.mail_streak += usize::from(due);
+                return Poll::Ready(Event::Mail(envelope));
             }
         }
-        if let Poll::Ready(envelope) = self.rx.poll_recv(cx) {
-            return Poll::Ready(Event::Mail(envelope));
+        if due {
+            self.mail_streak = 0;
+            if let Some(entry) = self.alarms.first_entry() {
+                return Poll::Ready(Event::Alarm(entry.remove()));
+            }
         }
         let Some(&(at, _)) = self.alarms.keys().next() else {
             return Poll::Pending;
         };
-        if self.sleep.as_ref().is_none_or(|(armed, _)| *armed != at) {
-            let mut sleep = Box::pin(tokio::time::sleep_until(at));
+        let fresh = self.sleep.as_ref().is_none_or(|(armed, _)| *armed != at);
+        if fresh {
+            self.sleep = Some((at, Box::pin(tokio::time::sleep_until(at))));
+        }
+        if let Some((_, sleep)) = self.sleep.as_mut().filter(|_| fresh || REPOLL_SLEEP) {
             if sleep.as_mut().poll(cx).is_ready() {
                 cx.waker().wake_by_ref(); // due by now: look again
             }
-            self.sleep = Some((at, sleep));
         }
         Poll::Pending
     }
@@ -235,11 +252,15 @@ where
         let Some(to) = self.to.upgrade() else { return };
         // The answering actor must not wait on the asker's mailbox (two
         // actors waiting on each other's full mailboxes would deadlock):
-        // when it is full, a task of its own waits for room.
+        // when it is full, a task of its own waits for room. (Outside a
+        // runtime, as when a mailbox is freed at teardown, there is no one
+        // left to tell.)
         if let Err(TellError::Full(msg)) = to.try_tell(msg) {
-            tokio::spawn(async move {
-                let _ = to.tell(msg).await;
-            });
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::spawn(async move {
+                    let _ = to.tell(msg).await;
+                });
+            }
         }
     }
 
@@ -631,6 +652,7 @@ pub fn spawn<A: Actor>(spec: Spec, mut factory: impl Factory<A>) -> Result<Addr<
         alarms: BTreeMap::new(),
         next_alarm: 0,
         sleep: None,
+        mail_streak: 0,
     };
     let sup = Supervisor {
         spec,
