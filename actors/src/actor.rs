@@ -104,14 +104,6 @@ pub const MAX_ALARMS: usize = 65_536;
 /// timer heap.
 const REPOLL_SLEEP: bool = cfg!(not(madsim));
 
-/// What the run loop takes next.
-enum Event<M> {
-    /// A message whose alarm is due.
-    Alarm(M),
-    /// The next envelope of the mailbox; `None`: closed and empty.
-    Mail(Option<Envelope<M>>),
-}
-
 impl<A: Actor> Ctx<A> {
     /// The actor's own address (to hand out, or to message itself later);
     /// `None` once no one else holds one.
@@ -161,21 +153,21 @@ impl<A: Actor> Ctx<A> {
     /// timer must not overtake the batches that show progress), but for at
     /// most a mailbox's capacity of messages: a busy mailbox never starves
     /// it. Else arms the sleep for the earliest alarm and waits.
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event<A::Msg>> {
-        let due = self.alarms.keys().next().is_some_and(|&(at, _)| at <= Instant::now());
+    /// `Ready(None)`: the mailbox is closed and empty.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Envelope<A::Msg>>> {
+        let earliest = self.alarms.keys().next().map(|&(at, _)| at);
+        let due = earliest.is_some_and(|at| at <= Instant::now());
         if !due || self.mail_streak < self.rx.max_capacity() {
             if let Poll::Ready(envelope) = self.rx.poll_recv(cx) {
                 self.mail_streak += usize::from(due);
-                return Poll::Ready(Event::Mail(envelope));
+                return Poll::Ready(envelope);
             }
         }
         if due {
             self.mail_streak = 0;
-            if let Some(entry) = self.alarms.first_entry() {
-                return Poll::Ready(Event::Alarm(entry.remove()));
-            }
+            return Poll::Ready(self.alarms.pop_first().map(|(_, msg)| Envelope::Msg(msg)));
         }
-        let Some(&(at, _)) = self.alarms.keys().next() else {
+        let Some(at) = earliest else {
             return Poll::Pending;
         };
         let fresh = self.sleep.as_ref().is_none_or(|(armed, _)| *armed != at);
@@ -757,10 +749,8 @@ async fn start<A: Actor>(mut actor: Box<A>, ctx: &mut Ctx<A>, sup: &mut Supervis
 async fn run<A: Actor>(actor: Box<A>, mut ctx: Ctx<A>, mut sup: Supervisor<A>) {
     let mut actor = Box::pin(start(actor, &mut ctx, &mut sup)).await;
     while let Some(current) = actor.as_mut() {
-        let envelope = match std::future::poll_fn(|cx| ctx.poll_event(cx)).await {
-            Event::Alarm(msg) => Envelope::Msg(msg),
-            Event::Mail(Some(envelope)) => envelope,
-            Event::Mail(None) => break,
+        let Some(envelope) = std::future::poll_fn(|cx| ctx.poll_event(cx)).await else {
+            break;
         };
         match envelope {
             Envelope::Msg(msg) => {
