@@ -394,6 +394,33 @@ fn id_conjunct(
     Ok(None)
 }
 
+/// The id of `SELECT * FROM c WHERE _id = x` with nothing else, `x` a
+/// literal or a parameter on either side of the `=`: the commonest read
+/// of an app (open one document), which the executor answers from the id
+/// index without planning (see `exec::point_read`).
+pub fn point_read_id(s: &Select) -> Option<&Expr> {
+    let plain = !s.distinct
+        && s.types.is_empty()
+        && s.use_ids.is_none()
+        && s.joins.is_empty()
+        && s.group_by.is_empty()
+        && s.having.is_none()
+        && s.order_by.is_empty()
+        && s.limit.is_none()
+        && s.offset.is_none()
+        && matches!(s.items.as_slice(), [super::ast::SelectItem::All(None)])
+        && s.from.collection != "system:indexes";
+    let Some(Expr::Binary(BinaryOp::Eq, a, b)) = s.filter.as_ref().filter(|_| plain) else {
+        return None;
+    };
+    let constant = |e: &Expr| matches!(e, Expr::Literal(_) | Expr::Param { .. });
+    match (a.as_ref(), b.as_ref()) {
+        (f, c) if is_id(f) && constant(c) => Some(c),
+        (c, f) if is_id(f) && constant(c) => Some(c),
+        _ => None,
+    }
+}
+
 /// Whether an expression is the path `_id`.
 fn is_id(e: &Expr) -> bool {
     matches!(e, Expr::Field(p) if matches!(p.segments.as_slice(), [Segment::Key(k)] if k == "_id"))

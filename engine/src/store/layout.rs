@@ -20,7 +20,8 @@
 //! two-level LSM tree: new entries go to the small *recent* level, whose few
 //! pages absorb a commit's random inserts, and when it holds
 //! [`RECENT_MAX`] entries its next slice (a [`MERGE_SLICES`]th, after a
-//! rotating cursor) is merged into the *main* level in one sorted pass, so
+//! rotating cursor) is merged into the *main* level in one sorted pass
+//! (more slices, until it holds fewer, after a commit larger than one), so
 //! each main page is rewritten once per merge instead of once per commit,
 //! and a merge frees only a slice of the main level's pages (LMDB reuses
 //! them two commits later; the file grows by what a commit frees). Lookups read the main level first, and the recent one only when

@@ -1906,6 +1906,21 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         Ok(num)
     }
 
+    /// Merges slices of the id index's recent level until it holds fewer
+    /// than [`RECENT_MAX`] entries: a commit that adds more than a slice
+    /// (a bulk import) must not leave the level growing, or lookups of
+    /// most documents would read both levels. At most one pass per slice
+    /// the level holds, and none once a pass finds nothing to move.
+    fn merge_recent_ids_over(&mut self) -> Result<(), StoreError> {
+        let max_passes = self.ids_recent / (RECENT_MAX / MERGE_SLICES) + 1;
+        for _ in 0..max_passes {
+            if self.ids_recent < RECENT_MAX || self.merge_recent_ids()? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the next [`RECENT_MAX`]` / `[`MERGE_SLICES`] buckets of the id
     /// index's recent level, from a cursor that rotates through the hash
     /// space, into the main level, in key order (see `layout`). A slice of
@@ -1913,7 +1928,8 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     /// a commit frees a fraction of the main level instead of all of it, and
     /// LMDB, which can reuse freed pages only two commits later, grows the
     /// file by that fraction.
-    fn merge_recent_ids(&mut self) -> Result<(), StoreError> {
+    /// Returns the number of entries moved.
+    fn merge_recent_ids(&mut self) -> Result<u64, StoreError> {
         let max_buckets = (RECENT_MAX / MERGE_SLICES) as usize;
         let cursor = match self.kv.get(Table::Meta, META_IDS_CURSOR)? {
             // Disk bytes: a cursor outside the recent level restarts it.
@@ -1948,7 +1964,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         }
         self.kv.put(Table::Meta, META_IDS_CURSOR, &next)?;
         self.ids_recent = self.ids_recent.saturating_sub(merged);
-        Ok(())
+        Ok(merged)
     }
 
     fn check_size(&self, collection: &str, id: &Value) -> Result<(), StoreError> {
@@ -2505,9 +2521,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             put_split_vv(&mut self.kv, others, heads, peer, self.heads_others_dirty)?;
         }
         if self.counters_dirty {
-            if self.ids_recent >= RECENT_MAX {
-                self.merge_recent_ids()?;
-            }
+            self.merge_recent_ids_over()?;
             self.kv.put(Table::Meta, META_NEXT_DOC, &self.next_doc.to_be_bytes())?;
             let next_coll = self.next_coll as u64;
             self.kv.put(Table::Meta, META_NEXT_COLL, &next_coll.to_be_bytes())?;
@@ -2527,5 +2541,37 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             })
             .collect();
         Ok(Committed { changed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::MemKv;
+
+    /// A commit larger than a merge slice (a bulk import) leaves the id
+    /// index's recent level under its bound, as `locate` counts on (a
+    /// lookup of most documents reads one level), and every document is
+    /// still found.
+    #[test]
+    fn a_bulk_commit_leaves_the_recent_level_bounded() {
+        let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).expect("store");
+        let id = |i: u64| Value::String(format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let per_commit = 3 * RECENT_MAX / 2;
+        for batch in 0..2 {
+            let mut w = store.write(1_000 + batch).expect("write");
+            for i in batch * per_commit..(batch + 1) * per_commit {
+                let doc = Value::Object([("_id".to_string(), id(i))].into_iter().collect());
+                w.insert("docs", &doc, OnConflict::Fail).expect("insert");
+            }
+            w.commit().expect("commit");
+            let r = store.read().expect("read");
+            let recent = meta_u64(&r.kv, META_IDS_RECENT).expect("meta").unwrap_or(0);
+            assert!(recent < RECENT_MAX, "after commit {batch}: {recent} recent entries");
+        }
+        let r = store.read().expect("read");
+        for i in 0..2 * per_commit {
+            assert!(r.get_raw("docs", &id(i)).expect("get").is_some(), "document {i}");
+        }
     }
 }
