@@ -131,6 +131,12 @@ fn check(doc: &Doc) -> Result<(), TestCaseError> {
         }
     }
     for p in &paths {
+        prop_assert_eq!(
+            codec::lookup_field(&body, p),
+            codec::lookup_field_from_first_slot(&body, p),
+            "{:?}",
+            p
+        );
         let expected = p[1..]
             .iter()
             .try_fold(r.get(p[0]), |v, k| Some(v?.as_object()?.get(*k)));
@@ -286,9 +292,11 @@ proptest! {
         } else {
             body[i] = byte;
         }
+        // And the same answers as a walk from the first slot.
         for a in KEYS {
-            let _ = codec::lookup_field(&body, &[a]);
-            let _ = codec::lookup_field(&body, &[a, "a"]);
+            for p in [&[*a][..], &[a, "a"]] {
+                prop_assert_eq!(codec::lookup_field(&body, p), codec::lookup_field_from_first_slot(&body, p), "{:?}", p);
+            }
         }
     }
 }

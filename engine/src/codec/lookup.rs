@@ -214,7 +214,7 @@ impl<'a> FieldReader<'a> {
             buf: self.body,
             pos: self.slots_at,
         };
-        walk(&mut r, header, keys)
+        walk(&mut r, header, keys, true)
     }
 }
 
@@ -230,8 +230,26 @@ pub fn lookup_field(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {
     FieldReader::new(body)?.lookup(keys)
 }
 
-/// Walks the slots from `r` to the field at `keys`.
-fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, CodecError> {
+/// [`lookup_field`] walking every slot from the first (no
+/// [`plain_start`]): tests hold the two to the same answers, damaged
+/// bodies included.
+#[doc(hidden)]
+pub fn lookup_field_from_first_slot(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {
+    assert!(!keys.is_empty() && keys.len() <= MAX_DEPTH);
+    let reader = FieldReader::new(body)?;
+    let Some(header) = &reader.header else {
+        return Ok(Lookup::Unknown);
+    };
+    let mut r = Reader {
+        buf: body,
+        pos: reader.slots_at,
+    };
+    walk(&mut r, header, keys, false)
+}
+
+/// Walks the slots from `r` to the field at `keys`, from the first slot or
+/// (`skip_plain`) from where [`plain_start`] says.
+fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str], skip_plain: bool) -> Result<Lookup, CodecError> {
     let body = r.buf;
     let target = keys.len();
     let mut depth = 0usize;
@@ -242,7 +260,12 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
     let mut shadow = Shadow::None;
     let mut found: Option<Lookup> = None;
     let slots = r.len()?;
-    for i in 0..slots {
+    let mut first = 0;
+    let start = skip_plain.then(|| plain_start(body, r.pos, slots, header, keys[0].as_bytes()));
+    if let Some((i, at, root)) = start.flatten() {
+        (first, r.pos, shadow) = (i, at, root);
+    }
+    for i in first..slots {
         let (shared, rest) = r.two_small()?;
         if shared > depth || (i > 0 && rest == 0) || shared + rest > MAX_DEPTH {
             return Err(malformed(format!("slot {i}: bad path")));
@@ -301,6 +324,76 @@ fn walk(r: &mut Reader<'_>, header: &Header, keys: &[&str]) -> Result<Lookup, Co
         found = Some(value);
     }
     Ok(found.unwrap_or(Lookup::Missing))
+}
+
+/// Where [`walk`] may start looking for a field under top-level key `key`:
+/// past the top-level slots with smaller keys (and the slots below them),
+/// passed here with plain index arithmetic while they have the common
+/// shape (one-byte heads and keys, [`skip_plain_slot`]), which costs a
+/// fraction of the general loop per slot. (slot index, its offset, the
+/// shadow there); `None`: start at the first slot.
+///
+/// The walk from there is the walk from the first slot: it would pass
+/// every slot before (none is on the field's path, and none stops it),
+/// and what it knows at a top-level slot is the root marker's shadow
+/// alone. So the handover is at a top-level slot: the first whose key is
+/// not smaller than `key`, or the last one before a slot not read here.
+fn plain_start(
+    body: &[u8],
+    slots_at: usize,
+    slots: usize,
+    header: &Header,
+    key: &[u8],
+) -> Option<(usize, usize, Shadow)> {
+    // The root: an empty path, a register with a one-byte stamp index
+    // holding an object marker, no counter.
+    let root = body.get(slots_at..slots_at + 6)?;
+    let at = u32::from(root[3]);
+    let plain_root = root[..3] == [0, 0, 1] && root[3] < 0x80 && u64::from(root[4]) == REG_OBJECT && root[5] == 0;
+    if !plain_root || header.check(at).is_err() || slots == 0 {
+        return None;
+    }
+    let (mut i, mut p) = (1, slots_at + 6);
+    let (mut top_i, mut top_p) = (i, p);
+    let mut depth = 0;
+    while i < slots {
+        let Some(&[shared, rest]) = body.get(p..p + 2) else {
+            break;
+        };
+        let (shared, rest) = (usize::from(shared), usize::from(rest));
+        if shared > depth || rest == 0 || shared + rest > MAX_DEPTH {
+            break; // (also any head byte of 0x80 or more)
+        }
+        let mut q = p + 2;
+        let (mut first_key, mut keys_read): (&[u8], usize) = (&[], 0);
+        while keys_read < rest {
+            let Some(k) = body
+                .get(q)
+                .filter(|&&n| n < 0x80)
+                .and_then(|&n| body.get(q + 1..q + 1 + usize::from(n)))
+            else {
+                break;
+            };
+            if keys_read == 0 {
+                first_key = k;
+            }
+            q += 1 + k.len();
+            keys_read += 1;
+        }
+        if keys_read < rest {
+            break;
+        }
+        if shared == 0 {
+            (top_i, top_p) = (i, p);
+            if cmp_key(first_key, key) != Ordering::Less {
+                break;
+            }
+        }
+        let Some(end) = skip_plain_slot(body, q) else { break };
+        depth = shared + rest;
+        (i, p) = (i + 1, end);
+    }
+    Some((top_i, top_p, Shadow::Index(at)))
 }
 
 /// The newest object marker above a field, which hides older writes below
@@ -365,48 +458,43 @@ fn read_reg(r: &mut Reader<'_>, header: &Header) -> Result<Option<(u32, u64)>, C
 /// for anything else (or too few bytes), which [`skip_slot`] then reads.
 /// Returns where `skip_slot` would stop, with plain index arithmetic and
 /// no `Result` per byte: the walk passes most slots this way.
-#[inline]
-fn skip_plain_slot(b: &[u8], mut p: usize) -> Option<usize> {
-    if *b.get(p)? == 1 {
-        // A register: stamp index, variant tag, payload.
-        if *b.get(p + 1)? >= 0x80 {
-            return None;
-        }
-        let tag = u64::from(*b.get(p + 2)?);
-        p += 3;
-        match tag {
-            REG_ABSENT | REG_OBJECT => {}
-            REG_VALUE => {
-                let value = *b.get(p)?;
-                p += 1;
-                match value {
-                    0 => {}
-                    1 => p += 1,
-                    2 => {
-                        // A varint of at most ten bytes.
-                        let n = b.get(p..)?.iter().take(10).position(|&x| x < 0x80)?;
-                        p += n + 1;
-                    }
-                    3 => p += 8,
-                    4 => {
-                        let n = *b.get(p)?;
-                        if n >= 0x80 {
-                            return None;
-                        }
-                        p += 1 + usize::from(n);
-                    }
-                    _ => return None,
+#[inline(always)]
+fn skip_plain_slot(b: &[u8], p: usize) -> Option<usize> {
+    // The common shapes: a register [1, stamp, tag, value kind, ...] or
+    // none [0], then the counter flag. Four bytes read at once.
+    let head = b.get(p..p + 4).and_then(|h| <[u8; 4]>::try_from(h).ok());
+    let end = match head {
+        Some([1, stamp, tag, kind]) if stamp < 0x80 => match u64::from(tag) {
+            REG_ABSENT | REG_OBJECT => p + 3,
+            REG_VALUE => match kind {
+                0 => p + 4,
+                1 => p + 5,
+                2 => {
+                    // A varint of at most ten bytes.
+                    let n = b.get(p + 4..)?.iter().take(10).position(|&x| x < 0x80)?;
+                    p + 5 + n
                 }
-            }
+                3 => p + 12,
+                4 => {
+                    let n = *b.get(p + 4)?;
+                    if n >= 0x80 {
+                        return None;
+                    }
+                    p + 5 + usize::from(n)
+                }
+                _ => return None,
+            },
             _ => return None,
-        }
-    } else if *b.get(p)? != 0 {
-        return None;
-    } else {
-        p += 1;
-    }
+        },
+        // Fewer than four bytes left: the register, or what follows it,
+        // is read the long way.
+        None if b.get(p..p + 2) == Some(&[0, 0]) => return Some(p + 2),
+        None if b.get(p) == Some(&1) => return None,
+        Some([0, ..]) => p + 1,
+        _ => return None,
+    };
     // No counter.
-    (*b.get(p)? == 0).then_some(p + 1)
+    (*b.get(end)? == 0).then_some(end + 1)
 }
 
 /// Skips the register and counter of a slot whose path was read.

@@ -18,7 +18,7 @@
 mod lookup;
 mod merge;
 
-pub use lookup::{lookup_field, plainly_visible, FieldReader, Lookup};
+pub use lookup::{lookup_field, lookup_field_from_first_slot, plainly_visible, FieldReader, Lookup};
 pub use merge::{merge_encoded, EncodedMerge};
 
 use crate::doc::{Counter, Deletion, Doc, Floor, Num, Op, Path, Reg, RegVal, Slot};
