@@ -202,6 +202,11 @@ impl<'a> FieldReader<'a> {
 
     /// The value of the field at `keys` (a path of object keys, at least one).
     pub fn lookup(&self, keys: &[&str]) -> Result<Lookup, CodecError> {
+        self.lookup_from(keys, true)
+    }
+
+    /// [`FieldReader::lookup`], with [`plain_start`] or from the first slot.
+    fn lookup_from(&self, keys: &[&str], skip_plain: bool) -> Result<Lookup, CodecError> {
         assert!(
             !keys.is_empty() && keys.len() <= MAX_DEPTH,
             "lookup of {} keys",
@@ -214,7 +219,7 @@ impl<'a> FieldReader<'a> {
             buf: self.body,
             pos: self.slots_at,
         };
-        walk(&mut r, header, keys, true)
+        walk(&mut r, header, keys, skip_plain)
     }
 }
 
@@ -235,16 +240,7 @@ pub fn lookup_field(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {
 /// bodies included.
 #[doc(hidden)]
 pub fn lookup_field_from_first_slot(body: &[u8], keys: &[&str]) -> Result<Lookup, CodecError> {
-    assert!(!keys.is_empty() && keys.len() <= MAX_DEPTH);
-    let reader = FieldReader::new(body)?;
-    let Some(header) = &reader.header else {
-        return Ok(Lookup::Unknown);
-    };
-    let mut r = Reader {
-        buf: body,
-        pos: reader.slots_at,
-    };
-    walk(&mut r, header, keys, false)
+    FieldReader::new(body)?.lookup_from(keys, false)
 }
 
 /// Walks the slots from `r` to the field at `keys`, from the first slot or

@@ -97,12 +97,7 @@ pub fn encode_id(id: &Value) -> Vec<u8> {
         Value::String(s) => {
             let mut out = Vec::with_capacity(s.len() + 6);
             out.push(STRING_VARIANT);
-            let mut n = s.len() as u64;
-            while n >= 0x80 {
-                out.push(n as u8 | 0x80);
-                n >>= 7;
-            }
-            out.push(n as u8);
+            push_varint(&mut out, s.len() as u64);
             out.extend_from_slice(s.as_bytes());
             out
         }
