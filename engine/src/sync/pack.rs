@@ -777,7 +777,9 @@ const PROB_INIT: u16 = 1 << (PROB_BITS - 1);
 /// The slowest adaptation: a probability moves by 1/32 of its distance.
 const MAX_SHIFT: u32 = 5;
 /// Probabilities stay within these (of 2048), so a surprise costs at most
-/// about 6 bits.
+/// about 6 bits. It also bounds how far one bit shrinks the range: from at
+/// least `RANGE_TOP` (2^24) to at least `(2^24 >> 11) * 31`, above 2^17, so
+/// a single 8-bit shift brings it back over `RANGE_TOP`.
 const PROB_MIN: u16 = 31;
 const PROB_MAX: u16 = 2017;
 const RANGE_TOP: u32 = 1 << 24;
@@ -836,22 +838,30 @@ impl Models {
     fn new() -> Models {
         Models {
             start: [u32::MAX; MODELLED_CTXS],
-            tables: Vec::new(),
+            // Room for the contexts a typical batch touches, so the table
+            // is not moved as they are first used.
+            tables: Vec::with_capacity(TYPICAL_CTXS * 256),
         }
     }
 
-    /// Where the models of `ctx` start (made on first use); `ctx` must be
+    /// The 256 models of `ctx` (made on first use); `None` if `ctx` is not
     /// modelled.
-    fn base(&mut self, ctx: u8) -> usize {
-        let slot = &mut self.start[usize::from(ctx)];
+    #[inline]
+    fn of(&mut self, ctx: u8) -> Option<&mut [Prob; 256]> {
+        let slot = self.start.get_mut(usize::from(ctx))?;
         if *slot == u32::MAX {
             *slot = self.tables.len() as u32;
             self.tables
                 .resize(self.tables.len() + 256, Prob { p: PROB_INIT, seen: 0 });
         }
-        *slot as usize
+        let base = *slot as usize;
+        self.tables.get_mut(base..base + 256)?.try_into().ok()
     }
 }
+
+/// Contexts a batch of a few changes uses (op codes, paths, stamps, ids,
+/// values, counts, text): [`Models::new`] makes room for this many.
+const TYPICAL_CTXS: usize = 16;
 
 struct RangeEncoder {
     low: u64,
@@ -897,16 +907,35 @@ impl RangeEncoder {
         }
     }
 
-    fn bit(&mut self, prob: &mut Prob, bit: u8) {
-        let bound = (self.range >> PROB_BITS) * u32::from(prob.p);
-        if bit == 0 {
-            self.range = bound;
-        } else {
-            self.low += u64::from(bound);
-            self.range -= bound;
+    /// Codes the 8 bits of `byte`, most significant first, each with the
+    /// model of its node in the byte's binary tree. The hot loop of
+    /// packing: the coder's state stays in locals, and one shift restores
+    /// the range after a bit (see [`PROB_MIN`]).
+    #[inline]
+    fn byte(&mut self, models: &mut [Prob; 256], byte: u8) {
+        let (mut low, mut range) = (self.low, self.range);
+        let mut m = 1usize;
+        for i in (0..8).rev() {
+            let bit = (byte >> i) & 1;
+            let prob = &mut models[m & 0xff];
+            let bound = (range >> PROB_BITS) * u32::from(prob.p);
+            if bit == 0 {
+                range = bound;
+            } else {
+                low += u64::from(bound);
+                range -= bound;
+            }
+            prob.update(bit);
+            if range < RANGE_TOP {
+                range <<= 8;
+                self.low = low;
+                self.shift_low();
+                low = self.low;
+            }
+            debug_assert!(range >= RANGE_TOP);
+            m = (m << 1) | usize::from(bit);
         }
-        prob.update(bit);
-        self.normalize();
+        (self.low, self.range) = (low, range);
     }
 
     fn direct(&mut self, bit: u8) {
@@ -942,13 +971,8 @@ fn range_encode(body: &Out) -> Vec<u8> {
             }
             continue;
         }
-        let base = models.base(ctx);
-        let mut m = 1usize;
-        for i in (0..8).rev() {
-            let bit = (b >> i) & 1;
-            enc.bit(&mut models.tables[base + m], bit);
-            m = (m << 1) | usize::from(bit);
-        }
+        let models = models.of(ctx).expect("the plain form's contexts are all modelled");
+        enc.byte(models, b);
     }
     enc.finish()
 }
@@ -1004,14 +1028,10 @@ impl<'a> RangeDecoder<'a> {
             }
             return Some(b);
         }
-        if usize::from(ctx) >= MODELLED_CTXS {
-            return None;
-        }
         // The hot loop of unpacking: the coder's state in locals, the
         // context's 256 models as one slice (one model per node of the
-        // byte's binary tree, as the encoder's `range_encode`).
-        let base = self.models.base(ctx);
-        let models: &mut [Prob; 256] = self.models.tables.get_mut(base..base + 256)?.try_into().ok()?;
+        // byte's binary tree, as the encoder's `RangeEncoder::byte`).
+        let models = self.models.of(ctx)?;
         let (mut range, mut code, mut pos) = (self.range, self.code, self.pos);
         let mut m = 1usize;
         for _ in 0..8 {

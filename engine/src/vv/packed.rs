@@ -224,15 +224,21 @@ struct BitWriter {
 
 impl BitWriter {
     /// Appends the low `n` bits of `v` (`n <= 56`).
+    #[inline]
     fn put(&mut self, v: u64, n: u32) {
-        debug_assert!(n <= 56 && (n == 64 || v >> n == 0));
+        debug_assert!(n <= 56 && v >> n == 0);
+        debug_assert!(self.len < 8);
+        // Fewer than 8 bits wait in `acc`, so `n` more fit in its 64.
         self.acc = (self.acc << n) | v;
         self.len += n;
-        while self.len >= 8 {
-            self.len -= 8;
-            self.out.push((self.acc >> self.len) as u8);
+        if self.len >= 8 {
+            // The whole bytes (at most 7), moved to the top, written at once.
+            let (whole, rest) = (self.len / 8, self.len % 8);
+            let top = (self.acc >> rest) << (64 - 8 * whole);
+            self.out.extend_from_slice(&top.to_be_bytes()[..whole as usize]);
+            self.len = rest;
+            self.acc &= (1 << rest) - 1;
         }
-        self.acc &= (1 << self.len) - 1;
     }
 
     /// Appends the low `n` bits of `v` (`n <= 64`).
@@ -258,9 +264,16 @@ impl BitWriter {
             Coding::Zero => {}
             Coding::Fixed(w) => self.put_wide(v, w),
             Coding::Rice(k) => {
-                self.zeros(v >> k);
-                self.put(1, 1);
-                self.put_wide(v & ((1 << k) - 1), k);
+                let (q, low) = (v >> k, v & ((1 << k) - 1));
+                if q + 1 + u64::from(k) <= 56 {
+                    // The quotient's zeros, its stop bit and the low bits
+                    // as one field: the stop bit is its leading 1.
+                    self.put((1 << k) | low, q as u32 + 1 + k);
+                } else {
+                    self.zeros(q);
+                    self.put(1, 1);
+                    self.put_wide(low, k);
+                }
             }
         }
     }
