@@ -35,7 +35,7 @@ use crate::value::{Value, ValueError, MAX_DEPTH};
 use crate::vv::{packed, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Store format written by this build; a store of another format is refused.
 pub const STORE_FORMAT: u32 = 4;
@@ -502,6 +502,7 @@ pub struct Store<K: Kv> {
     ids: Mutex<IdGen>,
     colls: CollIds,
     vvs: VvCache,
+    docs: DocCache,
 }
 
 /// Most collection ids [`CollIds`] keeps (a store has a few collections;
@@ -526,6 +527,57 @@ struct CollIds(RwLock<Vec<(String, u32)>>);
 /// whichever snapshot or transaction reads them.
 #[derive(Default)]
 struct VvCache(Mutex<Vec<CachedVv>>);
+
+/// Documents the change feed decoded lately, each with the record it was
+/// decoded from. Why: a peer's sessions each read the same news for their
+/// remotes within moments of each other, and decoding the document's CRDT
+/// state was a tenth of a simulated mesh's instructions. Keyed by the
+/// record's bytes, a hit is exactly what decoding them gives, whichever
+/// snapshot reads them; [`DOC_CACHE_SLOTS`] bounds it.
+#[derive(Default)]
+struct DocCache(Mutex<DocSlots>);
+
+/// Documents [`DocCache`] keeps, replaced in turn: enough for the news of
+/// one commit read by a few sessions, little memory for a small peer.
+const DOC_CACHE_SLOTS: usize = 8;
+
+/// A decoded document's `_id` and CRDT state, shared by the reads that
+/// found the same record.
+type DecodedDoc = Arc<(Value, Doc)>;
+
+#[derive(Default)]
+struct DocSlots {
+    /// (collection, document number, record, what it decodes to).
+    slots: Vec<(u32, u64, Vec<u8>, DecodedDoc)>,
+    /// The slot the next new document takes once all are used.
+    next: usize,
+}
+
+impl DocCache {
+    fn get(&self, coll: u32, num: u64, record: &[u8]) -> Option<DecodedDoc> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .slots
+            .iter()
+            .find(|(c, n, r, _)| (*c, *n) == (coll, num) && r == record)
+            .map(|(_, _, _, doc)| Arc::clone(doc))
+    }
+
+    fn put(&self, coll: u32, num: u64, record: &[u8], doc: &DecodedDoc) {
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (coll, num, record.to_vec(), Arc::clone(doc));
+        let DocSlots { slots, next } = &mut *cached;
+        if let Some(i) = slots.iter().position(|(c, n, _, _)| (*c, *n) == (coll, num)) {
+            slots[i] = entry;
+        } else if slots.len() < DOC_CACHE_SLOTS {
+            slots.push(entry);
+        } else {
+            slots[*next] = entry;
+            *next = (*next + 1) % DOC_CACHE_SLOTS;
+        }
+        debug_assert!(slots.len() <= DOC_CACHE_SLOTS);
+    }
+}
 
 /// The meta key, the packed bytes, and what they decode to.
 type CachedVv = (&'static [u8], Vec<u8>, VersionVector);
@@ -596,7 +648,7 @@ impl<K: Kv> Store<K> {
         let high_water = Hlc(meta_u64(&w, META_HLC)?.unwrap_or(0));
         if w.get(Table::Meta, META_LOG_HEADS)?.is_none() {
             let heads = rebuild_log_heads(&w)?;
-            put_split_vv(&mut w, (META_LOG_HEADS, META_LOG_HEADS_OWN), &heads, peer, true)?;
+            put_split_vv(&mut w, (META_LOG_HEADS, META_LOG_HEADS_OWN), &heads, peer, true, None)?;
         }
         w.commit()?;
         let clock = Clock::new(high_water, config.max_drift_ms);
@@ -609,6 +661,7 @@ impl<K: Kv> Store<K> {
             ids: Mutex::new(entropy),
             colls: CollIds::default(),
             vvs: VvCache::default(),
+            docs: DocCache::default(),
         })
     }
 
@@ -639,6 +692,7 @@ impl<K: Kv> Store<K> {
             hasher: self.hasher,
             colls: &self.colls,
             vvs: &self.vvs,
+            docs: &self.docs,
         })
     }
 
@@ -1095,15 +1149,26 @@ fn split_vv<R: KvRead + ?Sized>(
 
 /// Writes a vector kept in two records: this store's own entry always
 /// (8 bytes), the packed entries of other origins only when `others_changed`.
+/// Those are also handed to `cache` with what they decode to, so the next
+/// read need not decode them: a merge rewrites them on every commit, and
+/// decoding them back cost as much as encoding.
 fn put_split_vv<W: KvWrite + ?Sized>(
     w: &mut W,
-    (others, own): (&[u8], &[u8]),
+    (others, own): (&'static [u8], &[u8]),
     vv: &VersionVector,
     peer: PeerId,
     others_changed: bool,
+    cache: Option<&VvCache>,
 ) -> Result<(), StoreError> {
     if others_changed {
-        w.put(Table::Meta, others, &packed::encode_except(vv, peer))?;
+        let bytes = packed::encode_except(vv, peer);
+        w.put(Table::Meta, others, &bytes)?;
+        if let Some(cache) = cache {
+            let mut rest = vv.clone();
+            rest.set(peer, Hlc::ZERO);
+            debug_assert_eq!(packed::decode(&bytes).ok().as_ref(), Some(&rest));
+            cache.put(others, &bytes, &rest);
+        }
     }
     w.put(Table::Meta, own, &vv.get(peer).0.to_be_bytes())?;
     Ok(())
@@ -1203,7 +1268,7 @@ fn changes_since<R: KvRead + ?Sized>(
     resume: Option<&SyncCursor>,
     max_docs: usize,
     interest: Option<(&Interest, Role)>,
-    cache: Option<&VvCache>,
+    (cache, doc_cache): (Option<&VvCache>, Option<&DocCache>),
 ) -> Result<ChangeBatch, StoreError> {
     assert!(max_docs > 0, "a batch must be allowed at least one document");
     let upto = version_vector(r, cache)?;
@@ -1224,7 +1289,7 @@ fn changes_since<R: KvRead + ?Sized>(
     };
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut changes = Vec::with_capacity(docs.len());
-    let mut decoded: BTreeMap<(u32, u64), (Value, Doc)> = BTreeMap::new();
+    let mut decoded: BTreeMap<(u32, u64), DecodedDoc> = BTreeMap::new();
     for (origin, coll, num) in docs {
         if let std::collections::btree_map::Entry::Vacant(e) = names.entry(coll) {
             let name = r
@@ -1238,19 +1303,28 @@ fn changes_since<R: KvRead + ?Sized>(
         }
         // A document with news from several origins comes once per origin:
         // decode it once per batch (the cache holds at most `max_docs`).
-        let (id, doc) = match decoded.entry((coll, num)) {
+        let pair = match decoded.entry((coll, num)) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 // A log entry may outlive its document (eviction): skip it.
                 let Some(bytes) = r.get(Table::Docs, &doc_key(coll, num))? else {
                     continue;
                 };
-                let (id, doc) = decode_record(collection, bytes)?;
-                let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
-                e.insert((id, doc))
+                match doc_cache.and_then(|c| c.get(coll, num, bytes)) {
+                    Some(pair) => e.insert(pair),
+                    None => {
+                        let (id, doc) = decode_record(collection, bytes)?;
+                        let id = codec::decode_id(id).map_err(|e| corrupt(collection, None, e))?;
+                        let pair = Arc::new((id, doc));
+                        if let Some(c) = doc_cache {
+                            c.put(coll, num, bytes, &pair);
+                        }
+                        e.insert(pair)
+                    }
+                }
             }
         };
-        let (id, doc) = (&*id, &*doc);
+        let (id, doc) = (&pair.0, &pair.1);
         // Only this origin's writes (and, sent whole, what `since` covers):
         // the batch is then a prefix of every origin's writes (log order),
         // so a receiver never exposes a change without the earlier ones
@@ -1283,6 +1357,7 @@ pub struct ReadTx<'s, K: Kv> {
     hasher: IdHasher,
     colls: &'s CollIds,
     vvs: &'s VvCache,
+    docs: &'s DocCache,
 }
 
 impl<K: Kv> ReadTx<'_, K> {
@@ -1411,7 +1486,8 @@ impl<K: Kv> ReadTx<'_, K> {
         resume: Option<&SyncCursor>,
         max_docs: usize,
     ) -> Result<ChangeBatch, StoreError> {
-        changes_since(&self.kv, since, resume, max_docs, None, Some(self.vvs))
+        let caches = (Some(self.vvs), Some(self.docs));
+        changes_since(&self.kv, since, resume, max_docs, None, caches)
     }
 
     /// [`ReadTx::changes_since`] for a peer of `role` that wants only
@@ -1432,7 +1508,7 @@ impl<K: Kv> ReadTx<'_, K> {
             resume,
             max_docs,
             Some((interest, role)),
-            Some(self.vvs),
+            (Some(self.vvs), Some(self.docs)),
         )
     }
 }
@@ -2514,11 +2590,13 @@ impl<'s, K: Kv> WriteTx<'s, K> {
         self.flush()?;
         let peer = self.store.peer;
         if self.own_dirty || self.others_dirty {
-            put_split_vv(&mut self.kv, (META_VV, META_VV_OWN), &self.vv, peer, self.others_dirty)?;
+            let (vv, dirty, cache) = (&self.vv, self.others_dirty, Some(&self.store.vvs));
+            put_split_vv(&mut self.kv, (META_VV, META_VV_OWN), vv, peer, dirty, cache)?;
         }
         if let Some(heads) = &self.heads {
             let others = (META_LOG_HEADS, META_LOG_HEADS_OWN);
-            put_split_vv(&mut self.kv, others, heads, peer, self.heads_others_dirty)?;
+            let (dirty, cache) = (self.heads_others_dirty, Some(&self.store.vvs));
+            put_split_vv(&mut self.kv, others, heads, peer, dirty, cache)?;
         }
         if self.counters_dirty {
             self.merge_recent_ids_over()?;
@@ -2573,5 +2651,40 @@ mod tests {
         for i in 0..2 * per_commit {
             assert!(r.get_raw("docs", &id(i)).expect("get").is_some(), "document {i}");
         }
+    }
+
+    /// The change feed's decoded documents are found by their record's
+    /// bytes: every read gives what decoding afresh gives, across an edit
+    /// between two reads, a snapshot older than a cached record, and more
+    /// documents than the cache has slots.
+    #[test]
+    fn the_change_feed_never_serves_a_stale_decoded_document() {
+        let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).expect("store");
+        let feed = |r: &ReadTx<'_, MemKv>| -> Vec<Change> {
+            let cached = r
+                .changes_since(&VersionVector::new(), None, usize::MAX)
+                .expect("changes");
+            let none = VersionVector::new();
+            let fresh = changes_since(&r.kv, &none, None, usize::MAX, None, (None, None)).expect("changes");
+            assert_eq!(cached.changes, fresh.changes, "cached and fresh decoding agree");
+            cached.changes
+        };
+        let set = |w: &mut WriteTx<'_, MemKv>, i: usize, v: i64| {
+            let doc = Value::from_json(&serde_json::json!({"_id": format!("d{i}"), "v": v})).expect("doc");
+            w.insert("docs", &doc, OnConflict::Merge).expect("write");
+        };
+        let mut w = store.write(1_000).expect("write");
+        (0..2 * DOC_CACHE_SLOTS).for_each(|i| set(&mut w, i, 0));
+        w.commit().expect("commit");
+        let old = store.read().expect("read");
+        let before = feed(&old);
+        assert_eq!(before.len(), 2 * DOC_CACHE_SLOTS);
+        let mut w = store.write(2_000).expect("write");
+        set(&mut w, 0, 1);
+        w.commit().expect("commit");
+        let after = feed(&store.read().expect("read"));
+        let d0 = |c: &[Change]| c.iter().find(|c| c.id == Value::from("d0")).cloned();
+        assert_ne!(d0(&after), d0(&before), "the edit is in the second read");
+        assert_eq!(feed(&old), before, "the older snapshot reads its own records");
     }
 }
