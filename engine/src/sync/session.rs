@@ -1293,7 +1293,7 @@ impl Session {
 
     /// Batches of changes whose plain body is larger than `bytes` are sent
     /// plain rather than range-coded: on a fast link the coder's CPU on both
-    /// ends costs more than the bytes it saves (bulk initial sync). The
+    /// ends costs more than the bytes it saves (0: never code). The
     /// default, `usize::MAX`, always tries the coder (slow links: BLE).
     pub fn set_range_code_max_bytes(&mut self, bytes: usize) {
         self.range_max_bytes = bytes;
