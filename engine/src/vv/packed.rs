@@ -232,10 +232,13 @@ impl BitWriter {
         self.acc = (self.acc << n) | v;
         self.len += n;
         if self.len >= 8 {
-            // The whole bytes (at most 7), moved to the top, written at once.
+            // The whole bytes (at most 7), moved to the top: all 8 bytes are
+            // written (a fixed-size copy, no call) and the tail dropped.
             let (whole, rest) = (self.len / 8, self.len % 8);
             let top = (self.acc >> rest) << (64 - 8 * whole);
-            self.out.extend_from_slice(&top.to_be_bytes()[..whole as usize]);
+            let keep = self.out.len() + whole as usize;
+            self.out.extend_from_slice(&top.to_be_bytes());
+            self.out.truncate(keep);
             self.len = rest;
             self.acc &= (1 << rest) - 1;
         }
