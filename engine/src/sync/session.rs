@@ -325,9 +325,10 @@ pub struct Session {
     outputs: VecDeque<Output>,
     /// The serving side's scopes keep a wanted collection from the remote.
     withheld: bool,
-    /// Batches whose plain body is larger go plain, not range-coded
-    /// ([`pack::pack_bounded`]); `usize::MAX`: always try the coder.
-    range_max_bytes: usize,
+    /// Batches whose plain body's length is outside go plain, not
+    /// range-coded ([`pack::pack_within`]); `0..=usize::MAX`: always try
+    /// the coder.
+    range_coded_bytes: std::ops::RangeInclusive<usize>,
     /// Our subscriptions changed before the session opened: announce them
     /// when it does.
     resubscribe: bool,
@@ -383,7 +384,7 @@ impl Session {
             serving_since: VersionVector::new(),
             outputs: VecDeque::new(),
             withheld: false,
-            range_max_bytes: usize::MAX,
+            range_coded_bytes: 0..=usize::MAX,
             resubscribe: false,
         }
     }
@@ -548,7 +549,7 @@ impl Session {
         if more || changes.len() > PUSH_MAX_CHANGES {
             return self.poke();
         }
-        let packed = pack::pack_bounded(changes, self.range_max_bytes);
+        let packed = pack::pack_within(changes, self.range_coded_bytes.clone());
         if packed.len() > PUSH_MAX_BYTES {
             return self.poke();
         }
@@ -1261,7 +1262,7 @@ impl Session {
             &Message::Changes {
                 round,
                 seq,
-                changes: pack::pack_bounded(changes, self.range_max_bytes),
+                changes: pack::pack_within(changes, self.range_coded_bytes.clone()),
                 upto,
                 last,
                 complete: self.claimed.covers(&self.theirs) && !self.withheld,
@@ -1291,12 +1292,13 @@ impl Session {
         self.send(&Message::Rebase { round, upto, complete });
     }
 
-    /// Batches of changes whose plain body is larger than `bytes` are sent
-    /// plain rather than range-coded: on a fast link the coder's CPU on both
-    /// ends costs more than the bytes it saves (0: never code). The
-    /// default, `usize::MAX`, always tries the coder (slow links: BLE).
-    pub fn set_range_code_max_bytes(&mut self, bytes: usize) {
-        self.range_max_bytes = bytes;
+    /// Batches of changes whose plain body's length is outside `bytes`
+    /// are sent plain rather than range-coded: on a fast packet link the
+    /// coder's CPU on both ends costs more than the airtime it saves, except
+    /// where it saves whole packets. The default, `0..=usize::MAX`, always
+    /// tries the coder (slow links: BLE).
+    pub fn set_range_coded_bytes(&mut self, bytes: std::ops::RangeInclusive<usize>) {
+        self.range_coded_bytes = bytes;
     }
 
     /// Whether news is offered as pushes when few (the default) or always

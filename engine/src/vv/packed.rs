@@ -268,7 +268,7 @@ impl BitWriter {
             Coding::Fixed(w) => self.put_wide(v, w),
             Coding::Rice(k) => {
                 let (q, low) = (v >> k, v & ((1 << k) - 1));
-                if q + 1 + u64::from(k) <= 56 {
+                if q < 56 && q as u32 + 1 + k <= 56 {
                     // The quotient's zeros, its stop bit and the low bits
                     // as one field: the stop bit is its leading 1.
                     self.put((1 << k) | low, q as u32 + 1 + k);
