@@ -40,7 +40,6 @@ use crate::presence::{Link, PresenceActor, PresenceMsg};
 use crate::store::{RemoteBatch, StoreActor, StoreMsg};
 use rhizome_engine::hlc::PeerId;
 use rhizome_engine::store::ChangeBatch;
-use rhizome_engine::sync::pack;
 use rhizome_engine::sync::scope::Interest;
 use rhizome_engine::sync::session::{Output, Session, SessionConfig, Timer, PUSH_MAX_CHANGES};
 use rhizome_engine::sync::wire::{self, Role, SubscriptionSpec};
@@ -52,19 +51,21 @@ use tokio::time::Instant;
 
 /// Documents per batch a session reads for the remote.
 pub const BATCH_DOCS: usize = 500;
-/// The plain body lengths of the batches range-coded over a link of
-/// `kind`. On BLE (about 100 kB/s) and on the link to the big peer (often
-/// cellular, and metered) every batch is coded; on peer-to-peer Wi-Fi
-/// (about 20 MB/s), a LAN or within a process only those that coding can
-/// save packets on ([`pack::FAST_LINK_CODED_BYTES`] has the measurements).
-fn range_coded_bytes(kind: crate::presence::LinkKind) -> std::ops::RangeInclusive<usize> {
-    use crate::presence::LinkKind;
-    match kind {
-        LinkKind::Ble | LinkKind::Cloud => 0..=usize::MAX,
-        LinkKind::P2pWifi | LinkKind::Lan | LinkKind::InProcess => pack::FAST_LINK_CODED_BYTES,
+/// On links other than BLE, batches whose plain body is larger than this
+/// are sent plain rather than range-coded: the coder's CPU on both ends
+/// costs more than the bytes it saves (bulk initial sync); live edits,
+/// smaller, stay coded.
+pub const RANGE_CODE_MAX_BYTES: usize = 32 << 10;
+
+/// The largest batch body range-coded over a link of `kind`: every batch
+/// on BLE, where bytes are scarce; small ones elsewhere.
+fn range_code_max_bytes(kind: crate::presence::LinkKind) -> usize {
+    if kind == crate::presence::LinkKind::Ble {
+        usize::MAX
+    } else {
+        RANGE_CODE_MAX_BYTES
     }
 }
-
 /// Unsent frames past which the serving task waits.
 pub const OUTBOX_FRAMES: usize = 16;
 /// Batches a session keeps queued at the merger at once.
@@ -251,7 +252,7 @@ impl SessionActor {
             stall_ms: STALL_MS,
         };
         let mut session = Session::new(config, 0);
-        session.set_range_coded_bytes(range_coded_bytes(link.kind));
+        session.set_range_code_max_bytes(range_code_max_bytes(link.kind));
         SessionActor {
             me: ids.0,
             remote_peer: ids.1,
@@ -558,10 +559,10 @@ impl SessionActor {
         if links.is_ended() {
             self.session.handle_close();
         } else if links.take_changed() {
-            // Batches are range-coded on slow links only: the session may
-            // have moved between a BLE link and a fast one.
+            // Bulk batches are range-coded on slow links only: the session
+            // may have moved between a BLE link and a fast one.
             if let Some(active) = links.active() {
-                self.session.set_range_coded_bytes(range_coded_bytes(active.kind));
+                self.session.set_range_code_max_bytes(range_code_max_bytes(active.kind));
             }
             self.session.handle_link_changed();
         }

@@ -736,39 +736,13 @@ pub fn pack(changes: &[Change]) -> Vec<u8> {
 
 /// Packs a batch of changes like [`pack`], except that a body larger than
 /// about `range_max_bytes` (plain) is sent plain without trying the range
-/// coder: on fast links the coder costs more CPU on both ends (about 8
-/// adaptive binary decisions per byte) than the airtime of the bytes it
-/// saves (0: always plain). Decoders need nothing new: `Plain` is a coding
-/// of format 1.
+/// coder: for bulk transfers on fast links the coder costs more CPU on
+/// both ends (about 8 adaptive binary decisions per byte) than the bytes it
+/// saves. Decoders need nothing new: `Plain` is a coding of format 1.
 pub fn pack_bounded(changes: &[Change], range_max_bytes: usize) -> Vec<u8> {
-    pack_within(changes, 0..=range_max_bytes)
-}
-
-/// The payload of one packet on a fast link: QUIC's smallest maximum
-/// datagram, which every path carries.
-pub const PACKET_BYTES: usize = 1_200;
-
-/// The plain body lengths a session on a fast link (peer-to-peer Wi-Fi, a
-/// LAN) range-codes ([`pack_within`]). The coder spends about 120 ns per
-/// plain byte on the two ends together and saves about 0.45 of a byte
-/// (`pack_bench`: 65 ms to encode and 62 ms to decode 1.04 MB of plain
-/// body, which it cuts to 0.57 MB), so on a link faster than about 3.7
-/// MB/s sending a byte takes less time than coding it, and airtime goes by
-/// the packet: a batch that fits in one packet goes plain (coding cannot
-/// save a packet), larger ones are coded (a reconciliation's diff fits in
-/// fewer packets) up to 32 KiB, past which bulk transfers are bound by the
-/// coder's CPU.
-pub const FAST_LINK_CODED_BYTES: std::ops::RangeInclusive<usize> = PACKET_BYTES..=32 << 10;
-
-/// Packs a batch of changes like [`pack`], trying the range coder only
-/// when the plain body's length is within `coded` (see [`pack_bounded`]
-/// for the upper end; below the lower end, on a packet link the coder
-/// cannot save a packet).
-pub fn pack_within(changes: &[Change], coded: std::ops::RangeInclusive<usize>) -> Vec<u8> {
-    let body = plain_body(changes, *coded.end());
-    let small = body.bytes.len() < *coded.start();
+    let body = plain_body(changes, range_max_bytes);
     // A body this small cannot shrink by more than the coder's flush.
-    if small || body.bytes.len() <= 8 || body.ctxs.len() != body.bytes.len() {
+    if body.bytes.len() <= 8 || body.ctxs.len() != body.bytes.len() {
         return with_header(Coding::Plain, &body.bytes);
     }
     let coded = range_encode(&body);

@@ -325,10 +325,9 @@ pub struct Session {
     outputs: VecDeque<Output>,
     /// The serving side's scopes keep a wanted collection from the remote.
     withheld: bool,
-    /// Batches whose plain body's length is outside go plain, not
-    /// range-coded ([`pack::pack_within`]); `0..=usize::MAX`: always try
-    /// the coder.
-    range_coded_bytes: std::ops::RangeInclusive<usize>,
+    /// Batches whose plain body is larger go plain, not range-coded
+    /// ([`pack::pack_bounded`]); `usize::MAX`: always try the coder.
+    range_max_bytes: usize,
     /// Our subscriptions changed before the session opened: announce them
     /// when it does.
     resubscribe: bool,
@@ -384,7 +383,7 @@ impl Session {
             serving_since: VersionVector::new(),
             outputs: VecDeque::new(),
             withheld: false,
-            range_coded_bytes: 0..=usize::MAX,
+            range_max_bytes: usize::MAX,
             resubscribe: false,
         }
     }
@@ -549,7 +548,7 @@ impl Session {
         if more || changes.len() > PUSH_MAX_CHANGES {
             return self.poke();
         }
-        let packed = pack::pack_within(changes, self.range_coded_bytes.clone());
+        let packed = pack::pack_bounded(changes, self.range_max_bytes);
         if packed.len() > PUSH_MAX_BYTES {
             return self.poke();
         }
@@ -1262,7 +1261,7 @@ impl Session {
             &Message::Changes {
                 round,
                 seq,
-                changes: pack::pack_within(changes, self.range_coded_bytes.clone()),
+                changes: pack::pack_bounded(changes, self.range_max_bytes),
                 upto,
                 last,
                 complete: self.claimed.covers(&self.theirs) && !self.withheld,
@@ -1292,13 +1291,12 @@ impl Session {
         self.send(&Message::Rebase { round, upto, complete });
     }
 
-    /// Batches of changes whose plain body's length is outside `bytes`
-    /// are sent plain rather than range-coded: on a fast packet link the
-    /// coder's CPU on both ends costs more than the airtime it saves, except
-    /// where it saves whole packets. The default, `0..=usize::MAX`, always
-    /// tries the coder (slow links: BLE).
-    pub fn set_range_coded_bytes(&mut self, bytes: std::ops::RangeInclusive<usize>) {
-        self.range_coded_bytes = bytes;
+    /// Batches of changes whose plain body is larger than `bytes` are sent
+    /// plain rather than range-coded: on a fast link the coder's CPU on both
+    /// ends costs more than the bytes it saves (bulk initial sync). The
+    /// default, `usize::MAX`, always tries the coder (slow links: BLE).
+    pub fn set_range_code_max_bytes(&mut self, bytes: usize) {
+        self.range_max_bytes = bytes;
     }
 
     /// Whether news is offered as pushes when few (the default) or always
