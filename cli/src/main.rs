@@ -9,6 +9,7 @@
 //! `peer` runs a long-lived peer that syncs over QUIC (not in the madsim
 //! build, which has no real sockets).
 
+mod alloc;
 #[cfg(not(madsim))]
 mod demo;
 mod dql;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 // message): mimalloc cut the simulator's time by a measured share over
 // glibc malloc (ARCHITECTURE.md "Speed").
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 const USAGE: &str = "usage: rhizome demo [--data DIR]
        rhizome demo --local [--data DIR]
