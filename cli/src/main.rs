@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 // Syncing is allocation-heavy (a frame, a change, a version vector per
 // message): mimalloc cut the simulator's time by a measured share over
-// glibc malloc (ARCHITECTURE.md "Speed").
+// glibc malloc (benches/RESULTS.md); `alloc.rs` says how it is called.
 #[global_allocator]
 static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 

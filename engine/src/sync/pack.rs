@@ -39,9 +39,16 @@ use crate::doc::{Attachment, Num, Op, Path, RegVal};
 use crate::hlc::{Hlc, PeerId, Stamp};
 use crate::value::{Value, MAX_DEPTH};
 use crate::vv::VersionVector;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::mem::size_of;
+
+/// The encoder's interning tables. They are never iterated (order cannot
+/// reach the bytes) and hold the keys of one outgoing batch, which the
+/// store's batch bound keeps small, so colliding keys could at worst cost
+/// that batch quadratic time: a fast unkeyed hash is enough (SipHash was
+/// 2% of a simulation's instructions).
+type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Version of the packed-changes format written by this build.
 pub const PACK_FORMAT: u8 = 1;
@@ -379,13 +386,13 @@ impl<'a> Enc<'a> {
         Enc {
             out: Out::default(),
             peers: Vec::new(),
-            peer_index: HashMap::new(),
+            peer_index: HashMap::default(),
             strs: Vec::new(),
-            str_index: HashMap::new(),
-            str_uses: HashMap::new(),
+            str_index: HashMap::default(),
+            str_uses: HashMap::default(),
             str_order: Vec::new(),
             paths: Vec::new(),
-            path_index: HashMap::new(),
+            path_index: HashMap::default(),
             prev: None,
             last_hlc: Vec::new(),
             counting: false,
@@ -671,7 +678,7 @@ impl<'a> Enc<'a> {
 fn plain_body(changes: &[Change], ctx_max_bytes: usize) -> Out {
     let mut enc = Enc::new();
     // Peers, and paths used more than once, in first-use order.
-    let mut path_uses: HashMap<&[String], u32> = HashMap::new();
+    let mut path_uses: HashMap<&[String], u32> = HashMap::default();
     let mut path_order: Vec<&[String]> = Vec::new();
     for c in changes {
         for op in &c.ops {

@@ -184,9 +184,10 @@ impl Coding {
     /// The shortest coding of `values` (`zero_ok`: whether the all-zero
     /// coding may be used). Two passes: sum and maximum first, then the
     /// exact Rice cost of the few parameters near the mean's log.
-    fn choose(values: impl Iterator<Item = u64> + Clone, n: u64, zero_ok: bool) -> Coding {
+    fn choose(values: &[u64], zero_ok: bool) -> Coding {
+        let n = values.len() as u64;
         let (mut sum, mut max) = (0u128, 0u64);
-        for v in values.clone() {
+        for &v in values {
             sum += u128::from(v);
             max = max.max(v);
         }
@@ -199,9 +200,22 @@ impl Coding {
         let centre = 63u32.saturating_sub(mean.max(1).leading_zeros());
         let ks: [u32; 4] = std::array::from_fn(|i| (centre + i as u32).saturating_sub(2).min(RICE_K_MAX));
         let mut quotients = [0u128; 4];
-        for v in values {
-            for (q, &k) in quotients.iter_mut().zip(&ks) {
-                *q += u128::from(v >> k);
+        if let Ok(sum) = u64::try_from(sum) {
+            // Every quotient sum is at most `sum`: 64-bit adds suffice (the
+            // usual case; a peer column's gaps add up to its largest id).
+            let mut narrow = [0u64; 4];
+            for &v in values {
+                for (q, &k) in narrow.iter_mut().zip(&ks) {
+                    *q += v >> k;
+                }
+            }
+            debug_assert!(narrow.iter().all(|&q| q <= sum));
+            quotients = narrow.map(u128::from);
+        } else {
+            for &v in values {
+                for (q, &k) in quotients.iter_mut().zip(&ks) {
+                    *q += u128::from(v >> k);
+                }
             }
         }
         for (q, &k) in quotients.iter().zip(&ks) {
@@ -214,77 +228,81 @@ impl Coding {
     }
 }
 
-/// Bits, most significant first, into bytes.
+/// Bits, most significant first, into bytes. Bits gather in a 64-bit word
+/// (from its top down) that goes out whole when full, so a value costs a
+/// shift and an or, and the output grows 8 bytes at a time.
 struct BitWriter {
     out: Vec<u8>,
+    /// Pending bits, left-aligned: the first `used` bits from the top.
     acc: u64,
-    /// Bits pending in `acc` (its low bits), fewer than 8 between calls.
-    len: u32,
+    /// Bits pending in `acc`, fewer than 64 between calls.
+    used: u32,
 }
 
 impl BitWriter {
-    /// Appends the low `n` bits of `v` (`n <= 56`).
-    #[inline]
-    fn put(&mut self, v: u64, n: u32) {
-        debug_assert!(n <= 56 && v >> n == 0);
-        debug_assert!(self.len < 8);
-        // Fewer than 8 bits wait in `acc`, so `n` more fit in its 64.
-        self.acc = (self.acc << n) | v;
-        self.len += n;
-        if self.len >= 8 {
-            // The whole bytes (at most 7), moved to the top: all 8 bytes are
-            // written (a fixed-size copy, no call) and the tail dropped.
-            let (whole, rest) = (self.len / 8, self.len % 8);
-            let top = (self.acc >> rest) << (64 - 8 * whole);
-            let keep = self.out.len() + whole as usize;
-            self.out.extend_from_slice(&top.to_be_bytes());
-            self.out.truncate(keep);
-            self.len = rest;
-            self.acc &= (1 << rest) - 1;
+    /// A writer with room for `bytes` of output.
+    fn with_capacity(bytes: usize) -> Self {
+        BitWriter {
+            out: Vec::with_capacity(bytes),
+            acc: 0,
+            used: 0,
         }
     }
 
     /// Appends the low `n` bits of `v` (`n <= 64`).
-    fn put_wide(&mut self, v: u64, n: u32) {
-        if n > 32 {
-            self.put(v >> 32, n - 32);
-            self.put(v & 0xFFFF_FFFF, 32);
+    #[inline]
+    fn put(&mut self, v: u64, n: u32) {
+        debug_assert!(n <= 64 && (n == 64 || v >> n == 0));
+        debug_assert!(self.used < 64);
+        if n == 0 {
+            return;
+        }
+        let free = 64 - self.used;
+        if n < free {
+            self.acc |= v << (free - n);
+            self.used += n;
         } else {
-            self.put(v, n);
+            // The word fills: its last `free` bits are the top of `v`, and
+            // the `rest` low bits of `v` start the next word.
+            let rest = n - free;
+            self.acc |= v >> rest;
+            self.out.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = if rest == 0 { 0 } else { v << (64 - rest) };
+            self.used = rest;
         }
     }
 
     fn zeros(&mut self, mut n: u64) {
         while n > 0 {
-            let step = n.min(56) as u32;
+            let step = n.min(64) as u32;
             self.put(0, step);
             n -= u64::from(step);
         }
     }
 
+    #[inline]
     fn value(&mut self, v: u64, coding: Coding) {
         match coding {
             Coding::Zero => {}
-            Coding::Fixed(w) => self.put_wide(v, w),
+            Coding::Fixed(w) => self.put(v, w),
             Coding::Rice(k) => {
                 let (q, low) = (v >> k, v & ((1 << k) - 1));
-                if q < 56 && q as u32 + 1 + k <= 56 {
+                if q < 64 && q as u32 + 1 + k <= 64 {
                     // The quotient's zeros, its stop bit and the low bits
                     // as one field: the stop bit is its leading 1.
                     self.put((1 << k) | low, q as u32 + 1 + k);
                 } else {
                     self.zeros(q);
                     self.put(1, 1);
-                    self.put_wide(low, k);
+                    self.put(low, k);
                 }
             }
         }
     }
 
     fn finish(mut self) -> Vec<u8> {
-        if self.len > 0 {
-            self.out.push((self.acc << (8 - self.len)) as u8);
-        }
+        let bytes = self.used.div_ceil(8) as usize;
+        self.out.extend_from_slice(&self.acc.to_be_bytes()[..bytes]);
         self.out
     }
 }
@@ -300,6 +318,14 @@ impl BitReader<'_> {
     /// The 64 bits from `self.bit` on (zeros past the end).
     fn window(&self) -> u64 {
         let byte = (self.bit / 8) as usize;
+        if let Some(&[a, b, c, d, e, f, g, h, ninth]) = self.bytes.get(byte..byte + 9) {
+            // Away from the end (most reads): two loads, no copy.
+            let w = u64::from_be_bytes([a, b, c, d, e, f, g, h]);
+            return match (self.bit % 8) as u32 {
+                0 => w,
+                s => (w << s) | (u64::from(ninth) >> (8 - s)),
+            };
+        }
         let mut buf = [0u8; 8];
         let have = self.bytes.len().saturating_sub(byte).min(8);
         buf[..have].copy_from_slice(&self.bytes[byte..byte + have]);
@@ -392,7 +418,7 @@ fn put_gamma(w: &mut BitWriter, v: u64) {
     debug_assert!(v >= 1);
     let len = 64 - v.leading_zeros();
     w.zeros(u64::from(len - 1));
-    w.put_wide(v, len);
+    w.put(v, len);
 }
 
 /// Encodes `vv`.
@@ -412,39 +438,37 @@ pub fn encode_except(vv: &VersionVector, peer: PeerId) -> Vec<u8> {
 /// peer of `b`.
 fn encode_runs(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> Vec<u8> {
     debug_assert!(a.last().zip(b.first()).is_none_or(|(x, y)| x.0 < y.0));
-    let entries = || a.iter().chain(b);
-    let n = (a.len() + b.len()) as u64;
-    let mut w = BitWriter {
-        out: Vec::with_capacity(8 + n as usize * 8),
-        acc: 0,
-        len: 0,
-    };
+    let n = a.len() + b.len();
+    let mut w = BitWriter::with_capacity(8 + n * 8);
     w.put(u64::from(FORMAT), FORMAT_BITS);
-    put_gamma(&mut w, n + 1);
+    put_gamma(&mut w, n as u64 + 1);
     if n == 0 {
         return w.finish();
     }
-    let base_wall = entries().map(|&(_, h)| h.wall_ms()).min().unwrap_or(0);
-    let gaps = entries().scan(None, |prev: &mut Option<u64>, &(p, _)| {
-        let gap = prev.map_or(p.0, |q| p.0 - q - 1);
-        *prev = Some(p.0);
-        Some(gap)
-    });
-    let walls = entries().map(|&(_, h)| h.wall_ms() - base_wall);
-    let logicals = entries().map(|&(_, h)| u64::from(h.logical()));
-    let peer = Coding::choose(gaps, n, false);
-    let wall = Coding::choose(walls, n, true);
-    let logical = Coding::choose(logicals, n, true);
+    // The three columns, worked out once (each is read three times:
+    // to choose its coding, twice, and to write it).
+    let base_wall = a.iter().chain(b).map(|&(_, h)| h.wall_ms()).min().unwrap_or(0);
+    let mut columns = vec![0u64; 3 * n];
+    let (gaps, rest) = columns.split_at_mut(n);
+    let (walls, logicals) = rest.split_at_mut(n);
+    let mut prev: Option<u64> = None;
+    for (i, &(p, h)) in a.iter().chain(b).enumerate() {
+        gaps[i] = prev.map_or(p.0, |q| p.0 - q - 1);
+        prev = Some(p.0);
+        walls[i] = h.wall_ms() - base_wall;
+        logicals[i] = u64::from(h.logical());
+    }
+    let peer = Coding::choose(gaps, false);
+    let wall = Coding::choose(walls, true);
+    let logical = Coding::choose(logicals, true);
     w.put(u64::from(peer.param()), PARAM_BITS);
     w.put(u64::from(wall.param()), PARAM_BITS);
     w.put(u64::from(logical.param()), PARAM_BITS);
     w.put(base_wall, WALL_BITS);
-    let mut prev: Option<u64> = None;
-    for &(p, h) in entries() {
-        w.value(prev.map_or(p.0, |q| p.0 - q - 1), peer);
-        prev = Some(p.0);
-        w.value(h.wall_ms() - base_wall, wall);
-        w.value(u64::from(h.logical()), logical);
+    for i in 0..n {
+        w.value(gaps[i], peer);
+        w.value(walls[i], wall);
+        w.value(logicals[i], logical);
     }
     w.finish()
 }
@@ -593,11 +617,7 @@ mod tests {
         // Empty, with a padding bit set.
         assert_eq!(decode(&[0x19]), Err(PackedVvError::NonZeroPadding { bit: 5 }));
         // A count of 2^40 - 1 in a few bytes.
-        let mut w = BitWriter {
-            out: Vec::new(),
-            acc: 0,
-            len: 0,
-        };
+        let mut w = BitWriter::with_capacity(0);
         w.put(u64::from(FORMAT), FORMAT_BITS);
         put_gamma(&mut w, 1 << 40);
         w.put(u64::from(P_RICE_BASE), PARAM_BITS);
@@ -621,11 +641,7 @@ mod tests {
             })
         );
         // A zero HLC: one entry at peer 0, fixed-width 1 columns, wall 0.
-        let mut w = BitWriter {
-            out: Vec::new(),
-            acc: 0,
-            len: 0,
-        };
+        let mut w = BitWriter::with_capacity(0);
         w.put(u64::from(FORMAT), FORMAT_BITS);
         put_gamma(&mut w, 2);
         for _ in 0..3 {
