@@ -253,6 +253,7 @@ impl SessionActor {
         };
         let mut session = Session::new(config, 0);
         session.set_range_code_max_bytes(range_code_max_bytes(link.kind));
+        session.set_push_range_coded(link.kind == crate::presence::LinkKind::Ble);
         SessionActor {
             me: ids.0,
             remote_peer: ids.1,
@@ -563,6 +564,8 @@ impl SessionActor {
             // may have moved between a BLE link and a fast one.
             if let Some(active) = links.active() {
                 self.session.set_range_code_max_bytes(range_code_max_bytes(active.kind));
+                self.session
+                    .set_push_range_coded(active.kind == crate::presence::LinkKind::Ble);
             }
             self.session.handle_link_changed();
         }

@@ -1131,6 +1131,36 @@ fn a_live_edit_is_pushed_and_acknowledged() {
     assert_eq!(net.peers[1].vv(), net.peers[0].vv());
 }
 
+/// The coding byte of every push `p` sent (0 plain, 1 range-coded).
+fn push_codings(p: &Peer) -> Vec<u8> {
+    p.sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Push { changes, .. } => changes.get(1).copied(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pushes are range-coded by default (BLE); a session told to send them
+/// plain (fast links) does, and the receiver takes them alike.
+#[test]
+fn pushes_go_plain_when_the_session_is_told_so() {
+    for coded in [true, false] {
+        let mut net = Net::new(Peer::new(1, &[TASKS]), Peer::new(2, &[TASKS]));
+        net.peers[0].session.set_push_range_coded(coded);
+        net.connect();
+        net.run();
+        for i in 0..3 {
+            let doc = format!(r#"{{"_id": "t{i}", "title": "write the release notes", "done": false}}"#);
+            net.on(0, |a| a.insert("tasks", &doc));
+            net.run();
+        }
+        net.assert_converged("tasks", "after the pushes");
+        assert_eq!(push_codings(&net.peers[0]), vec![u8::from(coded); 3], "coded: {coded}");
+    }
+}
+
 /// A push that is lost is offered again (as a poke) after `stall_ms`.
 #[test]
 fn a_lost_push_is_offered_again() {

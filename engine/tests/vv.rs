@@ -62,6 +62,33 @@ proptest! {
         prop_assert_eq!(x.len(), mx.len());
     }
 
+    /// Joining a vector that covers this one takes it (shared, not
+    /// copied): equal to the model's join, and a later change to either
+    /// never shows in the other.
+    #[test]
+    fn joining_a_covering_vector_shares_it_safely(a in entries(), b in entries(), sets in entries()) {
+        let (mut x, mx) = build(&a);
+        let (mut y, _) = build(&b);
+        y.join(&x);
+        let my = as_model(&y);
+        x.join(&y);
+        prop_assert_eq!(&x, &y);
+        prop_assert_eq!(as_model(&x), my.clone());
+        let (before_x, before_y) = (x.clone(), y.clone());
+        for &(p, h) in &sets {
+            x.set(PeerId(p), Hlc(h));
+        }
+        prop_assert_eq!(as_model(&y), my.clone());
+        let mut x2 = before_x;
+        let mut y2 = before_y;
+        x2.join(&y2);
+        for &(p, h) in &sets {
+            y2.set(PeerId(p), Hlc(h + 1));
+        }
+        prop_assert_eq!(as_model(&x2), my);
+        prop_assert!(mx.iter().all(|(p, h)| x2.get(PeerId(*p)) >= Hlc(*h)));
+    }
+
     /// Vectors are shared copy-on-write: a change to one never shows in a
     /// clone, nor in the vector an empty one joined (and so shares).
     #[test]

@@ -328,6 +328,8 @@ pub struct Session {
     /// Batches whose plain body is larger go plain, not range-coded
     /// ([`pack::pack_bounded`]); `usize::MAX`: always try the coder.
     range_max_bytes: usize,
+    /// Whether pushes are range-coded (else plain, whatever their size).
+    push_coded: bool,
     /// Our subscriptions changed before the session opened: announce them
     /// when it does.
     resubscribe: bool,
@@ -384,6 +386,7 @@ impl Session {
             outputs: VecDeque::new(),
             withheld: false,
             range_max_bytes: usize::MAX,
+            push_coded: true,
             resubscribe: false,
         }
     }
@@ -548,7 +551,10 @@ impl Session {
         if more || changes.len() > PUSH_MAX_CHANGES {
             return self.poke();
         }
-        let packed = pack::pack_bounded(changes, self.range_max_bytes);
+        let packed = match self.push_coded {
+            true => pack::pack_bounded(changes, self.range_max_bytes),
+            false => pack::pack_as(changes, pack::Coding::Plain),
+        };
         if packed.len() > PUSH_MAX_BYTES {
             return self.poke();
         }
@@ -1297,6 +1303,16 @@ impl Session {
     /// default, `usize::MAX`, always tries the coder (slow links: BLE).
     pub fn set_range_code_max_bytes(&mut self, bytes: usize) {
         self.range_max_bytes = bytes;
+    }
+
+    /// Whether pushes are range-coded (the default) or sent plain. A push
+    /// is a few live edits, at most [`PUSH_MAX_BYTES`]: on a link whose
+    /// packets take it whole either way (Wi-Fi, LAN) coding saves no
+    /// packet and costs the coder's CPU on both ends; on BLE's 244-byte
+    /// packets it can save some. Rounds' batches (reconciliation) are not
+    /// affected: see [`Session::set_range_code_max_bytes`].
+    pub fn set_push_range_coded(&mut self, coded: bool) {
+        self.push_coded = coded;
     }
 
     /// Whether news is offered as pushes when few (the default) or always

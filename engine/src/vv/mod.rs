@@ -111,11 +111,18 @@ impl VersionVector {
             self.0.clone_from(&other.0); // shared, not copied
             return;
         }
-        // In place when `other` adds no peer (the common case: vectors of
-        // one session share their origins), and not at all (no copy of a
-        // shared vector) when it adds nothing; else one merge walk.
-        let (missing, raises) = compare(self.entries(), theirs);
-        if missing > 0 {
+        // Not at all (no copy of a shared vector) when `other` adds
+        // nothing; `other` itself, shared, when it covers all of `self`
+        // (a session catching up with its store's vector: no allocation,
+        // and one copy in memory); in place when it adds no peer (vectors
+        // of one session share their origins); else one merge walk.
+        let (missing, raises, ahead) = compare(self.entries(), theirs);
+        if missing == 0 && !raises {
+            return;
+        }
+        if !ahead {
+            self.0.clone_from(&other.0);
+        } else if missing > 0 {
             self.0 = Some(Arc::new(merge(self.entries(), theirs, missing)));
         } else if raises {
             let mine = self.entries_mut();
@@ -198,20 +205,28 @@ impl fmt::Debug for VersionVector {
 }
 
 /// How `b` relates to `a` (both sorted by peer): how many of its peers `a`
-/// lacks, and whether it raises an entry `a` has.
-fn compare(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> (usize, bool) {
-    let (mut missing, mut raises) = (0, false);
-    let mut i = 0;
-    for &(p, h) in b {
-        while i < a.len() && a[i].0 < p {
+/// lacks, whether it raises an entry `a` has, and whether `a` is ahead of
+/// it anywhere (a peer `b` lacks, or a later entry): if not, `b` is the
+/// join.
+fn compare(a: &[(PeerId, Hlc)], b: &[(PeerId, Hlc)]) -> (usize, bool, bool) {
+    let (mut missing, mut raises, mut ahead) = (0, false, false);
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let ((p, g), (q, h)) = (a[i], b[j]);
+        if p < q {
+            ahead = true;
             i += 1;
-        }
-        match a.get(i) {
-            Some(e) if e.0 == p => raises |= h > e.1,
-            _ => missing += 1,
+        } else if p > q {
+            missing += 1;
+            j += 1;
+        } else {
+            raises |= h > g;
+            ahead |= g > h;
+            i += 1;
+            j += 1;
         }
     }
-    (missing, raises)
+    (missing + (b.len() - j), raises, ahead || i < a.len())
 }
 
 /// The pointwise maximum of two sorted runs, `b` holding `missing` peers
