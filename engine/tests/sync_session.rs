@@ -1158,6 +1158,17 @@ fn pushes_go_plain_when_the_session_is_told_so() {
         }
         net.assert_converged("tasks", "after the pushes");
         assert_eq!(push_codings(&net.peers[0]), vec![u8::from(coded); 3], "coded: {coded}");
+        // Over 1 KiB plain but not coded: coded, still a push (going plain
+        // never turns a push into a poke and a round).
+        let long = format!(
+            r#"{{"_id": "long", "notes": "{}"}}"#,
+            "all work and no play ".repeat(80)
+        );
+        net.on(0, |a| a.insert("tasks", &long));
+        net.run();
+        net.assert_converged("tasks", "after the long push");
+        assert_eq!(push_codings(&net.peers[0]).len(), 4, "coded: {coded}");
+        assert_eq!(push_codings(&net.peers[0])[3], 1, "coded: {coded}");
     }
 }
 

@@ -551,9 +551,14 @@ impl Session {
         if more || changes.len() > PUSH_MAX_CHANGES {
             return self.poke();
         }
-        let packed = match self.push_coded {
-            true => pack::pack_bounded(changes, self.range_max_bytes),
-            false => pack::pack_as(changes, pack::Coding::Plain),
+        // Plain when told so and it fits; else coded, so a push that fits
+        // coded is never turned into a poke and a round by going plain.
+        let plain = (!self.push_coded)
+            .then(|| pack::pack_as(changes, pack::Coding::Plain))
+            .filter(|p| p.len() <= PUSH_MAX_BYTES);
+        let packed = match plain {
+            Some(p) => p,
+            None => pack::pack_bounded(changes, self.range_max_bytes),
         };
         if packed.len() > PUSH_MAX_BYTES {
             return self.poke();
@@ -1305,12 +1310,14 @@ impl Session {
         self.range_max_bytes = bytes;
     }
 
-    /// Whether pushes are range-coded (the default) or sent plain. A push
-    /// is a few live edits, at most [`PUSH_MAX_BYTES`]: on a link whose
-    /// packets take it whole either way (Wi-Fi, LAN) coding saves no
-    /// packet and costs the coder's CPU on both ends; on BLE's 244-byte
-    /// packets it can save some. Rounds' batches (reconciliation) are not
-    /// affected: see [`Session::set_range_code_max_bytes`].
+    /// Whether pushes are range-coded (the default) or sent plain when
+    /// their plain form fits [`PUSH_MAX_BYTES`] (else coded, as before, so
+    /// that going plain never turns a push into a poke and a round). A
+    /// push is a few live edits: on Wi-Fi or LAN coding saves at most a
+    /// few hundred bytes of a frame of one or two packets, and costs the
+    /// coder's CPU on both ends; on BLE's 244-byte packets it saves
+    /// packets. Rounds' batches (reconciliation) are not affected: see
+    /// [`Session::set_range_code_max_bytes`].
     pub fn set_push_range_coded(&mut self, coded: bool) {
         self.push_coded = coded;
     }
