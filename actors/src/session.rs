@@ -57,14 +57,14 @@ pub const BATCH_DOCS: usize = 500;
 /// smaller, stay coded.
 pub const RANGE_CODE_MAX_BYTES: usize = 32 << 10;
 
-/// The largest batch body range-coded over a link of `kind`: every batch
-/// on BLE, where bytes are scarce; small ones elsewhere.
-fn range_code_max_bytes(kind: crate::presence::LinkKind) -> usize {
-    if kind == crate::presence::LinkKind::Ble {
-        usize::MAX
-    } else {
-        RANGE_CODE_MAX_BYTES
-    }
+/// Tells `session` how to code batches over a link of `kind`. On BLE,
+/// where bytes are scarce, every batch and push is range-coded; elsewhere
+/// batches up to [`RANGE_CODE_MAX_BYTES`] are, and pushes go plain when
+/// they fit.
+fn code_for_link(session: &mut Session, kind: crate::presence::LinkKind) {
+    let ble = kind == crate::presence::LinkKind::Ble;
+    session.set_range_code_max_bytes(if ble { usize::MAX } else { RANGE_CODE_MAX_BYTES });
+    session.set_push_range_coded(ble);
 }
 /// Unsent frames past which the serving task waits.
 pub const OUTBOX_FRAMES: usize = 16;
@@ -252,8 +252,7 @@ impl SessionActor {
             stall_ms: STALL_MS,
         };
         let mut session = Session::new(config, 0);
-        session.set_range_code_max_bytes(range_code_max_bytes(link.kind));
-        session.set_push_range_coded(link.kind == crate::presence::LinkKind::Ble);
+        code_for_link(&mut session, link.kind);
         SessionActor {
             me: ids.0,
             remote_peer: ids.1,
@@ -560,12 +559,9 @@ impl SessionActor {
         if links.is_ended() {
             self.session.handle_close();
         } else if links.take_changed() {
-            // Bulk batches are range-coded on slow links only: the session
-            // may have moved between a BLE link and a fast one.
+            // The session may have moved between a BLE link and a fast one.
             if let Some(active) = links.active() {
-                self.session.set_range_code_max_bytes(range_code_max_bytes(active.kind));
-                self.session
-                    .set_push_range_coded(active.kind == crate::presence::LinkKind::Ble);
+                code_for_link(&mut self.session, active.kind);
             }
             self.session.handle_link_changed();
         }

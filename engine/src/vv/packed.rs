@@ -199,25 +199,13 @@ impl Coding {
         let mean = (sum / u128::from(n.max(1))) as u64;
         let centre = 63u32.saturating_sub(mean.max(1).leading_zeros());
         let ks: [u32; 4] = std::array::from_fn(|i| (centre + i as u32).saturating_sub(2).min(RICE_K_MAX));
-        let mut quotients = [0u128; 4];
-        if let Ok(sum) = u64::try_from(sum) {
-            // Every quotient sum is at most `sum`: 64-bit adds suffice (the
-            // usual case; a peer column's gaps add up to its largest id).
-            let mut narrow = [0u64; 4];
-            for &v in values {
-                for (q, &k) in narrow.iter_mut().zip(&ks) {
-                    *q += v >> k;
-                }
-            }
-            debug_assert!(narrow.iter().all(|&q| q <= sum));
-            quotients = narrow.map(u128::from);
-        } else {
-            for &v in values {
-                for (q, &k) in quotients.iter_mut().zip(&ks) {
-                    *q += u128::from(v >> k);
-                }
-            }
-        }
+        // Every quotient sum is at most `sum`: when that fits 64 bits (the
+        // usual case; a peer column's gaps add up to its largest id),
+        // 64-bit adds suffice.
+        let quotients: [u128; 4] = match u64::try_from(sum) {
+            Ok(_) => quotient_sums::<u64>(values, &ks).map(u128::from),
+            Err(_) => quotient_sums::<u128>(values, &ks),
+        };
         for (q, &k) in quotients.iter().zip(&ks) {
             let bits = q + u128::from(n) * u128::from(k + 1);
             if bits < best.0 {
@@ -226,6 +214,19 @@ impl Coding {
         }
         best.1
     }
+}
+
+/// For each Rice parameter `k` of `ks`, the sum of `v >> k` over `values`
+/// (the unary parts' bits), added in `T`: the caller picks a `T` wide
+/// enough for the sum of `values`.
+fn quotient_sums<T: From<u64> + std::ops::AddAssign + Copy + Default>(values: &[u64], ks: &[u32; 4]) -> [T; 4] {
+    let mut sums = [T::default(); 4];
+    for &v in values {
+        for (q, &k) in sums.iter_mut().zip(ks) {
+            *q += T::from(v >> k);
+        }
+    }
+    sums
 }
 
 /// Bits, most significant first, into bytes. Bits gather in a 64-bit word
