@@ -407,6 +407,29 @@ pub fn canonical_id(collection: &str, id: &Value) -> Result<Value, StoreError> {
     Ok(canon)
 }
 
+/// Checks that `id` is already in canonical form (as a remote change's id
+/// must be): what [`canonical_id`] would return is `id` itself. Strings and
+/// integers, canonical as they are, are checked without a copy.
+fn check_canonical_id(collection: &str, id: &Value) -> Result<(), StoreError> {
+    let canonical = match id {
+        Value::String(_) | Value::Int(_) => {
+            id.validate().map_err(|_| StoreError::InvalidId {
+                collection: collection.to_string(),
+                reason: "an _id must be valid JSON",
+            })?;
+            true
+        }
+        _ => canonical_id(collection, id)? == *id,
+    };
+    if !canonical {
+        return Err(StoreError::InvalidId {
+            collection: collection.to_string(),
+            reason: "id is not in canonical form",
+        });
+    }
+    Ok(())
+}
+
 /// [`canonical_id`] of an owned id: strings and integers, canonical as
 /// they are, are returned without a copy.
 pub fn into_canonical_id(collection: &str, id: Value) -> Result<Value, StoreError> {
@@ -2445,13 +2468,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
     fn check_change(&self, change: &Change) -> Result<(Vec<u8>, Hlc), StoreError> {
         let collection = change.collection.as_str();
         check_collection(collection)?;
-        let id = canonical_id(collection, &change.id)?;
-        if id != change.id {
-            return Err(StoreError::InvalidId {
-                collection: collection.to_string(),
-                reason: "id is not in canonical form",
-            });
-        }
+        check_canonical_id(collection, &change.id)?;
         let mut newest = Hlc::ZERO;
         for op in &change.ops {
             op.validate().map_err(|reason| StoreError::InvalidChange {
@@ -2461,7 +2478,7 @@ impl<'s, K: Kv> WriteTx<'s, K> {
             self.clock.check(op.stamp().hlc, self.now_ms)?;
             newest = newest.max(op.stamp().hlc);
         }
-        let id_bytes = codec::encode_id(&id);
+        let id_bytes = codec::encode_id(&change.id);
         Self::check_id_len(collection, &id_bytes)?;
         Ok((id_bytes, newest))
     }
@@ -2660,6 +2677,46 @@ mod tests {
         for i in 0..2 * per_commit {
             assert!(r.get_raw("docs", &id(i)).expect("get").is_some(), "document {i}");
         }
+    }
+
+    /// A remote change's id must already be canonical: strings and
+    /// integers pass as they are; an integral float (canonically an
+    /// integer) or an object id with a non-canonical part is refused, and
+    /// nothing is written.
+    #[test]
+    fn remote_changes_need_canonical_ids() {
+        let store = Store::open(MemKv::new(), StoreConfig::default(), PeerId(1), 1).expect("store");
+        let op = Op::Set {
+            path: vec!["v".to_string()],
+            stamp: crate::hlc::Stamp {
+                hlc: Hlc(1 << 20),
+                peer: PeerId(2),
+            },
+            val: crate::doc::RegVal::Value(Value::Int(1)),
+        };
+        let change = |id: Value| Change {
+            collection: "docs".to_string(),
+            id,
+            ops: vec![op.clone()],
+        };
+        let mut w = store.write(1_000).expect("write");
+        for id in [Value::String("a".into()), Value::Int(7)] {
+            assert!(w.apply(&change(id.clone())).expect("canonical"), "{id:?}");
+        }
+        let float = change(Value::Float(7.0));
+        assert!(matches!(
+            w.apply(&float),
+            Err(StoreError::InvalidId {
+                reason: "id is not in canonical form",
+                ..
+            })
+        ));
+        let object = Value::Object([("k".to_string(), Value::Float(2.0))].into_iter().collect());
+        assert!(matches!(w.apply(&change(object)), Err(StoreError::InvalidId { .. })));
+        w.commit().expect("commit");
+        let r = store.read().expect("read");
+        assert!(r.get("docs", &Value::Int(7)).expect("get").is_some());
+        assert!(r.get("docs", &Value::String("a".into())).expect("get").is_some());
     }
 
     /// The change feed's decoded documents are found by their record's
