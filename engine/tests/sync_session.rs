@@ -1238,3 +1238,63 @@ fn a_push_built_on_a_failed_one_is_not_taken() {
     let outs = drain(&mut s);
     assert!(!outs.iter().any(|o| matches!(o, Output::Apply { .. })), "{outs:?}");
 }
+
+/// A `Have` for a push that holds the pusher's own writes is owed for a
+/// tenth of `stall_ms` (its user may be typing); for a push of relayed
+/// news only, a fifth (the `Have` more likely rides on an offer of ours).
+/// Whichever `Ack` timer fires first sends the newest `Have` owed.
+#[test]
+fn a_have_for_the_pushers_own_writes_goes_sooner() {
+    use rhizome_engine::codec::Change;
+    use rhizome_engine::doc::{Op, RegVal};
+    use rhizome_engine::hlc::{Hlc, Stamp};
+    use rhizome_engine::value::Value;
+    let (mut s, round) = open_session();
+    s.handle_frame(&frame(&changes(round, 0, &[], true)));
+    drain(&mut s);
+    s.handle_applied(round, true);
+    drain(&mut s);
+    let write = |peer: u64, id: &str| Change {
+        collection: "tasks".to_string(),
+        id: Value::String(id.to_string()),
+        ops: vec![Op::Set {
+            path: vec!["done".to_string()],
+            stamp: Stamp {
+                hlc: Hlc(1 << 16),
+                peer: PeerId(peer),
+            },
+            val: RegVal::Value(Value::Bool(true)),
+        }],
+    };
+    let push = |nonce: u64, docs: &[Change]| Message::Push {
+        nonce,
+        ack: None,
+        asked: round,
+        changes: pack::pack(docs),
+        upto: VersionVector::new(),
+        complete: true,
+    };
+    let ack_timers = |outs: &[Output]| -> Vec<(u64, u64)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::SetTimer {
+                    timer: Timer::Ack(n),
+                    after_ms,
+                } => Some((*n, *after_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Relayed news (peer 3's write): the longer wait.
+    s.handle_frame(&frame(&push(1, &[write(3, "relayed")])));
+    assert_eq!(ack_timers(&drain(&mut s)), vec![(1, STALL_MS / 5)]);
+    // The pusher's own write, while that `Have` is still owed: a sooner
+    // timer, for the newest nonce.
+    s.handle_frame(&frame(&push(2, &[write(2, "own")])));
+    assert_eq!(ack_timers(&drain(&mut s)), vec![(2, STALL_MS / 10)]);
+    // The older timer fires first here: it sends the newest `Have`, once.
+    s.handle_timer(Timer::Ack(1));
+    assert_eq!(sent(&drain(&mut s)), vec![Message::Have { nonce: 2 }]);
+    s.handle_timer(Timer::Ack(2));
+    assert_eq!(sent(&drain(&mut s)), vec![]);
+}
