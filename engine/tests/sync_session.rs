@@ -1297,4 +1297,16 @@ fn a_have_for_the_pushers_own_writes_goes_sooner() {
     assert_eq!(sent(&drain(&mut s)), vec![Message::Have { nonce: 2 }]);
     s.handle_timer(Timer::Ack(2));
     assert_eq!(sent(&drain(&mut s)), vec![]);
+    // Nothing owed: the pusher's own write alone, and mixed with relayed
+    // news, each get the sooner timer; relayed news alone the later one.
+    s.handle_frame(&frame(&push(3, &[write(2, "own")])));
+    assert_eq!(ack_timers(&drain(&mut s)), vec![(3, STALL_MS / 10)]);
+    s.handle_timer(Timer::Ack(3));
+    assert_eq!(sent(&drain(&mut s)), vec![Message::Have { nonce: 3 }]);
+    s.handle_frame(&frame(&push(4, &[write(3, "relayed"), write(2, "own")])));
+    assert_eq!(ack_timers(&drain(&mut s)), vec![(4, STALL_MS / 10)]);
+    s.handle_timer(Timer::Ack(4));
+    assert_eq!(sent(&drain(&mut s)), vec![Message::Have { nonce: 4 }]);
+    s.handle_frame(&frame(&push(5, &[write(3, "relayed")])));
+    assert_eq!(ack_timers(&drain(&mut s)), vec![(5, STALL_MS / 5)]);
 }

@@ -2703,7 +2703,7 @@ mod tests {
         for id in [Value::String("a".into()), Value::Int(7)] {
             assert!(w.apply(&change(id.clone())).expect("canonical"), "{id:?}");
         }
-        let float = change(Value::Float(7.0));
+        let float = change(Value::Float(8.0));
         assert!(matches!(
             w.apply(&float),
             Err(StoreError::InvalidId {
@@ -2712,11 +2712,22 @@ mod tests {
             })
         ));
         let object = Value::Object([("k".to_string(), Value::Float(2.0))].into_iter().collect());
-        assert!(matches!(w.apply(&change(object)), Err(StoreError::InvalidId { .. })));
+        assert!(matches!(
+            w.apply(&change(object.clone())),
+            Err(StoreError::InvalidId {
+                reason: "id is not in canonical form",
+                ..
+            })
+        ));
         w.commit().expect("commit");
         let r = store.read().expect("read");
         assert!(r.get("docs", &Value::Int(7)).expect("get").is_some());
         assert!(r.get("docs", &Value::String("a".into())).expect("get").is_some());
+        // The refused ids' canonical forms were not written either.
+        let canonical = Value::Object([("k".to_string(), Value::Int(2))].into_iter().collect());
+        assert!(r.get("docs", &canonical).expect("get").is_none());
+        assert!(r.get("docs", &object).expect("get").is_none());
+        assert!(r.get("docs", &Value::Int(8)).expect("get").is_none());
     }
 
     /// The change feed's decoded documents are found by their record's

@@ -78,16 +78,21 @@ pub const PUSH_MAX_CHANGES: usize = 8;
 /// Most bytes (packed) of a push's changes.
 pub const PUSH_MAX_BYTES: usize = 1024;
 
-/// A `Have` waits this fraction of `stall_ms` (400 ms by default) for a
-/// poke or push of ours to carry it. The remote offers nothing more on
-/// this session until it hears, so the wait is the longest a follow-up
-/// offer of relayed news is held back; in exchange, news that arrives
-/// meanwhile goes in one offer, and the `Have` usually rides on one of
-/// ours. A fifth rather than a tenth: 12-16% fewer messages in
-/// `partition-heal` at 1,000 to 10,000 peers (ARCHITECTURE.md).
+/// A `Have` waits this fraction of `stall_ms` (400 ms with the actors'
+/// 2 s) for a poke or push of ours to carry it. The remote offers nothing
+/// more on this session until it hears, so the wait is the longest a
+/// follow-up offer of relayed news is held back; in exchange, news that
+/// arrives meanwhile goes in one offer, and the `Have` usually rides on
+/// one of ours. With [`OWN_WRITES_ACK_DIVISOR`], against a tenth for
+/// every `Have`: 8% fewer messages in `partition-heal` (seed 7) at 1,000
+/// peers, 3% at 10,000 (ARCHITECTURE.md, "Acknowledgements ride along").
+/// An `Ack` timer sends whatever is owed when it fires, so while the
+/// remote keeps offering, owed `Have`s go out at least this often.
 const ACK_DELAY_DIVISOR: u64 = 5;
-/// The same for a push that holds writes of the remote's own (200 ms by
-/// default): its user may be typing, and the next keystroke waits for it.
+/// The same for a push that holds writes of the remote's own (200 ms
+/// with the actors' 2 s): its user may be typing, and on a direct link
+/// the next keystroke waits for this `Have`. (A relay's push of them
+/// counts as relayed news.)
 const OWN_WRITES_ACK_DIVISOR: u64 = 10;
 
 /// Hellos sent before the handshake is given up.
